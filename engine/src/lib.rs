@@ -1,1 +1,37 @@
-//! placeholder
+//! The imap-push-proxy engine: holds IMAP sessions in IDLE and reports new mail.
+//!
+//! What this crate never does: it never starts a thread per session, never uses an async
+//! runtime, never logs, never stores credentials beyond the login command (the secret is
+//! zeroized as soon as the last byte of LOGIN or AUTHENTICATE has been written), and never
+//! lets a misbehaving server panic a reactor: such a session ends with a typed
+//! [`EndReason`].
+//!
+//! # Design overview
+//! - [`session::Session`] is a sans-IO state machine: bytes and [`Tick`]s in; bytes,
+//!   deadlines and events out. It is tested with a fake clock and scripted server bytes.
+//! - A reactor thread owns a `mio::Poll`, a slab of sessions with their sockets and TLS
+//!   state (rustls, behind [`tls`]), and a hashed timing wheel ([`wheel`]).
+//! - [`Engine`] starts the reactors and a dispatcher thread that resolves host names, and
+//!   hands out [`Event`]s on a bounded channel.
+//!
+//! # Example
+//! See `examples/watch.rs` for a complete program.
+
+pub mod api;
+pub mod pool;
+pub mod reactor;
+pub mod reason;
+pub mod session;
+pub mod spec;
+pub mod time;
+pub mod tls;
+pub mod wheel;
+
+pub use api::{
+    ConnectFilter, Engine, EngineConfig, Event, SessionId, StartError, Stats, WatchError,
+};
+pub use reactor::KeepaliveConfig;
+pub use reason::{EndReason, ProtocolError, TlsFailure, Waiting};
+pub use session::{Ready, SessionConfig};
+pub use spec::{Secret, Security, Since, SpecError, WatchSpec};
+pub use time::Tick;

@@ -1,0 +1,408 @@
+//! The embedding API: start an engine, watch and unwatch accounts, read events.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::{Poll, Waker};
+
+use crate::reactor::{Command, Counters, KeepaliveConfig, Reactor, Shared};
+use crate::reason::EndReason;
+use crate::session::{ConfigError, Ready, SessionConfig};
+use crate::spec::{SpecError, WatchSpec};
+use crate::tls::{client_config, TlsSetupError};
+
+/// Identifies one watched account for the life of the engine. Never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub(crate) u64);
+
+impl SessionId {
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+/// Decides whether the engine may connect to an address (an SSRF guard). Called with every
+/// resolved address, and again with the address actually connected to.
+pub type ConnectFilter = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
+/// What the engine reports. Each watched session yields `Ready` then any number of
+/// `NewMail` then `SessionLost`; or `Failed` alone if it never became ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The mailbox is open and watched.
+    Ready { id: SessionId, ready: Ready },
+    /// The session ended before it was ready.
+    Failed { id: SessionId, reason: EndReason },
+    /// The message count of mailbox number `mailbox` (index into the watched list) rose.
+    NewMail {
+        id: SessionId,
+        mailbox: usize,
+        exists: u32,
+    },
+    /// A ready session ended.
+    SessionLost { id: SessionId, reason: EndReason },
+}
+
+impl Event {
+    pub fn id(&self) -> SessionId {
+        match *self {
+            Event::Ready { id, .. }
+            | Event::Failed { id, .. }
+            | Event::NewMail { id, .. }
+            | Event::SessionLost { id, .. } => id,
+        }
+    }
+}
+
+/// Default bound of the event channel. When it is full, reactors wait for the consumer
+/// (backpressure) rather than drop an event.
+pub const EVENT_QUEUE_LEN: usize = 64 * 1024;
+/// Default most sessions one engine holds.
+pub const SESSIONS_MAX: usize = 1_000_000;
+/// How long `shutdown` waits for LOGOUTs to complete.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How to run an engine.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// Reactor threads; 0 means one per core.
+    pub reactor_threads: usize,
+    pub session: SessionConfig,
+    pub keepalive: KeepaliveConfig,
+    /// Trust the Mozilla root certificates (webpki-roots).
+    pub webpki_roots: bool,
+    /// Extra trusted roots, PEM.
+    pub extra_ca_file: Option<PathBuf>,
+    /// Extra trusted roots, DER (for embedders and tests).
+    pub extra_roots_der: Vec<Vec<u8>>,
+    pub event_queue_len: usize,
+    pub sessions_max: usize,
+    pub connect_filter: Option<ConnectFilter>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            reactor_threads: 0,
+            session: SessionConfig::default(),
+            keepalive: KeepaliveConfig::default(),
+            webpki_roots: true,
+            extra_ca_file: None,
+            extra_roots_der: Vec::new(),
+            event_queue_len: EVENT_QUEUE_LEN,
+            sessions_max: SESSIONS_MAX,
+            connect_filter: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("reactor_threads", &self.reactor_threads)
+            .field("session", &self.session)
+            .field("sessions_max", &self.sessions_max)
+            .field("connect_filter", &self.connect_filter.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an engine did not start.
+#[derive(Debug)]
+pub enum StartError {
+    Config(ConfigError),
+    Tls(TlsSetupError),
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "invalid session config: {e}"),
+            StartError::Tls(e) => write!(f, "TLS setup: {e}"),
+            StartError::Io(e) => write!(f, "could not start a reactor: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Why `watch` refused a spec at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchError {
+    Spec(SpecError),
+    /// The engine holds `sessions_max` sessions already.
+    AtCapacity,
+    /// The engine is shutting down.
+    ShuttingDown,
+}
+
+impl std::fmt::Display for WatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WatchError::Spec(e) => write!(f, "invalid watch spec: {e}"),
+            WatchError::AtCapacity => f.write_str("the engine is at capacity"),
+            WatchError::ShuttingDown => f.write_str("the engine is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for WatchError {}
+
+/// Gauges and counters of a running engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Sessions watched or being set up (including those waiting for DNS).
+    pub live_sessions: usize,
+    /// Sessions holding a reactor slot.
+    pub reactor_sessions: usize,
+    /// Socket events for slots that no longer exist (dropped).
+    pub stale_events: u64,
+    pub loop_turns: u64,
+}
+
+struct ReactorHandle {
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+    counters: Arc<Counters>,
+    thread: Option<JoinHandle<()>>,
+}
+
+enum Dispatch {
+    Watch(SessionId, WatchSpec),
+    Unwatch(SessionId),
+}
+
+/// A running engine. Dropping it shuts it down (see [`Engine::shutdown`]).
+pub struct Engine {
+    reactors: Arc<Vec<ReactorHandle>>,
+    dispatch: Option<Sender<Dispatch>>,
+    dispatcher: Option<JoinHandle<()>>,
+    events: Receiver<Event>,
+    next_id: AtomicU64,
+    live_sessions: Arc<AtomicUsize>,
+    sessions_max: usize,
+}
+
+impl Engine {
+    /// Starts the reactor threads and the dispatcher that resolves host names.
+    pub fn start(config: EngineConfig) -> Result<Engine, StartError> {
+        config.session.validate().map_err(StartError::Config)?;
+        let tls = client_config(
+            config.webpki_roots,
+            config.extra_ca_file.as_deref(),
+            &config.extra_roots_der,
+        )
+        .map_err(StartError::Tls)?;
+        let threads = match config.reactor_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let (event_tx, events) = crossbeam_channel::bounded(config.event_queue_len.max(1));
+        let live_sessions = Arc::new(AtomicUsize::new(0));
+        let mut reactors = Vec::with_capacity(threads);
+        for index in 0..threads {
+            let poll = Poll::new().map_err(StartError::Io)?;
+            let (commands, command_rx) = crossbeam_channel::unbounded();
+            let counters = Arc::new(Counters::default());
+            let shared = Shared {
+                config: Arc::new(config.session),
+                keepalive: config.keepalive,
+                tls: tls.clone(),
+                events: event_tx.clone(),
+                connect_filter: config.connect_filter.clone(),
+                counters: counters.clone(),
+                live_sessions: live_sessions.clone(),
+            };
+            let reactor = Reactor::new(poll, command_rx, shared);
+            let waker = Arc::new(reactor.waker().map_err(StartError::Io)?);
+            let thread = std::thread::Builder::new()
+                .name(format!("imap-reactor-{index}"))
+                .spawn(move || reactor.run())
+                .map_err(StartError::Io)?;
+            reactors.push(ReactorHandle {
+                commands,
+                waker,
+                counters,
+                thread: Some(thread),
+            });
+        }
+        let reactors = Arc::new(reactors);
+        let (dispatch, dispatch_rx) = crossbeam_channel::unbounded();
+        let dispatcher = {
+            let reactors = reactors.clone();
+            let filter = config.connect_filter.clone();
+            let events = event_tx;
+            let live = live_sessions.clone();
+            std::thread::Builder::new()
+                .name("imap-dispatch".into())
+                .spawn(move || dispatch_loop(dispatch_rx, &reactors, filter, &events, &live))
+                .map_err(StartError::Io)?
+        };
+        Ok(Engine {
+            reactors,
+            dispatch: Some(dispatch),
+            dispatcher: Some(dispatcher),
+            events,
+            next_id: AtomicU64::new(1),
+            live_sessions,
+            sessions_max: config.sessions_max,
+        })
+    }
+
+    /// Starts watching an account. Returns at once; `Ready` or `Failed` for the returned id
+    /// follows on [`Engine::events`]. The credentials move into the engine and are wiped as
+    /// soon as the login command has been written.
+    pub fn watch(&self, spec: WatchSpec) -> Result<SessionId, WatchError> {
+        spec.validate().map_err(WatchError::Spec)?;
+        let dispatch = self.dispatch.as_ref().ok_or(WatchError::ShuttingDown)?;
+        let live = self.live_sessions.fetch_add(1, Ordering::Relaxed);
+        if live >= self.sessions_max {
+            self.live_sessions.fetch_sub(1, Ordering::Relaxed);
+            return Err(WatchError::AtCapacity);
+        }
+        let id = SessionId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        if dispatch.send(Dispatch::Watch(id, spec)).is_err() {
+            self.live_sessions.fetch_sub(1, Ordering::Relaxed);
+            return Err(WatchError::ShuttingDown);
+        }
+        Ok(id)
+    }
+
+    /// Ends a session: DONE, LOGOUT, close. Its `SessionLost { reason: Unwatched }` (or
+    /// `Failed`) follows. Unknown or ended ids are ignored.
+    pub fn unwatch(&self, id: SessionId) {
+        if let Some(dispatch) = &self.dispatch {
+            let _ = dispatch.send(Dispatch::Unwatch(id));
+        }
+    }
+
+    /// The event stream. Read it steadily: when it is full, the reactors wait.
+    pub fn events(&self) -> &Receiver<Event> {
+        &self.events
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats {
+            live_sessions: self.live_sessions.load(Ordering::Relaxed),
+            ..Stats::default()
+        };
+        for r in self.reactors.iter() {
+            stats.reactor_sessions += r.counters.sessions.load(Ordering::Relaxed);
+            stats.stale_events += r.counters.stale_events.load(Ordering::Relaxed);
+            stats.loop_turns += r.counters.loop_turns.load(Ordering::Relaxed);
+        }
+        stats
+    }
+
+    /// Logs every session out (each ends with [`EndReason::Shutdown`]) and stops the
+    /// threads, waiting at most [`SHUTDOWN_GRACE`]. Returns the events produced meanwhile
+    /// that no other reader took, so the caller can still act on every session's end.
+    pub fn shutdown(mut self) -> Vec<Event> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        // Closing the dispatch channel lets the dispatcher finish what is queued.
+        self.dispatch = None;
+        if let Some(dispatcher) = self.dispatcher.take() {
+            let _ = dispatcher.join();
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        for r in self.reactors.iter() {
+            let _ = r.commands.send(Command::Shutdown);
+            let _ = r.waker.wake();
+        }
+        // The dispatcher, the Arc's other owner, has exited: the handles are ours alone.
+        if let Some(reactors) = Arc::get_mut(&mut self.reactors) {
+            for r in reactors.iter_mut() {
+                let Some(thread) = r.thread.take() else {
+                    continue;
+                };
+                // Keep taking events so a reactor never waits on a full queue.
+                while !thread.is_finished() && Instant::now() < deadline {
+                    match self.events.recv_timeout(Duration::from_millis(5)) {
+                        Ok(event) => events.push(event),
+                        Err(_) => continue,
+                    }
+                }
+                if thread.is_finished() {
+                    let _ = thread.join();
+                }
+            }
+        }
+        events.extend(self.events.try_iter());
+        events
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.dispatch.is_some() {
+            self.stop();
+        }
+    }
+}
+
+fn dispatch_loop(
+    rx: Receiver<Dispatch>,
+    reactors: &[ReactorHandle],
+    filter: Option<ConnectFilter>,
+    events: &Sender<Event>,
+    live: &AtomicUsize,
+) {
+    let pick = |id: SessionId| &reactors[(id.0 % reactors.len() as u64) as usize];
+    for message in rx {
+        match message {
+            Dispatch::Watch(id, spec) => match resolve(&spec.host, spec.port, filter.as_ref()) {
+                Ok(addrs) => {
+                    let reactor = pick(id);
+                    let _ = reactor.commands.send(Command::Watch { id, spec, addrs });
+                    let _ = reactor.waker.wake();
+                }
+                Err(reason) => {
+                    // `spec` (and its secret) is dropped here, zeroized.
+                    live.fetch_sub(1, Ordering::Relaxed);
+                    let _ = events.send(Event::Failed { id, reason });
+                }
+            },
+            Dispatch::Unwatch(id) => {
+                let reactor = pick(id);
+                let _ = reactor.commands.send(Command::Unwatch(id));
+                let _ = reactor.waker.wake();
+            }
+        }
+    }
+}
+
+/// Resolves `host` and keeps the addresses `filter` allows.
+fn resolve(
+    host: &str,
+    port: u16,
+    filter: Option<&ConnectFilter>,
+) -> Result<Vec<SocketAddr>, EndReason> {
+    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => (host, port)
+            .to_socket_addrs()
+            .map_err(|_| EndReason::Resolve)?
+            .collect(),
+    };
+    if addrs.is_empty() {
+        return Err(EndReason::Resolve);
+    }
+    let allowed: Vec<SocketAddr> = match filter {
+        Some(filter) => addrs.into_iter().filter(|a| filter(a.ip())).collect(),
+        None => addrs,
+    };
+    if allowed.is_empty() {
+        return Err(EndReason::Forbidden);
+    }
+    Ok(allowed)
+}

@@ -1,0 +1,638 @@
+//! A reactor thread: one `mio::Poll`, a slab of sessions, a timing wheel.
+//!
+//! The reactor alone owns sockets, TLS, the clock and the thread. Sessions only see bytes and
+//! ticks. Tokens carry the slab key and a generation, so an event for a slot that has since
+//! been reused is recognised and dropped.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use rustls::ClientConfig;
+use slab::Slab;
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use zeroize::Zeroize;
+
+use crate::api::{ConnectFilter, Event, SessionId};
+use crate::pool::BufPool;
+use crate::reason::EndReason;
+use crate::session::{Session, SessionConfig, SessionEvent, TX_BUF_LEN};
+use crate::spec::{Security, WatchSpec};
+use crate::time::{Clock, Tick};
+use crate::tls::{Tls, TlsError, TlsRead};
+use crate::wheel::{Entry, Wheel};
+
+/// Token of the reactor's waker.
+pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
+/// Size of the reactor's read buffer.
+pub const RX_BUF_LEN: usize = 64 * 1024;
+/// Most socket events taken per poll.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// TCP keepalive: a peer that vanished without a FIN or RST is found within
+/// `idle + interval * retries` (here 60 + 15 * 4 = 120 s), not at the next IDLE refresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepaliveConfig {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub retries: u32,
+}
+
+impl Default for KeepaliveConfig {
+    fn default() -> Self {
+        KeepaliveConfig {
+            idle: Duration::from_secs(60),
+            interval: Duration::from_secs(15),
+            retries: 4,
+        }
+    }
+}
+
+/// Commands from the engine to a reactor.
+pub(crate) enum Command {
+    Watch {
+        id: SessionId,
+        spec: WatchSpec,
+        addrs: Vec<SocketAddr>,
+    },
+    Unwatch(SessionId),
+    Shutdown,
+}
+
+/// Counters a reactor shares with the engine.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub sessions: AtomicUsize,
+    pub stale_events: AtomicU64,
+    pub loop_turns: AtomicU64,
+}
+
+struct Slot {
+    id: SessionId,
+    generation: u32,
+    session: Session,
+    sock: TcpStream,
+    tls: Option<Box<Tls>>,
+    /// Addresses still to try if the current connect fails.
+    fallback: Option<Box<[SocketAddr]>>,
+    connected: bool,
+    /// Plain TCP: bytes the socket did not take yet.
+    parked: Option<Vec<u8>>,
+    /// STARTTLS: the TLS server name, kept until the handshake starts.
+    starttls_host: Option<Box<str>>,
+    /// The deadline this slot is filed under in the wheel, or NEVER.
+    filed: Tick,
+}
+
+pub(crate) struct Shared {
+    pub config: Arc<SessionConfig>,
+    pub keepalive: KeepaliveConfig,
+    pub tls: Arc<ClientConfig>,
+    pub events: Sender<Event>,
+    pub connect_filter: Option<ConnectFilter>,
+    pub counters: Arc<Counters>,
+    pub live_sessions: Arc<AtomicUsize>,
+}
+
+pub(crate) struct Reactor {
+    poll: Poll,
+    commands: Receiver<Command>,
+    shared: Shared,
+    clock: Clock,
+    slots: Slab<Slot>,
+    ids: std::collections::HashMap<SessionId, usize>,
+    wheel: Wheel,
+    pool: BufPool,
+    rx: Box<[u8]>,
+    tx: Box<[u8]>,
+    next_generation: u32,
+    shutting_down: bool,
+}
+
+impl Reactor {
+    pub fn new(poll: Poll, commands: Receiver<Command>, shared: Shared) -> Reactor {
+        let clock = Clock::new();
+        Reactor {
+            poll,
+            commands,
+            shared,
+            wheel: Wheel::new(clock.now()),
+            clock,
+            slots: Slab::new(),
+            ids: std::collections::HashMap::new(),
+            pool: BufPool::new(),
+            rx: vec![0; RX_BUF_LEN].into_boxed_slice(),
+            tx: vec![0; TX_BUF_LEN].into_boxed_slice(),
+            next_generation: 1,
+            shutting_down: false,
+        }
+    }
+
+    pub fn waker(&self) -> io::Result<Waker> {
+        Waker::new(self.poll.registry(), WAKER_TOKEN)
+    }
+
+    /// Runs until shut down and every session has ended.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut due: Vec<Entry> = Vec::new();
+        let mut more_due = false;
+        loop {
+            let now = self.clock.now();
+            let timeout = if more_due {
+                Some(Duration::ZERO)
+            } else {
+                self.wheel.next_wake(now).map(|t| t.since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    // A broken epoll instance cannot be recovered: end every session.
+                    self.end_all(EndReason::Io(e.kind()));
+                    return;
+                }
+            }
+            self.shared
+                .counters
+                .loop_turns
+                .fetch_add(1, Ordering::Relaxed);
+            let now = self.clock.now();
+            for event in events.iter() {
+                if event.token() == WAKER_TOKEN {
+                    self.drain_commands(now);
+                } else {
+                    self.on_socket_event(now, event.token());
+                }
+            }
+            due.clear();
+            more_due = self.wheel.expire(now, &mut due);
+            for entry in &due {
+                self.on_timer(now, *entry);
+            }
+            if self.shutting_down && self.slots.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn drain_commands(&mut self, now: Tick) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Watch { id, spec, addrs } => self.watch(now, id, spec, addrs),
+                Command::Unwatch(id) => {
+                    if let Some(&key) = self.ids.get(&id) {
+                        self.slots[key]
+                            .session
+                            .handle_close(now, EndReason::Unwatched);
+                        self.drive(now, key);
+                    }
+                }
+                Command::Shutdown => {
+                    self.shutting_down = true;
+                    let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
+                    for key in keys {
+                        self.slots[key]
+                            .session
+                            .handle_close(now, EndReason::Shutdown);
+                        self.drive(now, key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn watch(&mut self, now: Tick, id: SessionId, spec: WatchSpec, addrs: Vec<SocketAddr>) {
+        let security = spec.security;
+        let host = spec.host.clone();
+        let mut session = Session::new(now, self.shared.config.clone(), spec, splitmix(id.0));
+        if self.shutting_down {
+            session.handle_close(now, EndReason::Shutdown);
+            return self.emit_end(id, session);
+        }
+        let tls = if security == Security::Tls {
+            match Tls::new(self.shared.tls.clone(), &host) {
+                Ok(tls) => Some(Box::new(tls)),
+                Err(failure) => {
+                    session.handle_transport_closed(now, EndReason::Tls(failure));
+                    return self.emit_end(id, session);
+                }
+            }
+        } else {
+            None
+        };
+        let mut addrs = addrs.into_iter();
+        let mut last_error = io::ErrorKind::NotFound;
+        let sock = loop {
+            let Some(addr) = addrs.next() else {
+                session.handle_transport_closed(now, EndReason::Connect(last_error));
+                return self.emit_end(id, session);
+            };
+            match connect(addr, &self.shared.keepalive) {
+                Ok(sock) => break sock,
+                Err(e) => last_error = e.kind(),
+            }
+        };
+        let rest: Box<[SocketAddr]> = addrs.collect();
+        let entry = self.slots.vacant_entry();
+        let key = entry.key();
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let mut slot = Slot {
+            id,
+            generation,
+            session,
+            sock,
+            tls,
+            fallback: (!rest.is_empty()).then_some(rest),
+            connected: false,
+            parked: None,
+            starttls_host: (security == Security::StartTls).then(|| host.into_boxed_str()),
+            filed: Tick::NEVER,
+        };
+        let token = token_for(key, generation);
+        if let Err(e) = self.poll.registry().register(
+            &mut slot.sock,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            slot.session
+                .handle_transport_closed(now, EndReason::Io(e.kind()));
+            return self.emit_end(id, slot.session);
+        }
+        entry.insert(slot);
+        self.ids.insert(id, key);
+        self.shared
+            .counters
+            .sessions
+            .fetch_add(1, Ordering::Relaxed);
+        self.drive(now, key);
+    }
+
+    fn on_socket_event(&mut self, now: Tick, token: Token) {
+        let Some(key) = self.live_key(token) else {
+            self.shared
+                .counters
+                .stale_events
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if !self.slots[key].connected && !self.finish_connect(now, key) {
+            return self.drive(now, key);
+        }
+        self.flush(now, key);
+        if !self.slots[key].session.is_ended() {
+            self.read(now, key);
+        }
+        self.drive(now, key);
+    }
+
+    /// Checks whether a pending connect completed; tries the next address if it failed.
+    /// Returns true once connected.
+    fn finish_connect(&mut self, now: Tick, key: usize) -> bool {
+        let slot = &mut self.slots[key];
+        let failed = match slot.sock.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e.kind()),
+            Ok(None) => None,
+        };
+        let peer = match failed {
+            Some(kind) => Err(kind),
+            None => match slot.sock.peer_addr() {
+                Ok(peer) => Ok(peer),
+                // Still in progress: a spurious wake-up.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return false,
+                Err(e) => Err(e.kind()),
+            },
+        };
+        match peer {
+            Ok(peer) => {
+                // Re-check the address actually connected to (the resolver checked the
+                // names; this catches anything that changed between check and connect).
+                if let Some(filter) = &self.shared.connect_filter {
+                    if !filter(peer.ip()) {
+                        slot.session
+                            .handle_transport_closed(now, EndReason::Forbidden);
+                        return false;
+                    }
+                }
+                slot.connected = true;
+                slot.fallback = None;
+                slot.session.handle_connected(now);
+                true
+            }
+            Err(kind) => {
+                self.connect_next(now, key, kind);
+                false
+            }
+        }
+    }
+
+    fn connect_next(&mut self, now: Tick, key: usize, mut last: io::ErrorKind) {
+        let slot = &mut self.slots[key];
+        let mut rest = slot.fallback.take().map(Vec::from).unwrap_or_default();
+        while !rest.is_empty() {
+            let addr = rest.remove(0);
+            match connect(addr, &self.shared.keepalive) {
+                Ok(mut sock) => {
+                    let _ = self.poll.registry().deregister(&mut slot.sock);
+                    let token = token_for(key, slot.generation);
+                    match self.poll.registry().register(
+                        &mut sock,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        Ok(()) => {
+                            slot.sock = sock;
+                            slot.fallback = (!rest.is_empty()).then(|| rest.into_boxed_slice());
+                            return;
+                        }
+                        Err(e) => last = e.kind(),
+                    }
+                }
+                Err(e) => last = e.kind(),
+            }
+        }
+        slot.session
+            .handle_transport_closed(now, EndReason::Connect(last));
+    }
+
+    /// Reads until the socket would block, feeding the session.
+    fn read(&mut self, now: Tick, key: usize) {
+        let slot = &mut self.slots[key];
+        let session = &mut slot.session;
+        let pool = &mut self.pool;
+        if let Some(tls) = slot.tls.as_mut() {
+            let result = tls.read(&mut slot.sock, &mut self.rx, |plain| {
+                session.handle_input(now, plain, pool);
+                !session.is_ended()
+            });
+            match result {
+                Ok(TlsRead::WouldBlock) => {}
+                Ok(TlsRead::Closed) => session.handle_transport_closed(now, EndReason::Closed),
+                Err(e) => session.handle_transport_closed(now, tls_reason(e)),
+            }
+            if tls.take_established() {
+                session.handle_tls_established(now);
+            }
+            return;
+        }
+        loop {
+            match slot.sock.read(&mut self.rx) {
+                Ok(0) => return session.handle_transport_closed(now, EndReason::Closed),
+                Ok(n) => {
+                    session.handle_input(now, &self.rx[..n], pool);
+                    if session.is_ended() || session.wants_tls() {
+                        // After STARTTLS's OK the next bytes are TLS: leave them to rustls.
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return session.handle_transport_closed(now, EndReason::Io(e.kind())),
+            }
+        }
+    }
+
+    /// Writes whatever is waiting: parked plaintext, or TLS records.
+    fn flush(&mut self, now: Tick, key: usize) {
+        let slot = &mut self.slots[key];
+        let result = if let Some(tls) = slot.tls.as_mut() {
+            tls.flush(&mut slot.sock).map_err(tls_reason)
+        } else if let Some(mut parked) = slot.parked.take() {
+            let result = write_some(&mut slot.sock, &parked).map(|n| {
+                parked.drain(..n);
+            });
+            if parked.is_empty() {
+                parked.zeroize();
+                self.pool.give(parked);
+            } else {
+                slot.parked = Some(parked);
+            }
+            result.map_err(|e| EndReason::Io(e.kind()))
+        } else {
+            Ok(())
+        };
+        if let Err(reason) = result {
+            slot.session.handle_transport_closed(now, reason);
+        }
+    }
+
+    /// Moves a session's outputs to the socket, the event channel and the wheel.
+    fn drive(&mut self, now: Tick, key: usize) {
+        loop {
+            let slot = &mut self.slots[key];
+            let n = slot.session.poll_transmit(&mut self.tx);
+            if n == 0 {
+                break;
+            }
+            let result = send(slot, &mut self.pool, &self.tx[..n]);
+            self.tx[..n].zeroize();
+            if let Err(reason) = result {
+                slot.session.handle_transport_closed(now, reason);
+            }
+        }
+        self.start_tls_if_wanted(now, key);
+        let slot = &mut self.slots[key];
+        while let Some(event) = slot.session.poll_event() {
+            match event {
+                SessionEvent::Ready(ready) => {
+                    let _ = self.shared.events.send(Event::Ready { id: slot.id, ready });
+                }
+                SessionEvent::NewMail { exists } => {
+                    let _ = self.shared.events.send(Event::NewMail {
+                        id: slot.id,
+                        mailbox: 0,
+                        exists,
+                    });
+                }
+                SessionEvent::Ended(reason) => {
+                    let event = if slot.session.was_ready() {
+                        Event::SessionLost {
+                            id: slot.id,
+                            reason,
+                        }
+                    } else {
+                        Event::Failed {
+                            id: slot.id,
+                            reason,
+                        }
+                    };
+                    let _ = self.shared.events.send(event);
+                    return self.remove(key);
+                }
+            }
+        }
+        let deadline = slot.session.poll_timeout();
+        if deadline < slot.filed {
+            slot.filed = deadline;
+            self.wheel
+                .insert(token_for(key, slot.generation).0 as u64, deadline);
+        }
+    }
+
+    fn start_tls_if_wanted(&mut self, now: Tick, key: usize) {
+        let slot = &mut self.slots[key];
+        if !slot.session.wants_tls() || slot.tls.is_some() {
+            return;
+        }
+        // The name was kept for this moment only.
+        let name = slot.starttls_host.take().unwrap_or_default();
+        match Tls::new(self.shared.tls.clone(), &name) {
+            Ok(tls) => {
+                let mut tls = Box::new(tls);
+                if let Err(e) = tls.flush(&mut slot.sock) {
+                    slot.session.handle_transport_closed(now, tls_reason(e));
+                }
+                slot.tls = Some(tls);
+            }
+            Err(failure) => slot
+                .session
+                .handle_transport_closed(now, EndReason::Tls(failure)),
+        }
+    }
+
+    fn on_timer(&mut self, now: Tick, entry: Entry) {
+        let Some(key) = self.live_key(Token(entry.key as usize)) else {
+            return;
+        };
+        let slot = &mut self.slots[key];
+        if slot.filed != entry.deadline {
+            // Superseded by an earlier filing.
+            return;
+        }
+        slot.filed = Tick::NEVER;
+        slot.session.handle_timeout(now);
+        self.drive(now, key);
+    }
+
+    fn remove(&mut self, key: usize) {
+        let mut slot = self.slots.remove(key);
+        let _ = self.poll.registry().deregister(&mut slot.sock);
+        slot.session.release(&mut self.pool);
+        if let Some(mut parked) = slot.parked.take() {
+            parked.zeroize();
+            self.pool.give(parked);
+        }
+        self.ids.remove(&slot.id);
+        self.shared
+            .counters
+            .sessions
+            .fetch_sub(1, Ordering::Relaxed);
+        self.shared.live_sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Reports the end of a session that never got a slot.
+    fn emit_end(&mut self, id: SessionId, mut session: Session) {
+        while let Some(event) = session.poll_event() {
+            if let SessionEvent::Ended(reason) = event {
+                let _ = self.shared.events.send(Event::Failed { id, reason });
+            }
+        }
+        session.release(&mut self.pool);
+        self.shared.live_sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn end_all(&mut self, reason: EndReason) {
+        let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
+        let now = self.clock.now();
+        for key in keys {
+            self.slots[key].session.handle_transport_closed(now, reason);
+            self.drive(now, key);
+        }
+    }
+
+    fn live_key(&self, token: Token) -> Option<usize> {
+        let (key, generation) = split_token(token);
+        match self.slots.get(key) {
+            Some(slot) if slot.generation == generation => Some(key),
+            _ => None,
+        }
+    }
+}
+
+fn token_for(key: usize, generation: u32) -> Token {
+    Token((key & 0xFFFF_FFFF) | ((generation as usize) << 32))
+}
+
+fn split_token(token: Token) -> (usize, u32) {
+    (token.0 & 0xFFFF_FFFF, (token.0 >> 32) as u32)
+}
+
+/// Starts a non-blocking connect with keepalive set.
+fn connect(addr: SocketAddr, keepalive: &KeepaliveConfig) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    let params = TcpKeepalive::new()
+        .with_time(keepalive.idle)
+        .with_interval(keepalive.interval)
+        .with_retries(keepalive.retries);
+    SockRef::from(&socket).set_tcp_keepalive(&params)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc_einprogress()) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+const fn libc_einprogress() -> i32 {
+    // EINPROGRESS on Linux.
+    115
+}
+
+/// Sends plaintext: through TLS, or straight to the socket with any unsent tail parked.
+fn send(slot: &mut Slot, pool: &mut BufPool, bytes: &[u8]) -> Result<(), EndReason> {
+    if let Some(tls) = slot.tls.as_mut() {
+        tls.write(bytes).map_err(tls_reason)?;
+        return tls.flush(&mut slot.sock).map_err(tls_reason);
+    }
+    if let Some(parked) = slot.parked.as_mut() {
+        parked.extend_from_slice(bytes);
+        return Ok(());
+    }
+    let n = write_some(&mut slot.sock, bytes).map_err(|e| EndReason::Io(e.kind()))?;
+    if n < bytes.len() {
+        let mut parked = pool.take();
+        parked.extend_from_slice(&bytes[n..]);
+        slot.parked = Some(parked);
+    }
+    Ok(())
+}
+
+/// Writes as much as the socket takes now.
+fn write_some(sock: &mut TcpStream, mut bytes: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while !bytes.is_empty() {
+        match sock.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                written += n;
+                bytes = &bytes[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+fn tls_reason(e: TlsError) -> EndReason {
+    match e {
+        TlsError::Io(kind) => EndReason::Io(kind),
+        TlsError::Tls(failure) => EndReason::Tls(failure),
+    }
+}
+
+/// Spreads session ids into jitter seeds.
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}

@@ -1,0 +1,1036 @@
+//! One IMAP connection's state machine, sans-IO: bytes and time in; bytes, deadlines and
+//! events out.
+//!
+//! RFCs to read first: RFC 3501 / RFC 9051 (IMAP), RFC 2177 (IDLE), RFC 2595 and RFC 9051
+//! §6.2.1 (STARTTLS), RFC 4959 (SASL-IR), RFC 4616 (PLAIN), RFC 7628 (OAUTHBEARER).
+//!
+//! # Driving a session
+//!
+//! The caller (the reactor, or a test driver) owns the socket, TLS and the clock. It MUST:
+//! 1. call [`Session::handle_connected`] once the TCP connection is up (for implicit TLS the
+//!    handshake then runs below the session; its time counts against the greeting deadline);
+//! 2. feed every plaintext byte received, in order, to [`Session::handle_input`];
+//! 3. after every `handle_*` call, drain [`Session::poll_transmit`] until it returns 0 and send
+//!    the bytes in order, drain [`Session::poll_event`] until `None`, and re-arm its timer with
+//!    [`Session::poll_timeout`];
+//! 4. call [`Session::handle_timeout`] once `poll_timeout` has passed (a spurious call is a
+//!    no-op);
+//! 5. when [`Session::wants_tls`] turns true (after STARTTLS was accepted), run the TLS
+//!    handshake and then call [`Session::handle_tls_established`];
+//! 6. report a closed or failed transport with [`Session::handle_transport_closed`];
+//! 7. zeroize the bytes `poll_transmit` wrote once they are sent: they may hold credentials.
+//!
+//! Once `poll_event` has yielded [`SessionEvent::Ended`] the session is finished: give its
+//! buffers back with [`Session::release`] and drop it.
+
+mod caps;
+mod timer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use imap_codec_lite::{
+    encode, parse_response, parse_tag, Code, Command, EncodeError, Encoded, Frame, Framer,
+    LiteralMode, Response, Sasl, Status, Untagged, DONE, OAUTHBEARER_ERROR_ACK, SASL_CANCEL,
+    XOAUTH2_ERROR_ACK,
+};
+
+pub use self::caps::Caps;
+pub use self::timer::{TimerKind, Timers};
+use crate::pool::BufPool;
+use crate::reason::{EndReason, ProtocolError, TlsFailure, Waiting};
+use crate::spec::{Secret, Security, Since, WatchSpec};
+use crate::time::Tick;
+
+/// Size of the buffer a caller should lend [`Session::poll_transmit`]. Every command fits it:
+/// credentials are bounded by `spec::CREDENTIAL_LEN_MAX` and base64 grows them by 4/3.
+pub const TX_BUF_LEN: usize = 16 * 1024;
+
+/// RFC 2177: clients must re-issue IDLE at least every 29 minutes or the server may log
+/// them off. The refresh interval must stay below this.
+pub const IDLE_REFRESH_LIMIT: Duration = Duration::from_secs(29 * 60);
+
+/// Timing of one session. Every field is a named, documented limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// How long IDLE runs before DONE and IDLE again. Must be below [`IDLE_REFRESH_LIMIT`].
+    pub idle_refresh: Duration,
+    /// Up to this much is taken off `idle_refresh`, per session, so refreshes of sessions
+    /// started together spread out.
+    pub idle_refresh_jitter: Duration,
+    /// NOOP interval for servers without IDLE.
+    pub poll_interval: Duration,
+    /// TCP connect deadline.
+    pub connect_timeout: Duration,
+    /// Deadline for the greeting, CAPABILITY, STARTTLS, the TLS handshake, EXAMINE, the `+`
+    /// after IDLE, the answer to DONE and NOOP.
+    pub response_timeout: Duration,
+    /// Deadline for the answer to LOGIN or AUTHENTICATE (servers delay failed logins).
+    pub login_timeout: Duration,
+    /// How long a LOGOUT may take before the connection is simply closed.
+    pub logout_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_refresh: Duration::from_secs(24 * 60),
+            idle_refresh_jitter: Duration::from_secs(2 * 60),
+            poll_interval: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(15),
+            response_timeout: Duration::from_secs(30),
+            login_timeout: Duration::from_secs(60),
+            logout_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a [`SessionConfig`] was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `idle_refresh` is not below [`IDLE_REFRESH_LIMIT`], or is zero.
+    IdleRefresh,
+    /// `idle_refresh_jitter` is not below `idle_refresh`.
+    IdleRefreshJitter,
+    /// A timeout or interval is zero.
+    ZeroDuration,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConfigError::IdleRefresh => "idle refresh must be above zero and below 29 minutes",
+            ConfigError::IdleRefreshJitter => "idle refresh jitter must be below the refresh",
+            ConfigError::ZeroDuration => "timeouts and intervals must be above zero",
+        })
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl SessionConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.idle_refresh.is_zero() || self.idle_refresh >= IDLE_REFRESH_LIMIT {
+            return Err(ConfigError::IdleRefresh);
+        }
+        if self.idle_refresh_jitter >= self.idle_refresh {
+            return Err(ConfigError::IdleRefreshJitter);
+        }
+        let all = [
+            self.poll_interval,
+            self.connect_timeout,
+            self.response_timeout,
+            self.login_timeout,
+            self.logout_timeout,
+        ];
+        if all.iter().any(|d| d.is_zero()) {
+            return Err(ConfigError::ZeroDuration);
+        }
+        Ok(())
+    }
+}
+
+/// What a session reports. Past-tense facts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The mailbox is open and watched (IDLE accepted, or NOOP polling started).
+    Ready(Ready),
+    /// The message count rose to `exists`.
+    NewMail { exists: u32 },
+    /// The session is over. Always the last event.
+    Ended(EndReason),
+}
+
+/// What is known once a session is ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// The server offers IDLE (else the session polls with NOOP).
+    pub idle: bool,
+    /// The server offers NOTIFY (RFC 5465).
+    pub notify: bool,
+    pub exists: u32,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+}
+
+/// Where the conversation stands. Names follow RFC 3501's states where one exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the transport.
+    Connecting,
+    /// Waiting for the server greeting.
+    Greeting,
+    /// CAPABILITY sent; `then` says what follows.
+    Capability {
+        then: AfterCapability,
+    },
+    /// STARTTLS sent.
+    StartTls,
+    /// STARTTLS accepted; the caller runs the TLS handshake.
+    TlsHandshake,
+    /// LOGIN or AUTHENTICATE sent.
+    Authenticating,
+    /// EXAMINE sent.
+    Examining,
+    /// IDLE sent, waiting for `+`.
+    IdleStarting,
+    /// In IDLE.
+    Idling,
+    /// DONE sent, waiting for IDLE's tagged OK.
+    IdleDone,
+    /// NOOP sent.
+    Noop,
+    /// Waiting for the next NOOP.
+    PollWait,
+    /// LOGOUT sent.
+    LoggingOut,
+    Ended,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterCapability {
+    /// Not authenticated yet: STARTTLS or log in.
+    Login,
+    /// Authenticated: EXAMINE.
+    Examine,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CommandKind {
+    Capability,
+    StartTls,
+    Auth,
+    Examine,
+    Idle,
+    Noop,
+    Logout,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tx {
+    /// A tagged command, from the given part on (parts are split at sync-literal waits).
+    Command {
+        kind: CommandKind,
+        tag: u32,
+        part: u8,
+    },
+    Done,
+    /// Answers a SASL error challenge so the server sends its tagged NO.
+    SaslCancel,
+}
+
+/// Most items queued for transmission at once (DONE followed by LOGOUT).
+const TX_QUEUE_LEN: usize = 2;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct TxQueue {
+    items: [Option<Tx>; TX_QUEUE_LEN],
+}
+
+impl TxQueue {
+    fn push(&mut self, tx: Tx) {
+        match self.items.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(tx),
+            // Our own invariant: commands are sent one at a time, plus at most one DONE.
+            None => debug_assert!(false, "transmit queue overflow"),
+        }
+    }
+
+    fn front(&self) -> Option<Tx> {
+        self.items[0]
+    }
+
+    fn pop(&mut self) {
+        self.items.rotate_left(1);
+        self.items[TX_QUEUE_LEN - 1] = None;
+    }
+
+    fn clear(&mut self) {
+        self.items = [None; TX_QUEUE_LEN];
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthMechanism {
+    Login,
+    Plain,
+    XOAuth2,
+    OAuthBearer,
+}
+
+/// What a session needs only until the mailbox is open. Dropped (and its secret zeroized)
+/// as soon as it is no longer needed.
+#[derive(Debug)]
+struct Setup {
+    host: String,
+    port: u16,
+    username: String,
+    /// `None` once the last byte of the login command has been handed out.
+    secret: Option<Secret>,
+    mailbox: String,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Outbox {
+    ready: Option<Ready>,
+    new_mail: Option<u32>,
+    ended: Option<EndReason>,
+}
+
+/// One IMAP session. See the module docs for the order in which to call its methods.
+#[derive(Debug)]
+pub struct Session {
+    phase: Phase,
+    security: Security,
+    tls_active: bool,
+    caps: Caps,
+    /// `caps` reflects the current authentication state.
+    caps_fresh: bool,
+    auth: AuthMechanism,
+    /// Parts of the login command (more than one with sync literals or without SASL-IR).
+    auth_parts: u8,
+    /// Next part of the login command to send when `+` arrives.
+    auth_next_part: u8,
+    /// Tag of the command in flight, 0 if none.
+    tag: u32,
+    next_tag: u32,
+    waiting: Waiting,
+    exists: u32,
+    uidvalidity: u32,
+    uidnext: u32,
+    since: Option<Since>,
+    was_ready: bool,
+    /// The reason to report once a LOGOUT we started completes.
+    logout_reason: EndReason,
+    refresh_jitter_ms: u64,
+    timers: Timers,
+    cfg: Arc<SessionConfig>,
+    tx: TxQueue,
+    events: Outbox,
+    framer: Framer,
+    setup: Option<Box<Setup>>,
+    /// A partial response, in a buffer lent by the caller's pool.
+    pending: Option<Vec<u8>>,
+}
+
+/// The session is kept small: a million of them must fit beside their sockets and TLS
+/// state (a kernel socket is ~4 KB, a rustls connection 5 to 9 KB, so 320 bytes is under 3%
+/// of the total). It holds no `String` or `Vec` while idle (`setup` and `pending` are
+/// `None`), and shares its configuration.
+const SESSION_SIZE_MAX: usize = 320;
+const _: () = assert!(std::mem::size_of::<Session>() <= SESSION_SIZE_MAX);
+
+impl Session {
+    /// A session for `spec`, waiting for its transport. `seed` spreads its IDLE refreshes.
+    pub fn new(now: Tick, cfg: Arc<SessionConfig>, spec: WatchSpec, seed: u64) -> Session {
+        let jitter_ms = cfg.idle_refresh_jitter.as_millis() as u64;
+        let mut timers = Timers::default();
+        timers.set(TimerKind::Connect, now + cfg.connect_timeout);
+        Session {
+            phase: Phase::Connecting,
+            security: spec.security,
+            tls_active: spec.security == Security::Tls,
+            caps: Caps::default(),
+            caps_fresh: false,
+            auth: AuthMechanism::Login,
+            auth_parts: 1,
+            auth_next_part: 0,
+            tag: 0,
+            next_tag: 1,
+            waiting: Waiting::Connect,
+            exists: 0,
+            uidvalidity: 0,
+            uidnext: 0,
+            since: spec.since,
+            was_ready: false,
+            logout_reason: EndReason::Unwatched,
+            refresh_jitter_ms: if jitter_ms == 0 { 0 } else { seed % jitter_ms },
+            timers,
+            cfg,
+            tx: TxQueue::default(),
+            events: Outbox::default(),
+            framer: Framer::new(),
+            setup: Some(Box::new(Setup {
+                host: spec.host,
+                port: spec.port,
+                username: spec.username,
+                secret: Some(spec.secret),
+                mailbox: spec.mailbox,
+            })),
+            pending: None,
+        }
+    }
+
+    // ---- getters ----
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.phase == Phase::Ended
+    }
+
+    /// The session reached [`SessionEvent::Ready`] at some point.
+    pub fn was_ready(&self) -> bool {
+        self.was_ready
+    }
+
+    pub fn capabilities(&self) -> Caps {
+        self.caps
+    }
+
+    /// The message count as last reported by the server.
+    pub fn exists(&self) -> u32 {
+        self.exists
+    }
+
+    /// STARTTLS was accepted: the caller MUST now run the TLS handshake.
+    pub fn wants_tls(&self) -> bool {
+        self.phase == Phase::TlsHandshake && !self.tls_active
+    }
+
+    /// The session still holds the secret (it has not yet handed out the whole login).
+    pub fn holds_secret(&self) -> bool {
+        self.setup.as_ref().is_some_and(|s| s.secret.is_some())
+    }
+
+    /// Every buffer the session owns, for tests that check what it still holds.
+    pub fn buffers(&self) -> impl Iterator<Item = &[u8]> {
+        let setup = self.setup.as_deref();
+        let secret = setup.and_then(|s| s.secret.as_ref()).map(Secret::bytes);
+        [
+            self.pending.as_deref(),
+            secret,
+            setup.map(|s| s.username.as_bytes()),
+            setup.map(|s| s.mailbox.as_bytes()),
+            setup.map(|s| s.host.as_bytes()),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    // ---- inputs ----
+
+    /// The TCP connection is up.
+    pub fn handle_connected(&mut self, now: Tick) {
+        if self.phase != Phase::Connecting {
+            return;
+        }
+        self.timers.stop(TimerKind::Connect);
+        self.phase = Phase::Greeting;
+        self.expect(now, Waiting::Greeting);
+    }
+
+    /// The TLS handshake after STARTTLS completed.
+    pub fn handle_tls_established(&mut self, now: Tick) {
+        if self.phase != Phase::TlsHandshake {
+            return;
+        }
+        self.tls_active = true;
+        // RFC 3501 §6.2.1: capabilities learnt before STARTTLS must be discarded.
+        self.caps = Caps::default();
+        self.caps_fresh = false;
+        self.send(
+            now,
+            CommandKind::Capability,
+            Phase::Capability {
+                then: AfterCapability::Login,
+            },
+        );
+    }
+
+    /// Plaintext bytes from the server, in order. Complete responses are acted on at once;
+    /// a partial one is kept in a buffer borrowed from `pool` until it completes.
+    pub fn handle_input(&mut self, now: Tick, input: &[u8], pool: &mut BufPool) {
+        if self.phase == Phase::Ended || input.is_empty() {
+            return;
+        }
+        if matches!(self.phase, Phase::TlsHandshake | Phase::Connecting) {
+            // Nothing may arrive between STARTTLS's OK and the handshake (CVE-2021-33515 et al.).
+            return self.end(EndReason::Protocol(ProtocolError::StartTlsInjection));
+        }
+        match self.pending.take() {
+            None => {
+                let used = self.consume(now, input);
+                if used < input.len() && self.phase != Phase::Ended {
+                    let mut buf = pool.take();
+                    buf.extend_from_slice(&input[used..]);
+                    self.pending = Some(buf);
+                }
+            }
+            Some(mut buf) => {
+                buf.extend_from_slice(input);
+                let used = self.consume(now, &buf);
+                buf.drain(..used);
+                if buf.is_empty() || self.phase == Phase::Ended {
+                    pool.give(buf);
+                } else {
+                    self.pending = Some(buf);
+                }
+            }
+        }
+    }
+
+    /// Acts on every deadline at or before `now`. A spurious call is a no-op.
+    pub fn handle_timeout(&mut self, now: Tick) {
+        for kind in TimerKind::ALL {
+            if self.phase == Phase::Ended {
+                return;
+            }
+            if !self.timers.expire(kind, now) {
+                continue;
+            }
+            match kind {
+                TimerKind::Connect => self.end(EndReason::Timeout(Waiting::Connect)),
+                TimerKind::Response if self.phase == Phase::LoggingOut => {
+                    self.end(self.logout_reason)
+                }
+                TimerKind::Response => self.end(EndReason::Timeout(self.waiting)),
+                TimerKind::IdleRefresh if self.phase == Phase::Idling => {
+                    self.tx.push(Tx::Done);
+                    self.phase = Phase::IdleDone;
+                    self.expect(now, Waiting::Done);
+                }
+                TimerKind::Poll if self.phase == Phase::PollWait => {
+                    self.send(now, CommandKind::Noop, Phase::Noop);
+                }
+                TimerKind::IdleRefresh | TimerKind::Poll => {}
+            }
+        }
+    }
+
+    /// The transport closed or failed. `reason` says how (EOF is [`EndReason::Closed`]).
+    pub fn handle_transport_closed(&mut self, _now: Tick, reason: EndReason) {
+        match self.phase {
+            Phase::Ended => {}
+            Phase::LoggingOut => self.end(self.logout_reason),
+            _ => self.end(reason),
+        }
+    }
+
+    /// Ends the session on our side: LOGOUT when logged in, else at once. `reason` is
+    /// [`EndReason::Unwatched`] or [`EndReason::Shutdown`].
+    pub fn handle_close(&mut self, now: Tick, reason: EndReason) {
+        match self.phase {
+            Phase::Ended | Phase::LoggingOut => {}
+            Phase::Idling | Phase::IdleStarting => {
+                self.tx.clear();
+                self.tx.push(Tx::Done);
+                self.logout(now, reason);
+            }
+            Phase::IdleDone | Phase::Noop | Phase::PollWait | Phase::Examining => {
+                self.logout(now, reason)
+            }
+            _ => self.end(reason),
+        }
+    }
+
+    // ---- outputs ----
+
+    /// Writes the next bytes to send into `out` and returns how many. Returns 0 when there
+    /// is nothing (more) to send. `out` SHOULD be [`TX_BUF_LEN`] long; the caller MUST
+    /// zeroize what was written once it is sent.
+    #[must_use]
+    pub fn poll_transmit(&mut self, out: &mut [u8]) -> usize {
+        let mut written = 0;
+        while let Some(tx) = self.tx.front() {
+            match self.write_tx(tx, &mut out[written..]) {
+                Ok(n) => {
+                    written += n;
+                    self.tx.pop();
+                    self.after_transmit(tx);
+                }
+                Err(EncodeError::BufferTooSmall { .. }) if written > 0 => break,
+                Err(_) => {
+                    self.end(EndReason::Protocol(ProtocolError::CommandTooLarge));
+                    break;
+                }
+            }
+        }
+        written
+    }
+
+    /// The next event, oldest first. [`SessionEvent::Ended`] is always last.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        if let Some(ready) = self.events.ready.take() {
+            return Some(SessionEvent::Ready(ready));
+        }
+        if let Some(exists) = self.events.new_mail.take() {
+            return Some(SessionEvent::NewMail { exists });
+        }
+        self.events.ended.take().map(SessionEvent::Ended)
+    }
+
+    /// The earliest deadline, or [`Tick::NEVER`].
+    pub fn poll_timeout(&self) -> Tick {
+        self.timers.earliest()
+    }
+
+    /// Gives any lent buffer back. Call before dropping an ended session.
+    pub fn release(&mut self, pool: &mut BufPool) {
+        if let Some(buf) = self.pending.take() {
+            pool.give(buf);
+        }
+    }
+
+    // ---- internals: receiving ----
+
+    /// Frames and handles every complete response at the start of `bytes`; returns how many
+    /// bytes were used.
+    fn consume(&mut self, now: Tick, bytes: &[u8]) -> usize {
+        let mut at = 0;
+        while self.phase != Phase::Ended {
+            match self.framer.advance(&bytes[at..]) {
+                Ok(Frame::Complete { len }) => {
+                    let message = &bytes[at..at + len];
+                    at += len;
+                    match parse_response(message) {
+                        Ok(response) => self.on_response(now, response),
+                        Err(e) => self.end(EndReason::Protocol(ProtocolError::Parse(e))),
+                    }
+                    if self.phase == Phase::TlsHandshake && at < bytes.len() {
+                        self.end(EndReason::Protocol(ProtocolError::StartTlsInjection));
+                    }
+                }
+                Ok(Frame::Incomplete) => break,
+                Err(e) => self.end(EndReason::Protocol(ProtocolError::Frame(e))),
+            }
+        }
+        at
+    }
+
+    fn on_response(&mut self, now: Tick, response: Response<'_>) {
+        match response {
+            Response::Untagged(untagged) => self.on_untagged(now, untagged),
+            Response::Continuation { .. } => self.on_continuation(now),
+            Response::Tagged {
+                tag, status, code, ..
+            } => {
+                let tag = parse_tag(tag);
+                if self.phase == Phase::LoggingOut && tag != Some(self.tag) {
+                    // Answers to commands ended by our LOGOUT (IDLE, NOOP).
+                    return;
+                }
+                if self.tag == 0 || tag != Some(self.tag) {
+                    return self.end(EndReason::Protocol(ProtocolError::UnexpectedTag));
+                }
+                self.tag = 0;
+                self.timers.stop(TimerKind::Response);
+                if let Some(Code::Capability(list)) = code {
+                    self.caps = Caps::from_list(&list);
+                    self.caps_fresh = true;
+                }
+                self.on_tagged(now, status);
+            }
+        }
+    }
+
+    fn on_untagged(&mut self, now: Tick, untagged: Untagged<'_>) {
+        match untagged {
+            // A BYE during our own LOGOUT is expected; the tagged OK or the close ends it.
+            Untagged::Status {
+                status: Status::Bye,
+                ..
+            } if self.phase != Phase::LoggingOut => self.end(EndReason::Bye),
+            Untagged::Status {
+                status: Status::Bye,
+                ..
+            } => {}
+            Untagged::Status { status, code, .. } if self.phase == Phase::Greeting => {
+                self.on_greeting(now, status, code)
+            }
+            Untagged::Status {
+                code: Some(code), ..
+            } => self.on_code(code),
+            Untagged::Capability(list) => {
+                self.caps = Caps::from_list(&list);
+                self.caps_fresh = true;
+            }
+            Untagged::Exists(n) => self.on_exists(n),
+            Untagged::Expunge(_) => self.exists = self.exists.saturating_sub(1),
+            // Keepalives (`* OK Still here`), RECENT, FLAGS, FETCH and anything unknown are
+            // not news to us.
+            _ => {}
+        }
+    }
+
+    fn on_code(&mut self, code: Code<'_>) {
+        match code {
+            Code::UidValidity(v) => self.uidvalidity = v,
+            Code::UidNext(n) => self.uidnext = n,
+            Code::Capability(list) => {
+                self.caps = Caps::from_list(&list);
+                self.caps_fresh = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn on_greeting(&mut self, now: Tick, status: Status, code: Option<Code<'_>>) {
+        self.timers.stop(TimerKind::Response);
+        if let Some(code) = code {
+            self.on_code(code);
+        }
+        match status {
+            Status::Ok if self.caps_fresh => self.after_capability(now),
+            Status::Ok => self.send(
+                now,
+                CommandKind::Capability,
+                Phase::Capability {
+                    then: AfterCapability::Login,
+                },
+            ),
+            Status::PreAuth if self.security == Security::StartTls && !self.tls_active => {
+                // STARTTLS is only allowed before authentication: refuse to go on in clear.
+                self.end(EndReason::Tls(TlsFailure::StartTlsRefused))
+            }
+            Status::PreAuth => {
+                self.wipe_secret();
+                self.caps_fresh = false;
+                self.send(
+                    now,
+                    CommandKind::Capability,
+                    Phase::Capability {
+                        then: AfterCapability::Examine,
+                    },
+                );
+            }
+            _ => self.end(EndReason::Protocol(ProtocolError::BadGreeting)),
+        }
+    }
+
+    fn on_exists(&mut self, n: u32) {
+        if self.was_ready && n > self.exists {
+            self.events.new_mail = Some(n);
+        }
+        self.exists = n;
+    }
+
+    fn on_continuation(&mut self, now: Tick) {
+        match self.phase {
+            Phase::IdleStarting => {
+                self.phase = Phase::Idling;
+                self.timers.stop(TimerKind::Response);
+                let refresh = self
+                    .cfg
+                    .idle_refresh
+                    .saturating_sub(Duration::from_millis(self.refresh_jitter_ms));
+                self.timers.set(TimerKind::IdleRefresh, now + refresh);
+            }
+            Phase::Authenticating if self.auth_next_part < self.auth_parts => {
+                self.tx.push(Tx::Command {
+                    kind: CommandKind::Auth,
+                    tag: self.tag,
+                    part: self.auth_next_part,
+                });
+            }
+            // A SASL challenge after our whole response carries an error (XOAUTH2,
+            // OAUTHBEARER): cancel, and the server answers NO or BAD.
+            Phase::Authenticating => self.tx.push(Tx::SaslCancel),
+            _ => self.end(EndReason::Protocol(ProtocolError::UnexpectedContinuation)),
+        }
+    }
+
+    fn on_tagged(&mut self, now: Tick, status: Status) {
+        let ok = status == Status::Ok;
+        match self.phase {
+            Phase::Capability { then } if ok => match then {
+                AfterCapability::Login => self.after_capability(now),
+                AfterCapability::Examine => self.send(now, CommandKind::Examine, Phase::Examining),
+            },
+            Phase::StartTls if ok => {
+                self.phase = Phase::TlsHandshake;
+                self.expect(now, Waiting::TlsHandshake);
+            }
+            Phase::StartTls => self.end(EndReason::Tls(TlsFailure::StartTlsRefused)),
+            Phase::Authenticating if ok => {
+                self.wipe_secret();
+                if self.caps_fresh {
+                    self.send(now, CommandKind::Examine, Phase::Examining);
+                } else {
+                    self.send(
+                        now,
+                        CommandKind::Capability,
+                        Phase::Capability {
+                            then: AfterCapability::Examine,
+                        },
+                    );
+                }
+            }
+            Phase::Authenticating => self.end(EndReason::AuthRejected),
+            Phase::Examining if ok => self.on_examined(now),
+            Phase::Examining => self.end(EndReason::MailboxRejected),
+            // The server ended IDLE by itself, or answered our DONE: idle again.
+            Phase::IdleStarting | Phase::Idling | Phase::IdleDone if ok => {
+                self.timers.stop(TimerKind::IdleRefresh);
+                self.send(now, CommandKind::Idle, Phase::IdleStarting);
+            }
+            Phase::IdleStarting | Phase::Idling | Phase::IdleDone => {
+                self.end(EndReason::Protocol(ProtocolError::IdleRejected))
+            }
+            Phase::Noop if ok => self.wait_poll(now),
+            Phase::LoggingOut => self.end(self.logout_reason),
+            _ => self.end(EndReason::Protocol(ProtocolError::CommandBad)),
+        }
+    }
+
+    fn on_examined(&mut self, now: Tick) {
+        self.setup = None;
+        self.was_ready = true;
+        let idle = self.caps.has(Caps::IDLE);
+        self.events.ready = Some(Ready {
+            idle,
+            notify: self.caps.has(Caps::NOTIFY),
+            exists: self.exists,
+            uidvalidity: self.uidvalidity,
+            uidnext: self.uidnext,
+        });
+        if let Some(since) = self.since {
+            if since.uidvalidity != self.uidvalidity || self.uidnext > since.uidnext {
+                self.events.new_mail = Some(self.exists);
+            }
+        }
+        if idle {
+            self.send(now, CommandKind::Idle, Phase::IdleStarting);
+        } else {
+            self.wait_poll(now);
+        }
+    }
+
+    // ---- internals: deciding what to send ----
+
+    /// Capabilities are known and we are not authenticated: upgrade to TLS or log in.
+    fn after_capability(&mut self, now: Tick) {
+        if self.security == Security::StartTls && !self.tls_active {
+            if self.caps.has(Caps::STARTTLS) {
+                self.send(now, CommandKind::StartTls, Phase::StartTls);
+            } else {
+                self.end(EndReason::Tls(TlsFailure::StartTlsRefused));
+            }
+            return;
+        }
+        let oauth = matches!(
+            self.setup.as_ref().and_then(|s| s.secret.as_ref()),
+            Some(Secret::OAuth2Token(_))
+        );
+        let mechanism = if oauth {
+            if self.caps.has(Caps::AUTH_OAUTHBEARER) {
+                Some(AuthMechanism::OAuthBearer)
+            } else if self.caps.has(Caps::AUTH_XOAUTH2) {
+                Some(AuthMechanism::XOAuth2)
+            } else {
+                None
+            }
+        } else if self.caps.has(Caps::AUTH_PLAIN) {
+            Some(AuthMechanism::Plain)
+        } else if !self.caps.has(Caps::LOGINDISABLED) {
+            Some(AuthMechanism::Login)
+        } else {
+            None
+        };
+        let Some(mechanism) = mechanism else {
+            return self.end(EndReason::AuthUnavailable);
+        };
+        self.auth = mechanism;
+        self.auth_parts = 1;
+        self.auth_next_part = 1;
+        self.caps_fresh = false;
+        self.send(now, CommandKind::Auth, Phase::Authenticating);
+    }
+
+    fn send(&mut self, now: Tick, kind: CommandKind, phase: Phase) {
+        let tag = self.next_tag;
+        self.next_tag = self.next_tag.wrapping_add(1).max(1);
+        self.tag = tag;
+        self.phase = phase;
+        self.tx.push(Tx::Command { kind, tag, part: 0 });
+        let waiting = match kind {
+            CommandKind::Capability => Waiting::Capability,
+            CommandKind::StartTls => Waiting::StartTls,
+            CommandKind::Auth => Waiting::Authentication,
+            CommandKind::Examine => Waiting::Examine,
+            CommandKind::Idle => Waiting::IdleAccepted,
+            CommandKind::Noop => Waiting::Noop,
+            CommandKind::Logout => Waiting::Logout,
+        };
+        self.expect(now, waiting);
+    }
+
+    fn expect(&mut self, now: Tick, waiting: Waiting) {
+        self.waiting = waiting;
+        let timeout = match waiting {
+            Waiting::Authentication => self.cfg.login_timeout,
+            Waiting::Logout => self.cfg.logout_timeout,
+            _ => self.cfg.response_timeout,
+        };
+        self.timers.set(TimerKind::Response, now + timeout);
+    }
+
+    fn wait_poll(&mut self, now: Tick) {
+        self.phase = Phase::PollWait;
+        self.timers
+            .set(TimerKind::Poll, now + self.cfg.poll_interval);
+    }
+
+    fn logout(&mut self, now: Tick, reason: EndReason) {
+        self.logout_reason = reason;
+        self.timers.stop(TimerKind::IdleRefresh);
+        self.timers.stop(TimerKind::Poll);
+        self.send(now, CommandKind::Logout, Phase::LoggingOut);
+    }
+
+    fn end(&mut self, reason: EndReason) {
+        if self.phase == Phase::Ended {
+            return;
+        }
+        self.phase = Phase::Ended;
+        self.timers.stop_all();
+        self.tx.clear();
+        self.setup = None;
+        self.events.ended = Some(reason);
+    }
+
+    fn wipe_secret(&mut self) {
+        if let Some(setup) = self.setup.as_mut() {
+            // `Secret` holds `Zeroizing` buffers: dropping it overwrites them.
+            setup.secret = None;
+        }
+    }
+
+    // ---- internals: encoding ----
+
+    fn write_tx(&mut self, tx: Tx, out: &mut [u8]) -> Result<usize, EncodeError> {
+        let (kind, tag, part) = match tx {
+            Tx::Done => return copy_into(DONE, out),
+            Tx::SaslCancel => {
+                // Each mechanism's way to acknowledge an error challenge (RFC 7628 §3.2.3,
+                // Google's XOAUTH2); a generic cancel (RFC 3501 §6.2.2) otherwise.
+                let ack = match self.auth {
+                    AuthMechanism::XOAuth2 => XOAUTH2_ERROR_ACK,
+                    AuthMechanism::OAuthBearer => OAUTHBEARER_ERROR_ACK,
+                    AuthMechanism::Login | AuthMechanism::Plain => SASL_CANCEL,
+                };
+                return copy_into(ack, out);
+            }
+            Tx::Command { kind, tag, part } => (kind, tag, part),
+        };
+        let encoded = self.encode_command(kind, tag, out)?;
+        if kind != CommandKind::Auth {
+            return Ok(encoded.len);
+        }
+        // Split the login at its sync points: part `p` runs from wait `p-1` to wait `p`.
+        let waits = encoded.waits();
+        self.auth_parts = waits.len() as u8 + 1;
+        let start = if part == 0 {
+            0
+        } else {
+            waits[usize::from(part) - 1]
+        };
+        let end = waits.get(usize::from(part)).copied().unwrap_or(encoded.len);
+        out.copy_within(start..end, 0);
+        // Whatever was encoded beyond this part must not linger in the caller's buffer.
+        out[end - start..encoded.len].fill(0);
+        Ok(end - start)
+    }
+
+    fn encode_command(
+        &self,
+        kind: CommandKind,
+        tag: u32,
+        out: &mut [u8],
+    ) -> Result<Encoded, EncodeError> {
+        let setup = self.setup.as_deref();
+        let command = match kind {
+            CommandKind::Capability => Command::Capability,
+            CommandKind::StartTls => Command::StartTls,
+            CommandKind::Idle => Command::Idle,
+            CommandKind::Noop => Command::Noop,
+            CommandKind::Logout => Command::Logout,
+            CommandKind::Examine => Command::Examine {
+                mailbox: setup.map_or(&b"INBOX"[..], |s| s.mailbox.as_bytes()),
+            },
+            CommandKind::Auth => {
+                let setup = setup.ok_or(EncodeError::Unencodable {
+                    field: "credentials",
+                })?;
+                let secret = setup
+                    .secret
+                    .as_ref()
+                    .ok_or(EncodeError::Unencodable {
+                        field: "credentials",
+                    })?
+                    .bytes();
+                let username = setup.username.as_bytes();
+                let sasl_ir = self.caps.has(Caps::SASL_IR);
+                match self.auth {
+                    AuthMechanism::Login => Command::Login {
+                        username,
+                        password: secret,
+                    },
+                    AuthMechanism::Plain => Command::Authenticate {
+                        mechanism: Sasl::Plain {
+                            username,
+                            password: secret,
+                        },
+                        sasl_ir,
+                    },
+                    AuthMechanism::XOAuth2 => Command::Authenticate {
+                        mechanism: Sasl::XOAuth2 {
+                            username,
+                            token: secret,
+                        },
+                        sasl_ir,
+                    },
+                    AuthMechanism::OAuthBearer => Command::Authenticate {
+                        mechanism: Sasl::OAuthBearer {
+                            username,
+                            host: setup.host.as_bytes(),
+                            port: setup.port,
+                            token: secret,
+                        },
+                        sasl_ir,
+                    },
+                }
+            }
+        };
+        encode(tag, &command, self.literal_mode(), out)
+    }
+
+    fn literal_mode(&self) -> LiteralMode {
+        // LITERAL- allows non-synchronizing literals up to 4096 bytes, which every
+        // credential we accept fits (spec::CREDENTIAL_LEN_MAX).
+        if self.caps.has(Caps::LITERAL_PLUS) || self.caps.has(Caps::LITERAL_MINUS) {
+            LiteralMode::NonSync
+        } else {
+            LiteralMode::Sync
+        }
+    }
+
+    fn after_transmit(&mut self, tx: Tx) {
+        let Tx::Command { kind, part, .. } = tx else {
+            return;
+        };
+        match kind {
+            CommandKind::Auth => {
+                self.auth_next_part = part + 1;
+                if self.auth_next_part >= self.auth_parts {
+                    // The whole login has been handed out: nothing needs the secret any more.
+                    self.wipe_secret();
+                }
+            }
+            CommandKind::Examine => self.setup = None,
+            _ => {}
+        }
+    }
+}
+
+fn copy_into(bytes: &[u8], out: &mut [u8]) -> Result<usize, EncodeError> {
+    let dst = out
+        .get_mut(..bytes.len())
+        .ok_or(EncodeError::BufferTooSmall {
+            needed: bytes.len(),
+        })?;
+    dst.copy_from_slice(bytes);
+    Ok(bytes.len())
+}
