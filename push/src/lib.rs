@@ -28,14 +28,20 @@
 //! With the `testing` feature, [`testing::Subscriber`] plays a browser: it
 //! makes a key pair and auth secret and decrypts bodies.
 
+pub mod backoff;
 pub mod ece;
 pub mod endpoint;
 pub mod message;
+pub mod sender;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod vapid;
 
 mod b64;
+#[cfg(test)]
+mod test_server;
 
+pub use backoff::Backoff;
 pub use endpoint::{redacted_url, Keys, Protocol, PushTarget, TargetError};
+pub use sender::{Kind, Notification, Outcome, Sender, SenderConfig, Topic, Unsendable};
 pub use vapid::{VapidError, VapidKey};
