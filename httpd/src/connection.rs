@@ -1,0 +1,439 @@
+//! One HTTP/1.1 connection as a state machine over plaintext bytes.
+//!
+//! Read first: RFC 9112, section 9 (connection management), and RFC 9110,
+//! section 10.1.1 (Expect).
+//!
+//! No sockets, no TLS, no clock: the reactor passes `now` into every method
+//! that needs time, moves bytes between the socket (or the TLS layer) and
+//! the buffers here, and hands out the requests this type yields.
+//!
+//! # Order of calls
+//!
+//! After creating a [`Connection`], and after any socket readiness, response
+//! or timeout, the reactor MUST repeat, until a round makes no progress:
+//!
+//! 1. read into [`Connection::read_space`] (while it is not empty) and report
+//!    with [`Connection::handle_read`], or [`Connection::handle_eof`];
+//! 2. take [`Connection::poll_request`] and hand it to the application;
+//! 3. write [`Connection::poll_transmit`] and report with
+//!    [`Connection::handle_sent`];
+//! 4. when [`Connection::poll_shutdown`] says so, half-close the socket and
+//!    report with [`Connection::handle_shutdown`].
+//!
+//! Then it arms a timer for [`Connection::poll_timeout`] and calls
+//! [`Connection::handle_timeout`] when it fires (a spurious call is a no-op),
+//! and it drops the connection once [`Connection::is_closed`].
+//!
+//! # Phases
+//!
+//! `ReadingHead` → `ReadingBody` → `Responding` → `ReadingHead` (keep-alive)
+//! or `Closing` → `Closed`. Nothing is read while `Responding`, nor in
+//! `ReadingHead` until the previous response has been written: one request
+//! at a time ([`REQUESTS_IN_FLIGHT_MAX`](crate::limits::REQUESTS_IN_FLIGHT_MAX)).
+//! A side effect is that a client that goes away while its request is with
+//! the application is noticed only when its response is written.
+
+use std::mem;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::buffer::ReadBuf;
+use crate::date::HTTP_DATE_LEN;
+use crate::limits::Limits;
+use crate::parse::{parse_head, Head, Rejection};
+use crate::request::{Method, Request, RequestId};
+use crate::response::{self, Framing, Persistence, Response};
+use crate::stats::Stats;
+
+/// A reading of the clock, taken once per reactor turn.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Now {
+    pub(crate) instant: Instant,
+    /// The `Date` header value for responses queued now.
+    pub(crate) date: [u8; HTTP_DATE_LEN],
+}
+
+/// A write buffer whose allocation is kept below this once drained, so an
+/// idle connection does not pin the memory of its largest response.
+const SEND_RETAINED_BYTES_MAX: usize = 16 * 1024;
+
+/// Input discarded while closing before the connection is dropped without
+/// further courtesy. Lingering exists so a client still sending a refused
+/// body reads our 413 rather than a reset; it must not let a client that
+/// sends faster than we read hold the loop.
+const DISCARD_BYTES_MAX: usize = 1024 * 1024;
+
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for a request head (or for the last response to be written).
+    ReadingHead,
+    /// The head is parsed (and its bytes zeroized); waiting for the body.
+    ReadingBody(Box<Head>),
+    /// The request is with the application.
+    Responding(Pending),
+    /// The last response is queued: flush it, half-close, discard input
+    /// until the peer closes or the linger deadline passes.
+    Closing,
+    Closed,
+}
+
+/// What answering the request in flight needs to know.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    seq: u64,
+    head_only: bool,
+    persistence: Persistence,
+}
+
+/// Which limit the single deadline enforces; implied by the phase, kept
+/// explicit so a timeout knows what it means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    Idle,
+    Request,
+    Response,
+    Linger,
+}
+
+/// One connection's HTTP state; see the module docs for the call order.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    peer: SocketAddr,
+    limits: Limits,
+    recv: ReadBuf,
+    send: Vec<u8>,
+    /// Bytes at the front of `send` already written.
+    sent: usize,
+    phase: Phase,
+    timer: Timer,
+    deadline: Instant,
+    shut_write: bool,
+    peer_eof: bool,
+    /// Input dropped while `Closing`, capped by [`DISCARD_BYTES_MAX`].
+    discarded_bytes: usize,
+}
+
+impl Connection {
+    /// A connection just accepted at `now`. Its first request must be
+    /// complete within `request_timeout` of now, which also bounds a TLS
+    /// handshake and a client that connects and says nothing.
+    pub(crate) fn new(peer: SocketAddr, limits: Limits, now: Instant) -> Connection {
+        Connection {
+            peer,
+            limits,
+            recv: ReadBuf::new(limits.read_buffer_bytes_max()),
+            send: Vec::new(),
+            sent: 0,
+            phase: Phase::ReadingHead,
+            timer: Timer::Request,
+            deadline: now + limits.request_timeout,
+            shut_write: false,
+            peer_eof: false,
+            discarded_bytes: 0,
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    fn send_pending(&self) -> bool {
+        self.sent < self.send.len()
+    }
+
+    /// Where the next read from the peer goes. Empty when the connection does
+    /// not want input now (see "Phases"); the reactor MUST then stop reading
+    /// and try again after the next change.
+    pub(crate) fn read_space(&mut self) -> &mut [u8] {
+        let wanted = !self.peer_eof
+            && match self.phase {
+                Phase::ReadingHead => !self.send_pending(),
+                Phase::ReadingBody(_) | Phase::Closing => true,
+                Phase::Responding(_) | Phase::Closed => false,
+            };
+        if wanted {
+            self.recv.spare_mut()
+        } else {
+            &mut []
+        }
+    }
+
+    /// `n` bytes were read into [`Connection::read_space`].
+    pub(crate) fn handle_read(&mut self, n: usize, now: Instant) {
+        self.recv.commit(n);
+        match self.phase {
+            // The first byte of a request starts its clock.
+            Phase::ReadingHead if self.timer == Timer::Idle && n > 0 => {
+                self.set_timer(Timer::Request, now + self.limits.request_timeout);
+            }
+            Phase::Closing => {
+                self.recv.clear();
+                self.discarded_bytes += n;
+                if self.discarded_bytes > DISCARD_BYTES_MAX {
+                    self.phase = Phase::Closed;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The peer will send no more. A partial request is discarded; a queued
+    /// response is still flushed.
+    pub(crate) fn handle_eof(&mut self, now: Instant) {
+        self.peer_eof = true;
+        self.recv.clear();
+        if self.send_pending() {
+            if !matches!(self.phase, Phase::Closing) {
+                self.enter_closing(now);
+            }
+        } else {
+            self.phase = Phase::Closed;
+        }
+    }
+
+    /// The socket or TLS layer failed: nothing more can be exchanged.
+    pub(crate) fn handle_transport_error(&mut self) {
+        self.recv.clear();
+        self.phase = Phase::Closed;
+    }
+
+    /// The next complete request, if one is ready, named `id`. A malformed or
+    /// oversized one is answered here instead and the connection closes.
+    #[must_use]
+    pub(crate) fn poll_request(
+        &mut self,
+        id: RequestId,
+        now: &Now,
+        stats: &mut Stats,
+    ) -> Option<Request> {
+        loop {
+            match &self.phase {
+                Phase::ReadingHead => {
+                    if self.send_pending() || self.recv.is_empty() {
+                        return None;
+                    }
+                    match parse_head(self.recv.filled(), &self.limits) {
+                        Ok(None) => return None,
+                        Ok(Some((head, len))) => self.start_body(head, len, stats),
+                        Err(rejection) => {
+                            self.reject(rejection, now, stats);
+                            return None;
+                        }
+                    }
+                }
+                Phase::ReadingBody(head) if self.recv.len() >= head.content_length => {
+                    return Some(self.dispatch(id, now.instant, stats));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Drops the parsed head's bytes and waits for its body, inviting it with
+    /// 100 Continue if the client asked and the body is not here yet.
+    fn start_body(&mut self, head: Head, head_len: usize, stats: &mut Stats) {
+        self.recv.consume(head_len);
+        if head.expect_continue && head.content_length > self.recv.len() {
+            self.send.extend_from_slice(response::CONTINUE);
+            stats.count_response(100);
+        }
+        self.phase = Phase::ReadingBody(Box::new(head));
+    }
+
+    /// Moves the body out and the request to the application.
+    fn dispatch(&mut self, id: RequestId, now: Instant, stats: &mut Stats) -> Request {
+        let Phase::ReadingBody(head) = mem::replace(&mut self.phase, Phase::Closed) else {
+            unreachable!("dispatch is called in ReadingBody only");
+        };
+        let persistence = match (head.keep_alive, head.http11) {
+            (false, _) => Persistence::Close,
+            (true, true) => Persistence::KeepAliveDefault,
+            (true, false) => Persistence::KeepAliveExplicit,
+        };
+        self.phase = Phase::Responding(Pending {
+            seq: id.seq,
+            head_only: head.method == Method::Head,
+            persistence,
+        });
+        self.set_timer(Timer::Response, now + self.limits.response_timeout);
+        stats.requests += 1;
+        let Head {
+            method,
+            path,
+            query,
+            headers,
+            content_length,
+            ..
+        } = *head;
+        Request {
+            id,
+            method,
+            path,
+            query,
+            body: self.recv.take_front(content_length),
+            peer: self.peer,
+            headers,
+        }
+    }
+
+    /// The application's answer to request `seq`. Returns false, changing
+    /// nothing, when that request is not the one in flight (stale).
+    #[must_use]
+    pub(crate) fn handle_response(
+        &mut self,
+        seq: u64,
+        response: Response,
+        now: &Now,
+        stats: &mut Stats,
+    ) -> bool {
+        let pending = match &self.phase {
+            Phase::Responding(pending) if pending.seq == seq => *pending,
+            _ => return false,
+        };
+        let response = match response::validate(&response) {
+            Ok(()) => response,
+            Err(_) => {
+                stats.responses_invalid += 1;
+                Response::empty(500)
+            }
+        };
+        self.queue(
+            &response,
+            pending.persistence,
+            pending.head_only,
+            now,
+            stats,
+        );
+        if pending.persistence == Persistence::Close {
+            self.enter_closing(now.instant);
+        } else {
+            self.phase = Phase::ReadingHead;
+            if self.recv.is_empty() {
+                self.set_timer(Timer::Idle, now.instant + self.limits.idle_timeout);
+            } else {
+                // A pipelined request is already waiting: its clock starts now.
+                self.set_timer(Timer::Request, now.instant + self.limits.request_timeout);
+            }
+        }
+        true
+    }
+
+    /// Answers the request being read (or in flight) with the server's own
+    /// error, and closes.
+    fn reject(&mut self, rejection: Rejection, now: &Now, stats: &mut Stats) {
+        match rejection {
+            Rejection::HeadersTooLarge => stats.rejected_headers_limit += 1,
+            Rejection::PayloadTooLarge => stats.rejected_body_limit += 1,
+            Rejection::RequestTimeout => stats.timed_out_request += 1,
+            Rejection::BadRequest
+            | Rejection::LengthRequired
+            | Rejection::NotImplemented
+            | Rejection::VersionNotSupported => stats.rejected_malformed += 1,
+        }
+        let response = Response::empty(rejection.status());
+        self.queue(&response, Persistence::Close, false, now, stats);
+        self.enter_closing(now.instant);
+    }
+
+    fn queue(
+        &mut self,
+        response: &Response,
+        persistence: Persistence,
+        head_only: bool,
+        now: &Now,
+        stats: &mut Stats,
+    ) {
+        let framing = Framing {
+            persistence,
+            head_only,
+            date: &now.date,
+        };
+        response::encode(&mut self.send, response, framing);
+        stats.count_response(response.status);
+    }
+
+    fn enter_closing(&mut self, now: Instant) {
+        self.recv.clear();
+        self.phase = Phase::Closing;
+        self.set_timer(Timer::Linger, now + self.limits.linger_timeout);
+    }
+
+    fn set_timer(&mut self, timer: Timer, deadline: Instant) {
+        self.timer = timer;
+        self.deadline = deadline;
+    }
+
+    /// Bytes to write to the peer (or into the TLS layer).
+    pub(crate) fn poll_transmit(&self) -> &[u8] {
+        &self.send[self.sent..]
+    }
+
+    /// `n` bytes of [`Connection::poll_transmit`] were written.
+    pub(crate) fn handle_sent(&mut self, n: usize) {
+        assert!(
+            n <= self.send.len() - self.sent,
+            "sent more than was queued"
+        );
+        self.sent += n;
+        if self.sent < self.send.len() {
+            return;
+        }
+        self.sent = 0;
+        if self.send.capacity() > SEND_RETAINED_BYTES_MAX {
+            self.send = Vec::new();
+        } else {
+            self.send.clear();
+        }
+        if matches!(self.phase, Phase::Closing) && self.peer_eof {
+            self.phase = Phase::Closed;
+        }
+    }
+
+    /// True when the reactor should half-close the socket (after a TLS
+    /// close_notify): the last response is fully written.
+    pub(crate) fn poll_shutdown(&self) -> bool {
+        matches!(self.phase, Phase::Closing)
+            && !self.send_pending()
+            && !self.shut_write
+            && !self.peer_eof
+    }
+
+    /// The socket was half-closed for writing.
+    pub(crate) fn handle_shutdown(&mut self) {
+        self.shut_write = true;
+    }
+
+    /// When [`Connection::handle_timeout`] should next be called.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        (!self.is_closed()).then_some(self.deadline)
+    }
+
+    /// Enforces the deadline of the current phase; a no-op before it.
+    pub(crate) fn handle_timeout(&mut self, now: &Now, stats: &mut Stats) {
+        if self.is_closed() || now.instant < self.deadline {
+            return;
+        }
+        match self.timer {
+            Timer::Request
+                if !self.recv.is_empty() || matches!(self.phase, Phase::ReadingBody(_)) =>
+            {
+                self.reject(Rejection::RequestTimeout, now, stats);
+            }
+            // Nothing of a request arrived: close without a word.
+            Timer::Request | Timer::Idle => {
+                stats.timed_out_idle += 1;
+                self.recv.clear();
+                self.phase = Phase::Closed;
+            }
+            Timer::Response => {
+                stats.timed_out_response += 1;
+                self.queue(&Response::empty(503), Persistence::Close, false, now, stats);
+                self.enter_closing(now.instant);
+            }
+            Timer::Linger => {
+                self.recv.clear();
+                self.phase = Phase::Closed;
+            }
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The event loop: the only place with mio, sockets, the clock and the
+//! application's handler.
+//!
+//! Each turn: poll; read the clock once; accept; drive every connection that
+//! had an event; apply the application's queued responses; enforce due
+//! deadlines; publish the counters. Deadlines are found by scanning the
+//! connections (at most `connections_max`, 1024 by default), which costs
+//! microseconds per turn and keeps no timer structure to get wrong.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use rustls::ServerConfig;
+use slab::Slab;
+
+use crate::connection::{Connection, Now};
+use crate::date::http_date;
+use crate::error::HttpdError;
+use crate::limits::Limits;
+use crate::request::RequestId;
+use crate::response::{self, Framing, Persistence, Response};
+use crate::server::{Handler, Responder};
+use crate::stats::Stats;
+use crate::tls::TlsLayer;
+
+/// Low bits of a token: the slab slot. High bits: the generation.
+const SLOT_BITS: u32 = 16;
+const SLOT_MASK: usize = (1 << SLOT_BITS) - 1;
+/// Generations wrap within the bits left above the slot.
+const GENERATION_MASK: usize = usize::MAX >> SLOT_BITS;
+pub(crate) const LISTENER: Token = Token(SLOT_MASK);
+pub(crate) const WAKER: Token = Token(SLOT_MASK - 1);
+
+/// How long to wait before accepting again after `accept` failed for a
+/// reason other than an empty backlog (typically out of descriptors).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Events taken per poll.
+const EVENTS_MAX: usize = 256;
+
+/// Tokens carry slot and generation, so an event for a closed connection
+/// whose slot was reused in the same turn is recognised and dropped.
+fn token(slot: usize, generation: usize) -> Token {
+    Token((generation << SLOT_BITS) | slot)
+}
+
+fn untoken(token: Token) -> (usize, usize) {
+    (token.0 & SLOT_MASK, token.0 >> SLOT_BITS)
+}
+
+enum Transport {
+    Plain,
+    Tls(Box<TlsLayer>),
+}
+
+struct Entry {
+    socket: TcpStream,
+    transport: Transport,
+    conn: Connection,
+    generation: usize,
+}
+
+/// Everything the loop owns; moved onto the server thread.
+pub(crate) struct Reactor<H> {
+    poll: Poll,
+    listener: TcpListener,
+    limits: Limits,
+    tls: Option<Arc<ServerConfig>>,
+    handler: H,
+    responder: Responder,
+    responses: mpsc::Receiver<(RequestId, Response)>,
+    stop: Arc<AtomicBool>,
+    published: Arc<Mutex<Stats>>,
+    entries: Slab<Entry>,
+    stats: Stats,
+    next_generation: usize,
+    next_seq: u64,
+    accept_paused_until: Option<Instant>,
+    /// Scratch list of slots whose deadline passed.
+    due: Vec<usize>,
+}
+
+/// What [`Reactor::new`] needs from [`Server::spawn`](crate::Server::spawn).
+pub(crate) struct Parts<H> {
+    pub(crate) poll: Poll,
+    pub(crate) listener: TcpListener,
+    pub(crate) limits: Limits,
+    pub(crate) tls: Option<Arc<ServerConfig>>,
+    pub(crate) handler: H,
+    pub(crate) responder: Responder,
+    pub(crate) responses: mpsc::Receiver<(RequestId, Response)>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) published: Arc<Mutex<Stats>>,
+}
+
+impl<H> Reactor<H> {
+    pub(crate) fn new(parts: Parts<H>) -> Reactor<H> {
+        let Parts {
+            poll,
+            listener,
+            limits,
+            tls,
+            handler,
+            responder,
+            responses,
+            stop,
+            published,
+        } = parts;
+        Reactor {
+            poll,
+            listener,
+            limits,
+            tls,
+            handler,
+            responder,
+            responses,
+            stop,
+            published,
+            // Grows on demand; do not reserve the whole limit up front.
+            entries: Slab::with_capacity(limits.connections_max.min(64)),
+            stats: Stats::default(),
+            next_generation: 0,
+            next_seq: 0,
+            accept_paused_until: None,
+            due: Vec::new(),
+        }
+    }
+}
+
+impl<H: Handler> Reactor<H> {
+    /// Runs until [`ServerHandle::shutdown`](crate::ServerHandle::shutdown)
+    /// or a poller failure. Dropping `self` on return closes every socket.
+    pub(crate) fn run(mut self) -> Result<(), HttpdError> {
+        let mut events = Events::with_capacity(EVENTS_MAX);
+        while !self.stop.load(Ordering::Acquire) {
+            let timeout = self.poll_timeout(Instant::now());
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => return Err(HttpdError::Poll { source }),
+            }
+            let now = read_clock();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(&now),
+                    WAKER => {}
+                    token => self.handle_event(token, event, &now),
+                }
+            }
+            self.drain_responses(&now);
+            self.handle_timeouts(&now);
+            self.publish();
+        }
+        Ok(())
+    }
+
+    /// The wait until the earliest deadline (rounded up by mio to whole
+    /// milliseconds), or forever when there is none.
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        let deadlines = self
+            .entries
+            .iter()
+            .filter_map(|(_, e)| e.conn.poll_timeout());
+        deadlines
+            .chain(self.accept_paused_until)
+            .min()
+            .map(|deadline| deadline.saturating_duration_since(now))
+    }
+
+    fn accept_all(&mut self, now: &Now) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((socket, peer)) => self.admit(socket, peer, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(_) => {
+                    // The backlog is not drained, so no new readiness edge will
+                    // come: retry from the timer instead.
+                    self.stats.accept_errors += 1;
+                    self.accept_paused_until = Some(now.instant + ACCEPT_RETRY);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, now: &Now) {
+        if self.entries.len() >= self.limits.connections_max {
+            self.reject_busy(&socket, now);
+            return;
+        }
+        let transport = match &self.tls {
+            None => Transport::Plain,
+            Some(config) => match TlsLayer::new(config) {
+                Ok(layer) => Transport::Tls(Box::new(layer)),
+                Err(_) => {
+                    self.stats.tls_failures += 1;
+                    return;
+                }
+            },
+        };
+        // Responses are written whole; Nagle would only delay them.
+        let _ = socket.set_nodelay(true);
+        let generation = self.next_generation;
+        self.next_generation = (generation + 1) & GENERATION_MASK;
+        let vacant = self.entries.vacant_entry();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if self
+            .poll
+            .registry()
+            .register(&mut socket, token(vacant.key(), generation), interest)
+            .is_err()
+        {
+            self.stats.accept_errors += 1;
+            return;
+        }
+        vacant.insert(Entry {
+            socket,
+            transport,
+            conn: Connection::new(peer, self.limits, now.instant),
+            generation,
+        });
+        self.stats.connections_accepted += 1;
+        self.stats.connections_open += 1;
+        // Registration reports current readiness, so the first event comes
+        // by itself.
+    }
+
+    /// Past `connections_max`: a plain client gets a 503 (the fresh socket's
+    /// send buffer is empty, so one write suffices), a TLS client just a
+    /// close. Dropping `socket` closes it.
+    fn reject_busy(&mut self, mut socket: &TcpStream, now: &Now) {
+        self.stats.connections_rejected += 1;
+        if self.tls.is_some() {
+            return;
+        }
+        let mut out = Vec::with_capacity(128);
+        let framing = Framing {
+            persistence: Persistence::Close,
+            head_only: false,
+            date: &now.date,
+        };
+        response::encode(
+            &mut out,
+            &Response::empty(503).with_header("retry-after", "1"),
+            framing,
+        );
+        if socket.write(&out).is_ok() {
+            self.stats.count_response(503);
+        }
+        let _ = socket.shutdown(Shutdown::Write);
+    }
+
+    fn handle_event(&mut self, token: Token, event: &Event, now: &Now) {
+        let (slot, generation) = untoken(token);
+        let Some(entry) = self.entries.get_mut(slot) else {
+            return;
+        };
+        if entry.generation != generation {
+            return; // for a closed connection whose slot was reused
+        }
+        if event.is_error() && !matches!(entry.socket.take_error(), Ok(None)) {
+            entry.conn.handle_transport_error();
+        }
+        self.drive(slot, now);
+    }
+
+    /// Moves bytes and requests for one connection until nothing changes
+    /// (the order of calls in [`Connection`]'s docs), then drops it if it
+    /// closed.
+    fn drive(&mut self, slot: usize, now: &Now) {
+        let Some(entry) = self.entries.get_mut(slot) else {
+            return;
+        };
+        let Entry {
+            socket,
+            transport,
+            conn,
+            ..
+        } = entry;
+        loop {
+            let mut progress = match transport {
+                Transport::Plain => pump_read(socket, conn, now.instant),
+                Transport::Tls(tls) => tls.pump_read(socket, conn, now.instant, &mut self.stats),
+            };
+            let id = RequestId {
+                slot: slot as u32,
+                seq: self.next_seq,
+            };
+            if let Some(request) = conn.poll_request(id, now, &mut self.stats) {
+                self.next_seq += 1;
+                self.handler.handle(request, &self.responder);
+                progress = true;
+            }
+            progress |= match transport {
+                Transport::Plain => pump_write(socket, conn),
+                Transport::Tls(tls) => tls.pump_write(socket, conn),
+            };
+            if !progress {
+                break;
+            }
+        }
+        if conn.is_closed() {
+            let mut entry = self.entries.remove(slot);
+            let _ = self.poll.registry().deregister(&mut entry.socket);
+            self.stats.connections_open -= 1;
+        }
+    }
+
+    /// Applies the application's answers; an answer for a request that is not
+    /// in flight on its slot any more is stale.
+    fn drain_responses(&mut self, now: &Now) {
+        while let Ok((id, response)) = self.responses.try_recv() {
+            let slot = id.slot as usize;
+            let applied = match self.entries.get_mut(slot) {
+                Some(entry) => entry
+                    .conn
+                    .handle_response(id.seq, response, now, &mut self.stats),
+                None => false,
+            };
+            if applied {
+                self.drive(slot, now);
+            } else {
+                self.stats.responses_stale += 1;
+            }
+        }
+    }
+
+    fn handle_timeouts(&mut self, now: &Now) {
+        if self
+            .accept_paused_until
+            .is_some_and(|until| until <= now.instant)
+        {
+            self.accept_paused_until = None;
+            self.accept_all(now);
+        }
+        let mut due = std::mem::take(&mut self.due);
+        due.extend(
+            self.entries
+                .iter()
+                .filter(|(_, e)| e.conn.poll_timeout().is_some_and(|d| d <= now.instant))
+                .map(|(slot, _)| slot),
+        );
+        for &slot in &due {
+            if let Some(entry) = self.entries.get_mut(slot) {
+                entry.conn.handle_timeout(now, &mut self.stats);
+                self.drive(slot, now);
+            }
+        }
+        due.clear();
+        self.due = due;
+    }
+
+    fn publish(&self) {
+        let mut published = self
+            .published
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *published = self.stats;
+    }
+}
+
+impl<H> Drop for Reactor<H> {
+    /// Connections are closed by dropping their sockets; say so in the
+    /// counters readers may still look at.
+    fn drop(&mut self) {
+        self.stats.connections_open = 0;
+        if let Ok(mut published) = self.published.lock() {
+            *published = self.stats;
+        }
+    }
+}
+
+fn read_clock() -> Now {
+    let unix_secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Now {
+        instant: Instant::now(),
+        date: http_date(unix_secs),
+    }
+}
+
+/// Moves bytes socket → `conn` while `conn` wants them; see
+/// [`TlsLayer::pump_read`] for the contract.
+fn pump_read(socket: &mut TcpStream, conn: &mut Connection, now: Instant) -> bool {
+    let mut progress = false;
+    loop {
+        let space = conn.read_space();
+        if space.is_empty() {
+            return progress;
+        }
+        match socket.read(space) {
+            Ok(0) => {
+                conn.handle_eof(now);
+                return true;
+            }
+            Ok(n) => {
+                conn.handle_read(n, now);
+                progress = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return progress,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                conn.handle_transport_error();
+                return true;
+            }
+        }
+    }
+}
+
+/// Moves bytes `conn` → socket, and half-closes when `conn` asks.
+fn pump_write(socket: &mut TcpStream, conn: &mut Connection) -> bool {
+    let mut progress = false;
+    loop {
+        let out = conn.poll_transmit();
+        if out.is_empty() {
+            if conn.poll_shutdown() {
+                let _ = socket.shutdown(Shutdown::Write);
+                conn.handle_shutdown();
+                return true;
+            }
+            return progress;
+        }
+        match socket.write(out) {
+            Ok(0) => {
+                conn.handle_transport_error();
+                return true;
+            }
+            Ok(n) => {
+                conn.handle_sent(n);
+                progress = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return progress,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                conn.handle_transport_error();
+                return true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_avoid_reserved_ones() {
+        let max_slot = crate::limits::CONNECTIONS_MAX_CEILING - 1;
+        for (slot, generation) in [(0, 0), (7, 12345), (max_slot, GENERATION_MASK)] {
+            let t = token(slot, generation);
+            assert_eq!(untoken(t), (slot, generation));
+            assert_ne!(t, LISTENER);
+            assert_ne!(t, WAKER);
+        }
+    }
+}

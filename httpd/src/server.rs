@@ -1,0 +1,210 @@
+//! The public face: bind, spawn the loop thread, answer requests, stop.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::{self, JoinHandle};
+
+use mio::net::TcpListener;
+use mio::{Interest, Poll, Waker};
+use rustls::ServerConfig;
+
+use crate::error::HttpdError;
+use crate::limits::Limits;
+use crate::reactor::{Parts, Reactor, LISTENER, WAKER};
+use crate::request::{Request, RequestId};
+use crate::response::Response;
+use crate::stats::Stats;
+use crate::tls::{load_server_config, TlsFiles};
+
+/// The application's side of the server.
+///
+/// [`Handler::handle`] is called on the server thread, once per complete
+/// request. It MUST NOT block: it may answer at once through `responder`, or
+/// keep the [`RequestId`] (and a clone of the [`Responder`]) and answer later
+/// from any thread. Until it is answered (or `response_timeout` passes), the
+/// request's connection reads nothing more. A panic in `handle` stops the
+/// server; [`ServerHandle::shutdown`] then reports [`HttpdError::Panicked`].
+pub trait Handler: Send + 'static {
+    fn handle(&mut self, request: Request, responder: &Responder);
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(Request, &Responder) + Send + 'static,
+{
+    fn handle(&mut self, request: Request, responder: &Responder) {
+        self(request, responder)
+    }
+}
+
+/// Answers requests, from any thread. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Responder {
+    tx: mpsc::Sender<(RequestId, Response)>,
+    waker: Arc<Waker>,
+}
+
+impl Responder {
+    /// Queues `response` for request `id` and wakes the server thread. Never
+    /// blocks. An answer for a request whose connection has gone away, that
+    /// timed out, or that was already answered is dropped there and counted
+    /// in [`Stats::responses_stale`]; after shutdown it is dropped silently.
+    pub fn respond(&self, id: RequestId, response: Response) {
+        if self.tx.send((id, response)).is_ok() {
+            // A failed wake means the poller is gone, and so is the server.
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// Server settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub limits: Limits,
+    /// Serve HTTPS with this certificate and key; plain HTTP when `None`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A bound, not yet running server. Everything that can fail at startup
+/// (limits, TLS files, socket, poller) fails in [`Server::bind`].
+#[derive(Debug)]
+pub struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    waker: Arc<Waker>,
+    local_addr: SocketAddr,
+    limits: Limits,
+    tls: Option<Arc<ServerConfig>>,
+}
+
+impl Server {
+    /// Validates `config`, loads the TLS files, and listens on `addr` (port
+    /// 0 picks a free port; see [`Server::local_addr`]).
+    pub fn bind(addr: SocketAddr, config: Config) -> Result<Server, HttpdError> {
+        config
+            .limits
+            .check()
+            .map_err(|reason| HttpdError::InvalidLimits { reason })?;
+        let tls = config.tls.as_ref().map(load_server_config).transpose()?;
+        let bind_error = |source| HttpdError::Bind { addr, source };
+        let mut listener = TcpListener::bind(addr).map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let poll = Poll::new().map_err(|source| HttpdError::Poll { source })?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(|source| HttpdError::Poll { source })?;
+        let waker =
+            Waker::new(poll.registry(), WAKER).map_err(|source| HttpdError::Poll { source })?;
+        Ok(Server {
+            poll,
+            listener,
+            waker: Arc::new(waker),
+            local_addr,
+            limits: config.limits,
+            tls,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Starts the event loop on a thread named `httpd`, serving `handler`.
+    pub fn spawn<H: Handler>(self, handler: H) -> Result<ServerHandle, HttpdError> {
+        let (tx, responses) = mpsc::channel();
+        let responder = Responder {
+            tx,
+            waker: self.waker,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let published = Arc::new(Mutex::new(Stats::default()));
+        let reactor = Reactor::new(Parts {
+            poll: self.poll,
+            listener: self.listener,
+            limits: self.limits,
+            tls: self.tls,
+            handler,
+            responder: responder.clone(),
+            responses,
+            stop: Arc::clone(&stop),
+            published: Arc::clone(&published),
+        });
+        let thread = thread::Builder::new()
+            .name("httpd".to_owned())
+            .spawn(move || reactor.run())
+            .map_err(|source| HttpdError::Spawn { source })?;
+        Ok(ServerHandle {
+            thread: Some(thread),
+            stop,
+            responder,
+            published,
+            local_addr: self.local_addr,
+        })
+    }
+}
+
+/// A running server. Dropping it stops the server like
+/// [`ServerHandle::shutdown`], discarding the outcome; it MUST NOT be dropped
+/// on the server thread itself (from inside a [`Handler`]), where it only
+/// signals the stop.
+pub struct ServerHandle {
+    thread: Option<JoinHandle<Result<(), HttpdError>>>,
+    stop: Arc<AtomicBool>,
+    responder: Responder,
+    published: Arc<Mutex<Stats>>,
+    local_addr: SocketAddr,
+}
+
+impl ServerHandle {
+    /// A handle for answering requests, e.g. from worker threads.
+    pub fn responder(&self) -> Responder {
+        self.responder.clone()
+    }
+
+    /// The counters as of the end of the loop's latest turn.
+    pub fn stats(&self) -> Stats {
+        *self
+            .published
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes every connection (queued responses are not
+    /// flushed), and waits for the server thread to end.
+    pub fn shutdown(mut self) -> Result<(), HttpdError> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<(), HttpdError> {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.responder.waker.wake();
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        if thread.thread().id() == thread::current().id() {
+            return Ok(()); // joining ourselves would never return
+        }
+        thread.join().unwrap_or(Err(HttpdError::Panicked))
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr)
+            .field("running", &self.thread.is_some())
+            .finish_non_exhaustive()
+    }
+}
