@@ -163,6 +163,11 @@ fn to_idle(d: &mut Driver) {
     d.s(b"* OK [UIDVALIDITY 1700000000] UIDs valid\r\n* OK [UIDNEXT 4] next\r\n");
     d.s(b"A2 OK [READ-ONLY] Examine completed\r\n");
     d.c(b"A3 IDLE\r\n");
+    assert!(
+        d.take_events().is_empty(),
+        "Ready waits for IDLE to be accepted"
+    );
+    d.s(b"+ idling\r\n");
     assert_eq!(
         d.take_events(),
         vec![SessionEvent::Ready(Ready {
@@ -173,7 +178,6 @@ fn to_idle(d: &mut Driver) {
             uidnext: 4
         })]
     );
-    d.s(b"+ idling\r\n");
     assert_eq!(d.session.phase(), Phase::Idling);
 }
 
@@ -399,7 +403,7 @@ fn unanswered_done_ends_the_session_at_the_response_deadline() {
 fn servers_without_idle_are_polled_with_noop() {
     let cfg = SessionConfig::default();
     let mut d = Driver::new(spec(b"secret"), cfg, Split::Whole);
-    d.s(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n");
+    d.s(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN LOGINDISABLED] ready\r\n");
     // No SASL-IR: the initial response waits for a continuation.
     d.c(b"A1 AUTHENTICATE PLAIN\r\n");
     assert!(d.session.holds_secret());
@@ -436,30 +440,49 @@ fn open_with_baseline(since: Since) -> Vec<SessionEvent> {
     d.s(format!("* OK [CAPABILITY {CAPS_PLAIN}] ready\r\n").as_bytes());
     d.s(b"A1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n");
     d.s(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 2] ok\r\n* OK [UIDNEXT 4] next\r\nA2 OK done\r\n");
+    assert!(d.sent.ends_with(b"A2 EXAMINE INBOX\r\nA3 IDLE\r\n"));
+    // Mail that arrives before IDLE is accepted is held back until Ready.
+    d.s(b"* 4 EXISTS\r\n");
+    assert!(d.take_events().is_empty());
+    d.s(b"+ idling\r\n");
     d.take_events()
 }
 
 #[test]
 fn baseline_decides_whether_there_is_mail_already() {
     let ready = |e: &SessionEvent| matches!(e, SessionEvent::Ready(_));
-    // Same UIDVALIDITY, same UIDNEXT: nothing new.
-    let events = open_with_baseline(Since {
-        uidvalidity: 2,
-        uidnext: 4,
-    });
-    assert!(events.len() == 1 && ready(&events[0]), "{events:?}");
-    // A higher UIDNEXT: new mail at once, after Ready.
-    let events = open_with_baseline(Since {
+    let since = |uidvalidity, uidnext| Since {
+        uidvalidity,
+        uidnext,
+    };
+    // Same UIDVALIDITY, same UIDNEXT: only the mail that came during setup is new.
+    let events = open_with_baseline(since(2, 4));
+    assert!(ready(&events[0]), "{events:?}");
+    assert_eq!(events[1..], [SessionEvent::NewMail { exists: 4 }]);
+    // A higher UIDNEXT than the app saw: new mail, after Ready.
+    let events = open_with_baseline(since(2, 3));
+    assert!(ready(&events[0]));
+    assert_eq!(events[1..], [SessionEvent::NewMail { exists: 4 }]);
+    // Another UIDVALIDITY: the app's view is void, tell it to sync.
+    let events = open_with_baseline(since(1, 4));
+    assert_eq!(events[1..], [SessionEvent::NewMail { exists: 4 }]);
+}
+
+#[test]
+fn baseline_alone_reports_new_mail_once_ready() {
+    let mut s = spec(b"secret");
+    s.since = Some(Since {
         uidvalidity: 2,
         uidnext: 3,
     });
-    assert!(ready(&events[0]));
-    assert_eq!(events[1..], [SessionEvent::NewMail { exists: 3 }]);
-    // Another UIDVALIDITY: the app's view is void, tell it to sync.
-    let events = open_with_baseline(Since {
-        uidvalidity: 1,
-        uidnext: 4,
-    });
+    let mut d = Driver::new(s, SessionConfig::default(), Split::Whole);
+    d.s(format!("* OK [CAPABILITY {CAPS_PLAIN}] ready\r\n").as_bytes());
+    d.s(b"A1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n");
+    d.s(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 2] ok\r\n* OK [UIDNEXT 4] next\r\nA2 OK done\r\n");
+    assert!(d.take_events().is_empty());
+    d.s(b"+ idling\r\n");
+    let events = d.take_events();
+    assert!(matches!(events[0], SessionEvent::Ready(_)));
     assert_eq!(events[1..], [SessionEvent::NewMail { exists: 3 }]);
 }
 
@@ -579,8 +602,9 @@ fn idle_refused_ends_the_session() {
     d.s(format!("* OK [CAPABILITY {CAPS_PLAIN}] ready\r\n").as_bytes());
     d.s(b"A1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n");
     d.s(b"* 0 EXISTS\r\nA2 OK done\r\n");
-    d.take_events();
     d.s(b"A3 NO IDLE not now\r\n");
+    // Never ready: the session failed.
+    assert!(!d.session.was_ready());
     assert_eq!(
         d.take_events(),
         vec![SessionEvent::Ended(EndReason::Protocol(

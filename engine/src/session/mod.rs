@@ -299,6 +299,10 @@ pub struct Session {
     uidvalidity: u32,
     uidnext: u32,
     since: Option<Since>,
+    /// EXAMINE completed: EXISTS changes are news from now on.
+    examined: bool,
+    /// `Ready` is withheld until the server accepts the first IDLE.
+    held_ready: Option<Ready>,
     was_ready: bool,
     /// The reason to report once a LOGOUT we started completes.
     logout_reason: EndReason,
@@ -342,6 +346,8 @@ impl Session {
             uidvalidity: 0,
             uidnext: 0,
             since: spec.since,
+            examined: false,
+            held_ready: None,
             was_ready: false,
             logout_reason: EndReason::Unwatched,
             refresh_jitter_ms: if jitter_ms == 0 { 0 } else { seed % jitter_ms },
@@ -553,6 +559,10 @@ impl Session {
 
     /// The next event, oldest first. [`SessionEvent::Ended`] is always last.
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        if self.held_ready.is_some() {
+            // Nothing but the end is reported before Ready.
+            return self.events.ended.take().map(SessionEvent::Ended);
+        }
         if let Some(ready) = self.events.ready.take() {
             return Some(SessionEvent::Ready(ready));
         }
@@ -701,7 +711,7 @@ impl Session {
     }
 
     fn on_exists(&mut self, n: u32) {
-        if self.was_ready && n > self.exists {
+        if self.examined && n > self.exists {
             self.events.new_mail = Some(n);
         }
         self.exists = n;
@@ -710,6 +720,9 @@ impl Session {
     fn on_continuation(&mut self, now: Tick) {
         match self.phase {
             Phase::IdleStarting => {
+                if let Some(ready) = self.held_ready.take() {
+                    self.release_ready(ready);
+                }
                 self.phase = Phase::Idling;
                 self.timers.stop(TimerKind::Response);
                 let refresh = self
@@ -728,6 +741,8 @@ impl Session {
             // A SASL challenge after our whole response carries an error (XOAUTH2,
             // OAUTHBEARER): cancel, and the server answers NO or BAD.
             Phase::Authenticating => self.tx.push(Tx::SaslCancel),
+            // The `+` for an IDLE that our LOGOUT overtook.
+            Phase::LoggingOut => {}
             _ => self.end(EndReason::Protocol(ProtocolError::UnexpectedContinuation)),
         }
     }
@@ -777,24 +792,31 @@ impl Session {
 
     fn on_examined(&mut self, now: Tick) {
         self.setup = None;
-        self.was_ready = true;
+        self.examined = true;
         let idle = self.caps.has(Caps::IDLE);
-        self.events.ready = Some(Ready {
+        let ready = Ready {
             idle,
             notify: self.caps.has(Caps::NOTIFY),
             exists: self.exists,
             uidvalidity: self.uidvalidity,
             uidnext: self.uidnext,
-        });
-        if let Some(since) = self.since {
-            if since.uidvalidity != self.uidvalidity || self.uidnext > since.uidnext {
-                self.events.new_mail = Some(self.exists);
-            }
-        }
+        };
         if idle {
+            self.held_ready = Some(ready);
             self.send(now, CommandKind::Idle, Phase::IdleStarting);
         } else {
+            self.release_ready(ready);
             self.wait_poll(now);
+        }
+    }
+
+    fn release_ready(&mut self, ready: Ready) {
+        self.was_ready = true;
+        self.events.ready = Some(ready);
+        if let Some(since) = self.since {
+            if since.uidvalidity != ready.uidvalidity || ready.uidnext > since.uidnext {
+                self.events.new_mail = Some(self.exists);
+            }
         }
     }
 
@@ -822,10 +844,14 @@ impl Session {
             } else {
                 None
             }
-        } else if self.caps.has(Caps::AUTH_PLAIN) {
+        } else if self.caps.has(Caps::AUTH_PLAIN) && self.caps.has(Caps::SASL_IR) {
+            // One round trip, and base64 sidesteps every quoting question.
             Some(AuthMechanism::Plain)
         } else if !self.caps.has(Caps::LOGINDISABLED) {
+            // One round trip with LITERAL+, where PLAIN without SASL-IR takes two.
             Some(AuthMechanism::Login)
+        } else if self.caps.has(Caps::AUTH_PLAIN) {
+            Some(AuthMechanism::Plain)
         } else {
             None
         };
