@@ -1,0 +1,190 @@
+//! Each limit probed at its value and just past it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{get, post, respond_ok, NoReply, TestServer};
+use httpd::limits::{BODY_BYTES_MAX, HEADERS_MAX, HEADER_BYTES_MAX};
+use httpd::Limits;
+
+#[test]
+fn body_at_limit_is_served_and_one_byte_more_gets_413() {
+    let server = TestServer::start(Limits::default());
+    let mut client = server.connect();
+    let body = vec![b'p'; BODY_BYTES_MAX];
+    let reply = client.exchange(&post("/echo", &body));
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body.len(), BODY_BYTES_MAX);
+
+    // The whole oversized body is sent: lingering close lets the client
+    // finish writing and still read the 413 instead of a reset.
+    let reply = client.exchange(&post("/echo", &vec![b'p'; BODY_BYTES_MAX + 1]));
+    assert_eq!(reply.status, 413);
+    assert!(reply.closes());
+    client.expect_closed();
+    let stats = server.wait_stats("a 413", |s| s.rejected_body_limit == 1);
+    assert_eq!(stats.requests, 1);
+}
+
+#[test]
+fn body_limit_is_checked_before_100_continue() {
+    let server = TestServer::start(Limits::default());
+    let mut client = server.connect();
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        BODY_BYTES_MAX + 1
+    );
+    assert_eq!(client.exchange(head.as_bytes()).status, 413);
+    client.expect_closed();
+}
+
+/// A request with `count` header fields (Host included).
+fn request_with_fields(count: usize) -> Vec<u8> {
+    let mut request = b"GET /echo HTTP/1.1\r\nHost: h\r\n".to_vec();
+    for i in 1..count {
+        request.extend(format!("X-F{i}: v\r\n").bytes());
+    }
+    request.extend(b"\r\n");
+    request
+}
+
+#[test]
+fn header_count_at_limit_is_served_and_one_more_gets_431() {
+    let server = TestServer::start(Limits::default());
+    let mut client = server.connect();
+    assert_eq!(
+        client.exchange(&request_with_fields(HEADERS_MAX)).status,
+        200
+    );
+    let reply = client.exchange(&request_with_fields(HEADERS_MAX + 1));
+    assert_eq!(reply.status, 431);
+    client.expect_closed();
+    server.wait_stats("a 431", |s| s.rejected_headers_limit == 1);
+}
+
+/// A request whose head is exactly `len` bytes.
+fn request_of_head_bytes(len: usize) -> Vec<u8> {
+    let mut request = b"GET /echo HTTP/1.1\r\nHost: h\r\nX-Pad: ".to_vec();
+    let pad = len - request.len() - 4;
+    request.extend(vec![b'a'; pad]);
+    request.extend(b"\r\n\r\n");
+    assert_eq!(request.len(), len);
+    request
+}
+
+#[test]
+fn header_bytes_at_limit_are_served_and_one_more_gets_431() {
+    let server = TestServer::start(Limits::default());
+    let mut client = server.connect();
+    assert_eq!(
+        client
+            .exchange(&request_of_head_bytes(HEADER_BYTES_MAX))
+            .status,
+        200
+    );
+    let reply = client.exchange(&request_of_head_bytes(HEADER_BYTES_MAX + 1));
+    assert_eq!(reply.status, 431);
+    client.expect_closed();
+}
+
+#[test]
+fn slow_client_gets_408_then_close() {
+    let limits = Limits {
+        request_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let server = TestServer::start(limits);
+    let mut client = server.connect();
+    // A first request in time, so the clock of the second starts at its first byte.
+    assert_eq!(client.exchange(&get("/echo")).status, 200);
+    std::thread::sleep(Duration::from_millis(400));
+    let start = Instant::now();
+    client.send(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nhalf");
+    let reply = client.reply();
+    assert_eq!(reply.status, 408);
+    assert!(
+        start.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        start.elapsed()
+    );
+    client.expect_closed();
+    server.wait_stats("a 408", |s| s.timed_out_request == 1);
+}
+
+#[test]
+fn silent_connection_is_closed_without_a_word() {
+    let limits = Limits {
+        request_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let server = TestServer::start(limits);
+    let mut client = server.connect();
+    client.expect_closed();
+    server.wait_stats("an idle close", |s| {
+        s.timed_out_idle == 1 && s.timed_out_request == 0
+    });
+}
+
+#[test]
+fn idle_keep_alive_connection_is_closed() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let server = TestServer::start(limits);
+    let mut client = server.connect();
+    assert_eq!(client.exchange(&get("/echo")).status, 200);
+    let start = Instant::now();
+    client.expect_closed();
+    assert!(start.elapsed() >= Duration::from_millis(150));
+    server.wait_stats("an idle close", |s| {
+        s.timed_out_idle == 1 && s.connections_open == 0
+    });
+}
+
+#[test]
+fn connections_past_the_limit_get_503() {
+    let limits = Limits {
+        connections_max: 2,
+        ..Limits::default()
+    };
+    let server = TestServer::start(limits);
+    let mut first = server.connect();
+    let mut second = server.connect();
+    assert_eq!(first.exchange(&get("/echo")).status, 200);
+    assert_eq!(second.exchange(&get("/echo")).status, 200);
+
+    let mut third = server.connect();
+    let reply = third.try_reply(false);
+    assert!(
+        matches!(&reply, Ok(r) if r.status == 503) || reply.as_ref().err() == Some(&NoReply::Reset),
+        "{reply:?}"
+    );
+    third.expect_closed();
+    server.wait_stats("a rejected connection", |s| s.connections_rejected == 1);
+
+    drop(first);
+    server.wait_stats("a free slot", |s| s.connections_open == 1);
+    assert_eq!(server.connect().exchange(&get("/echo")).status, 200);
+    assert_eq!(second.exchange(&get("/echo")).status, 200);
+}
+
+#[test]
+fn unanswered_request_gets_503_and_late_answer_is_stale() {
+    let limits = Limits {
+        response_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let server = TestServer::start(limits);
+    let mut client = server.connect();
+    client.send(&get("/hold"));
+    let held = server.held_request();
+    let reply = client.reply();
+    assert_eq!(reply.status, 503);
+    client.expect_closed();
+
+    respond_ok(&server.responder(), held.id);
+    let stats = server.wait_stats("a stale response", |s| s.responses_stale == 1);
+    assert_eq!(stats.timed_out_response, 1);
+}
