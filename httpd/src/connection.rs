@@ -437,3 +437,253 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::date::http_date;
+
+    fn at(base: Instant, ms: u64) -> Now {
+        Now {
+            instant: base + Duration::from_millis(ms),
+            date: http_date(784_111_777),
+        }
+    }
+
+    fn new_conn(base: Instant) -> Connection {
+        Connection::new("192.0.2.1:5000".parse().unwrap(), Limits::default(), base)
+    }
+
+    /// Feeds up to `bytes.len()` bytes, as far as the connection wants them;
+    /// returns how many it took.
+    fn feed(conn: &mut Connection, bytes: &[u8], now: Instant) -> usize {
+        let space = conn.read_space();
+        let n = space.len().min(bytes.len());
+        space[..n].copy_from_slice(&bytes[..n]);
+        conn.handle_read(n, now);
+        n
+    }
+
+    fn drain(conn: &mut Connection) -> Vec<u8> {
+        let out = conn.poll_transmit().to_vec();
+        conn.handle_sent(out.len());
+        out
+    }
+
+    fn id(seq: u64) -> RequestId {
+        RequestId { slot: 0, seq }
+    }
+
+    /// Runs `input` through a connection in chunks of `chunk` bytes, answering
+    /// every request with its body; returns (method, path, body) per request
+    /// and everything written.
+    fn run_transcript(input: &[u8], chunk: usize) -> (Vec<(Method, String, Vec<u8>)>, Vec<u8>) {
+        let base = Instant::now();
+        let now = at(base, 0);
+        let mut stats = Stats::default();
+        let mut conn = new_conn(base);
+        let (mut seen, mut out, mut fed, mut seq) = (Vec::new(), Vec::new(), 0, 0);
+        for _ in 0..10_000 {
+            let end = (fed + chunk).min(input.len());
+            fed += feed(&mut conn, &input[fed..end], now.instant);
+            out.extend(drain(&mut conn));
+            match conn.poll_request(id(seq), &now, &mut stats) {
+                Some(request) => {
+                    let response = Response::empty(200).with_body(request.body.clone());
+                    assert!(conn.handle_response(seq, response, &now, &mut stats));
+                    seen.push((request.method, request.path, request.body));
+                    seq += 1;
+                }
+                None if fed == input.len() => return (seen, out),
+                None => {}
+            }
+        }
+        panic!("transcript did not finish");
+    }
+
+    #[test]
+    fn split_invariance() {
+        let input: &[u8] = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello\
+            GET /b?q HTTP/1.1\r\nHost: h\r\n\r\n\r\n\
+            PUT /c HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nxyz\
+            HEAD /d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+        let whole = run_transcript(input, input.len());
+        assert_eq!(whole.0.len(), 4);
+        assert_eq!(
+            whole.0[0],
+            (Method::Post, "/a".to_owned(), b"hello".to_vec())
+        );
+        assert_eq!(whole.0[3].0, Method::Head);
+        for chunk in [1, 2, 3, 7, 64] {
+            let split = run_transcript(input, chunk);
+            assert_eq!(split.0, whole.0, "chunks of {chunk}");
+            // Only a 100 Continue may differ: it is sent when the body is late.
+            let without_continue = |out: &[u8]| {
+                String::from_utf8_lossy(out).replace("HTTP/1.1 100 Continue\r\n\r\n", "")
+            };
+            assert_eq!(
+                without_continue(&split.1),
+                without_continue(&whole.1),
+                "chunks of {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn nothing_is_read_while_a_request_is_in_flight_or_its_response_unsent() {
+        let base = Instant::now();
+        let now = at(base, 0);
+        let mut stats = Stats::default();
+        let mut conn = new_conn(base);
+        feed(&mut conn, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", now.instant);
+        let request = conn.poll_request(id(0), &now, &mut stats).unwrap();
+        assert!(conn.read_space().is_empty());
+        assert!(
+            !conn.handle_response(1, Response::empty(200), &now, &mut stats),
+            "stale seq"
+        );
+        assert!(conn.handle_response(request.id.seq, Response::empty(200), &now, &mut stats));
+        assert!(conn.read_space().is_empty(), "response not yet written");
+        drain(&mut conn);
+        assert!(!conn.read_space().is_empty());
+        assert!(
+            !conn.handle_response(0, Response::empty(200), &now, &mut stats),
+            "already answered"
+        );
+    }
+
+    #[test]
+    fn silent_connection_times_out_without_a_response() {
+        let base = Instant::now();
+        let mut stats = Stats::default();
+        let mut conn = new_conn(base);
+        assert_eq!(
+            conn.poll_timeout(),
+            Some(base + Limits::default().request_timeout)
+        );
+        conn.handle_timeout(&at(base, 1), &mut stats); // spurious: a no-op
+        assert!(!conn.is_closed());
+        conn.handle_timeout(&at(base, 10_000), &mut stats);
+        assert!(conn.is_closed() && conn.poll_transmit().is_empty());
+        assert_eq!(stats.timed_out_idle, 1);
+    }
+
+    #[test]
+    fn partial_request_gets_408_then_lingers_until_eof() {
+        let base = Instant::now();
+        let mut stats = Stats::default();
+        let mut conn = new_conn(base);
+        feed(&mut conn, b"GET / HTTP/1.1\r\nHo", base);
+        assert!(conn.poll_request(id(0), &at(base, 0), &mut stats).is_none());
+        conn.handle_timeout(&at(base, 10_000), &mut stats);
+        assert!(drain(&mut conn).starts_with(b"HTTP/1.1 408 Request Timeout\r\n"));
+        assert!(conn.poll_shutdown());
+        conn.handle_shutdown();
+        assert!(!conn.poll_shutdown());
+        // Input is discarded while lingering.
+        assert_eq!(feed(&mut conn, b"st: h\r\n\r\n", base), 9);
+        assert!(conn
+            .poll_request(id(0), &at(base, 10_001), &mut stats)
+            .is_none());
+        assert_eq!(
+            conn.poll_timeout(),
+            Some(base + Duration::from_millis(10_000) + Limits::default().linger_timeout)
+        );
+        conn.handle_eof(base);
+        assert!(conn.is_closed());
+        assert_eq!(stats.timed_out_request, 1);
+    }
+
+    #[test]
+    fn lingering_discards_a_bounded_amount() {
+        let base = Instant::now();
+        let now = at(base, 0);
+        let mut stats = Stats::default();
+        let mut conn = new_conn(base);
+        feed(&mut conn, b"GET / HTTP/9.9\r\n\r\n", base);
+        assert!(conn.poll_request(id(0), &now, &mut stats).is_none());
+        assert!(drain(&mut conn).starts_with(b"HTTP/1.1 505 "));
+        let noise = vec![0u8; 64 * 1024];
+        let mut total = 0;
+        while !conn.is_closed() {
+            total += feed(&mut conn, &noise, base);
+            assert!(total <= DISCARD_BYTES_MAX + noise.len());
+        }
+    }
+
+    #[test]
+    fn response_timeout_answers_503_and_idle_follows_a_response() {
+        let base = Instant::now();
+        let mut stats = Stats::default();
+        let limits = Limits::default();
+        let mut conn = new_conn(base);
+        feed(&mut conn, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", base);
+        conn.poll_request(id(0), &at(base, 5), &mut stats).unwrap();
+        assert_eq!(
+            conn.poll_timeout(),
+            Some(base + Duration::from_millis(5) + limits.response_timeout)
+        );
+
+        let mut answered = new_conn(base);
+        feed(&mut answered, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", base);
+        answered
+            .poll_request(id(1), &at(base, 5), &mut stats)
+            .unwrap();
+        assert!(answered.handle_response(1, Response::empty(204), &at(base, 7), &mut stats));
+        assert_eq!(
+            answered.poll_timeout(),
+            Some(base + Duration::from_millis(7) + limits.idle_timeout)
+        );
+
+        conn.handle_timeout(
+            &at(base, 5 + limits.response_timeout.as_millis() as u64),
+            &mut stats,
+        );
+        assert!(drain(&mut conn).starts_with(b"HTTP/1.1 503 "));
+        assert!(!conn.handle_response(0, Response::empty(200), &at(base, 999_999), &mut stats));
+        assert_eq!(stats.timed_out_response, 1);
+    }
+
+    #[test]
+    fn expect_continue_only_when_the_body_is_missing() {
+        let base = Instant::now();
+        let now = at(base, 0);
+        let mut stats = Stats::default();
+        let mut conn = new_conn(base);
+        feed(
+            &mut conn,
+            b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+            base,
+        );
+        assert!(conn.poll_request(id(0), &now, &mut stats).is_none());
+        assert_eq!(drain(&mut conn), response::CONTINUE);
+        feed(&mut conn, b"ok", base);
+        assert_eq!(
+            conn.poll_request(id(0), &now, &mut stats).unwrap().body,
+            b"ok"
+        );
+        assert_eq!(stats.responses_1xx, 1);
+    }
+
+    #[test]
+    fn eof_mid_request_closes_and_eof_with_queued_response_flushes_first() {
+        let base = Instant::now();
+        let now = at(base, 0);
+        let mut stats = Stats::default();
+        let mut conn = new_conn(base);
+        feed(&mut conn, b"GET / HT", base);
+        conn.handle_eof(base);
+        assert!(conn.is_closed());
+
+        let mut conn = new_conn(base);
+        feed(&mut conn, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", base);
+        conn.poll_request(id(0), &now, &mut stats).unwrap();
+        assert!(conn.handle_response(0, Response::empty(200), &now, &mut stats));
+        conn.handle_eof(base);
+        assert!(!conn.is_closed() && !conn.poll_shutdown());
+        drain(&mut conn);
+        assert!(conn.is_closed());
+    }
+}
