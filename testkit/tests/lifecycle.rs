@@ -134,8 +134,10 @@ fn log_is_readable_and_startup_errors_carry_the_log() {
     drop(dc);
 
     // A config Dovecot refuses: the error carries its complaint.
-    let mut cfg = DovecotConfig::default();
-    cfg.extra_config = "no_such_setting_xyz = 1\n".into();
+    let cfg = DovecotConfig {
+        extra_config: "no_such_setting_xyz = 1\n".into(),
+        ..Default::default()
+    };
     let err = Dovecot::start(cfg).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, HarnessError::Startup { .. }), "{text}");
@@ -153,8 +155,10 @@ fn not_installed_error_tells_how_to_install() {
 
 #[test]
 fn idle_check_interval_and_raise_inotify() {
-    let mut cfg = DovecotConfig::default();
-    cfg.idle_check_interval = Some(Duration::from_secs(1));
+    let cfg = DovecotConfig {
+        idle_check_interval: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
     let dc = Dovecot::start(cfg).unwrap();
     let conf = std::fs::read_to_string(dc.config_path()).unwrap();
     assert!(
