@@ -476,10 +476,13 @@ mod tests {
         RequestId { slot: 0, seq }
     }
 
+    /// (method, path, body) of each request a transcript yielded.
+    type Seen = Vec<(Method, String, Vec<u8>)>;
+
     /// Runs `input` through a connection in chunks of `chunk` bytes, answering
     /// every request with its body; returns (method, path, body) per request
     /// and everything written.
-    fn run_transcript(input: &[u8], chunk: usize) -> (Vec<(Method, String, Vec<u8>)>, Vec<u8>) {
+    fn run_transcript(input: &[u8], chunk: usize) -> (Seen, Vec<u8>) {
         let base = Instant::now();
         let now = at(base, 0);
         let mut stats = Stats::default();
