@@ -241,6 +241,19 @@ impl Encoded {
     pub fn waits(&self) -> &[usize] {
         self.waits.get(..usize::from(self.n_waits)).unwrap_or(&[])
     }
+
+    /// The ranges of `out` to send in order: before the first wait, between
+    /// waits, and after the last. The client MUST receive a `+` continuation
+    /// between two ranges.
+    pub fn segments(&self) -> impl Iterator<Item = core::ops::Range<usize>> + '_ {
+        let starts = core::iter::once(0).chain(self.waits().iter().copied());
+        let ends = self
+            .waits()
+            .iter()
+            .copied()
+            .chain(core::iter::once(self.len));
+        starts.zip(ends).map(|(start, end)| start..end)
+    }
 }
 
 /// Why a command could not be encoded.

@@ -51,15 +51,30 @@ impl Default for Limits {
 /// message, so a broken peer is noticed at once: [`crate::parse_response`]
 /// then reports [`crate::ParseError::NotCrlfTerminated`]. A literal is only
 /// announced by `{N}` directly followed by CRLF.
+///
+/// Call order: [`Framer::advance`] until it returns `Complete` (drop those
+/// bytes, go on) or an error. After an error the caller either closes the
+/// connection, or poisons the message: it calls [`Framer::skip`] until that
+/// returns [`Skip::Done`], dropping bytes as told, and then goes back to
+/// `advance`. Skipping counts literals down and never stores them, so an
+/// oversized message costs no memory and the stream is never resynced in the
+/// middle of a message.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Framer {
     limits: Limits,
-    /// Bytes of the current message scanned so far.
+    /// Bytes of the current message scanned so far (relative to the
+    /// caller's buffer).
     pos: usize,
-    /// Offset of the current line within the message.
+    /// Offset of the current line within the caller's buffer.
     line_start: usize,
-    /// Literal bytes still to be skipped.
-    literal_left: usize,
+    /// Literal bytes still to be passed over.
+    literal_left: u64,
+    /// The error `advance` reported; it is repeated until `skip` finishes.
+    failed: Option<FrameError>,
+    /// `skip` is under way; `tail` is valid.
+    skipping: bool,
+    /// How the current line has ended so far (skipping only).
+    tail: Tail,
 }
 
 /// What [`Framer::advance`] found.
@@ -71,14 +86,37 @@ pub enum Frame {
     Incomplete,
     /// `buf[..len]` is exactly one complete message (ends with CRLF). The framer has reset itself;
     /// the caller drops those bytes and calls again on the rest.
+    ///
+    /// (From a broken peer the message may end in a bare LF instead; see [`Framer`].)
     Complete {
-        /// Length of the message, its final CRLF included.
+        /// Length of the message, its final LF included.
         len: usize,
     },
 }
 
-/// A limit was exceeded. The stream cannot be resynced: the caller MUST close
-/// the connection.
+/// What [`Framer::skip`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Skip {
+    /// The poisoned message goes on. The caller MUST drop `buf[..discard]`
+    /// (all of it was passed over; `discard` may be 0) and call `skip` again
+    /// with the remaining bytes plus new ones.
+    Incomplete {
+        /// Bytes to drop now.
+        discard: usize,
+    },
+    /// The poisoned message ended with `buf[..len]`. The caller MUST drop
+    /// those bytes; the framer has reset itself and the caller goes back to
+    /// [`Framer::advance`] on the rest.
+    Done {
+        /// Bytes to drop: the end of the skipped message.
+        len: usize,
+    },
+}
+
+/// A limit was exceeded. The caller MUST either close the connection or
+/// skip the rest of the message with [`Framer::skip`]; the stream cannot be
+/// resynced in any other way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameError {
     /// A line passed the line limit without an LF.
@@ -143,21 +181,29 @@ impl Framer {
     /// The caller MUST call this with a buffer whose prefix is unchanged since the last call
     /// (bytes only appended) until it returns Complete or an error. Errors are returned as soon
     /// as a limit is exceeded (the framer does not wait for more bytes). After an error the
-    /// stream cannot be resynced; the caller closes the connection.
+    /// stream cannot be resynced: the caller closes the connection, or skips the message with
+    /// [`Framer::skip`]. Until then every call repeats the error.
     ///
     /// A buffer shorter than what was already scanned breaks that duty; the
     /// framer then answers `Incomplete` rather than panicking.
     pub fn advance(&mut self, buf: &[u8]) -> Result<Frame, FrameError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let result = self.advance_inner(buf);
+        if let Err(e) = result {
+            self.failed = Some(e);
+        }
+        result
+    }
+
+    fn advance_inner(&mut self, buf: &[u8]) -> Result<Frame, FrameError> {
         loop {
             if self.literal_left > 0 {
-                let avail = buf.len().saturating_sub(self.pos);
-                let take = avail.min(self.literal_left);
-                self.pos += take;
-                self.literal_left -= take;
+                self.pass_literal(buf);
                 if self.literal_left > 0 {
                     return Ok(Frame::Incomplete);
                 }
-                self.line_start = self.pos;
             }
             match self.scan_line(buf)? {
                 None => return Ok(Frame::Incomplete),
@@ -176,10 +222,21 @@ impl Framer {
         }
     }
 
+    /// Passes over as much of the pending literal as `buf` holds.
+    fn pass_literal(&mut self, buf: &[u8]) {
+        let avail = buf.len().saturating_sub(self.pos);
+        let take = usize::try_from(self.literal_left).map_or(avail, |left| left.min(avail));
+        self.pos += take;
+        self.literal_left -= take as u64;
+        if self.literal_left == 0 {
+            self.line_start = self.pos;
+        }
+    }
+
     /// Scans the current line for its LF. Returns the offset just past the LF,
     /// or `None` when `buf` ends first.
     fn scan_line(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
-        let line_room = (self.line_start + self.limits.line).saturating_sub(self.pos);
+        let line_room = (self.line_start.saturating_add(self.limits.line)).saturating_sub(self.pos);
         let message_room = self.limits.message.saturating_sub(self.pos);
         let room = line_room.min(message_room);
         let rest = buf.get(self.pos..).unwrap_or(&[]);
@@ -203,25 +260,117 @@ impl Framer {
         Ok(None)
     }
 
-    /// Checks an announced literal against the limits and starts skipping it.
+    /// Checks an announced literal against the limits and starts passing
+    /// over it. On error the literal is still recorded, so that `skip` can
+    /// count it down.
     fn start_literal(&mut self, len: u64) -> Result<(), FrameError> {
-        let too_large = FrameError::LiteralTooLarge {
-            len,
-            limit: self.limits.literal,
-        };
-        let len = usize::try_from(len).map_err(|_| too_large)?;
-        if len > self.limits.literal {
-            return Err(too_large);
+        self.literal_left = len;
+        self.line_start = self.pos;
+        if len > self.limits.literal as u64 {
+            return Err(FrameError::LiteralTooLarge {
+                len,
+                limit: self.limits.literal,
+            });
         }
         // The literal is followed by at least one more line, at least its LF.
-        if self.pos.saturating_add(len).saturating_add(1) > self.limits.message {
+        if (self.pos as u64).saturating_add(len).saturating_add(1) > self.limits.message as u64 {
             return Err(FrameError::MessageTooLong {
                 limit: self.limits.message,
             });
         }
-        self.literal_left = len;
-        self.line_start = self.pos + len;
         Ok(())
+    }
+
+    /// Passes over the rest of the current message without keeping it: the
+    /// poisoning of an oversized message after [`Framer::advance`] returned an
+    /// error. It may also be called without an error, to drop the current
+    /// message on purpose.
+    ///
+    /// The first call MUST get the same buffer as the last `advance` (same
+    /// prefix, more bytes allowed). Afterwards the caller MUST drop what each
+    /// [`Skip`] says before the next call. No limits apply while skipping;
+    /// the caller's own timeouts bound a message that never ends.
+    pub fn skip(&mut self, buf: &[u8]) -> Skip {
+        if !self.skipping {
+            self.skipping = true;
+            self.tail = Tail::Other;
+            if self.literal_left == 0 {
+                let end = self.pos.min(buf.len());
+                let scanned = buf.get(self.line_start.min(end)..end).unwrap_or(&[]);
+                for &b in scanned {
+                    self.tail = self.tail.step(b);
+                }
+            }
+        }
+        loop {
+            if self.literal_left > 0 {
+                self.pass_literal(buf);
+                if self.literal_left > 0 {
+                    break;
+                }
+                self.tail = Tail::Other;
+            }
+            let Some(b) = buf.get(self.pos).copied() else {
+                break;
+            };
+            self.pos += 1;
+            if b != b'\n' {
+                self.tail = self.tail.step(b);
+                continue;
+            }
+            match self.tail {
+                Tail::Cr(len) => {
+                    self.literal_left = len;
+                    self.tail = Tail::Other;
+                }
+                _ => {
+                    let len = self.pos;
+                    *self = Framer::with_limits(self.limits);
+                    return Skip::Done { len };
+                }
+            }
+        }
+        let discard = self.pos.min(buf.len());
+        self.pos = 0;
+        self.line_start = 0;
+        Skip::Incomplete { discard }
+    }
+}
+
+/// How a line ends so far, byte by byte, for [`Framer::skip`], which cannot
+/// look back at bytes the caller already dropped. It accepts exactly what
+/// [`literal_announcement`] accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Tail {
+    /// Nothing that could become an announcement.
+    #[default]
+    Other,
+    /// `{`
+    Open,
+    /// `{` digits
+    Digits(u64),
+    /// `{` digits `+`
+    Plus(u64),
+    /// `{` digits [`+`] `}`
+    Close(u64),
+    /// `{` digits [`+`] `}` CR: an LF now announces a literal.
+    Cr(u64),
+}
+
+impl Tail {
+    /// The state after one more byte of the line (never LF).
+    fn step(self, b: u8) -> Tail {
+        match (self, b) {
+            (_, b'{') => Tail::Open,
+            (Tail::Open, b'0'..=b'9') => Tail::Digits(u64::from(b - b'0')),
+            (Tail::Digits(n), b'0'..=b'9') => {
+                Tail::Digits(n.saturating_mul(10).saturating_add(u64::from(b - b'0')))
+            }
+            (Tail::Digits(n), b'+') => Tail::Plus(n),
+            (Tail::Digits(n) | Tail::Plus(n), b'}') => Tail::Close(n),
+            (Tail::Close(n), b'\r') => Tail::Cr(n),
+            _ => Tail::Other,
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 
 use crate::{
     encode, parse_response, AString, Code, Command, EncodeError, Frame, FrameError, Framer, Limits,
-    LiteralMode, Response, Sasl, Status, StatusRequest, Untagged, LITERAL_MINUS_MAX,
+    LiteralMode, Response, Sasl, Skip, Status, StatusRequest, Untagged, LITERAL_MINUS_MAX,
 };
 
 /// What framing a whole stream produced, in order.
@@ -27,6 +27,8 @@ pub enum Outcome {
     Incomplete(usize),
     /// The framer gave up.
     Error(FrameError),
+    /// After an error, a message of this length (counted from its start) was skipped.
+    Skipped(usize),
 }
 
 /// A tiny xorshift generator, so tests need no `rand` crate.
@@ -94,6 +96,82 @@ pub fn frame_stream(
     }
 }
 
+/// Like [`frame_stream`], but on each error the message is skipped with
+/// [`Framer::skip`], dropping bytes as a reader with a small buffer would.
+pub fn frame_stream_skipping(
+    stream: &[u8],
+    limits: Limits,
+    chunk: &mut dyn FnMut() -> usize,
+) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    let mut framer = Framer::with_limits(limits);
+    let mut msg_start = 0;
+    let mut start = 0;
+    let mut avail = 0;
+    let mut skipping = false;
+    loop {
+        let buf = &stream[start..avail];
+        let need_more = if skipping {
+            match framer.skip(buf) {
+                Skip::Done { len } => {
+                    assert!(len > 0 && len <= buf.len(), "Done beyond buffer");
+                    start += len;
+                    outcomes.push(Outcome::Skipped(start - msg_start));
+                    msg_start = start;
+                    skipping = false;
+                    false
+                }
+                Skip::Incomplete { discard } => {
+                    assert_eq!(discard, buf.len(), "skip left bytes unscanned");
+                    start += discard;
+                    true
+                }
+            }
+        } else {
+            match framer.advance(buf) {
+                Ok(Frame::Complete { len }) => {
+                    outcomes.push(Outcome::Message(len));
+                    start += len;
+                    msg_start = start;
+                    false
+                }
+                Ok(Frame::Incomplete) => true,
+                Err(e) => {
+                    assert_eq!(framer.advance(buf), Err(e), "error not repeated");
+                    outcomes.push(Outcome::Error(e));
+                    skipping = true;
+                    false
+                }
+            }
+        };
+        if need_more {
+            if avail == stream.len() {
+                outcomes.push(Outcome::Incomplete(avail - msg_start));
+                return outcomes;
+            }
+            avail = (avail + chunk().max(1)).min(stream.len());
+        }
+    }
+}
+
+/// No limits at all: the reference framing for skipping.
+pub const NO_LIMITS: Limits = Limits {
+    line: usize::MAX,
+    literal: usize::MAX,
+    message: usize::MAX,
+};
+
+/// Message lengths, whether kept or skipped.
+pub fn boundaries(outcomes: &[Outcome]) -> Vec<usize> {
+    outcomes
+        .iter()
+        .filter_map(|o| match *o {
+            Outcome::Message(n) | Outcome::Skipped(n) => Some(n),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Small limits so short fuzz inputs reach every limit branch.
 pub const SMALL_LIMITS: Limits = Limits {
     line: 64,
@@ -115,6 +193,24 @@ pub fn response(data: &[u8]) {
         let max_chunk = usize::from(seed % 32) + 1;
         let chunked = frame_stream(stream, limits, &mut || rng.below_incl(max_chunk));
         assert_eq!(whole, chunked, "chunked framing differs");
+
+        // Skipping oversized messages finds the same boundaries as framing
+        // without limits, however the bytes arrive.
+        let reference = frame_stream(stream, NO_LIMITS, &mut || stream.len());
+        let skipped_whole = frame_stream_skipping(stream, limits, &mut || stream.len());
+        let skipped_bytewise = frame_stream_skipping(stream, limits, &mut || 1);
+        let skipped_chunked =
+            frame_stream_skipping(stream, limits, &mut || rng.below_incl(max_chunk));
+        assert_eq!(
+            skipped_whole, skipped_bytewise,
+            "skipping byte by byte differs"
+        );
+        assert_eq!(skipped_whole, skipped_chunked, "skipping in chunks differs");
+        assert_eq!(
+            boundaries(&skipped_whole),
+            boundaries(&reference),
+            "skip misframes"
+        );
 
         let mut start = 0;
         for outcome in &whole {

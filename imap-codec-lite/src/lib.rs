@@ -49,7 +49,7 @@ pub use command::{
     DONE, LITERAL_MINUS_MAX, OAUTHBEARER_ERROR_ACK, SASL_CANCEL, XOAUTH2_ERROR_ACK,
 };
 pub use frame::{
-    Frame, FrameError, Framer, Limits, MAX_LINE_LEN, MAX_LITERAL_LEN, MAX_MESSAGE_LEN,
+    Frame, FrameError, Framer, Limits, Skip, MAX_LINE_LEN, MAX_LITERAL_LEN, MAX_MESSAGE_LEN,
 };
 pub use response::{
     parse_response, AString, Capabilities, Code, ParseError, Response, Status, StatusItems,

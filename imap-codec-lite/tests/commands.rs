@@ -119,10 +119,16 @@ fn sync_and_nonsync_waits() {
     assert_eq!(e.waits(), &[14, 22]);
     assert_eq!(&out[..14], b"A5 LOGIN {2}\r\n");
     assert_eq!(&out[..22], b"A5 LOGIN {2}\r\n\xc3\xbc {4}\r\n");
+    assert_eq!(
+        e.segments().collect::<Vec<_>>(),
+        [0..14, 14..22, 22..out.len()]
+    );
 
     let (out, e) = enc(5, &cmd, LiteralMode::NonSync);
     assert_eq!(out, b"A5 LOGIN {2+}\r\n\xc3\xbc {4+}\r\na\r\nb\r\n");
     assert!(e.waits().is_empty());
+    let whole = 0..out.len();
+    assert_eq!(e.segments().collect::<Vec<_>>(), vec![whole]);
 
     // LITERAL-: non-synchronizing up to 4096 bytes, synchronizing above.
     let big = vec![0x80u8; 4097];

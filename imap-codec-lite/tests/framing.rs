@@ -275,3 +275,80 @@ fn explicit_limits() {
     );
     assert_eq!(Limits::default().message, MAX_MESSAGE_LEN);
 }
+
+/// Poisoning (STYLE.md section 2): after an error the message can be
+/// skipped to its end without keeping it, and framing goes on after it.
+#[test]
+fn oversized_messages_are_skipped_not_resynced() {
+    use imap_codec_lite::fuzz_check::{boundaries, frame_stream_skipping, NO_LIMITS};
+    use imap_codec_lite::Skip;
+    let limits = Limits {
+        line: 32,
+        literal: 16,
+        message: 64,
+    };
+    // A too-long line whose literal announcement straddles the point where
+    // the limit was hit, a too-large literal that itself holds a fake
+    // announcement and CRLFs, a message too long, then a normal message.
+    let mut stream = Vec::new();
+    stream.extend_from_slice(b"* 1 FETCH (BODY[] xxxxxxxxxxxxx {12");
+    stream.extend_from_slice(b"}\r\n{99}\r\n\r\n* OK)\r\n");
+    stream.extend_from_slice(b"* 2 FETCH (BODY[] {37}\r\n");
+    stream.extend_from_slice(&[b'z'; 30]);
+    stream.extend_from_slice(b"{7}\r\n\r\n)\r\n");
+    stream.extend_from_slice(
+        b"* 33 FETCH ({10}\r\n0123456789 {10}\r\n0123456789 {10}\r\n0123456789)\r\n",
+    );
+    stream.extend_from_slice(b"* 4 EXISTS\r\n");
+    let reference = boundaries(&frame_stream(&stream, NO_LIMITS));
+    assert_eq!(reference.len(), 4);
+    let skipped = split_invariant_skipping(&stream, limits);
+    assert_eq!(boundaries(&skipped), reference);
+    assert_eq!(
+        skipped
+            .iter()
+            .filter(|o| matches!(o, Outcome::Error(_)))
+            .count(),
+        3
+    );
+    assert_eq!(skipped[skipped.len() - 2], Outcome::Message(12));
+
+    // Skipping on purpose, with no error, from the middle of a literal.
+    let msg = b"* 1 FETCH (BODY[] {10}\r\n0123456789)\r\n* 2 EXISTS\r\n";
+    let mut f = Framer::new();
+    assert_eq!(f.advance(&msg[..30]), Ok(Frame::Incomplete));
+    assert_eq!(f.skip(&msg[..30]), Skip::Incomplete { discard: 30 });
+    assert_eq!(f.skip(&msg[30..]), Skip::Done { len: 7 });
+    assert_eq!(f.advance(&msg[37..]), Ok(Frame::Complete { len: 12 }));
+
+    fn frame_stream(s: &[u8], l: Limits) -> Vec<Outcome> {
+        imap_codec_lite::fuzz_check::frame_stream(s, l, &mut || s.len())
+    }
+    fn split_invariant_skipping(s: &[u8], l: Limits) -> Vec<Outcome> {
+        let whole = frame_stream_skipping(s, l, &mut || s.len());
+        assert_eq!(whole, frame_stream_skipping(s, l, &mut || 1));
+        for seed in 1..50 {
+            let mut rng = imap_codec_lite::fuzz_check::XorShift::new(seed);
+            assert_eq!(
+                whole,
+                frame_stream_skipping(s, l, &mut || rng.below_incl(20))
+            );
+        }
+        whole
+    }
+}
+
+/// After an error, `advance` repeats it until the message is skipped.
+#[test]
+fn errors_are_sticky() {
+    let limits = Limits {
+        line: 8,
+        literal: 8,
+        message: 64,
+    };
+    let mut f = Framer::with_limits(limits);
+    let err = Err(FrameError::LineTooLong { limit: 8 });
+    assert_eq!(f.advance(b"* OK 12345"), err);
+    assert_eq!(f.advance(b"* OK 12345\r\n"), err);
+    assert_eq!(f.advance(b""), err);
+}
