@@ -37,6 +37,8 @@ use std::mem;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use zeroize::Zeroize;
+
 use crate::buffer::ReadBuf;
 use crate::date::HTTP_DATE_LEN;
 use crate::limits::Limits;
@@ -379,10 +381,11 @@ impl Connection {
             return;
         }
         self.sent = 0;
+        // Responses may carry tokens too; wipe them once written (this also
+        // wipes the spare capacity and empties the Vec).
+        self.send.zeroize();
         if self.send.capacity() > SEND_RETAINED_BYTES_MAX {
             self.send = Vec::new();
-        } else {
-            self.send.clear();
         }
         if matches!(self.phase, Phase::Closing) && self.peer_eof {
             self.phase = Phase::Closed;
@@ -435,6 +438,13 @@ impl Connection {
                 self.phase = Phase::Closed;
             }
         }
+    }
+}
+
+impl Drop for Connection {
+    /// An unsent response is wiped too; the read buffer wipes itself.
+    fn drop(&mut self) {
+        self.send.zeroize();
     }
 }
 

@@ -23,9 +23,15 @@ pub struct Stats {
     /// Responses queued, by status class; 100 Continue counts in `1xx`, and
     /// the server's own rejections count in `4xx`/`5xx`.
     pub responses_1xx: u64,
+    /// Responses with a 2xx status.
     pub responses_2xx: u64,
+    /// Responses with a 3xx status.
     pub responses_3xx: u64,
+    /// Responses with a 4xx status, including the server's 400, 408, 411,
+    /// 413 and 431.
     pub responses_4xx: u64,
+    /// Responses with a 5xx status, including the server's 500 (invalid
+    /// answer), 501, 503 (response timeout, connection limit) and 505.
     pub responses_5xx: u64,
     /// Requests refused as malformed or unsupported (400, 411, 501, 505).
     pub rejected_malformed: u64,
