@@ -774,6 +774,8 @@ struct Base64Stream<'s, 'o> {
     n: usize,
     encoded: Zeroizing<[u8; B64_CHUNK / 3 * 4]>,
     failed: bool,
+    /// Plaintext length seen on the counting pass.
+    counted: usize,
 }
 
 impl<'s, 'o> Base64Stream<'s, 'o> {
@@ -784,10 +786,17 @@ impl<'s, 'o> Base64Stream<'s, 'o> {
             n: 0,
             encoded: Zeroizing::new([0; B64_CHUNK / 3 * 4]),
             failed: false,
+            counted: 0,
         }
     }
 
     fn feed(&mut self, mut bytes: &[u8]) {
+        // The counting pass needs only the length, so secrets are not even
+        // copied then.
+        if !self.sink.write {
+            self.counted += bytes.len();
+            return;
+        }
         while !bytes.is_empty() {
             let room = &mut self.plain[self.n..];
             let take = room.len().min(bytes.len());
@@ -813,6 +822,12 @@ impl<'s, 'o> Base64Stream<'s, 'o> {
     }
 
     fn finish(mut self) -> Result<(), EncodeError> {
+        if !self.sink.write {
+            let len = base64::encoded_len(self.counted, true);
+            let len = len.ok_or(EncodeError::Unencodable { field: "base64" })?;
+            self.sink.len += len;
+            return Ok(());
+        }
         if self.n > 0 {
             self.flush();
         }

@@ -7,6 +7,11 @@
 //! servers too, which costs nothing). `~{N}` (RFC 3516 literal8) ends in `{N}`
 //! and therefore needs no special case.
 //!
+//! A line whose human-readable text happens to end in `{N}` is taken as a
+//! literal announcement too: the framer cannot tell them apart without
+//! parsing, and imap-codec's fragmentizer makes the same choice. Servers
+//! avoid sending such text.
+//!
 //! The framer never looks at the meaning of a line, so it can find boundaries
 //! of responses that [`crate::parse_response`] does not understand; those
 //! still have to be skipped cleanly.

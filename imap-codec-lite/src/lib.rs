@@ -1,18 +1,27 @@
-//! An incremental, zero-copy IMAP codec for the client side of a push proxy:
-//! it frames and parses what a server sends and encodes what a client sends.
+//! imap-codec-lite never opens a socket, never reads a clock, never
+//! allocates per response, and never panics on any input.
 //!
 //! # What this crate never does
 //!
-//! - It never opens a socket, reads a clock, spawns a thread or does any I/O:
-//!   it takes bytes and returns borrowed views or writes into the caller's slice.
-//! - It never allocates per response: [`Framer`] is a small `Copy` state,
+//! - **No sockets, no I/O, no threads.** It takes bytes and returns borrowed
+//!   views, or writes into the caller's slice.
+//! - **No clock.** Timeouts (IDLE refresh, command deadlines) are the
+//!   caller's business.
+//! - **No allocation per response.** [`Framer`] is a small `Copy` state,
 //!   [`parse_response`] returns slices of the message it was given, and
-//!   [`encode`] writes into the caller's `out`.
-//! - It never panics on any input: every byte a server can send (and every
-//!   credential a caller can pass) yields a value or an error. Panics are
-//!   reserved for bugs in this crate, and fuzzing hunts for those.
-//! - It never copies a secret anywhere except into the caller's `out`, and
-//!   never shows one in `Debug` output.
+//!   [`encode`] writes into the caller's `out`. Nothing here owns a buffer.
+//! - **No panics on any input.** Every byte a server can send, and every
+//!   credential a caller can pass, yields a value or an error. No
+//!   `unwrap()` or unchecked indexing touches input; fuzzing
+//!   (`fuzz/`, replayed by `tests/fuzz_corpus.rs`) hunts for violations.
+//! - **No stray secrets.** Passwords and tokens are written only into the
+//!   caller's `out` (SASL base64 is produced from a small stack chunk that is
+//!   zeroized), and `Debug` output redacts them.
+//!
+//! It is an incremental, zero-copy IMAP codec for the client side of a push
+//! proxy: it frames and parses what a server sends and encodes what a
+//! client sends. It does not parse what it does not need (message bodies,
+//! SEARCH results, ...): those come back raw, never as errors.
 //!
 //! # Design overview
 //!
@@ -20,19 +29,20 @@
 //!
 //! 1. [`Framer::advance`] finds where one message ends in a growing buffer,
 //!    following literal announcements `{N}` and enforcing [`Limits`], in
-//!    O(new bytes) per call.
+//!    O(new bytes) per call. A message over a limit can be skipped to its
+//!    end with [`Framer::skip`] without being kept.
 //! 2. [`parse_response`] turns exactly that message into a [`Response`].
 //!    Responses the caller does not need come back as [`Untagged::Other`],
 //!    never as an error.
 //!
 //! Writing is [`encode`]: one command into a caller's slice, with the exact
 //! size needed when the slice is too small, and the offsets at which the
-//! client MUST wait for a `+` continuation.
+//! client MUST wait for a `+` continuation ([`Encoded::waits`]).
 //!
 //! Read first: RFC 9051 and RFC 3501 (IMAP4rev2 / IMAP4rev1), RFC 7888
 //! (LITERAL+/-), RFC 2177 (IDLE), RFC 4959 (SASL-IR), RFC 4616 (PLAIN),
 //! RFC 7628 (OAUTHBEARER), Google's XOAUTH2, RFC 5465 and RFC 5530
-//! (response codes).
+//! (response codes), RFC 2971 (ID).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

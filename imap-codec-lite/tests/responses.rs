@@ -646,3 +646,81 @@ fn zero_copy() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Lines real servers send (greetings and replies seen from Gmail,
+/// Outlook, Yahoo and Dovecot), so leniency is tested where it matters.
+#[test]
+fn real_world_servers() {
+    let stream = server(&[
+        "S: * OK Gimap ready for requests from 192.0.2.1 h2mb12345678",
+        "S: * CAPABILITY IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID XLIST CHILDREN X-GM-EXT-1 XYZZY SASL-IR AUTH=XOAUTH2 AUTH=PLAIN AUTH=PLAIN-CLIENTTOKEN AUTH=OAUTHBEARER AUTH=XOAUTH",
+        "S: + eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==",
+        "S: A1 NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)",
+        "S: A2 OK user@example.com authenticated (Success)",
+        "S: * OK The Microsoft Exchange IMAP4 service is ready. [TQBOADIAUABSADEAMwBDAEEAMAAwADMAOQA=]",
+        "S: * OK [CAPABILITY IMAP4rev1 ID MOVE NAMESPACE XYMHIGHESTMODSEQ UIDPLUS LITERAL+ CHILDREN X-MSG-EXT UNSELECT OBJECTID] IMAP4rev1 imapgate-1.8.1_01.20166 imap1009.mail.ne1.yahoo.com",
+        "S: * OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS AUTH=PLAIN] Dovecot (Ubuntu) ready.",
+        "S: * ID (\"name\" \"Dovecot\")",
+        "S: A3 OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT NOTIFY] Logged in",
+        "S: * OK [CLOSED] Previous mailbox closed.",
+        "S: * OK [HIGHESTMODSEQ 9] Highest",
+        "S: * BYE [UNAVAILABLE] Server shutting down",
+        "S: * BYE Disconnected for inactivity.",
+    ]);
+    let msgs = messages(&stream);
+    assert_eq!(msgs.len(), 14);
+    match untagged(msgs[1]) {
+        Untagged::Capability(c) => assert!(c.has(b"auth=xoauth2") && c.has(b"SASL-IR")),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        parse(msgs[3]),
+        Response::Tagged {
+            status: Status::No,
+            code: Some(Code::AuthenticationFailed),
+            ..
+        }
+    ));
+    assert!(matches!(
+        untagged(msgs[5]),
+        Untagged::Status {
+            status: Status::Ok,
+            code: None,
+            ..
+        }
+    ));
+    match untagged(msgs[6]) {
+        Untagged::Status {
+            code: Some(Code::Capability(c)),
+            ..
+        } => assert!(c.has(b"LITERAL+")),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(untagged(msgs[8]), Untagged::Other(_)));
+    match parse(msgs[9]) {
+        Response::Tagged {
+            code: Some(Code::Capability(c)),
+            ..
+        } => assert!(c.has(b"NOTIFY")),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        untagged(msgs[10]),
+        Untagged::Status {
+            code: Some(Code::Other {
+                name: b"CLOSED",
+                arg: b""
+            }),
+            ..
+        }
+    ));
+    assert!(matches!(
+        untagged(msgs[12]),
+        Untagged::Status {
+            status: Status::Bye,
+            code: Some(Code::Unavailable),
+            ..
+        }
+    ));
+    fuzz_checks(&stream);
+}
