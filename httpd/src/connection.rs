@@ -179,17 +179,17 @@ impl Connection {
         }
     }
 
-    /// The peer will send no more. A partial request is discarded; a queued
-    /// response is still flushed.
-    pub(crate) fn handle_eof(&mut self, now: Instant) {
+    /// The peer will send no more. Complete requests already buffered are
+    /// still answered (a client may half-close after sending them); an
+    /// incomplete one is dropped by [`Connection::poll_request`], which then
+    /// closes once the queued responses are flushed.
+    pub(crate) fn handle_eof(&mut self) {
         self.peer_eof = true;
-        self.recv.clear();
-        if self.send_pending() {
-            if !matches!(self.phase, Phase::Closing) {
-                self.enter_closing(now);
+        if matches!(self.phase, Phase::Closing) {
+            self.recv.clear();
+            if !self.send_pending() {
+                self.phase = Phase::Closed;
             }
-        } else {
-            self.phase = Phase::Closed;
         }
     }
 
@@ -211,11 +211,18 @@ impl Connection {
         loop {
             match &self.phase {
                 Phase::ReadingHead => {
-                    if self.send_pending() || self.recv.is_empty() {
-                        return None;
+                    if self.send_pending() {
+                        return None; // one response at a time
                     }
-                    match parse_head(self.recv.filled(), &self.limits) {
-                        Ok(None) => return None,
+                    let parsed = match self.recv.is_empty() {
+                        true => Ok(None),
+                        false => parse_head(self.recv.filled(), &self.limits),
+                    };
+                    match parsed {
+                        Ok(None) => {
+                            self.close_if_eof(now.instant);
+                            return None;
+                        }
                         Ok(Some((head, len))) => self.start_body(head, len, stats),
                         Err(rejection) => {
                             self.reject(rejection, now, stats);
@@ -226,8 +233,26 @@ impl Connection {
                 Phase::ReadingBody(head) if self.recv.len() >= head.content_length => {
                     return Some(self.dispatch(id, now.instant, stats));
                 }
+                Phase::ReadingBody(_) => {
+                    self.close_if_eof(now.instant);
+                    return None;
+                }
                 _ => return None,
             }
+        }
+    }
+
+    /// After the peer's EOF, a request that is still incomplete never will
+    /// be: drop it, flush what is queued, and close.
+    fn close_if_eof(&mut self, now: Instant) {
+        if !self.peer_eof {
+            return;
+        }
+        if self.send_pending() {
+            self.enter_closing(now);
+        } else {
+            self.recv.clear();
+            self.phase = Phase::Closed;
         }
     }
 
@@ -247,32 +272,38 @@ impl Connection {
         let Phase::ReadingBody(head) = mem::replace(&mut self.phase, Phase::Closed) else {
             unreachable!("dispatch is called in ReadingBody only");
         };
-        let persistence = match (head.keep_alive, head.http11) {
-            (false, _) => Persistence::Close,
-            (true, true) => Persistence::KeepAliveDefault,
-            (true, false) => Persistence::KeepAliveExplicit,
-        };
-        self.phase = Phase::Responding(Pending {
-            seq: id.seq,
-            head_only: head.method == Method::Head,
-            persistence,
-        });
-        self.set_timer(Timer::Response, now + self.limits.response_timeout);
-        stats.requests += 1;
         let Head {
             method,
             path,
             query,
             headers,
             content_length,
+            http11,
+            keep_alive,
             ..
         } = *head;
+        let body = self.recv.take_front(content_length);
+        // A peer that half-closed after its last request is told this is the
+        // last response.
+        let last = self.peer_eof && self.recv.is_empty();
+        let persistence = match (keep_alive && !last, http11) {
+            (false, _) => Persistence::Close,
+            (true, true) => Persistence::KeepAliveDefault,
+            (true, false) => Persistence::KeepAliveExplicit,
+        };
+        self.phase = Phase::Responding(Pending {
+            seq: id.seq,
+            head_only: method == Method::Head,
+            persistence,
+        });
+        self.set_timer(Timer::Response, now + self.limits.response_timeout);
+        stats.requests += 1;
         Request {
             id,
             method,
             path,
             query,
-            body: self.recv.take_front(content_length),
+            body,
             peer: self.peer,
             headers,
         }
@@ -604,7 +635,7 @@ mod tests {
             conn.poll_timeout(),
             Some(base + Duration::from_millis(10_000) + Limits::default().linger_timeout)
         );
-        conn.handle_eof(base);
+        conn.handle_eof();
         assert!(conn.is_closed());
         assert_eq!(stats.timed_out_request, 1);
     }
@@ -687,16 +718,46 @@ mod tests {
         let mut stats = Stats::default();
         let mut conn = new_conn(base);
         feed(&mut conn, b"GET / HT", base);
-        conn.handle_eof(base);
-        assert!(conn.is_closed());
+        conn.handle_eof();
+        assert!(conn.read_space().is_empty());
+        assert!(conn.poll_request(id(0), &now, &mut stats).is_none());
+        assert!(conn.is_closed() && conn.poll_transmit().is_empty());
 
         let mut conn = new_conn(base);
         feed(&mut conn, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", base);
         conn.poll_request(id(0), &now, &mut stats).unwrap();
         assert!(conn.handle_response(0, Response::empty(200), &now, &mut stats));
-        conn.handle_eof(base);
+        conn.handle_eof();
+        assert!(conn.poll_request(id(1), &now, &mut stats).is_none());
         assert!(!conn.is_closed() && !conn.poll_shutdown());
         drain(&mut conn);
+        assert!(conn.poll_request(id(1), &now, &mut stats).is_none());
+        assert!(conn.is_closed());
+    }
+
+    #[test]
+    fn requests_before_a_half_close_are_all_answered() {
+        let base = Instant::now();
+        let now = at(base, 0);
+        let mut stats = Stats::default();
+        let mut conn = new_conn(base);
+        feed(
+            &mut conn,
+            b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\nGET /3",
+            base,
+        );
+        conn.handle_eof();
+        let first = conn.poll_request(id(0), &now, &mut stats).unwrap();
+        assert!(conn.handle_response(first.id.seq, Response::empty(200), &now, &mut stats));
+        assert!(!drain(&mut conn)
+            .windows(17)
+            .any(|w| w == b"connection: close"));
+        let second = conn.poll_request(id(1), &now, &mut stats).unwrap();
+        assert_eq!(second.path, "/2");
+        assert!(conn.handle_response(second.id.seq, Response::empty(200), &now, &mut stats));
+        assert!(drain(&mut conn).starts_with(b"HTTP/1.1 200 OK"));
+        // "/3" never completes.
+        assert!(conn.poll_request(id(2), &now, &mut stats).is_none());
         assert!(conn.is_closed());
     }
 }

@@ -404,7 +404,7 @@ fn pump_read(socket: &mut TcpStream, conn: &mut Connection, now: Instant) -> boo
         }
         match socket.read(space) {
             Ok(0) => {
-                conn.handle_eof(now);
+                conn.handle_eof();
                 return true;
             }
             Ok(n) => {

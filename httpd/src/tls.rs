@@ -94,7 +94,7 @@ impl TlsLayer {
             match self.session.reader().read(space) {
                 // close_notify received.
                 Ok(0) => {
-                    conn.handle_eof(now);
+                    conn.handle_eof();
                     return true;
                 }
                 Ok(n) => {
@@ -107,7 +107,7 @@ impl TlsLayer {
                 // so this is an ordinary close (RFC 8446, section 6.1 leaves
                 // that to the application).
                 Err(_) => {
-                    conn.handle_eof(now);
+                    conn.handle_eof();
                     return true;
                 }
             }

@@ -218,3 +218,20 @@ fn invalid_application_response_becomes_500() {
     assert!(reply.header("b").is_none());
     server.wait_stats("an invalid response", |s| s.responses_invalid == 1);
 }
+
+#[test]
+fn requests_sent_before_a_half_close_are_answered() {
+    let server = TestServer::start(Limits::default());
+    let mut client = server.connect();
+    let mut batch = get("/async?ms=50");
+    batch.extend(post("/echo", b"last"));
+    client.send(&batch);
+    client.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let first = client.reply();
+    assert_eq!(first.status, 200);
+    assert!(!first.closes());
+    let last = client.reply();
+    assert_eq!(last.body, b"last");
+    assert!(last.closes(), "the last response says so");
+    client.expect_closed();
+}
