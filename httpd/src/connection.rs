@@ -363,7 +363,7 @@ impl Connection {
             | Rejection::NotImplemented
             | Rejection::VersionNotSupported => stats.rejected_malformed += 1,
         }
-        let response = Response::empty(rejection.status());
+        let response = Response::json(rejection.status(), rejection.json_body());
         self.queue(&response, Persistence::Close, false, now, stats);
         self.enter_closing(now.instant);
     }

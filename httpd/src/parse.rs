@@ -38,6 +38,34 @@ pub(crate) enum Rejection {
 }
 
 impl Rejection {
+    /// The body the server answers with: `{"error": CODE, "message": TEXT}`, the shape
+    /// JSON APIs built on this crate use for their own errors.
+    pub(crate) fn json_body(self) -> &'static str {
+        match self {
+            Rejection::BadRequest => {
+                r#"{"error":"bad_request","message":"malformed HTTP request"}"#
+            }
+            Rejection::RequestTimeout => {
+                r#"{"error":"request_timeout","message":"the request did not arrive in time"}"#
+            }
+            Rejection::LengthRequired => {
+                r#"{"error":"length_required","message":"send a Content-Length, not Transfer-Encoding"}"#
+            }
+            Rejection::PayloadTooLarge => {
+                r#"{"error":"too_large","message":"the body is too large"}"#
+            }
+            Rejection::HeadersTooLarge => {
+                r#"{"error":"too_large","message":"the request head is too large"}"#
+            }
+            Rejection::NotImplemented => {
+                r#"{"error":"not_implemented","message":"method not implemented"}"#
+            }
+            Rejection::VersionNotSupported => {
+                r#"{"error":"version_not_supported","message":"HTTP/1.0 or HTTP/1.1 only"}"#
+            }
+        }
+    }
+
     pub(crate) fn status(self) -> u16 {
         match self {
             Rejection::BadRequest => 400,
