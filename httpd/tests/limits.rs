@@ -20,7 +20,12 @@ fn body_at_limit_is_served_and_one_byte_more_gets_413() {
     // The whole oversized body is sent: lingering close lets the client
     // finish writing and still read the 413 instead of a reset.
     let reply = client.exchange(&post("/echo", &vec![b'p'; BODY_BYTES_MAX + 1]));
-XX, |s| s.rejected_body_limit == 1);
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert!(reply.body.starts_with(br#"{"error":"too_large""#));
+    assert!(reply.closes());
+    client.expect_closed();
+    let stats = server.wait_stats("a 413", |s| s.rejected_body_limit == 1);
     assert_eq!(stats.requests, 1);
 }
 
