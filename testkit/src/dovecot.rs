@@ -4,6 +4,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -464,6 +465,15 @@ impl Dovecot {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
+        // Dovecot warns (and may run out of fds) when `ulimit -n` is below
+        // what its client limits need; CI shells often have 1024.
+        // SAFETY: getrlimit/setrlimit are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                raise_nofile_limit(65_536);
+                Ok(())
+            });
+        }
         let child =
             system::spawn_tied_to_process(cmd).map_err(|e| ReadyError::Other(e.to_string()))?;
         self.pid = child.id();
@@ -553,6 +563,32 @@ impl std::fmt::Debug for Dovecot {
             .field("imaps_port", &self.imaps_port)
             .field("pid", &self.pid())
             .finish_non_exhaustive()
+    }
+}
+
+/// Best effort: raise RLIMIT_NOFILE (soft, and hard if privileged) to
+/// `wanted`. Called between fork and exec, so no allocation.
+fn raise_nofile_limit(wanted: libc::rlim_t) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_cur >= wanted {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: wanted,
+        rlim_max: lim.rlim_max.max(wanted),
+    };
+    // SAFETY: valid pointer; failure (unprivileged) is handled below.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        let soft_only = libc::rlimit {
+            rlim_cur: lim.rlim_max.min(wanted),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &soft_only) };
     }
 }
 

@@ -169,3 +169,73 @@ fn idle_check_interval_and_raise_inotify() {
     let now = testkit::raise_inotify_instances(1).unwrap();
     assert!(now >= 8192, "{now}");
 }
+
+#[test]
+fn a_port_taken_by_someone_else_is_reported_after_retries() {
+    let first = start();
+    // Force every attempt onto a port that is in use.
+    let cfg = DovecotConfig {
+        extra_config: format!(
+            "service imap-login {{\n  inet_listener imap {{\n    port = {}\n  }}\n}}\n",
+            first.imap_port()
+        ),
+        ..Default::default()
+    };
+    let err = Dovecot::start(cfg).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, HarnessError::Startup { .. }), "{text}");
+    assert!(text.contains("no free ports after 3 attempts"), "{text}");
+    assert!(text.contains("Address already in use"), "{text}");
+    // The first server is unaffected.
+    let mut imap = connect_plain(first.imap_port());
+    imap.greeting();
+}
+
+/// Dovecot must not outlive the test process even when `Drop` never runs
+/// (`process::exit`, panic=abort, SIGKILL of the test binary).
+#[test]
+fn dovecot_dies_with_the_test_process() {
+    const CHILD_ENV: &str = "TESTKIT_LIFECYCLE_CHILD";
+    if std::env::var_os(CHILD_ENV).is_some() {
+        // Started from a short-lived thread, like a test would: the master
+        // must survive that thread and die only with the process.
+        let dc = std::thread::spawn(start).join().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(process_exists(dc.pid()));
+        println!("MASTER={} DIR={}", dc.pid(), dc.dir().display());
+        std::process::exit(0); // no Drop
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "dovecot_dies_with_the_test_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("MASTER=").map(|(_, rest)| rest))
+        .unwrap_or_else(|| {
+            panic!(
+                "child printed no MASTER line:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let (pid, dir) = line.split_once(" DIR=").unwrap();
+    let pid: u32 = pid.parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while process_exists(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dovecot master {pid} outlived its test process"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its temp dir is left behind (no Drop ran); a later test process
+    // removes it, here we do it ourselves.
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -8,12 +8,15 @@ use common::{connect_plain, Imap};
 use testkit::{simple_message, Dovecot, DovecotConfig};
 
 /// No limit warnings ("process_limit reached", "client_limit reached") or
-/// errors in Dovecot's log.
+/// errors in Dovecot's log. The static "fd limit (ulimit -n) is lower than
+/// required under max. load" warning is tolerated: the harness raises the
+/// soft limit, but cannot raise a low hard limit without CAP_SYS_RESOURCE.
 fn assert_clean_log(dc: &Dovecot) {
     let log = dc.log();
     let bad: Vec<&str> = log
         .lines()
         .filter(|l| l.contains(": Warning:") || l.contains(": Error:") || l.contains(": Fatal:"))
+        .filter(|l| !l.contains("fd limit (ulimit -n) is lower than required"))
         .collect();
     assert!(bad.is_empty(), "{bad:#?}");
 }
