@@ -199,13 +199,38 @@ impl Dovecot {
     /// Dovecot's log (`log_path`), followed by anything the master wrote to
     /// stderr.
     pub fn log(&self) -> String {
-        let mut log = fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default();
-        let stderr = fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default();
+        let [log_path, stderr_path] = self.log_files();
+        let read =
+            |p: &Path| String::from_utf8_lossy(&fs::read(p).unwrap_or_default()).into_owned();
+        let mut log = read(&log_path);
+        let stderr = read(&stderr_path);
         if !stderr.trim().is_empty() {
             log.push_str("--- master stderr ---\n");
             log.push_str(&stderr);
         }
         log
+    }
+
+    fn log_files(&self) -> [PathBuf; 2] {
+        [self.dir.join("dovecot.log"), self.dir.join("stderr.log")]
+    }
+
+    /// Current sizes of the log and stderr files.
+    fn log_file_lengths(&self) -> [u64; 2] {
+        self.log_files()
+            .map(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+    }
+
+    /// What was appended to the log and stderr files since `marks`.
+    fn log_since(&self, marks: [u64; 2]) -> String {
+        let mut out = String::new();
+        for (path, mark) in self.log_files().iter().zip(marks) {
+            if let Ok(bytes) = fs::read(path) {
+                let start = usize::try_from(mark).unwrap_or(0).min(bytes.len());
+                out.push_str(&String::from_utf8_lossy(&bytes[start..]));
+            }
+        }
+        out
     }
 
     /// Deliver `msg` (raw RFC 5322 bytes, CRLF or LF) to `user`'s INBOX via
@@ -364,8 +389,7 @@ impl Dovecot {
         loop {
             match self.launch() {
                 Ok(()) => return Ok(()),
-                Err(ReadyError::PortInUse(msg)) if Instant::now() < deadline => {
-                    let _ = msg;
+                Err(ReadyError::PortInUse(_)) if Instant::now() < deadline => {
                     thread::sleep(Duration::from_millis(100));
                 }
                 Err(ReadyError::PortInUse(msg)) | Err(ReadyError::Other(msg)) => {
@@ -457,7 +481,7 @@ impl Dovecot {
         let stdout = stderr
             .try_clone()
             .map_err(|e| ReadyError::Other(format!("dup stderr file: {e}")))?;
-        let log_len_before = self.log().len();
+        let log_marks = self.log_file_lengths();
         let mut cmd = Command::new(DOVECOT_BIN);
         cmd.arg("-F")
             .arg("-c")
@@ -478,14 +502,14 @@ impl Dovecot {
             system::spawn_tied_to_process(cmd).map_err(|e| ReadyError::Other(e.to_string()))?;
         self.pid = child.id();
         self.child = Some(child);
-        let result = self.wait_ready(log_len_before);
+        let result = self.wait_ready(log_marks);
         if result.is_err() {
             self.stop();
         }
         result
     }
 
-    fn wait_ready(&mut self, log_len_before: usize) -> Result<(), ReadyError> {
+    fn wait_ready(&mut self, log_marks: [u64; 2]) -> Result<(), ReadyError> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             let exited = match self.child.as_mut().map(|c| c.try_wait()) {
@@ -495,7 +519,7 @@ impl Dovecot {
                 None => Some("dovecot is not running".to_string()),
             };
             if let Some(msg) = exited {
-                let new_log = self.log().get(log_len_before..).unwrap_or("").to_string();
+                let new_log = self.log_since(log_marks);
                 return Err(if new_log.contains("Address already in use") {
                     ReadyError::PortInUse(msg)
                 } else {

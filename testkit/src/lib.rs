@@ -21,22 +21,37 @@
 //! * Dovecot 2.3 (`apt-get install -y dovecot-imapd`). If it is missing,
 //!   `start` returns [`HarnessError::NotInstalled`]: tests fail, not skip.
 //! * Must run as root: Dovecot's `imap` refuses to run as root, so mail is
-//!   owned by the system user `vmail`, created on first use.
-//! * Every Dovecot started by one test process gets `SIGTERM` when that
-//!   process dies, even without `Drop` (`PR_SET_PDEATHSIG` from a
-//!   process-lifetime spawner thread). Temp dirs of dead test processes are
-//!   removed by the next test process.
+//!   owned by the system user `vmail`, created on first use (idempotent,
+//!   safe across threads and processes).
+//! * Every Dovecot started by a test process gets `SIGTERM` when that process
+//!   dies, even without `Drop` (`PR_SET_PDEATHSIG` from a process-lifetime
+//!   spawner thread, so a server started in a short-lived thread or kept in a
+//!   `static` lives exactly as long as the process). Temp dirs of dead test
+//!   processes are removed by the next test process. `TESTKIT_KEEP_DIR=1`
+//!   keeps a server's dir (config, log, mail) after drop for debugging.
+//! * Users live in a `passwd-file` used as passdb *and* userdb: delivering to
+//!   an unknown user fails instead of creating a mailbox.
+//! * Mail is Maildir (`~/Maildir`), hierarchy separator `.`.
 //! * Mailbox changes reach IDLE clients after Dovecot's ~0.5 s batching.
 //!   IDLE uses one inotify instance per IMAP process, all as user `vmail`;
 //!   `start` raises `fs.inotify.max_user_instances` (see
 //!   [`DovecotConfig::raise_inotify_instances`]) because beyond the limit
 //!   Dovecot silently falls back to polling every 30 s.
+//! * The config is sized for [`DovecotConfig::max_connections`] sessions:
+//!   `mail_max_userip_connections` (default 10), imap `process_limit`,
+//!   client limits of anvil/stats/login (default 1000), and imap-login in
+//!   high-performance mode (by default every TLS session needs its own login
+//!   process, max 100).
 //! * Dovecot considers a connection whose remote IP equals its local IP
 //!   "secured", so on loopback `disable_plaintext_auth = yes`
 //!   ([`DovecotConfig::allow_plaintext_auth`] `= false`) does not actually
 //!   refuse LOGIN on the plain port (no `LOGINDISABLED` either).
 //! * Dovecot refuses passwords containing `\x01`, TAB, CR or LF at login,
 //!   whatever the passdb ([`dovecot_accepts_password`]).
+//! * Failed logins are answered after ~0.5 s (Dovecot flushes auth failures
+//!   on a timer even with `auth_failure_delay = 0`); the anvil auth penalty
+//!   that would delay later logins is disabled
+//!   ([`DovecotConfig::disable_auth_penalty`]).
 
 mod certs;
 mod config;
@@ -54,3 +69,10 @@ pub use dovecot::{
 pub use error::HarnessError;
 pub use message::{message_with_body, simple_message};
 pub use system::{raise_inotify_instances, raise_inotify_watches, MAIL_USER};
+
+// Tests share servers across threads (e.g. in a `OnceLock`).
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Dovecot>();
+    assert_send_sync::<HarnessError>();
+};
