@@ -1,0 +1,504 @@
+//! The REST API's bodies and errors: pure functions from bytes to validated values and
+//! from values to responses. No I/O here.
+
+use std::net::IpAddr;
+
+use engine::{EndReason, Secret, Security, Since};
+use push::{Protocol, PushTarget};
+use serde::Deserialize;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::config::Config;
+use crate::destination::is_public;
+
+/// Longest `device_id`.
+pub const DEVICE_ID_LEN_MAX: usize = 128;
+/// Most mailboxes one subscription may name.
+pub const MAILBOXES_MAX: usize = 1;
+
+/// An API error: the JSON `{"error": CODE, "message": TEXT}` with its status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    /// The request field at fault, for `bad_request`.
+    pub field: Option<&'static str>,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn bad_request(field: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 400,
+            code: "bad_request",
+            message: message.into(),
+            field: Some(field),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn rate_limited(retry_after_secs: u64, message: &str) -> ApiError {
+        ApiError {
+            retry_after_secs: Some(retry_after_secs.max(1)),
+            ..ApiError::new(429, "rate_limited", message)
+        }
+    }
+
+    pub fn to_response(&self) -> httpd::Response {
+        let mut body = serde_json::json!({"error": self.code, "message": self.message});
+        if let Some(field) = self.field {
+            body["field"] = field.into();
+        }
+        let mut response = httpd::Response::json(self.status, body.to_string());
+        if let Some(secs) = self.retry_after_secs {
+            response = response.with_header("retry-after", secs.to_string());
+        }
+        response
+    }
+
+    /// How a session that never became ready is reported to the registering app.
+    pub fn from_end_reason(reason: EndReason) -> ApiError {
+        let msg = reason.to_string();
+        match reason {
+            EndReason::AuthRejected | EndReason::AuthUnavailable => {
+                ApiError::new(422, "imap_auth_failed", msg)
+            }
+            EndReason::Forbidden => ApiError::new(403, "forbidden_destination", msg),
+            EndReason::Tls(_) => ApiError::new(502, "imap_tls_failed", msg),
+            EndReason::Timeout(_) => ApiError::new(504, "imap_timeout", msg),
+            EndReason::MailboxRejected => ApiError::bad_request("mailboxes", msg),
+            EndReason::Protocol(_) => ApiError::new(502, "imap_protocol_error", msg),
+            EndReason::Shutdown => ApiError::new(503, "shutting_down", msg),
+            _ => ApiError::new(502, "imap_unreachable", msg),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    imap: ImapBody,
+    mailboxes: Option<Vec<String>>,
+    device_id: Option<String>,
+    since: Option<SinceBody>,
+    new_mail: EndpointBody,
+    reconnect: EndpointBody,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImapBody {
+    host: String,
+    port: Option<u16>,
+    security: Option<String>,
+    username: String,
+    password: Option<Zeroizing<String>>,
+    oauth2_token: Option<Zeroizing<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinceBody {
+    uidvalidity: u32,
+    uidnext: u32,
+}
+
+/// The W3C PushSubscription JSON, plus `protocol`.
+#[derive(Deserialize)]
+struct EndpointBody {
+    endpoint: String,
+    keys: Option<KeysBody>,
+    protocol: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct KeysBody {
+    p256dh: String,
+    auth: String,
+}
+
+/// A validated registration. Its `secret` is zeroized on drop.
+#[derive(Debug)]
+pub struct Registration {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub username: String,
+    pub secret: Secret,
+    pub mailboxes: Vec<String>,
+    pub device_id: Option<String>,
+    pub since: Option<Since>,
+    pub new_mail: PushTarget,
+    pub reconnect: PushTarget,
+}
+
+impl Registration {
+    /// The key under which a registration replaces an earlier one.
+    pub fn dedup_key(&self) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in [
+            self.host.to_ascii_lowercase().as_bytes(),
+            &self.port.to_be_bytes(),
+            self.username.as_bytes(),
+            self.device_id.as_deref().unwrap_or("").as_bytes(),
+        ] {
+            ctx.update(&(part.len() as u32).to_be_bytes());
+            ctx.update(part);
+        }
+        let mut key = [0; 32];
+        key.copy_from_slice(ctx.finish().as_ref());
+        key
+    }
+}
+
+/// Parses and validates a `POST /v1/subscriptions` body, then zeroizes it.
+pub fn parse_registration(body: &mut [u8], config: &Config) -> Result<Registration, ApiError> {
+    let parsed = serde_json::from_slice::<RegisterBody>(body);
+    body.zeroize();
+    let parsed = parsed.map_err(|e| {
+        // serde's message names the field and position, never the value.
+        ApiError::bad_request("body", format!("invalid JSON: {}", redact_serde(&e)))
+    })?;
+    validate(parsed, config)
+}
+
+fn redact_serde(e: &serde_json::Error) -> String {
+    // "invalid type: string \"...\"" would echo a value: keep only the category and place.
+    let category = match e.classify() {
+        serde_json::error::Category::Io => "I/O error",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "wrong shape",
+        serde_json::error::Category::Eof => "unexpected end",
+    };
+    // Only these two messages quote a field *name*; others quote the offending *value*.
+    let text = e.to_string();
+    let field = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| text.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next())
+        .filter(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .map(|f| format!(" (field `{f}`)"))
+        .unwrap_or_default();
+    format!(
+        "{category}{field} at line {} column {}",
+        e.line(),
+        e.column()
+    )
+}
+
+fn validate(mut body: RegisterBody, config: &Config) -> Result<Registration, ApiError> {
+    let imap = &mut body.imap;
+    let host = imap.host.trim().to_owned();
+    if host.is_empty() || host.len() > 253 || host.contains(|c: char| c.is_whitespace()) {
+        return Err(ApiError::bad_request("imap.host", "not a host name"));
+    }
+    if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        if !config.allow_private_destinations && !is_public(ip) {
+            return Err(ApiError::new(
+                403,
+                "forbidden_destination",
+                "the IMAP host is not a public address",
+            ));
+        }
+    }
+    let security = match imap.security.as_deref().unwrap_or("tls") {
+        "tls" => Security::Tls,
+        "starttls" => Security::StartTls,
+        "plain" if config.allow_plain_imap => Security::DangerousPlain,
+        "plain" => {
+            return Err(ApiError::bad_request(
+                "imap.security",
+                "plain IMAP is not allowed by this server",
+            ))
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "imap.security",
+                "must be tls, starttls or plain",
+            ))
+        }
+    };
+    let port = imap.port.unwrap_or(match security {
+        Security::Tls => 993,
+        _ => 143,
+    });
+    if port == 0 {
+        return Err(ApiError::bad_request("imap.port", "must be 1 to 65535"));
+    }
+    if imap.username.is_empty() {
+        return Err(ApiError::bad_request("imap.username", "must not be empty"));
+    }
+    let secret = match (imap.password.take(), imap.oauth2_token.take()) {
+        (Some(mut p), None) => {
+            Secret::Password(Zeroizing::new(std::mem::take(&mut *p).into_bytes()))
+        }
+        (None, Some(mut t)) => {
+            Secret::OAuth2Token(Zeroizing::new(std::mem::take(&mut *t).into_bytes()))
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "imap.password",
+                "give exactly one of password and oauth2_token",
+            ))
+        }
+    };
+    if secret.bytes().is_empty() || secret.bytes().len() > engine::spec::CREDENTIAL_LEN_MAX {
+        return Err(ApiError::bad_request(
+            "imap.password",
+            "must be 1 to 4096 bytes",
+        ));
+    }
+    let mailboxes = body
+        .mailboxes
+        .take()
+        .unwrap_or_else(|| vec!["INBOX".into()]);
+    validate_mailboxes(&mailboxes)?;
+    if let Some(id) = &body.device_id {
+        if id.is_empty() || id.len() > DEVICE_ID_LEN_MAX {
+            return Err(ApiError::bad_request("device_id", "must be 1 to 128 bytes"));
+        }
+    }
+    let new_mail = endpoint(&body.new_mail, "new_mail", config)?;
+    let reconnect = endpoint(&body.reconnect, "reconnect", config)?;
+    Ok(Registration {
+        host,
+        port,
+        security,
+        username: std::mem::take(&mut body.imap.username),
+        secret,
+        mailboxes,
+        device_id: body.device_id,
+        since: body.since.map(|s| Since {
+            uidvalidity: s.uidvalidity,
+            uidnext: s.uidnext,
+        }),
+        new_mail,
+        reconnect,
+    })
+}
+
+fn validate_mailboxes(mailboxes: &[String]) -> Result<(), ApiError> {
+    if mailboxes.is_empty() {
+        return Err(ApiError::bad_request(
+            "mailboxes",
+            "name at least one mailbox",
+        ));
+    }
+    if mailboxes.len() > MAILBOXES_MAX {
+        return Err(ApiError::bad_request(
+            "mailboxes",
+            "watching several mailboxes on one subscription is not supported yet",
+        ));
+    }
+    for name in mailboxes {
+        // Modified UTF-7 (RFC 3501 §5.1.3) is not encoded yet: printable ASCII only,
+        // and `&` would start a modified UTF-7 sequence.
+        let ok = !name.is_empty()
+            && name.len() <= engine::spec::MAILBOX_LEN_MAX
+            && name.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'&');
+        if !ok {
+            return Err(ApiError::bad_request(
+                "mailboxes",
+                "mailbox names must be 1 to 1024 printable ASCII characters without '&'",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn endpoint(
+    body: &EndpointBody,
+    field: &'static str,
+    config: &Config,
+) -> Result<PushTarget, ApiError> {
+    let fields = match field {
+        "new_mail" => ("new_mail.endpoint", "new_mail.keys", "new_mail.protocol"),
+        _ => ("reconnect.endpoint", "reconnect.keys", "reconnect.protocol"),
+    };
+    let protocol = match body.protocol.as_deref().unwrap_or("webpush") {
+        "webpush" => Protocol::WebPush,
+        "simplepush" => Protocol::SimplePush,
+        _ => {
+            return Err(ApiError::bad_request(
+                fields.2,
+                "must be webpush or simplepush",
+            ))
+        }
+    };
+    let url = body.endpoint.as_str();
+    let http_allowed = config.allow_http_endpoints && url.starts_with("http://");
+    if !(url.starts_with("https://") || http_allowed) {
+        return Err(ApiError::bad_request(
+            fields.0,
+            if config.allow_http_endpoints {
+                "must be an http or https URL"
+            } else {
+                "must be an https URL"
+            },
+        ));
+    }
+    let target = match (&body.keys, protocol) {
+        (Some(keys), Protocol::WebPush) => PushTarget::web_push(url, &keys.p256dh, &keys.auth),
+        (None, Protocol::WebPush) => PushTarget::web_push_unencrypted(url),
+        (None, Protocol::SimplePush) => PushTarget::simple_push(url),
+        (Some(_), Protocol::SimplePush) => {
+            return Err(ApiError::bad_request(fields.1, "simplepush takes no keys"))
+        }
+    }
+    .map_err(|e| {
+        let at = if e.to_string().starts_with("keys") {
+            fields.1
+        } else {
+            fields.0
+        };
+        ApiError::bad_request(at, e.to_string())
+    })?;
+    if !config.allow_private_destinations && !host_may_be_public(target.host()) {
+        return Err(ApiError::new(
+            403,
+            "forbidden_destination",
+            format!("the {field} endpoint is not a public address"),
+        ));
+    }
+    Ok(target)
+}
+
+/// Refuses host names that can only be local; names that resolve are checked again when a
+/// push is sent.
+fn host_may_be_public(host: &str) -> bool {
+    let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return is_public(ip);
+    }
+    !(host == "localhost" || host.ends_with(".localhost") || host.ends_with(".local"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::default()
+    }
+
+    fn body(imap: &str, endpoint: &str) -> Vec<u8> {
+        format!(
+            r#"{{"imap": {imap}, "new_mail": {{"endpoint": "{endpoint}"}},
+                "reconnect": {{"endpoint": "{endpoint}"}}}}"#
+        )
+        .into_bytes()
+    }
+
+    const IMAP: &str = r#"{"host": "imap.example.org", "username": "alice", "password": "pw\"x"}"#;
+
+    #[test]
+    fn a_minimal_registration_gets_defaults_and_the_body_is_wiped() {
+        let mut b = body(IMAP, "https://push.example/abc");
+        let r = parse_registration(&mut b, &config()).unwrap();
+        assert!(b.iter().all(|&x| x == 0));
+        assert_eq!(r.port, 993);
+        assert_eq!(r.security, Security::Tls);
+        assert_eq!(r.mailboxes, vec!["INBOX".to_string()]);
+        assert_eq!(r.secret.bytes(), b"pw\"x");
+    }
+
+    #[test]
+    fn errors_name_the_field_and_never_echo_the_secret() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                r#"{"host": "", "username": "a", "password": "sekrit"}"#,
+                "https://p.example/x",
+                "imap.host",
+            ),
+            (
+                r#"{"host": "h.example", "username": "a"}"#,
+                "https://p.example/x",
+                "imap.password",
+            ),
+            (
+                r#"{"host": "h.example", "username": "a", "password": "sekrit", "security": "ssl"}"#,
+                "https://p.example/x",
+                "imap.security",
+            ),
+            (
+                r#"{"host": "h.example", "username": "a", "password": "sekrit", "security": "plain"}"#,
+                "https://p.example/x",
+                "imap.security",
+            ),
+            (IMAP, "http://p.example/x", "new_mail.endpoint"),
+            (IMAP, "ftp://p.example/x", "new_mail.endpoint"),
+        ];
+        for (imap, endpoint, field) in cases {
+            let e = parse_registration(&mut body(imap, endpoint), &config()).unwrap_err();
+            assert_eq!(
+                (e.status, e.field),
+                (400, Some(*field)),
+                "{imap} {endpoint}: {e:?}"
+            );
+            assert!(!e.message.contains("sekrit"));
+        }
+        // A secret of the wrong type is not echoed by serde's message either.
+        let mut b = br#"{"imap": {"host": "h", "username": "a", "password": 12345678}}"#.to_vec();
+        let e = parse_registration(&mut b, &config()).unwrap_err();
+        assert!(!e.message.contains("12345678"), "{}", e.message);
+        let mut b = br#"{"imap": {"host": "h", "username": "a", "pasword": "sekrit"}}"#.to_vec();
+        let e = parse_registration(&mut b, &config()).unwrap_err();
+        assert!(e.message.contains("field `pasword`"), "{}", e.message);
+        assert!(!e.message.contains("sekrit"), "{}", e.message);
+    }
+
+    #[test]
+    fn private_destinations_are_forbidden_unless_allowed() {
+        let imap = r#"{"host": "127.0.0.1", "username": "a", "password": "p"}"#;
+        let e = parse_registration(&mut body(imap, "https://p.example/x"), &config()).unwrap_err();
+        assert_eq!((e.status, e.code), (403, "forbidden_destination"));
+        let e = parse_registration(&mut body(IMAP, "https://10.0.0.1/x"), &config()).unwrap_err();
+        assert_eq!((e.status, e.code), (403, "forbidden_destination"));
+        let e = parse_registration(&mut body(IMAP, "https://localhost/x"), &config()).unwrap_err();
+        assert_eq!(e.status, 403);
+        let open = Config {
+            allow_private_destinations: true,
+            allow_http_endpoints: true,
+            ..Config::default()
+        };
+        parse_registration(&mut body(imap, "http://127.0.0.1:9/x"), &open).unwrap();
+    }
+
+    #[test]
+    fn end_reasons_map_to_documented_codes() {
+        use engine::{TlsFailure, Waiting};
+        let code = |r| ApiError::from_end_reason(r).code;
+        assert_eq!(code(EndReason::AuthRejected), "imap_auth_failed");
+        assert_eq!(
+            code(EndReason::Tls(TlsFailure::Certificate)),
+            "imap_tls_failed"
+        );
+        assert_eq!(code(EndReason::Timeout(Waiting::Greeting)), "imap_timeout");
+        assert_eq!(
+            code(EndReason::Connect(std::io::ErrorKind::ConnectionRefused)),
+            "imap_unreachable"
+        );
+        assert_eq!(code(EndReason::Forbidden), "forbidden_destination");
+    }
+
+    #[test]
+    fn dedup_key_ignores_host_case_but_not_device() {
+        let mut a = parse_registration(&mut body(IMAP, "https://p.example/x"), &config()).unwrap();
+        let k1 = a.dedup_key();
+        a.host = "IMAP.example.org".into();
+        assert_eq!(a.dedup_key(), k1);
+        a.device_id = Some("phone-2".into());
+        assert_ne!(a.dedup_key(), k1);
+    }
+}

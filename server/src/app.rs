@@ -1,0 +1,608 @@
+//! The running server: the REST API on httpd, the IMAP engine, the push pool, and the core
+//! thread that joins them.
+//!
+//! Threads: httpd's reactor calls [`State::handle`] (never blocks: `Engine::watch` only
+//! queues); the core thread reads engine events and delivery reports, answers waiting
+//! registrations, and feeds the push pool.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{select, Receiver};
+use engine::{Engine, EngineConfig, Event, WatchError, WatchSpec};
+use httpd::{Method, Request, Responder, Response};
+use ring::rand::SecureRandom;
+
+use crate::api::{parse_registration, ApiError};
+use crate::config::Config;
+use crate::delivery::{Delivery, DeliveryConfig, PushSubscription, Report};
+use crate::destination::is_public;
+use crate::ratelimit::RateLimiter;
+use crate::registry::{Registry, State as SubState, Subscription};
+
+/// How long shutdown waits for queued pushes.
+pub const SHUTDOWN_PUSH_GRACE: Duration = Duration::from_secs(10);
+/// How often the core thread checks registration deadlines.
+const CORE_TICK: Duration = Duration::from_millis(50);
+
+/// Why the server did not start.
+#[derive(Debug)]
+pub enum StartError {
+    DataDir(std::io::Error),
+    Vapid(push::VapidError),
+    Engine(engine::StartError),
+    Httpd(httpd::HttpdError),
+    Thread(std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::DataDir(e) => write!(f, "data dir: {e}"),
+            StartError::Vapid(e) => write!(f, "VAPID key: {e}"),
+            StartError::Engine(e) => write!(f, "IMAP engine: {e}"),
+            StartError::Httpd(e) => write!(f, "HTTP server: {e}"),
+            StartError::Thread(e) => write!(f, "thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Process-wide counters for /metrics.
+#[derive(Debug, Default)]
+struct Counters {
+    logins_ok: AtomicU64,
+    logins_auth_failed: AtomicU64,
+    logins_failed: AtomicU64,
+    registrations_rejected: AtomicU64,
+    sessions_lost: AtomicU64,
+}
+
+pub(crate) struct State {
+    config: Config,
+    engine: Engine,
+    delivery: Delivery,
+    registry: Mutex<Registry>,
+    limiter: Mutex<RateLimiter>,
+    counters: Counters,
+    vapid_public_key: String,
+    responder: OnceLock<Responder>,
+    rng: ring::rand::SystemRandom,
+}
+
+/// A running server.
+pub struct App {
+    state: Option<Arc<State>>,
+    httpd: Option<httpd::ServerHandle>,
+    core: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+}
+
+impl App {
+    pub fn start(config: Config) -> Result<App, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(StartError::DataDir)?;
+        let vapid = push::VapidKey::load_or_generate(&config.data_dir.join("vapid.pk8"))
+            .map_err(StartError::Vapid)?;
+        let vapid_public_key = vapid.public_key_b64url().to_owned();
+        let sender = push::Sender::new(push::SenderConfig::default())
+            .with_vapid(vapid, config.vapid_subject.clone());
+        let (report_tx, reports) = crossbeam_channel::unbounded();
+        let delivery = Delivery::start(
+            DeliveryConfig {
+                threads: config.sender_threads,
+                coalesce_window: Duration::from_millis(config.coalesce_window_ms),
+                ..DeliveryConfig::default()
+            },
+            Arc::new(sender),
+            report_tx,
+        );
+        let engine = Engine::start(engine_config(&config)).map_err(StartError::Engine)?;
+        let limits = httpd::Limits {
+            body_bytes_max: config.limits.body_bytes_max,
+            headers_max: config.limits.headers_max,
+            header_bytes_max: config.limits.header_bytes_max,
+            ..httpd::Limits::default()
+        };
+        let server = httpd::Server::bind(
+            config.listen,
+            httpd::Config {
+                limits,
+                tls: config.tls.as_ref().map(|t| httpd::TlsFiles {
+                    cert_file: t.cert_file.clone(),
+                    key_file: t.key_file.clone(),
+                }),
+            },
+        )
+        .map_err(StartError::Httpd)?;
+        let addr = server.local_addr();
+        let state = Arc::new(State {
+            limiter: Mutex::new(RateLimiter::new(
+                config.limits.registrations_per_minute_per_ip,
+            )),
+            config,
+            engine,
+            delivery,
+            registry: Mutex::new(Registry::default()),
+            counters: Counters::default(),
+            vapid_public_key,
+            responder: OnceLock::new(),
+            rng: ring::rand::SystemRandom::new(),
+        });
+        let handler_state = state.clone();
+        let httpd = server
+            .spawn(move |request: Request, responder: &Responder| {
+                handler_state.handle(request, responder)
+            })
+            .map_err(StartError::Httpd)?;
+        let _ = state.responder.set(httpd.responder());
+        let stop = Arc::new(AtomicBool::new(false));
+        let core = {
+            let state = state.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("core".into())
+                .spawn(move || state.core_loop(&reports, &stop))
+                .map_err(StartError::Thread)?
+        };
+        Ok(App {
+            state: Some(state),
+            httpd: Some(httpd),
+            core: Some(core),
+            stop,
+            addr,
+        })
+    }
+
+    /// The address the API listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting requests, logs every IMAP session out, sends each subscription its
+    /// reconnect push (`shutdown`), and flushes the push queue within a bounded time.
+    pub fn shutdown(mut self) {
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        if let Some(httpd) = self.httpd.take() {
+            // An error here means the httpd thread panicked; shutdown goes on regardless.
+            let _ = httpd.shutdown();
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(core) = self.core.take() {
+            let _ = core.join();
+        }
+        let Some(state) = self.state.take() else {
+            return;
+        };
+        // Every session still registered ends with `shutdown`; tell its app.
+        let subscriptions: Vec<Subscription> = {
+            let mut registry = state.registry();
+            let ids = registry.ids();
+            ids.iter().filter_map(|id| registry.remove(id)).collect()
+        };
+        for sub in &subscriptions {
+            state.delivery.reconnect(&sub.push, "shutdown");
+        }
+        // httpd and the core thread, the other owners, have stopped.
+        let Some(state) = Arc::into_inner(state) else {
+            return;
+        };
+        let _ = state.engine.shutdown();
+        let _ = state.delivery.shutdown(SHUTDOWN_PUSH_GRACE);
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if self.core.is_some() {
+            self.stop_all();
+        }
+    }
+}
+
+fn engine_config(config: &Config) -> EngineConfig {
+    let filter: Option<engine::ConnectFilter> = if config.allow_private_destinations {
+        None
+    } else {
+        Some(Arc::new(is_public))
+    };
+    EngineConfig {
+        reactor_threads: config.reactor_threads,
+        session: config.session(),
+        extra_ca_file: config.imap_extra_ca_file.clone(),
+        sessions_max: config.limits.sessions_max,
+        connect_filter: filter,
+        ..EngineConfig::default()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl State {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock must not take the whole server down with it.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn respond(&self, request: httpd::RequestId, response: Response) {
+        if let Some(responder) = self.responder.get() {
+            responder.respond(request, response);
+        }
+    }
+
+    // ---- the httpd side ----
+
+    fn handle(&self, mut request: Request, responder: &Responder) {
+        let id = request.id;
+        match self.route(&mut request) {
+            Ok(Some(response)) => responder.respond(id, response),
+            Ok(None) => {} // answered later by the core thread
+            Err(e) => responder.respond(id, e.to_response()),
+        }
+    }
+
+    fn route(&self, request: &mut Request) -> Result<Option<Response>, ApiError> {
+        let path = request.path.clone();
+        let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        if segments == ["healthz"] {
+            return Ok(Some(Response::json(200, r#"{"status":"ok"}"#)));
+        }
+        self.authorize(request)?;
+        match (request.method, segments.as_slice()) {
+            (Method::Get, ["metrics"]) => Ok(Some(
+                Response::text(200, self.metrics())
+                    .with_header("content-type", "text/plain; version=0.0.4"),
+            )),
+            (Method::Get, ["v1", "vapid-public-key"]) => Ok(Some(Response::json(
+                200,
+                serde_json::json!({"public_key": self.vapid_public_key}).to_string(),
+            ))),
+            (Method::Post, ["v1", "subscriptions"]) => self.register(request).map(|()| None),
+            (Method::Get, ["v1", "subscriptions", id]) => self.describe(id).map(Some),
+            (Method::Delete, ["v1", "subscriptions", id]) => self.delete(id).map(Some),
+            (_, ["healthz" | "metrics"] | ["v1", "vapid-public-key" | "subscriptions"])
+            | (_, ["v1", "subscriptions", _]) => Err(ApiError::new(
+                405,
+                "method_not_allowed",
+                "method not allowed",
+            )),
+            _ => Err(ApiError::new(404, "not_found", "no such resource")),
+        }
+    }
+
+    fn authorize(&self, request: &Request) -> Result<(), ApiError> {
+        let Some(token) = &self.config.api_token else {
+            return Ok(());
+        };
+        let given = request
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Constant time in the token's content (the length is not secret).
+        let equal = given.len() == token.len()
+            && given
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if equal {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                401,
+                "unauthorized",
+                "a valid bearer token is required",
+            ))
+        }
+    }
+
+    fn register(&self, request: &mut Request) -> Result<(), ApiError> {
+        let result = self.try_register(request);
+        if result.is_err() {
+            self.counters
+                .registrations_rejected
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn try_register(&self, request: &mut Request) -> Result<(), ApiError> {
+        self.check_rate(request.peer.ip())?;
+        let registration = parse_registration(&mut request.body, &self.config)?;
+        let key = registration.dedup_key();
+        let id = self.new_id()?;
+        let now_unix = unix_now();
+        let push = PushSubscription::new(
+            id.clone(),
+            registration.new_mail.clone(),
+            registration.reconnect.clone(),
+            now_unix,
+        );
+        let spec = WatchSpec {
+            host: registration.host.clone(),
+            port: registration.port,
+            security: registration.security,
+            username: registration.username.clone(),
+            secret: registration.secret,
+            mailbox: registration.mailboxes[0].clone(),
+            since: registration.since,
+        };
+        let mut registry = self.registry();
+        // The same account and device again replaces the earlier subscription, without a
+        // reconnect push: never two IMAP sessions for one key.
+        if let Some(old) = registry.remove_by_key(&key) {
+            self.engine.unwatch(old.session);
+            self.delivery.forget(&old.id);
+            if let Some((waiting, _)) = old.waiting {
+                let e = ApiError::new(409, "replaced", "replaced by a newer registration");
+                self.respond(waiting, e.to_response());
+            }
+        }
+        if registry.len() >= self.config.limits.sessions_max {
+            return Err(ApiError::new(503, "at_capacity", "this server is full"));
+        }
+        if registry.pending() >= self.config.limits.pending_registrations_max {
+            return Err(ApiError::rate_limited(
+                5,
+                "too many registrations in progress",
+            ));
+        }
+        let session = self.engine.watch(spec).map_err(|e| match e {
+            WatchError::AtCapacity => ApiError::new(503, "at_capacity", "this server is full"),
+            WatchError::ShuttingDown => ApiError::new(503, "shutting_down", "shutting down"),
+            WatchError::Spec(e) => ApiError::bad_request("imap", e.to_string()),
+        })?;
+        let deadline = Instant::now() + Duration::from_secs(self.config.register_timeout_secs);
+        registry.insert(Subscription {
+            id,
+            session,
+            key,
+            push,
+            mailboxes: registration.mailboxes,
+            since: registration.since,
+            state: SubState::Pending,
+            idle: false,
+            notify: false,
+            created_unix: now_unix,
+            last_new_mail: None,
+            pushes_sent: 0,
+            pushes_failed: 0,
+            waiting: Some((request.id, deadline)),
+        });
+        Ok(())
+    }
+
+    fn check_rate(&self, ip: IpAddr) -> Result<(), ApiError> {
+        let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+        limiter
+            .check(ip, Instant::now())
+            .map_err(|wait| ApiError::rate_limited(wait.as_secs() + 1, "too many registrations"))
+    }
+
+    fn new_id(&self) -> Result<String, ApiError> {
+        let mut bytes = [0u8; 16];
+        self.rng
+            .fill(&mut bytes)
+            .map_err(|_| ApiError::new(500, "internal", "no randomness"))?;
+        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    fn describe(&self, id: &str) -> Result<Response, ApiError> {
+        let registry = self.registry();
+        let sub = registry.get(id).ok_or_else(not_found)?;
+        let body = serde_json::json!({
+            "id": sub.id,
+            "state": sub.state.as_str(),
+            "mailboxes": sub.mailboxes,
+            "capabilities": {"idle": sub.idle, "notify": sub.notify},
+            "since": sub.since.map(|s| serde_json::json!({"uidvalidity": s.uidvalidity, "uidnext": s.uidnext})),
+            "created": sub.created_unix,
+            "last_new_mail": sub.last_new_mail.map(|(at, exists)| serde_json::json!({"at": at, "exists": exists})),
+            "pushes": {"sent": sub.pushes_sent, "failed": sub.pushes_failed},
+        });
+        Ok(Response::json(200, body.to_string()))
+    }
+
+    fn delete(&self, id: &str) -> Result<Response, ApiError> {
+        let sub = self.registry().remove(id).ok_or_else(not_found)?;
+        self.engine.unwatch(sub.session);
+        self.delivery.forget(&sub.id);
+        if let Some((waiting, _)) = sub.waiting {
+            let e = ApiError::new(409, "deleted", "deleted before it was ready");
+            self.respond(waiting, e.to_response());
+        }
+        Ok(Response::empty(204))
+    }
+
+    // ---- the core thread ----
+
+    fn core_loop(&self, reports: &Receiver<Report>, stop: &AtomicBool) {
+        let events = self.engine.events().clone();
+        while !stop.load(Ordering::Relaxed) {
+            select! {
+                recv(events) -> event => if let Ok(event) = event { self.on_event(event) },
+                recv(reports) -> report => if let Ok(report) = report { self.on_report(report) },
+                default(CORE_TICK) => {}
+            }
+            self.expire_registrations(Instant::now());
+        }
+    }
+
+    fn on_event(&self, event: Event) {
+        match event {
+            Event::Ready { id, ready } => {
+                self.counters.logins_ok.fetch_add(1, Ordering::Relaxed);
+                let mut registry = self.registry();
+                let Some(sub) = registry.by_session_mut(id) else {
+                    return;
+                };
+                sub.state = if ready.idle {
+                    SubState::Idle
+                } else {
+                    SubState::Polling
+                };
+                sub.idle = ready.idle;
+                sub.notify = ready.notify;
+                if let Some((waiting, _)) = sub.waiting.take() {
+                    let body = serde_json::json!({
+                        "id": sub.id,
+                        "state": sub.state.as_str(),
+                        "capabilities": {"idle": ready.idle, "notify": ready.notify},
+                        "mailboxes": sub.mailboxes,
+                    });
+                    let location = format!("/v1/subscriptions/{}", sub.id);
+                    let response =
+                        Response::json(201, body.to_string()).with_header("location", location);
+                    self.respond(waiting, response);
+                }
+            }
+            Event::Failed { id, reason } => {
+                let counter = match reason {
+                    engine::EndReason::AuthRejected | engine::EndReason::AuthUnavailable => {
+                        &self.counters.logins_auth_failed
+                    }
+                    _ => &self.counters.logins_failed,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                let sub = self.registry().remove_by_session(id);
+                if let Some((waiting, _)) = sub.and_then(|s| s.waiting) {
+                    self.respond(waiting, ApiError::from_end_reason(reason).to_response());
+                }
+            }
+            Event::NewMail {
+                id,
+                mailbox,
+                exists,
+            } => {
+                let at = Instant::now();
+                let target = {
+                    let mut registry = self.registry();
+                    registry.by_session_mut(id).map(|sub| {
+                        sub.last_new_mail = Some((unix_now(), exists));
+                        let name = sub.mailboxes.get(mailbox).cloned().unwrap_or_default();
+                        (sub.push.clone(), name)
+                    })
+                };
+                if let Some((push, name)) = target {
+                    self.delivery.new_mail(&push, &name, exists, at);
+                }
+            }
+            Event::SessionLost { id, reason } => {
+                self.counters.sessions_lost.fetch_add(1, Ordering::Relaxed);
+                // Deleted and replaced subscriptions are gone from the registry already:
+                // they get no reconnect push.
+                let sub = self.registry().remove_by_session(id);
+                if let Some(sub) = sub {
+                    self.delivery.reconnect(&sub.push, reason.code());
+                }
+            }
+        }
+    }
+
+    fn on_report(&self, report: Report) {
+        match report {
+            Report::Gone { subscription } => {
+                let sub = self.registry().remove(&subscription);
+                if let Some(sub) = sub {
+                    self.engine.unwatch(sub.session);
+                }
+            }
+            Report::Delivered { subscription, .. } => {
+                if let Some(sub) = self.registry().by_id_mut(&subscription) {
+                    sub.pushes_sent += 1;
+                }
+            }
+            Report::Failed { subscription, .. } => {
+                if let Some(sub) = self.registry().by_id_mut(&subscription) {
+                    sub.pushes_failed += 1;
+                }
+            }
+        }
+    }
+
+    fn expire_registrations(&self, now: Instant) {
+        let mut registry = self.registry();
+        for id in registry.overdue(now) {
+            if let Some(sub) = registry.remove(&id) {
+                self.engine.unwatch(sub.session);
+                if let Some((waiting, _)) = sub.waiting {
+                    let e = ApiError::new(
+                        504,
+                        "imap_timeout",
+                        "the IMAP session did not become ready in time",
+                    );
+                    self.respond(waiting, e.to_response());
+                }
+            }
+        }
+    }
+
+    fn metrics(&self) -> String {
+        use std::fmt::Write;
+        let (pending, idle, polling) = {
+            let r = self.registry();
+            (
+                r.count(SubState::Pending),
+                r.count(SubState::Idle),
+                r.count(SubState::Polling),
+            )
+        };
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let engine = self.engine.stats();
+        let mut out = String::new();
+        let _ = writeln!(out, "# TYPE imap_push_sessions gauge");
+        for (state, n) in [("pending", pending), ("idle", idle), ("polling", polling)] {
+            let _ = writeln!(out, "imap_push_sessions{{state=\"{state}\"}} {n}");
+        }
+        let _ = writeln!(out, "# TYPE imap_push_logins_total counter");
+        for (outcome, n) in [
+            ("ok", load(&c.logins_ok)),
+            ("auth_failed", load(&c.logins_auth_failed)),
+            ("failed", load(&c.logins_failed)),
+        ] {
+            let _ = writeln!(out, "imap_push_logins_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        let _ = writeln!(out, "# TYPE imap_push_registrations_rejected_total counter");
+        let _ = writeln!(
+            out,
+            "imap_push_registrations_rejected_total {}",
+            load(&c.registrations_rejected)
+        );
+        let _ = writeln!(out, "# TYPE imap_push_sessions_lost_total counter");
+        let _ = writeln!(
+            out,
+            "imap_push_sessions_lost_total {}",
+            load(&c.sessions_lost)
+        );
+        let _ = writeln!(out, "# TYPE imap_push_reactor_loop_turns_total counter");
+        let _ = writeln!(
+            out,
+            "imap_push_reactor_loop_turns_total {}",
+            engine.loop_turns
+        );
+        let _ = writeln!(out, "# TYPE imap_push_reactor_stale_events_total counter");
+        let _ = writeln!(
+            out,
+            "imap_push_reactor_stale_events_total {}",
+            engine.stale_events
+        );
+        out.push_str(&self.delivery.stats().prometheus());
+        out
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(404, "not_found", "no such subscription")
+}

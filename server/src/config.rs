@@ -1,0 +1,245 @@
+//! The TOML configuration. Key names are part of the interface: operators' files keep
+//! working across versions. Unknown keys are refused, so a typo is an error, not a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default address of the REST API: loopback only.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:8080";
+/// Default data directory, beside the working directory.
+pub const DATA_DIR_DEFAULT: &str = "./data";
+/// How long a registration may wait for its IMAP session to become idle.
+pub const REGISTER_TIMEOUT_SECS_DEFAULT: u64 = 30;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Reactor threads of the IMAP engine; 0 means one per core.
+    pub reactor_threads: usize,
+    /// Push sender threads.
+    pub sender_threads: usize,
+    /// IDLE is re-issued after this long (minus per-session jitter). Always under 29 min.
+    pub idle_refresh_secs: u64,
+    /// NOOP interval for servers without IDLE.
+    pub poll_interval_secs: u64,
+    /// Allow IMAP servers and push endpoints on loopback, private and other non-public
+    /// addresses (test setups, self-hosted push servers).
+    pub allow_private_destinations: bool,
+    /// Allow `http://` push endpoints (otherwise https only).
+    pub allow_http_endpoints: bool,
+    /// Allow `"security": "plain"` IMAP connections (no TLS at all).
+    pub allow_plain_imap: bool,
+    /// Extra trusted root certificates (PEM) for IMAP servers.
+    pub imap_extra_ca_file: Option<PathBuf>,
+    /// VAPID `sub` claim: how a push service reaches the operator.
+    pub vapid_subject: String,
+    /// A burst of new mail within this window becomes one push.
+    pub coalesce_window_ms: u64,
+    /// A registration answers within this time (504 imap_timeout past it).
+    pub register_timeout_secs: u64,
+    /// If set, every API request but /healthz needs `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
+    pub tls: Option<TlsConfig>,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body.
+    pub body_bytes_max: usize,
+    /// Most request header fields.
+    pub headers_max: usize,
+    /// Largest request head.
+    pub header_bytes_max: usize,
+    /// Most subscriptions (IMAP sessions) at once: 503 at_capacity past it.
+    pub sessions_max: usize,
+    /// Registrations per client IP per minute: 429 rate_limited past it.
+    pub registrations_per_minute_per_ip: u32,
+    /// Registrations waiting for their session at once: 429 past it.
+    pub pending_registrations_max: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            body_bytes_max: 16 * 1024,
+            headers_max: httpd::limits::HEADERS_MAX,
+            header_bytes_max: httpd::limits::HEADER_BYTES_MAX,
+            sessions_max: 1_000_000,
+            registrations_per_minute_per_ip: 120,
+            pending_registrations_max: 10_000,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: LISTEN_DEFAULT.parse().expect("valid default address"),
+            data_dir: PathBuf::from(DATA_DIR_DEFAULT),
+            reactor_threads: 0,
+            sender_threads: 8,
+            idle_refresh_secs: 24 * 60,
+            poll_interval_secs: 60,
+            allow_private_destinations: false,
+            allow_http_endpoints: false,
+            allow_plain_imap: false,
+            imap_extra_ca_file: None,
+            vapid_subject: "mailto:postmaster@localhost".into(),
+            coalesce_window_ms: 1000,
+            register_timeout_secs: REGISTER_TIMEOUT_SECS_DEFAULT,
+            api_token: None,
+            tls: None,
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    Parse {
+        path: PathBuf,
+        message: String,
+    },
+    Invalid {
+        key: &'static str,
+        message: String,
+    },
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => write!(f, "{}: {source}", path.display()),
+            ConfigError::Parse { path, message } => write!(f, "{}: {message}", path.display()),
+            ConfigError::Invalid { key, message } => write!(f, "config key `{key}`: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if self.idle_refresh_secs == 0 || self.idle_refresh_secs >= 29 * 60 {
+            return invalid(
+                "idle_refresh_secs",
+                "must be between 1 and 1739 (under 29 min)",
+            );
+        }
+        if self.poll_interval_secs == 0 {
+            return invalid("poll_interval_secs", "must be at least 1");
+        }
+        if self.sender_threads == 0 {
+            return invalid("sender_threads", "must be at least 1");
+        }
+        if self.register_timeout_secs == 0 {
+            return invalid("register_timeout_secs", "must be at least 1");
+        }
+        if self.limits.sessions_max == 0 {
+            return invalid("limits.sessions_max", "must be at least 1");
+        }
+        if self.api_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return invalid("api_token", "must be at least 16 characters");
+        }
+        Ok(())
+    }
+
+    pub fn session(&self) -> engine::SessionConfig {
+        let refresh = Duration::from_secs(self.idle_refresh_secs);
+        engine::SessionConfig {
+            idle_refresh: refresh,
+            // Spread refreshes over the last twelfth of the interval (2 min of 24).
+            idle_refresh_jitter: refresh / 12,
+            poll_interval: Duration::from_secs(self.poll_interval_secs),
+            ..engine::SessionConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_keys_parse() {
+        let text = r#"
+            listen = "127.0.0.1:8080"
+            data_dir = "./data"
+            reactor_threads = 2
+            sender_threads = 8
+            idle_refresh_secs = 1440
+            poll_interval_secs = 60
+            allow_private_destinations = false
+            allow_http_endpoints = false
+            imap_extra_ca_file = "/etc/imap-push-proxy/extra-ca.pem"
+            vapid_subject = "mailto:ops@example.org"
+            [tls]
+            cert_file = "a.pem"
+            key_file = "b.pem"
+            [limits]
+            body_bytes_max = 4096
+            sessions_max = 10
+        "#;
+        let config: Config = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.reactor_threads, 2);
+        assert_eq!(config.limits.sessions_max, 10);
+        assert_eq!(config.limits.headers_max, httpd::limits::HEADERS_MAX);
+    }
+
+    #[test]
+    fn a_typo_is_an_error() {
+        let e = toml::from_str::<Config>("idle_refresh_sec = 10").unwrap_err();
+        assert!(e.to_string().contains("idle_refresh_sec"), "{e}");
+    }
+
+    #[test]
+    fn idle_refresh_must_stay_under_29_minutes() {
+        let mut config = Config {
+            idle_refresh_secs: 29 * 60 - 1,
+            ..Config::default()
+        };
+        config.validate().unwrap();
+        config.session().validate().unwrap();
+        config.idle_refresh_secs = 29 * 60;
+        assert!(config.validate().is_err());
+    }
+}

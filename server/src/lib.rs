@@ -1,0 +1,15 @@
+//! imap-push-proxy: the server around the engine.
+//!
+//! What it never does: log, store or echo a password, OAuth2 token, push key or full
+//! endpoint URL; follow a redirect; hold more than one IMAP session per subscription.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod delivery;
+pub mod destination;
+pub mod ratelimit;
+pub mod registry;
+
+pub use app::App;
+pub use config::Config;

@@ -1,0 +1,126 @@
+//! The live subscriptions, by public id, by engine session and by dedup key.
+//! Holds no credential: those went to the engine and are gone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use engine::{SessionId, Since};
+
+use crate::delivery::PushSubscription;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Logging in; the registration request is still waiting.
+    Pending,
+    /// In IDLE.
+    Idle,
+    /// Polled with NOOP (the server has no IDLE).
+    Polling,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Idle => "idle",
+            State::Polling => "polling",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Subscription {
+    pub id: String,
+    pub session: SessionId,
+    pub key: [u8; 32],
+    pub push: Arc<PushSubscription>,
+    pub mailboxes: Vec<String>,
+    pub since: Option<Since>,
+    pub state: State,
+    pub idle: bool,
+    pub notify: bool,
+    pub created_unix: u64,
+    /// Unix time and message count of the last new mail.
+    pub last_new_mail: Option<(u64, u32)>,
+    pub pushes_sent: u64,
+    pub pushes_failed: u64,
+    /// The registration request waiting for this session, and its deadline.
+    pub waiting: Option<(httpd::RequestId, Instant)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    by_id: HashMap<String, Subscription>,
+    by_session: HashMap<SessionId, String>,
+    by_key: HashMap<[u8; 32], String>,
+}
+
+impl Registry {
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn pending(&self) -> usize {
+        self.by_id.values().filter(|s| s.waiting.is_some()).count()
+    }
+
+    pub fn count(&self, state: State) -> usize {
+        self.by_id.values().filter(|s| s.state == state).count()
+    }
+
+    pub fn insert(&mut self, sub: Subscription) {
+        self.by_session.insert(sub.session, sub.id.clone());
+        self.by_key.insert(sub.key, sub.id.clone());
+        self.by_id.insert(sub.id.clone(), sub);
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Subscription> {
+        self.by_id.get(id)
+    }
+
+    pub fn by_session_mut(&mut self, session: SessionId) -> Option<&mut Subscription> {
+        let id = self.by_session.get(&session)?;
+        self.by_id.get_mut(id)
+    }
+
+    pub fn by_id_mut(&mut self, id: &str) -> Option<&mut Subscription> {
+        self.by_id.get_mut(id)
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<Subscription> {
+        let sub = self.by_id.remove(id)?;
+        self.by_session.remove(&sub.session);
+        if self.by_key.get(&sub.key).is_some_and(|k| k == id) {
+            self.by_key.remove(&sub.key);
+        }
+        Some(sub)
+    }
+
+    pub fn remove_by_session(&mut self, session: SessionId) -> Option<Subscription> {
+        let id = self.by_session.get(&session)?.clone();
+        self.remove(&id)
+    }
+
+    pub fn remove_by_key(&mut self, key: &[u8; 32]) -> Option<Subscription> {
+        let id = self.by_key.get(key)?.clone();
+        self.remove(&id)
+    }
+
+    /// Registrations whose deadline has passed.
+    pub fn overdue(&self, now: Instant) -> Vec<String> {
+        self.by_id
+            .values()
+            .filter(|s| s.waiting.is_some_and(|(_, deadline)| deadline <= now))
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.by_id.keys().cloned().collect()
+    }
+}
