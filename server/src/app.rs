@@ -20,6 +20,7 @@ use crate::api::{parse_registration, ApiError};
 use crate::config::Config;
 use crate::delivery::{Delivery, DeliveryConfig, PushSubscription, Report};
 use crate::destination::is_public;
+use crate::journal::{Journal, JournalError, Record, TargetRecord};
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Registry, State as SubState, Subscription};
 
@@ -33,6 +34,7 @@ const CORE_TICK: Duration = Duration::from_millis(50);
 pub enum StartError {
     DataDir(std::io::Error),
     Vapid(push::VapidError),
+    Journal(JournalError),
     Engine(engine::StartError),
     Httpd(httpd::HttpdError),
     Thread(std::io::Error),
@@ -43,6 +45,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::DataDir(e) => write!(f, "data dir: {e}"),
             StartError::Vapid(e) => write!(f, "VAPID key: {e}"),
+            StartError::Journal(e) => write!(f, "journal: {e}"),
             StartError::Engine(e) => write!(f, "IMAP engine: {e}"),
             StartError::Httpd(e) => write!(f, "HTTP server: {e}"),
             StartError::Thread(e) => write!(f, "thread: {e}"),
@@ -72,6 +75,8 @@ pub(crate) struct State {
     vapid_public_key: String,
     responder: OnceLock<Responder>,
     rng: ring::rand::SystemRandom,
+    journal: Journal,
+    reports: Receiver<Report>,
 }
 
 /// A running server.
@@ -101,6 +106,9 @@ impl App {
             Arc::new(sender),
             report_tx,
         );
+        let (journal, leftovers) =
+            Journal::open(&config.data_dir.join("journal.redb")).map_err(StartError::Journal)?;
+        restart_pushes(&delivery, &journal, &leftovers);
         let engine = Engine::start(engine_config(&config)).map_err(StartError::Engine)?;
         let limits = httpd::Limits {
             body_bytes_max: config.limits.body_bytes_max,
@@ -132,6 +140,8 @@ impl App {
             vapid_public_key,
             responder: OnceLock::new(),
             rng: ring::rand::SystemRandom::new(),
+            journal,
+            reports,
         });
         let handler_state = state.clone();
         let httpd = server
@@ -146,7 +156,7 @@ impl App {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("core".into())
-                .spawn(move || state.core_loop(&reports, &stop))
+                .spawn(move || state.core_loop(&stop))
                 .map_err(StartError::Thread)?
         };
         Ok(App {
@@ -187,7 +197,8 @@ impl App {
             let ids = registry.ids();
             ids.iter().filter_map(|id| registry.remove(id)).collect()
         };
-        for sub in &subscriptions {
+        // Those still waiting for their session never got a 201 and are not journalled.
+        for sub in subscriptions.iter().filter(|s| s.waiting.is_none()) {
             state.delivery.reconnect(&sub.push, "shutdown");
         }
         // httpd and the core thread, the other owners, have stopped.
@@ -195,7 +206,21 @@ impl App {
             return;
         };
         let _ = state.engine.shutdown();
-        let _ = state.delivery.shutdown(SHUTDOWN_PUSH_GRACE);
+        let State {
+            delivery,
+            journal,
+            reports,
+            ..
+        } = state;
+        let _ = delivery.shutdown(SHUTDOWN_PUSH_GRACE);
+        // Delivered reconnect pushes leave the journal; undelivered ones stay and get
+        // `server_restart` on the next start, so nobody is dropped silently.
+        for report in reports.try_iter() {
+            if let Some(id) = settled_reconnect(&report) {
+                journal.remove(id);
+            }
+        }
+        journal.flush();
     }
 }
 
@@ -342,6 +367,7 @@ impl State {
         // The same account and device again replaces the earlier subscription, without a
         // reconnect push: never two IMAP sessions for one key.
         if let Some(old) = registry.remove_by_key(&key) {
+            self.journal.remove(&old.id);
             self.engine.unwatch(old.session);
             self.delivery.forget(&old.id);
             if let Some((waiting, _)) = old.waiting {
@@ -416,6 +442,7 @@ impl State {
 
     fn delete(&self, id: &str) -> Result<Response, ApiError> {
         let sub = self.registry().remove(id).ok_or_else(not_found)?;
+        self.journal.remove(&sub.id);
         self.engine.unwatch(sub.session);
         self.delivery.forget(&sub.id);
         if let Some((waiting, _)) = sub.waiting {
@@ -427,8 +454,9 @@ impl State {
 
     // ---- the core thread ----
 
-    fn core_loop(&self, reports: &Receiver<Report>, stop: &AtomicBool) {
+    fn core_loop(&self, stop: &AtomicBool) {
         let events = self.engine.events().clone();
+        let reports = self.reports.clone();
         while !stop.load(Ordering::Relaxed) {
             select! {
                 recv(events) -> event => if let Ok(event) = event { self.on_event(event) },
@@ -454,18 +482,34 @@ impl State {
                 };
                 sub.idle = ready.idle;
                 sub.notify = ready.notify;
-                if let Some((waiting, _)) = sub.waiting.take() {
-                    let body = serde_json::json!({
-                        "id": sub.id,
-                        "state": sub.state.as_str(),
-                        "capabilities": {"idle": ready.idle, "notify": ready.notify},
-                        "mailboxes": sub.mailboxes,
-                    });
-                    let location = format!("/v1/subscriptions/{}", sub.id);
-                    let response =
-                        Response::json(201, body.to_string()).with_header("location", location);
-                    self.respond(waiting, response);
-                }
+                let Some((waiting, _)) = sub.waiting.take() else {
+                    return;
+                };
+                let body = serde_json::json!({
+                    "id": sub.id,
+                    "state": sub.state.as_str(),
+                    "capabilities": {"idle": ready.idle, "notify": ready.notify},
+                    "mailboxes": sub.mailboxes,
+                });
+                let location = format!("/v1/subscriptions/{}", sub.id);
+                let created =
+                    Response::json(201, body.to_string()).with_header("location", location);
+                let responder = self.responder.get().cloned();
+                // Answer only once the subscription is durable: a crash after a 201 must
+                // still reach this app with a restart push.
+                self.journal.insert(
+                    &record_of(sub),
+                    Box::new(move |durable| {
+                        let response = if durable {
+                            created
+                        } else {
+                            ApiError::new(500, "internal", "the journal write failed").to_response()
+                        };
+                        if let Some(responder) = responder {
+                            responder.respond(waiting, response);
+                        }
+                    }),
+                );
             }
             Event::Failed { id, reason } => {
                 let counter = match reason {
@@ -511,8 +555,12 @@ impl State {
     }
 
     fn on_report(&self, report: Report) {
+        if let Some(id) = settled_reconnect(&report) {
+            self.journal.remove(id);
+        }
         match report {
             Report::Gone { subscription } => {
+                self.journal.remove(&subscription);
                 let sub = self.registry().remove(&subscription);
                 if let Some(sub) = sub {
                     self.engine.unwatch(sub.session);
@@ -600,6 +648,48 @@ impl State {
         );
         out.push_str(&self.delivery.stats().prometheus());
         out
+    }
+}
+
+/// The subscription whose reconnect push has been settled (delivered or given up): it
+/// may leave the journal.
+fn settled_reconnect(report: &Report) -> Option<&str> {
+    match report {
+        Report::Delivered {
+            subscription,
+            kind: push::Kind::Reconnect,
+        }
+        | Report::Failed {
+            subscription,
+            kind: push::Kind::Reconnect,
+        } => Some(subscription),
+        _ => None,
+    }
+}
+
+fn record_of(sub: &Subscription) -> Record {
+    Record {
+        id: sub.id.clone(),
+        key_hash: sub.key.iter().map(|b| format!("{b:02x}")).collect(),
+        new_mail: TargetRecord::from_target(&sub.push.new_mail),
+        reconnect: TargetRecord::from_target(&sub.push.reconnect),
+        created_unix: sub.created_unix,
+    }
+}
+
+/// Every subscription the previous run left gets its reconnect push (`server_restart`);
+/// it leaves the journal once that push is settled.
+fn restart_pushes(delivery: &Delivery, journal: &Journal, leftovers: &[Record]) {
+    let now = unix_now();
+    for record in leftovers {
+        match (record.new_mail.to_target(), record.reconnect.to_target()) {
+            (Ok(new_mail), Ok(reconnect)) => {
+                let sub = PushSubscription::new(record.id.clone(), new_mail, reconnect, now);
+                delivery.reconnect(&sub, "server_restart");
+            }
+            // A record we cannot use can never be pushed: drop it rather than retry forever.
+            _ => journal.remove(&record.id),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod delivery;
 pub mod destination;
+pub mod journal;
 pub mod ratelimit;
 pub mod registry;
 

@@ -1,0 +1,334 @@
+//! The subscription journal: every live subscription, without any credential, in an
+//! embedded database (redb) in the data dir.
+//!
+//! Why: a crash, `kill -9`, power loss or upgrade must not drop a user silently. On start,
+//! every subscription left over from the previous run gets its reconnect push
+//! (`server_restart`) and then leaves the journal, so the app registers again.
+//!
+//! Why redb: pure Rust (no C toolchain in the build), one file, ACID transactions with an
+//! fsync per commit, and a key-value table is all we need.
+//!
+//! Writes go through one writer thread that commits in batches (group commit): a burst of
+//! registrations costs one fsync per batch, not one per registration. A registration is
+//! answered only after its record is durable.
+
+use std::path::Path;
+use std::thread::JoinHandle;
+
+use base64::Engine as _;
+use crossbeam_channel::{Receiver, Sender};
+use push::{Keys, Protocol, PushTarget};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// Most operations committed in one transaction.
+pub const BATCH_MAX: usize = 1024;
+
+const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("subscriptions");
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// One journalled subscription. Holds no credential.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    /// Hex SHA-256 of the dedup key (host, port, username, device_id).
+    pub key_hash: String,
+    pub new_mail: TargetRecord,
+    pub reconnect: TargetRecord,
+    pub created_unix: u64,
+}
+
+/// A push target as stored. The keys are the subscription's public key and auth secret,
+/// needed to encrypt the restart push.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetRecord {
+    pub endpoint: String,
+    pub p256dh: Option<String>,
+    pub auth: Option<String>,
+    pub simplepush: bool,
+}
+
+impl std::fmt::Debug for TargetRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetRecord")
+            .field("endpoint", &push::redacted_url(&self.endpoint))
+            .field("keys", &self.p256dh.is_some())
+            .finish()
+    }
+}
+
+impl TargetRecord {
+    pub fn from_target(target: &PushTarget) -> TargetRecord {
+        TargetRecord {
+            endpoint: target.endpoint().to_owned(),
+            p256dh: target.keys().map(|k| B64.encode(k.p256dh())),
+            auth: target.keys().map(|k| B64.encode(k.auth())),
+            simplepush: target.protocol() == Protocol::SimplePush,
+        }
+    }
+
+    pub fn to_target(&self) -> Result<PushTarget, JournalError> {
+        let keys = match (&self.p256dh, &self.auth) {
+            (Some(p), Some(a)) => Some(Keys::from_b64url(p, a).map_err(JournalError::corrupt)?),
+            _ => None,
+        };
+        let protocol = if self.simplepush {
+            Protocol::SimplePush
+        } else {
+            Protocol::WebPush
+        };
+        PushTarget::new(&self.endpoint, keys, protocol).map_err(JournalError::corrupt)
+    }
+}
+
+/// What went wrong with the journal.
+#[derive(Debug)]
+pub enum JournalError {
+    Open(String),
+    Read(String),
+    Corrupt(String),
+}
+
+impl JournalError {
+    fn corrupt(e: impl std::fmt::Display) -> JournalError {
+        JournalError::Corrupt(e.to_string())
+    }
+}
+
+impl std::fmt::Display for JournalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JournalError::Open(e) => write!(f, "cannot open the journal: {e}"),
+            JournalError::Read(e) => write!(f, "cannot read the journal: {e}"),
+            JournalError::Corrupt(e) => write!(f, "a journal record is corrupt: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for JournalError {}
+
+/// Runs once the operation it came with is durable (`true`) or failed to commit (`false`).
+pub type Then = Box<dyn FnOnce(bool) + Send>;
+
+enum Op {
+    Insert(String, Vec<u8>, Option<Then>),
+    Remove(String),
+    Flush(Sender<()>),
+}
+
+/// Counters of the writer.
+#[derive(Debug, Default)]
+pub struct JournalStats {
+    pub commits: std::sync::atomic::AtomicU64,
+    pub commit_failures: std::sync::atomic::AtomicU64,
+}
+
+pub struct Journal {
+    ops: Option<Sender<Op>>,
+    writer: Option<JoinHandle<()>>,
+    pub stats: std::sync::Arc<JournalStats>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal at `path` and returns what the previous run left.
+    pub fn open(path: &Path) -> Result<(Journal, Vec<Record>), JournalError> {
+        let db = Database::create(path).map_err(|e| JournalError::Open(e.to_string()))?;
+        restrict_permissions(path);
+        let leftovers = read_all(&db)?;
+        let (ops, rx) = crossbeam_channel::unbounded();
+        let stats = std::sync::Arc::new(JournalStats::default());
+        let writer = {
+            let stats = stats.clone();
+            std::thread::Builder::new()
+                .name("journal".into())
+                .spawn(move || write_loop(db, &rx, &stats))
+                .map_err(|e| JournalError::Open(e.to_string()))?
+        };
+        Ok((
+            Journal {
+                ops: Some(ops),
+                writer: Some(writer),
+                stats,
+            },
+            leftovers,
+        ))
+    }
+
+    /// Records a subscription; `then` runs once it is durable.
+    pub fn insert(&self, record: &Record, then: Then) {
+        let bytes = match serde_json::to_vec(record) {
+            Ok(bytes) => bytes,
+            Err(_) => return then(false),
+        };
+        self.send(Op::Insert(record.id.clone(), bytes, Some(then)));
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.send(Op::Remove(id.to_owned()));
+    }
+
+    /// Blocks until everything queued before is committed.
+    pub fn flush(&self) {
+        let (done, wait) = crossbeam_channel::bounded(1);
+        self.send(Op::Flush(done));
+        let _ = wait.recv();
+    }
+
+    fn send(&self, op: Op) {
+        if let Some(ops) = &self.ops {
+            let _ = ops.send(op);
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer commit what is queued and stop.
+        self.ops = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    // Push keys are in there: owner only.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+fn read_all(db: &Database) -> Result<Vec<Record>, JournalError> {
+    let read_error = |e: &dyn std::fmt::Display| JournalError::Read(e.to_string());
+    let txn = db.begin_read().map_err(|e| read_error(&e))?;
+    let table = match txn.open_table(TABLE) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(read_error(&e)),
+    };
+    let mut records = Vec::new();
+    for entry in table.iter().map_err(|e| read_error(&e))? {
+        let (_, value) = entry.map_err(|e| read_error(&e))?;
+        records.push(serde_json::from_slice(value.value()).map_err(JournalError::corrupt)?);
+    }
+    Ok(records)
+}
+
+fn write_loop(db: Database, rx: &Receiver<Op>, stats: &JournalStats) {
+    use std::sync::atomic::Ordering;
+    let mut batch = Vec::with_capacity(BATCH_MAX);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < BATCH_MAX {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let ok = commit(&db, &batch).is_ok();
+        let counter = if ok {
+            &stats.commits
+        } else {
+            &stats.commit_failures
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        for op in batch.drain(..) {
+            match op {
+                Op::Insert(_, _, Some(then)) => then(ok),
+                Op::Flush(done) => {
+                    let _ = done.send(());
+                }
+                Op::Insert(_, _, None) | Op::Remove(_) => {}
+            }
+        }
+    }
+}
+
+fn commit(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut table = txn.open_table(TABLE)?;
+        for op in batch {
+            match op {
+                Op::Insert(id, bytes, _) => {
+                    table.insert(id.as_str(), bytes.as_slice())?;
+                }
+                Op::Remove(id) => {
+                    table.remove(id.as_str())?;
+                }
+                Op::Flush(_) => {}
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> Record {
+        Record {
+            id: id.into(),
+            key_hash: "00".repeat(32),
+            new_mail: TargetRecord {
+                endpoint: "https://push.example/new".into(),
+                p256dh: None,
+                auth: None,
+                simplepush: false,
+            },
+            reconnect: TargetRecord {
+                endpoint: "https://push.example/re".into(),
+                p256dh: None,
+                auth: None,
+                simplepush: true,
+            },
+            created_unix: 1,
+        }
+    }
+
+    #[test]
+    fn records_survive_a_reopen_and_removals_stick() {
+        let dir = std::env::temp_dir().join(format!("journal-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal.redb");
+        let _ = std::fs::remove_file(&path);
+        {
+            let (journal, leftovers) = Journal::open(&path).unwrap();
+            assert!(leftovers.is_empty());
+            let (tx, rx) = crossbeam_channel::unbounded();
+            for i in 0..100 {
+                let tx = tx.clone();
+                journal.insert(
+                    &record(&format!("id{i}")),
+                    Box::new(move |ok| tx.send(ok).unwrap()),
+                );
+            }
+            for _ in 0..100 {
+                assert!(rx.recv().unwrap(), "durable");
+            }
+            journal.remove("id7");
+            journal.flush();
+            // Fewer commits than records: batching works.
+            let commits = journal
+                .stats
+                .commits
+                .load(std::sync::atomic::Ordering::Relaxed);
+            assert!(commits < 100, "{commits} commits");
+        }
+        let (_journal, leftovers) = Journal::open(&path).unwrap();
+        assert_eq!(leftovers.len(), 99);
+        assert!(!leftovers.iter().any(|r| r.id == "id7"));
+        assert_eq!(
+            leftovers[0].reconnect.to_target().unwrap().protocol(),
+            Protocol::SimplePush
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn debug_shows_no_endpoint_path() {
+        let text = format!("{:?}", record("x"));
+        assert!(!text.contains("/new") && !text.contains("/re\""), "{text}");
+    }
+}
