@@ -98,6 +98,8 @@ pub enum Waiting {
     Done,
     Noop,
     Logout,
+    /// The end of a response that had started arriving.
+    ResponseEnd,
 }
 
 impl EndReason {
@@ -188,6 +190,7 @@ impl fmt::Display for Waiting {
             Waiting::Done => "the answer to DONE",
             Waiting::Noop => "NOOP",
             Waiting::Logout => "LOGOUT",
+            Waiting::ResponseEnd => "the rest of a response",
         })
     }
 }

@@ -628,3 +628,46 @@ fn a_missing_mailbox_is_mailbox_rejected() {
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
+
+#[test]
+fn a_slow_drip_response_is_cut_off_at_its_deadline() {
+    let cfg = SessionConfig::default();
+    let mut d = Driver::new(spec(b"secret"), cfg, Split::Whole);
+    to_idle(&mut d);
+    let start = d.now;
+    // One byte of a response every 10 s: the response as a whole gets 60 s.
+    let drip = b"* OK still dripping";
+    for byte in drip.iter() {
+        d.now = d.now + Duration::from_secs(10);
+        if d.session.poll_timeout() <= d.now {
+            break;
+        }
+        d.s(&[*byte]);
+    }
+    d.run_to_next_deadline(Tick::NEVER);
+    assert_eq!(
+        d.now.since(start),
+        Duration::from_secs(10) + cfg.partial_response_timeout
+    );
+    assert_eq!(
+        d.take_events(),
+        vec![SessionEvent::Ended(EndReason::Timeout(
+            Waiting::ResponseEnd
+        ))]
+    );
+    // As the reactor does with every ended session.
+    d.session.release(&mut d.pool);
+    assert_eq!(d.pool.lent(), 0);
+}
+
+#[test]
+fn complete_responses_clear_the_partial_deadline() {
+    let cfg = SessionConfig::default();
+    let mut d = Driver::new(spec(b"secret"), cfg, Split::Whole);
+    to_idle(&mut d);
+    d.s(b"* OK Still");
+    assert!(d.session.poll_timeout() <= d.now + cfg.partial_response_timeout);
+    d.s(b" here\r\n");
+    // Back to the IDLE refresh as the only deadline.
+    assert!(d.session.poll_timeout() > d.now + cfg.partial_response_timeout);
+}

@@ -69,6 +69,9 @@ pub struct SessionConfig {
     pub login_timeout: Duration,
     /// How long a LOGOUT may take before the connection is simply closed.
     pub logout_timeout: Duration,
+    /// How long a response that has started arriving may take to complete. Bounds what a
+    /// slow-drip server can hold: a lent buffer, for this long at most.
+    pub partial_response_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -81,6 +84,7 @@ impl Default for SessionConfig {
             response_timeout: Duration::from_secs(30),
             login_timeout: Duration::from_secs(60),
             logout_timeout: Duration::from_secs(5),
+            partial_response_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -122,6 +126,7 @@ impl SessionConfig {
             self.response_timeout,
             self.login_timeout,
             self.logout_timeout,
+            self.partial_response_timeout,
         ];
         if all.iter().any(|d| d.is_zero()) {
             return Err(ConfigError::ZeroDuration);
@@ -466,6 +471,8 @@ impl Session {
                     let mut buf = pool.take();
                     buf.extend_from_slice(&input[used..]);
                     self.pending = Some(buf);
+                    self.timers
+                        .set(TimerKind::Partial, now + self.cfg.partial_response_timeout);
                 }
             }
             Some(mut buf) => {
@@ -474,7 +481,13 @@ impl Session {
                 buf.drain(..used);
                 if buf.is_empty() || self.phase == Phase::Ended {
                     pool.give(buf);
+                    self.timers.stop(TimerKind::Partial);
                 } else {
+                    if used > 0 {
+                        // A new response started: it gets its own deadline.
+                        self.timers
+                            .set(TimerKind::Partial, now + self.cfg.partial_response_timeout);
+                    }
                     self.pending = Some(buf);
                 }
             }
@@ -504,6 +517,7 @@ impl Session {
                 TimerKind::Poll if self.phase == Phase::PollWait => {
                     self.send(now, CommandKind::Noop, Phase::Noop);
                 }
+                TimerKind::Partial => self.end(EndReason::Timeout(Waiting::ResponseEnd)),
                 TimerKind::IdleRefresh | TimerKind::Poll => {}
             }
         }

@@ -13,26 +13,29 @@ pub enum TimerKind {
     IdleRefresh = 2,
     /// Time to send NOOP to a server without IDLE.
     Poll = 3,
+    /// A partial response must be completed (a slow-drip server cannot hold a buffer).
+    Partial = 4,
 }
 
 impl TimerKind {
-    pub const ALL: [TimerKind; 4] = [
+    pub const ALL: [TimerKind; 5] = [
         TimerKind::Connect,
         TimerKind::Response,
         TimerKind::IdleRefresh,
         TimerKind::Poll,
+        TimerKind::Partial,
     ];
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timers {
-    at: [Tick; 4],
+    at: [Tick; 5],
 }
 
 impl Default for Timers {
     fn default() -> Self {
         Timers {
-            at: [Tick::NEVER; 4],
+            at: [Tick::NEVER; 5],
         }
     }
 }
@@ -47,7 +50,7 @@ impl Timers {
     }
 
     pub fn stop_all(&mut self) {
-        self.at = [Tick::NEVER; 4];
+        self.at = [Tick::NEVER; 5];
     }
 
     pub fn get(&self, kind: TimerKind) -> Tick {
