@@ -125,6 +125,60 @@ pub enum Unsendable {
     PublicKeyRejected,
     /// The HTTP client refused the request (URL or header syntax).
     InvalidRequest,
+    /// The endpoint's host resolves only to addresses the address filter refuses
+    /// (loopback, private, ...): an SSRF attempt or a misconfiguration, never retried.
+    ForbiddenDestination,
+}
+
+/// Decides whether the sender may connect to an address. See [`Sender::with_address_filter`].
+pub type AddressFilter = std::sync::Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
+
+/// Resolves like ureq's default resolver, then keeps only the addresses the filter allows.
+/// ureq connects only to what the resolver returned, so a DNS answer that changes between
+/// a check and the connect cannot slip past: there is only one answer, and it is checked.
+struct FilteringResolver {
+    inner: ureq::unversioned::resolver::DefaultResolver,
+    filter: AddressFilter,
+}
+
+impl fmt::Debug for FilteringResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FilteringResolver")
+    }
+}
+
+/// The error a refused destination is reported with, recognised by `classify_error`.
+#[derive(Debug)]
+struct Forbidden;
+
+impl fmt::Display for Forbidden {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("destination address not allowed")
+    }
+}
+
+impl std::error::Error for Forbidden {}
+
+impl ureq::unversioned::resolver::Resolver for FilteringResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let all = self.inner.resolve(uri, config, timeout)?;
+        let mut allowed = self.empty();
+        for addr in all.iter().filter(|a| (self.filter)(a.ip())) {
+            allowed.push(*addr);
+        }
+        if allowed.is_empty() {
+            return Err(ureq::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                Forbidden,
+            )));
+        }
+        Ok(allowed)
+    }
 }
 
 /// Sender settings. Defaults suit a proxy talking to a handful of large push
@@ -202,24 +256,21 @@ enum Method {
 
 impl Sender {
     pub fn new(config: SenderConfig) -> Self {
-        let timeout = Duration::from_millis(config.timeout_ms);
-        let mut builder = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(timeout))
-            .max_idle_connections(config.idle_connections_max)
-            .max_idle_connections_per_host(config.idle_connections_per_host_max)
-            .max_idle_age(Duration::from_secs(config.idle_age_s))
-            .user_agent(concat!("imap-push/", env!("CARGO_PKG_VERSION")));
-        if !config.use_env_proxy {
-            builder = builder.proxy(None);
-        }
         Self {
-            agent: builder.build().into(),
+            agent: build_agent(&config, None),
             config,
             vapid: None,
             rng: SystemRandom::new(),
         }
+    }
+
+    /// Refuses to connect to any address `filter` rejects: the endpoint's host is resolved
+    /// once, the refused addresses are dropped, and a host left with none gives
+    /// `Outcome::Unsendable(Unsendable::ForbiddenDestination)`. With an HTTP proxy from the
+    /// environment (`use_env_proxy`) the proxy is what gets resolved.
+    pub fn with_address_filter(mut self, filter: AddressFilter) -> Self {
+        self.agent = build_agent(&self.config, Some(filter));
+        self
     }
 
     /// Adds `Authorization: vapid …` to Web Push requests. `subject` SHOULD
@@ -374,8 +425,41 @@ pub fn classify(status: u16, retry_after: Option<&str>, now_unix: u64) -> Outcom
     }
 }
 
+fn build_agent(config: &SenderConfig, filter: Option<AddressFilter>) -> ureq::Agent {
+    let timeout = Duration::from_millis(config.timeout_ms);
+    let mut builder = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(timeout))
+        .max_idle_connections(config.idle_connections_max)
+        .max_idle_connections_per_host(config.idle_connections_per_host_max)
+        .max_idle_age(Duration::from_secs(config.idle_age_s))
+        .user_agent(concat!("imap-push/", env!("CARGO_PKG_VERSION")));
+    if !config.use_env_proxy {
+        builder = builder.proxy(None);
+    }
+    let agent_config = builder.build();
+    match filter {
+        None => agent_config.into(),
+        Some(filter) => ureq::Agent::with_parts(
+            agent_config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            FilteringResolver {
+                inner: ureq::unversioned::resolver::DefaultResolver::default(),
+                filter,
+            },
+        ),
+    }
+}
+
 fn classify_error(error: &ureq::Error) -> Outcome {
     match error {
+        ureq::Error::Io(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+                && e.get_ref().is_some_and(|inner| inner.is::<Forbidden>()) =>
+        {
+            Outcome::Unsendable(Unsendable::ForbiddenDestination)
+        }
         ureq::Error::BadUri(_)
         | ureq::Error::Http(_)
         | ureq::Error::RequireHttpsOnly(_)

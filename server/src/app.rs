@@ -94,8 +94,12 @@ impl App {
         let vapid = push::VapidKey::load_or_generate(&config.data_dir.join("vapid.pk8"))
             .map_err(StartError::Vapid)?;
         let vapid_public_key = vapid.public_key_b64url().to_owned();
-        let sender = push::Sender::new(push::SenderConfig::default())
+        let mut sender = push::Sender::new(push::SenderConfig::default())
             .with_vapid(vapid, config.vapid_subject.clone());
+        if !config.allow_private_destinations {
+            // Push endpoints are resolved once and only public addresses are connected to.
+            sender = sender.with_address_filter(Arc::new(is_public));
+        }
         let (report_tx, reports) = crossbeam_channel::unbounded();
         let delivery = Delivery::start(
             DeliveryConfig {

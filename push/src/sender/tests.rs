@@ -332,3 +332,41 @@ fn off_curve_key_is_unsendable_without_io() {
         Outcome::Retry { status: None }
     );
 }
+
+#[test]
+fn refused_addresses_are_never_connected_to() {
+    let server = TestServer::start();
+    let loopback_refused: AddressFilter = std::sync::Arc::new(|ip| !ip.is_loopback());
+    let sender = sender().with_address_filter(loopback_refused);
+    let port = server
+        .url("/")
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    // By address, and by a name that resolves to it: both are checked after resolution.
+    for url in [server.url("/201"), format!("http://localhost:{port}/201")] {
+        let target = PushTarget::web_push_unencrypted(&url).unwrap();
+        assert_eq!(
+            sender.send(&target, &new_mail(b"{}", None), NOW),
+            Outcome::Unsendable(Unsendable::ForbiddenDestination),
+            "{url}"
+        );
+    }
+    assert!(
+        server.take().is_empty(),
+        "no request reached the refused address"
+    );
+    // The same sender still reaches allowed addresses.
+    let open = sender_allowing_all();
+    let target = PushTarget::web_push_unencrypted(&server.url("/201")).unwrap();
+    assert_eq!(
+        open.send(&target, &new_mail(b"{}", None), NOW),
+        Outcome::Delivered
+    );
+}
+
+fn sender_allowing_all() -> Sender {
+    sender().with_address_filter(std::sync::Arc::new(|_| true))
+}
