@@ -837,3 +837,40 @@ impl<'s, 'o> Base64Stream<'s, 'o> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_forms() {
+        assert_eq!(form(b"alice", true), Some(Form::Atom));
+        assert_eq!(form(b"alice", false), Some(Form::Quoted));
+        assert_eq!(form(b"", true), Some(Form::Quoted));
+        for quoted in [
+            &b"a b"[..],
+            b"a\"b",
+            b"a\\b",
+            b"a]b",
+            b"a{5}",
+            b"a%b",
+            b"a*b",
+            b"(x)",
+        ] {
+            assert_eq!(form(quoted, true), Some(Form::Quoted), "{quoted:?}");
+        }
+        for literal in [&b"a\rb"[..], b"a\nb", b"\x7f", b"\x01", b"\xc3\xbc", b"\t"] {
+            assert_eq!(form(literal, true), Some(Form::Literal), "{literal:?}");
+        }
+        assert_eq!(form(&[b'a'; QUOTED_MAX], true), Some(Form::Atom));
+        assert_eq!(form(&[b' '; QUOTED_MAX], true), Some(Form::Quoted));
+        assert_eq!(form(&[b'a'; QUOTED_MAX + 1], true), Some(Form::Literal));
+        assert_eq!(form(b"a\0b", true), None);
+    }
+
+    #[test]
+    fn digits() {
+        assert_eq!(Digits::new(0).as_bytes(), b"0");
+        assert_eq!(Digits::new(u64::MAX).as_bytes(), b"18446744073709551615");
+    }
+}

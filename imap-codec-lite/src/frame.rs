@@ -440,6 +440,30 @@ mod tests {
         assert_eq!(f.advance(msg), Ok(Frame::Complete { len: msg.len() }));
     }
 
+    /// The byte-by-byte `Tail` used while skipping agrees with the
+    /// look-back `literal_announcement` used while framing, on every line
+    /// over a small alphabet.
+    #[test]
+    fn tail_agrees_with_announcement() {
+        const ALPHABET: &[u8] = b"{}+09\rx";
+        for len in 0..=7u32 {
+            for mut code in 0..(ALPHABET.len() as u32).pow(len) {
+                let mut line = Vec::new();
+                for _ in 0..len {
+                    line.push(ALPHABET[(code % ALPHABET.len() as u32) as usize]);
+                    code /= ALPHABET.len() as u32;
+                }
+                let tail = line.iter().fold(Tail::Other, |t, &b| t.step(b));
+                line.push(b'\n');
+                let by_tail = match tail {
+                    Tail::Cr(n) => Some(n),
+                    _ => None,
+                };
+                assert_eq!(by_tail, literal_announcement(&line), "{line:?}");
+            }
+        }
+    }
+
     #[test]
     fn shrunk_buffer_does_not_panic() {
         let mut f = Framer::new();
