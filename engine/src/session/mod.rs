@@ -1041,10 +1041,11 @@ impl Session {
     }
 
     fn literal_mode(&self) -> LiteralMode {
-        // LITERAL- allows non-synchronizing literals up to 4096 bytes, which every
-        // credential we accept fits (spec::CREDENTIAL_LEN_MAX).
-        if self.caps.has(Caps::LITERAL_PLUS) || self.caps.has(Caps::LITERAL_MINUS) {
+        if self.caps.has(Caps::LITERAL_PLUS) {
             LiteralMode::NonSync
+        } else if self.caps.has(Caps::LITERAL_MINUS) {
+            // RFC 7888: non-synchronizing up to 4096 bytes, synchronizing above.
+            LiteralMode::LiteralMinus
         } else {
             LiteralMode::Sync
         }
