@@ -21,11 +21,10 @@ use crate::config::Config;
 use crate::delivery::{Delivery, DeliveryConfig, PushSubscription, Report};
 use crate::destination::is_public;
 use crate::journal::{Journal, JournalError, Record, TargetRecord};
+use crate::pacer::Pacer;
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Registry, State as SubState, Subscription};
 
-/// How long shutdown waits for queued pushes.
-pub const SHUTDOWN_PUSH_GRACE: Duration = Duration::from_secs(10);
 /// How often the core thread checks registration deadlines.
 const CORE_TICK: Duration = Duration::from_millis(50);
 
@@ -62,6 +61,7 @@ struct Counters {
     logins_auth_failed: AtomicU64,
     logins_failed: AtomicU64,
     registrations_rejected: AtomicU64,
+    logins_paced: AtomicU64,
     sessions_lost: AtomicU64,
 }
 
@@ -71,6 +71,9 @@ pub(crate) struct State {
     delivery: Delivery,
     registry: Mutex<Registry>,
     limiter: Mutex<RateLimiter>,
+    pacer: Mutex<Pacer>,
+    /// Logins waiting for their turn, with the spec (and secret) they will use.
+    paced: Mutex<Vec<PacedLogin>>,
     counters: Counters,
     vapid_public_key: String,
     responder: OnceLock<Responder>,
@@ -136,6 +139,11 @@ impl App {
             limiter: Mutex::new(RateLimiter::new(
                 config.limits.registrations_per_minute_per_ip,
             )),
+            pacer: Mutex::new(Pacer::new(
+                config.limits.logins_per_second_per_host,
+                Duration::from_secs(config.limits.login_queue_secs),
+            )),
+            paced: Mutex::new(Vec::new()),
             config,
             engine,
             delivery,
@@ -210,13 +218,14 @@ impl App {
             return;
         };
         let _ = state.engine.shutdown();
+        let grace = Duration::from_secs(state.config.shutdown_grace_secs);
         let State {
             delivery,
             journal,
             reports,
             ..
         } = state;
-        let _ = delivery.shutdown(SHUTDOWN_PUSH_GRACE);
+        let _ = delivery.shutdown(grace);
         // Delivered reconnect pushes leave the journal; undelivered ones stay and get
         // `server_restart` on the next start, so nobody is dropped silently.
         for report in reports.try_iter() {
@@ -372,7 +381,7 @@ impl State {
         // reconnect push: never two IMAP sessions for one key.
         if let Some(old) = registry.remove_by_key(&key) {
             self.journal.remove(&old.id);
-            self.engine.unwatch(old.session);
+            self.unwatch(&old);
             self.delivery.forget(&old.id);
             if let Some((waiting, _)) = old.waiting {
                 let e = ApiError::new(409, "replaced", "replaced by a newer registration");
@@ -388,12 +397,20 @@ impl State {
                 "too many registrations in progress",
             ));
         }
-        let session = self.engine.watch(spec).map_err(|e| match e {
-            WatchError::AtCapacity => ApiError::new(503, "at_capacity", "this server is full"),
-            WatchError::ShuttingDown => ApiError::new(503, "shutting_down", "shutting down"),
-            WatchError::Spec(e) => ApiError::bad_request("imap", e.to_string()),
-        })?;
-        let deadline = Instant::now() + Duration::from_secs(self.config.register_timeout_secs);
+        let wait = self.pace(&spec.host)?;
+        let session = if wait.is_zero() {
+            Some(self.engine.watch(spec).map_err(watch_error)?)
+        } else {
+            self.counters.logins_paced.fetch_add(1, Ordering::Relaxed);
+            self.paced().push(PacedLogin {
+                due: Instant::now() + wait,
+                subscription: id.clone(),
+                spec,
+            });
+            None
+        };
+        let deadline =
+            Instant::now() + wait + Duration::from_secs(self.config.register_timeout_secs);
         registry.insert(Subscription {
             id,
             session,
@@ -411,6 +428,57 @@ impl State {
             waiting: Some((request.id, deadline)),
         });
         Ok(())
+    }
+
+    /// Takes a login turn for `host`, or says when to come back.
+    fn pace(&self, host: &str) -> Result<Duration, ApiError> {
+        let mut pacer = self.pacer.lock().unwrap_or_else(|e| e.into_inner());
+        pacer.reserve(host, Instant::now()).map_err(|retry| {
+            ApiError::rate_limited(
+                retry.as_secs() + 1,
+                "too many logins to this IMAP host right now",
+            )
+        })
+    }
+
+    fn paced(&self) -> MutexGuard<'_, Vec<PacedLogin>> {
+        self.paced.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the paced logins whose turn has come, unless deleted or replaced meanwhile.
+    fn start_paced_logins(&self, now: Instant) {
+        let due: Vec<PacedLogin> = {
+            let mut paced = self.paced();
+            let (due, later) = std::mem::take(&mut *paced)
+                .into_iter()
+                .partition(|p| p.due <= now);
+            *paced = later;
+            due
+        };
+        for login in due {
+            let mut registry = self.registry();
+            let waiting = registry
+                .by_id_mut(&login.subscription)
+                .is_some_and(|sub| sub.session.is_none());
+            if !waiting {
+                continue; // `login.spec` and its secret are dropped (zeroized) here.
+            }
+            match self.engine.watch(login.spec) {
+                Ok(session) => registry.set_session(&login.subscription, session),
+                Err(e) => {
+                    let sub = registry.remove(&login.subscription);
+                    if let Some((waiting, _)) = sub.and_then(|s| s.waiting) {
+                        self.respond(waiting, watch_error(e).to_response());
+                    }
+                }
+            }
+        }
+    }
+
+    fn unwatch(&self, sub: &Subscription) {
+        if let Some(session) = sub.session {
+            self.engine.unwatch(session);
+        }
     }
 
     fn check_rate(&self, ip: IpAddr) -> Result<(), ApiError> {
@@ -447,7 +515,7 @@ impl State {
     fn delete(&self, id: &str) -> Result<Response, ApiError> {
         let sub = self.registry().remove(id).ok_or_else(not_found)?;
         self.journal.remove(&sub.id);
-        self.engine.unwatch(sub.session);
+        self.unwatch(&sub);
         self.delivery.forget(&sub.id);
         if let Some((waiting, _)) = sub.waiting {
             let e = ApiError::new(409, "deleted", "deleted before it was ready");
@@ -467,6 +535,7 @@ impl State {
                 recv(reports) -> report => if let Ok(report) = report { self.on_report(report) },
                 default(CORE_TICK) => {}
             }
+            self.start_paced_logins(Instant::now());
             self.expire_registrations(Instant::now());
         }
     }
@@ -567,7 +636,7 @@ impl State {
                 self.journal.remove(&subscription);
                 let sub = self.registry().remove(&subscription);
                 if let Some(sub) = sub {
-                    self.engine.unwatch(sub.session);
+                    self.unwatch(&sub);
                 }
             }
             Report::Delivered { subscription, .. } => {
@@ -587,7 +656,7 @@ impl State {
         let mut registry = self.registry();
         for id in registry.overdue(now) {
             if let Some(sub) = registry.remove(&id) {
-                self.engine.unwatch(sub.session);
+                self.unwatch(&sub);
                 if let Some((waiting, _)) = sub.waiting {
                     let e = ApiError::new(
                         504,
@@ -631,6 +700,12 @@ impl State {
             out,
             "imap_push_registrations_rejected_total {}",
             load(&c.registrations_rejected)
+        );
+        let _ = writeln!(out, "# TYPE imap_push_logins_paced_total counter");
+        let _ = writeln!(
+            out,
+            "imap_push_logins_paced_total {}",
+            load(&c.logins_paced)
         );
         let _ = writeln!(out, "# TYPE imap_push_sessions_lost_total counter");
         let _ = writeln!(
@@ -694,6 +769,21 @@ fn restart_pushes(delivery: &Delivery, journal: &Journal, leftovers: &[Record]) 
             // A record we cannot use can never be pushed: drop it rather than retry forever.
             _ => journal.remove(&record.id),
         }
+    }
+}
+
+/// A login waiting for its turn at its IMAP host.
+struct PacedLogin {
+    due: Instant,
+    subscription: String,
+    spec: WatchSpec,
+}
+
+fn watch_error(e: WatchError) -> ApiError {
+    match e {
+        WatchError::AtCapacity => ApiError::new(503, "at_capacity", "this server is full"),
+        WatchError::ShuttingDown => ApiError::new(503, "shutting_down", "shutting down"),
+        WatchError::Spec(e) => ApiError::bad_request("imap", e.to_string()),
     }
 }
 

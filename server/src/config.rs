@@ -42,6 +42,8 @@ pub struct Config {
     pub coalesce_window_ms: u64,
     /// A registration answers within this time (504 imap_timeout past it).
     pub register_timeout_secs: u64,
+    /// On shutdown, how long queued pushes (the `shutdown` reconnects first) may take.
+    pub shutdown_grace_secs: u64,
     /// If set, every API request but /healthz needs `Authorization: Bearer <token>`.
     pub api_token: Option<String>,
     pub tls: Option<TlsConfig>,
@@ -70,6 +72,10 @@ pub struct LimitsConfig {
     pub registrations_per_minute_per_ip: u32,
     /// Registrations waiting for their session at once: 429 past it.
     pub pending_registrations_max: usize,
+    /// Logins started per IMAP host per second (bursts of as many are allowed).
+    pub logins_per_second_per_host: u32,
+    /// How long a registration may wait for its login turn: 429 with Retry-After past it.
+    pub login_queue_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -81,6 +87,8 @@ impl Default for LimitsConfig {
             sessions_max: 1_000_000,
             registrations_per_minute_per_ip: 120,
             pending_registrations_max: 10_000,
+            logins_per_second_per_host: 20,
+            login_queue_secs: 10,
         }
     }
 }
@@ -101,6 +109,7 @@ impl Default for Config {
             vapid_subject: "mailto:postmaster@localhost".into(),
             coalesce_window_ms: 1000,
             register_timeout_secs: REGISTER_TIMEOUT_SECS_DEFAULT,
+            shutdown_grace_secs: 10,
             api_token: None,
             tls: None,
             limits: LimitsConfig::default(),
@@ -172,6 +181,9 @@ impl Config {
         }
         if self.register_timeout_secs == 0 {
             return invalid("register_timeout_secs", "must be at least 1");
+        }
+        if self.limits.logins_per_second_per_host == 0 {
+            return invalid("limits.logins_per_second_per_host", "must be at least 1");
         }
         if self.limits.sessions_max == 0 {
             return invalid("limits.sessions_max", "must be at least 1");

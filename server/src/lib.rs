@@ -9,6 +9,7 @@ pub mod config;
 pub mod delivery;
 pub mod destination;
 pub mod journal;
+pub mod pacer;
 pub mod ratelimit;
 pub mod registry;
 

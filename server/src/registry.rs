@@ -32,7 +32,8 @@ impl State {
 #[derive(Debug)]
 pub struct Subscription {
     pub id: String,
-    pub session: SessionId,
+    /// The engine session; `None` while the login waits for its turn (login pacing).
+    pub session: Option<SessionId>,
     pub key: [u8; 32],
     pub push: Arc<PushSubscription>,
     pub mailboxes: Vec<String>,
@@ -74,7 +75,9 @@ impl Registry {
     }
 
     pub fn insert(&mut self, sub: Subscription) {
-        self.by_session.insert(sub.session, sub.id.clone());
+        if let Some(session) = sub.session {
+            self.by_session.insert(session, sub.id.clone());
+        }
         self.by_key.insert(sub.key, sub.id.clone());
         self.by_id.insert(sub.id.clone(), sub);
     }
@@ -94,11 +97,21 @@ impl Registry {
 
     pub fn remove(&mut self, id: &str) -> Option<Subscription> {
         let sub = self.by_id.remove(id)?;
-        self.by_session.remove(&sub.session);
+        if let Some(session) = sub.session {
+            self.by_session.remove(&session);
+        }
         if self.by_key.get(&sub.key).is_some_and(|k| k == id) {
             self.by_key.remove(&sub.key);
         }
         Some(sub)
+    }
+
+    /// The paced login of `id` has started as `session`.
+    pub fn set_session(&mut self, id: &str, session: SessionId) {
+        if let Some(sub) = self.by_id.get_mut(id) {
+            sub.session = Some(session);
+            self.by_session.insert(session, id.to_owned());
+        }
     }
 
     pub fn remove_by_session(&mut self, session: SessionId) -> Option<Subscription> {

@@ -50,6 +50,7 @@ fn config(dir: &TempDir, dovecot: Option<&Dovecot>) -> Config {
         allow_private_destinations: true,
         allow_http_endpoints: true,
         imap_extra_ca_file: ca,
+        shutdown_grace_secs: 1,
         ..Config::default()
     }
 }
@@ -502,4 +503,55 @@ fn serve_runs_on_embedded_defaults() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn logins_to_one_host_are_paced_and_the_overflow_told_when_to_return() {
+    let dovecot = Dovecot::start(DovecotConfig::default()).unwrap();
+    let dir = TempDir::new();
+    let mut cfg = config(&dir, Some(&dovecot));
+    cfg.limits.logins_per_second_per_host = 4;
+    cfg.limits.login_queue_secs = 1;
+    let app = App::start(cfg).unwrap();
+    let addr = app.local_addr();
+    let started = Instant::now();
+    let replies: Vec<(u16, Option<String>, Duration)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|n| {
+                let body = serde_json::json!({
+                    "imap": {"host": "127.0.0.1", "port": dovecot.imaps_port(),
+                             "username": "alice", "password": "secret-alice"},
+                    "device_id": format!("d{n}"),
+                    "new_mail": {"endpoint": "http://127.0.0.1:9/new"},
+                    "reconnect": {"endpoint": "http://127.0.0.1:9/re"},
+                })
+                .to_string();
+                scope.spawn(move || {
+                    let r = http(addr, "POST", "/v1/subscriptions", &body, "");
+                    let retry = r.header("retry-after").map(str::to_owned);
+                    (r.status, retry, started.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let created: Vec<_> = replies.iter().filter(|r| r.0 == 201).collect();
+    let refused: Vec<_> = replies.iter().filter(|r| r.0 == 429).collect();
+    // A burst of 4, then 4 more spaced 250 ms apart within the 1 s queue.
+    assert_eq!((created.len(), refused.len()), (8, 4), "{replies:?}");
+    assert!(
+        refused.iter().all(|r| r.1.is_some()),
+        "429s carry Retry-After"
+    );
+    let last = created.iter().map(|r| r.2).max().unwrap();
+    assert!(
+        last >= Duration::from_millis(900),
+        "logins were spread: {last:?}"
+    );
+    let metrics = http(addr, "GET", "/metrics", "", "").body;
+    assert!(
+        metrics.contains("imap_push_logins_paced_total 4"),
+        "{metrics}"
+    );
+    app.shutdown();
 }
