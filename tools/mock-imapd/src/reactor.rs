@@ -1,0 +1,1133 @@
+//! The reactor: one mio poll per worker thread, edge-triggered, reading
+//! until `WouldBlock`. It alone owns sockets, TLS, the clock and threads;
+//! the IMAP conversation is [`crate::session::Session`].
+//!
+//! Each worker has its own listening sockets (SO_REUSEPORT on the same
+//! addresses, so the kernel spreads connections), its own slab of sessions
+//! and its own control inbox (a channel plus a mio `Waker`).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io::{self, Read as _, Write as _};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use rustls::{ServerConfig, ServerConnection};
+use slab::Slab;
+
+use crate::command::{Frame, Framer};
+use crate::session::{Effects, Policy, Session, State};
+
+/// Token of the worker's waker. Session tokens carry a generation >= 1 in
+/// their high 32 bits, listener tokens are small numbers, so none collide.
+const WAKER: Token = Token(u32::MAX as usize);
+const _: () = assert!(
+    usize::BITS == 64,
+    "tokens pack slot and generation in 64 bits"
+);
+
+/// Read scratch, lent to whichever session is being read.
+const SCRATCH_LEN: usize = 64 * 1024;
+/// Lent buffers kept for reuse; more are freed.
+const POOL_MAX: usize = 1024;
+/// A returned buffer larger than this is freed rather than kept.
+const POOL_BUF_MAX: usize = 32 * 1024;
+/// Timestamps kept between two `timestamps` dumps (16 bytes each).
+const TIMESTAMPS_MAX: usize = 8 * 1024 * 1024;
+
+/// What every worker shares.
+pub(crate) struct Shared {
+    pub policy: Policy,
+    pub initial_messages: u32,
+    pub max_sessions: usize,
+    pub greeting_delay: Duration,
+    /// Server config for implicit TLS and STARTTLS, if any.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// Next session index, in accept order across workers.
+    pub next_index: AtomicU64,
+    /// Sessions open across workers.
+    pub live: AtomicUsize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ListenerKind {
+    Plain,
+    Tls,
+}
+
+/// Which sessions a control order is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    All,
+    /// An index in accept order if `index` matches one, else every session
+    /// logged in under the name whose hash is `user`.
+    Named {
+        index: Option<u64>,
+        user: u64,
+    },
+    /// This many distinct random sessions with a mailbox selected.
+    Random(usize),
+}
+
+/// A control order for one worker.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Order {
+    Count,
+    Exists(Target),
+    Bye(Target),
+    StillHere(Target),
+    Stall(Target, bool),
+    Garbage(Target, usize),
+    HugeLine(Target, usize),
+    Close(Target),
+    Timestamps,
+    Stats,
+    Shutdown,
+}
+
+/// A worker's answer to one [`Order`].
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Count { sessions: usize, selected: usize },
+    Affected(usize),
+    Timestamps(Vec<(u64, u64)>),
+    Stats(Stats),
+}
+
+pub(crate) struct Request {
+    pub order: Order,
+    pub reply: Sender<Answer>,
+}
+
+/// Counters of one worker (summed by the control channel).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Stats {
+    pub sessions: u64,
+    pub idling: u64,
+    pub selected: u64,
+    pub tls_sessions: u64,
+    pub stalled: u64,
+    pub accepted: u64,
+    pub refused: u64,
+    pub accept_errors: u64,
+    pub handshakes: u64,
+    pub commands: u64,
+    pub exists_sent: u64,
+    pub still_here_sent: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub closed_peer: u64,
+    pub closed_logout: u64,
+    pub closed_control: u64,
+    pub closed_error: u64,
+    pub tls_errors: u64,
+    pub stale_events: u64,
+    pub buffers_lent: u64,
+    pub timestamps_pending: u64,
+    pub timestamps_dropped: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        let pairs: [(&mut u64, u64); 23] = [
+            (&mut self.sessions, o.sessions),
+            (&mut self.idling, o.idling),
+            (&mut self.selected, o.selected),
+            (&mut self.tls_sessions, o.tls_sessions),
+            (&mut self.stalled, o.stalled),
+            (&mut self.accepted, o.accepted),
+            (&mut self.refused, o.refused),
+            (&mut self.accept_errors, o.accept_errors),
+            (&mut self.handshakes, o.handshakes),
+            (&mut self.commands, o.commands),
+            (&mut self.exists_sent, o.exists_sent),
+            (&mut self.still_here_sent, o.still_here_sent),
+            (&mut self.bytes_in, o.bytes_in),
+            (&mut self.bytes_out, o.bytes_out),
+            (&mut self.closed_peer, o.closed_peer),
+            (&mut self.closed_logout, o.closed_logout),
+            (&mut self.closed_control, o.closed_control),
+            (&mut self.closed_error, o.closed_error),
+            (&mut self.tls_errors, o.tls_errors),
+            (&mut self.stale_events, o.stale_events),
+            (&mut self.buffers_lent, o.buffers_lent),
+            (&mut self.timestamps_pending, o.timestamps_pending),
+            (&mut self.timestamps_dropped, o.timestamps_dropped),
+        ];
+        for (a, b) in pairs {
+            *a += b;
+        }
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sessions={} idling={} selected={} tls={} stalled={} accepted={} refused={} \
+             accept_errors={} handshakes={} commands={} exists_sent={} still_here_sent={} \
+             bytes_in={} bytes_out={} closed_peer={} closed_logout={} closed_control={} \
+             closed_error={} tls_errors={} stale_events={} buffers_lent={} \
+             timestamps_pending={} timestamps_dropped={}",
+            self.sessions,
+            self.idling,
+            self.selected,
+            self.tls_sessions,
+            self.stalled,
+            self.accepted,
+            self.refused,
+            self.accept_errors,
+            self.handshakes,
+            self.commands,
+            self.exists_sent,
+            self.still_here_sent,
+            self.bytes_in,
+            self.bytes_out,
+            self.closed_peer,
+            self.closed_logout,
+            self.closed_control,
+            self.closed_error,
+            self.tls_errors,
+            self.stale_events,
+            self.buffers_lent,
+            self.timestamps_pending,
+            self.timestamps_dropped
+        )
+    }
+}
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// The client closed the connection (FIN, or TLS close_notify).
+    PeerClosed,
+    /// The client sent LOGOUT.
+    Logout,
+    /// The control channel sent BYE.
+    Bye,
+    /// The control channel asked for a reset (SO_LINGER 0).
+    Reset,
+    /// The client sent a command over [`crate::command::MAX_COMMAND_LEN`].
+    TooLong,
+    /// rustls refused the peer's records.
+    Tls,
+    /// The socket failed.
+    Io(io::ErrorKind),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::PeerClosed => f.write_str("closed by peer"),
+            End::Logout => f.write_str("LOGOUT"),
+            End::Bye => f.write_str("BYE from control"),
+            End::Reset => f.write_str("reset from control"),
+            End::TooLong => f.write_str("command too long"),
+            End::Tls => f.write_str("TLS error"),
+            End::Io(kind) => write!(f, "socket error: {kind}"),
+        }
+    }
+}
+
+/// A partial command: a lent buffer and where framing stopped.
+struct Pending {
+    buf: Vec<u8>,
+    framer: Framer,
+}
+
+/// One connection. Fixed-size; heap only while TLS runs, a command is
+/// partial (`pending`) or output is unsent (`tail`).
+struct Slot {
+    stream: TcpStream,
+    tls: Option<Box<ServerConnection>>,
+    pending: Option<Box<Pending>>,
+    /// Unsent plaintext output (plain sessions; rustls keeps its own).
+    tail: Option<Vec<u8>>,
+    index: u64,
+    session: Session,
+    gen: u32,
+    /// EXISTS lines written to the socket layer but not yet flushed.
+    unflushed_exists: u16,
+    greeted: bool,
+    stalled: bool,
+    /// Readable while held: read when let go (edge-triggered).
+    read_ready: bool,
+    /// Close once output is flushed.
+    closing: Option<End>,
+}
+
+// Budget: 128 bytes, so 19,000 idle plain sessions cost under 3 MiB of slab.
+const _: () = assert!(std::mem::size_of::<Slot>() <= 128);
+
+impl Slot {
+    /// Input is not processed: stalled, greeting not yet sent, or closing.
+    fn held(&self) -> bool {
+        self.stalled || !self.greeted || self.closing.is_some()
+    }
+}
+
+/// How a batch of input ended.
+enum Fed {
+    More,
+    /// STARTTLS was accepted: go on reading, through TLS now.
+    Switched,
+    /// The session is closing; read no more.
+    Closing,
+}
+
+#[derive(Default)]
+struct Pool {
+    // Slots hold `Option<Box<Pending>>` (8 bytes, not 40), so the pool
+    // keeps the boxes and lends them without moving their contents.
+    #[allow(clippy::vec_box)]
+    pendings: Vec<Box<Pending>>,
+    tails: Vec<Vec<u8>>,
+    lent: u64,
+}
+
+impl Pool {
+    fn pending(&mut self) -> Box<Pending> {
+        self.lent += 1;
+        self.pendings.pop().unwrap_or_else(|| {
+            Box::new(Pending {
+                buf: Vec::with_capacity(1024),
+                framer: Framer::default(),
+            })
+        })
+    }
+
+    fn put_pending(&mut self, mut p: Box<Pending>) {
+        self.lent -= 1;
+        if self.pendings.len() < POOL_MAX && p.buf.capacity() <= POOL_BUF_MAX {
+            p.buf.clear();
+            p.framer = Framer::default();
+            self.pendings.push(p);
+        }
+    }
+
+    fn tail(&mut self) -> Vec<u8> {
+        self.lent += 1;
+        self.tails.pop().unwrap_or_default()
+    }
+
+    fn put_tail(&mut self, mut t: Vec<u8>) {
+        self.lent -= 1;
+        if self.tails.len() < POOL_MAX && t.capacity() <= POOL_BUF_MAX {
+            t.clear();
+            self.tails.push(t);
+        }
+    }
+}
+
+pub(crate) struct Worker {
+    shared: Arc<Shared>,
+    poll: Poll,
+    listeners: Vec<(TcpListener, ListenerKind)>,
+    slots: Slab<Slot>,
+    next_gen: u32,
+    scratch: Vec<u8>,
+    out: Vec<u8>,
+    pool: Pool,
+    by_index: HashMap<u64, usize>,
+    by_user: BTreeSet<(u64, usize)>,
+    greetings: VecDeque<(Instant, usize, u32)>,
+    timestamps: Vec<(u64, u64)>,
+    stats: Stats,
+    rx: Receiver<Request>,
+    rng: u64,
+}
+
+/// Creates a worker's poll and waker; the worker runs on its own thread.
+pub(crate) fn worker(
+    id: usize,
+    shared: Arc<Shared>,
+    listeners: Vec<(std::net::TcpListener, ListenerKind)>,
+    rx: Receiver<Request>,
+) -> io::Result<(Worker, Arc<Waker>)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let mut mio_listeners = Vec::with_capacity(listeners.len());
+    for (i, (l, kind)) in listeners.into_iter().enumerate() {
+        l.set_nonblocking(true)?;
+        let mut l = TcpListener::from_std(l);
+        poll.registry()
+            .register(&mut l, Token(i), Interest::READABLE)?;
+        mio_listeners.push((l, kind));
+    }
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let w = Worker {
+        shared,
+        poll,
+        listeners: mio_listeners,
+        slots: Slab::new(),
+        next_gen: 0,
+        scratch: vec![0; SCRATCH_LEN],
+        out: Vec::with_capacity(4096),
+        pool: Pool::default(),
+        by_index: HashMap::new(),
+        by_user: BTreeSet::new(),
+        greetings: VecDeque::new(),
+        timestamps: Vec::new(),
+        stats: Stats::default(),
+        rx,
+        rng: (seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1,
+    };
+    Ok((w, waker))
+}
+
+fn token(key: usize, gen: u32) -> Token {
+    Token((u64::from(gen) << 32 | key as u64) as usize)
+}
+
+fn now_unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Worker {
+    /// Runs until a [`Order::Shutdown`] or a poll failure.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self
+                .greetings
+                .front()
+                .map(|(t, ..)| t.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!("mock-imapd: poll failed: {e}");
+                return;
+            }
+            for ev in events.iter() {
+                let t = ev.token();
+                if t == WAKER {
+                    if self.handle_orders() {
+                        return;
+                    }
+                    continue;
+                }
+                if t.0 < self.listeners.len() {
+                    self.accept(t.0);
+                    continue;
+                }
+                let (key, gen) = (t.0 & 0xffff_ffff, (t.0 >> 32) as u32);
+                if self.slots.get(key).map(|s| s.gen) != Some(gen) {
+                    // The slot is gone or reused: a late event, dropped.
+                    self.stats.stale_events += 1;
+                    continue;
+                }
+                if ev.is_writable() {
+                    self.on_writable(key);
+                }
+                let still = self.slots.get(key).is_some_and(|s| s.gen == gen);
+                if still && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
+                    self.on_readable(key);
+                }
+            }
+            self.fire_greetings(Instant::now());
+        }
+    }
+
+    fn accept(&mut self, i: usize) {
+        loop {
+            let Some((listener, kind)) = self.listeners.get(i) else {
+                return;
+            };
+            let kind = *kind;
+            match listener.accept() {
+                Ok((stream, _)) => self.admit(stream, kind),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // EMFILE and friends: the connection stays queued until
+                    // the next one arrives and wakes us again.
+                    self.stats.accept_errors += 1;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, kind: ListenerKind) {
+        if self.shared.live.load(Ordering::Relaxed) >= self.shared.max_sessions
+            || self.slots.vacant_key() >= u32::MAX as usize
+        {
+            self.stats.refused += 1;
+            if kind == ListenerKind::Plain {
+                let _ = stream.write(b"* BYE [UNAVAILABLE] Too many sessions\r\n");
+            }
+            return;
+        }
+        let tls = match (kind, &self.shared.tls) {
+            (ListenerKind::Tls, Some(config)) => match ServerConnection::new(config.clone()) {
+                Ok(mut c) => {
+                    c.set_buffer_limit(None);
+                    Some(Box::new(c))
+                }
+                Err(_) => {
+                    self.stats.tls_errors += 1;
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let _ = stream.set_nodelay(true);
+        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        let gen = self.next_gen;
+        let key = self.slots.vacant_key();
+        if self
+            .poll
+            .registry()
+            .register(
+                &mut stream,
+                token(key, gen),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            self.stats.accept_errors += 1;
+            return;
+        }
+        let starttls = kind == ListenerKind::Plain && self.shared.tls.is_some();
+        let mut session = Session::new(self.shared.initial_messages, starttls);
+        if tls.is_some() {
+            session.handle_tls_started();
+        }
+        let index = self.shared.next_index.fetch_add(1, Ordering::Relaxed);
+        self.shared.live.fetch_add(1, Ordering::Relaxed);
+        self.stats.accepted += 1;
+        self.slots.insert(Slot {
+            stream,
+            tls,
+            pending: None,
+            tail: None,
+            index,
+            session,
+            gen,
+            unflushed_exists: 0,
+            greeted: false,
+            stalled: false,
+            read_ready: false,
+            closing: None,
+        });
+        self.by_index.insert(index, key);
+        if self.shared.greeting_delay.is_zero() {
+            self.greet(key);
+        } else {
+            self.greetings
+                .push_back((Instant::now() + self.shared.greeting_delay, key, gen));
+        }
+    }
+
+    fn fire_greetings(&mut self, now: Instant) {
+        while let Some(&(due, key, gen)) = self.greetings.front() {
+            if due > now {
+                return;
+            }
+            self.greetings.pop_front();
+            if self.slots.get(key).is_some_and(|s| s.gen == gen) {
+                self.greet(key);
+            }
+        }
+    }
+
+    fn greet(&mut self, key: usize) {
+        let policy = self.shared.policy;
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        slot.greeted = true;
+        slot.session.poll_greeting(policy, &mut self.out);
+        let read_ready = slot.read_ready;
+        self.send_or_close(key);
+        if read_ready && self.slots.contains(key) {
+            self.on_readable(key);
+        }
+    }
+
+    fn on_writable(&mut self, key: usize) {
+        if let Err(end) = self.flush(key) {
+            self.close(key, end);
+        }
+    }
+
+    fn on_readable(&mut self, key: usize) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        if slot.held() {
+            slot.read_ready = true;
+            return;
+        }
+        slot.read_ready = false;
+        let result = loop {
+            let is_tls = self.slots.get(key).is_some_and(|s| s.tls.is_some());
+            let r = if is_tls {
+                self.read_tls(key)
+            } else {
+                self.read_plain(key)
+            };
+            match r {
+                Ok(Fed::Switched) => continue,
+                Ok(_) => break self.flush(key),
+                Err(end) => break Err(end),
+            }
+        };
+        if let Err(end) = result {
+            self.close(key, end);
+        }
+    }
+
+    fn read_plain(&mut self, key: usize) -> Result<Fed, End> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = loop {
+            let Some(slot) = self.slots.get_mut(key) else {
+                break Ok(Fed::Closing);
+            };
+            match (&slot.stream).read(&mut scratch) {
+                Ok(0) => break Err(End::PeerClosed),
+                Ok(n) => {
+                    self.stats.bytes_in += n as u64;
+                    match self.feed(key, &scratch[..n]) {
+                        Ok(Fed::More) => {}
+                        other => break other,
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(Fed::More),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(End::Io(e.kind())),
+            }
+        };
+        self.scratch = scratch;
+        result
+    }
+
+    fn read_tls(&mut self, key: usize) -> Result<Fed, End> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = self.read_tls_with(key, &mut scratch);
+        self.scratch = scratch;
+        result
+    }
+
+    fn read_tls_with(&mut self, key: usize, scratch: &mut [u8]) -> Result<Fed, End> {
+        loop {
+            let Some(slot) = self.slots.get_mut(key) else {
+                return Ok(Fed::Closing);
+            };
+            let Some(tls) = slot.tls.as_mut() else {
+                return Ok(Fed::Closing);
+            };
+            match tls.read_tls(&mut slot.stream) {
+                Ok(0) => return Err(End::PeerClosed),
+                Ok(n) => self.stats.bytes_in += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Fed::More),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(End::Io(e.kind())),
+            }
+            let was_handshaking = tls.is_handshaking();
+            if tls.process_new_packets().is_err() {
+                // Send the alert rustls queued, then give up.
+                let _ = tls.write_tls(&mut slot.stream);
+                self.stats.tls_errors += 1;
+                return Err(End::Tls);
+            }
+            if was_handshaking && !tls.is_handshaking() {
+                self.stats.handshakes += 1;
+            }
+            loop {
+                let Some(tls) = self.slots.get_mut(key).and_then(|s| s.tls.as_mut()) else {
+                    return Ok(Fed::Closing);
+                };
+                match tls.reader().read(scratch) {
+                    Ok(0) => return Err(End::PeerClosed),
+                    Ok(n) => match self.feed(key, &scratch[..n])? {
+                        Fed::More => {}
+                        other => return Ok(other),
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => return Err(End::Tls),
+                }
+            }
+        }
+    }
+
+    /// Frames and answers the commands in `data`, after any partial
+    /// command kept from before, and sends the answers.
+    fn feed(&mut self, key: usize, data: &[u8]) -> Result<Fed, End> {
+        let policy = self.shared.policy;
+        let Some(slot) = self.slots.get_mut(key) else {
+            return Ok(Fed::Closing);
+        };
+        let mut out = std::mem::take(&mut self.out);
+        let mut effects = Effects::default();
+        let mut commands = 0;
+        let stop = match slot.pending.take() {
+            Some(mut p) => {
+                p.buf.extend_from_slice(data);
+                let (used, stop) = process(
+                    &mut slot.session,
+                    &mut p.framer,
+                    &p.buf,
+                    policy,
+                    &mut out,
+                    &mut effects,
+                    &mut commands,
+                );
+                p.buf.drain(..used);
+                if p.buf.is_empty() || !matches!(stop, Stop::NeedMore) {
+                    self.pool.put_pending(p);
+                } else {
+                    slot.pending = Some(p);
+                }
+                stop
+            }
+            None => {
+                let mut framer = Framer::default();
+                let (used, stop) = process(
+                    &mut slot.session,
+                    &mut framer,
+                    data,
+                    policy,
+                    &mut out,
+                    &mut effects,
+                    &mut commands,
+                );
+                let rest = data.get(used..).unwrap_or(&[]);
+                if matches!(stop, Stop::NeedMore) && !rest.is_empty() {
+                    let mut p = self.pool.pending();
+                    p.buf.extend_from_slice(rest);
+                    p.framer = framer;
+                    slot.pending = Some(p);
+                }
+                stop
+            }
+        };
+        self.out = out;
+        self.stats.commands += commands;
+        slot.unflushed_exists = slot
+            .unflushed_exists
+            .saturating_add(effects.announced as u16);
+        if effects.logged_in {
+            self.by_user.insert((slot.session.user_hash(), key));
+        }
+        match stop {
+            Stop::NeedMore => {
+                self.send(key)?;
+                Ok(Fed::More)
+            }
+            Stop::Close => {
+                self.send_then_close(key, End::Logout)?;
+                Ok(Fed::Closing)
+            }
+            Stop::TooLong => {
+                self.out.extend_from_slice(b"* BYE Command too long\r\n");
+                self.send_then_close(key, End::TooLong)?;
+                Ok(Fed::Closing)
+            }
+            Stop::StartTls => self.start_tls(key),
+        }
+    }
+
+    /// Sends the STARTTLS OK in plaintext, then puts rustls under the
+    /// session. Pipelined plaintext after STARTTLS is dropped (RFC 3501
+    /// section 6.2.1: it could be an injection).
+    fn start_tls(&mut self, key: usize) -> Result<Fed, End> {
+        self.send(key)?;
+        let Some(config) = self.shared.tls.clone() else {
+            return Err(End::Tls);
+        };
+        let Some(slot) = self.slots.get_mut(key) else {
+            return Ok(Fed::Closing);
+        };
+        if slot.tail.is_some() {
+            // The OK did not leave at once; TLS records must not follow it
+            // out of order, and a proxy never fills the socket here.
+            return Err(End::Io(io::ErrorKind::WouldBlock));
+        }
+        let mut conn = ServerConnection::new(config).map_err(|_| End::Tls)?;
+        conn.set_buffer_limit(None);
+        slot.tls = Some(Box::new(conn));
+        slot.session.handle_tls_started();
+        if let Some(p) = slot.pending.take() {
+            self.pool.put_pending(p);
+        }
+        Ok(Fed::Switched)
+    }
+
+    /// Sends `self.out`, then marks the session closing: a TLS session
+    /// queues close_notify after it, and [`Worker::flush`] ends the session
+    /// once everything has left.
+    fn send_then_close(&mut self, key: usize, end: End) -> Result<(), End> {
+        self.send(key)?;
+        if let Some(slot) = self.slots.get_mut(key) {
+            slot.closing = Some(end);
+            if let Some(tls) = slot.tls.as_mut() {
+                tls.send_close_notify();
+            }
+        }
+        Ok(())
+    }
+
+    fn send_or_close(&mut self, key: usize) {
+        if let Err(end) = self.send(key).and_then(|()| self.flush(key)) {
+            self.close(key, end);
+        }
+    }
+
+    /// Hands `self.out` to the socket (plain: written at once, only an
+    /// unsent tail is parked) or to rustls.
+    fn send(&mut self, key: usize) -> Result<(), End> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let Some(slot) = self.slots.get_mut(key) else {
+            self.out.clear();
+            return Ok(());
+        };
+        let result = if let Some(tls) = slot.tls.as_mut() {
+            tls.writer().write_all(&self.out).map_err(|_| End::Tls)
+        } else if let Some(tail) = slot.tail.as_mut() {
+            tail.extend_from_slice(&self.out);
+            Ok(())
+        } else {
+            match write_all_nonblocking(&slot.stream, &self.out) {
+                Ok(n) => {
+                    self.stats.bytes_out += n as u64;
+                    if n < self.out.len() {
+                        let mut tail = self.pool.tail();
+                        tail.extend_from_slice(&self.out[n..]);
+                        slot.tail = Some(tail);
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(End::Io(e.kind())),
+            }
+        };
+        self.out.clear();
+        result
+    }
+
+    /// Writes what is parked (plain tail, or rustls records). When nothing
+    /// is left: stamps flushed EXISTS lines, and ends a closing session.
+    fn flush(&mut self, key: usize) -> Result<(), End> {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return Ok(());
+        };
+        let flushed = if let Some(tls) = slot.tls.as_mut() {
+            loop {
+                if !tls.wants_write() {
+                    break true;
+                }
+                match tls.write_tls(&mut slot.stream) {
+                    Ok(n) => self.stats.bytes_out += n as u64,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(End::Io(e.kind())),
+                }
+            }
+        } else if let Some(tail) = slot.tail.as_mut() {
+            let n = write_all_nonblocking(&slot.stream, tail).map_err(|e| End::Io(e.kind()))?;
+            self.stats.bytes_out += n as u64;
+            tail.drain(..n);
+            if tail.is_empty() {
+                if let Some(t) = slot.tail.take() {
+                    self.pool.put_tail(t);
+                }
+                true
+            } else {
+                false
+            }
+        } else {
+            true
+        };
+        if !flushed {
+            return Ok(());
+        }
+        if slot.unflushed_exists > 0 {
+            // Taken right after the write syscall that sent the line.
+            let ns = now_unix_ns();
+            for _ in 0..slot.unflushed_exists {
+                if self.timestamps.len() < TIMESTAMPS_MAX {
+                    self.timestamps.push((slot.index, ns));
+                } else {
+                    self.stats.timestamps_dropped += 1;
+                }
+            }
+            self.stats.exists_sent += u64::from(slot.unflushed_exists);
+            slot.unflushed_exists = 0;
+        }
+        match slot.closing {
+            Some(end) => Err(end),
+            None => Ok(()),
+        }
+    }
+
+    fn close(&mut self, key: usize, end: End) {
+        if !self.slots.contains(key) {
+            return;
+        }
+        let mut slot = self.slots.remove(key);
+        let _ = self.poll.registry().deregister(&mut slot.stream);
+        if end == End::Reset {
+            // SO_LINGER 0: close() sends RST instead of FIN.
+            let _ = socket2::SockRef::from(&slot.stream).set_linger(Some(Duration::ZERO));
+        }
+        if let Some(p) = slot.pending.take() {
+            self.pool.put_pending(p);
+        }
+        if let Some(t) = slot.tail.take() {
+            self.pool.put_tail(t);
+        }
+        self.by_index.remove(&slot.index);
+        let user = slot.session.user_hash();
+        if user != 0 {
+            self.by_user.remove(&(user, key));
+        }
+        self.shared.live.fetch_sub(1, Ordering::Relaxed);
+        let counter = match end {
+            End::PeerClosed => &mut self.stats.closed_peer,
+            End::Logout => &mut self.stats.closed_logout,
+            End::Bye | End::Reset => &mut self.stats.closed_control,
+            End::TooLong | End::Tls | End::Io(_) => &mut self.stats.closed_error,
+        };
+        *counter += 1;
+    }
+
+    /// Answers every queued control order. Returns true on shutdown.
+    fn handle_orders(&mut self) -> bool {
+        while let Ok(req) = self.rx.try_recv() {
+            let answer = match req.order {
+                Order::Shutdown => {
+                    let _ = req.reply.send(Answer::Affected(self.slots.len()));
+                    return true;
+                }
+                Order::Count => Answer::Count {
+                    sessions: self.slots.len(),
+                    selected: self.slots.iter().filter(|(_, s)| eligible(s)).count(),
+                },
+                Order::Timestamps => Answer::Timestamps(std::mem::take(&mut self.timestamps)),
+                Order::Stats => Answer::Stats(self.snapshot()),
+                order => Answer::Affected(self.apply(order)),
+            };
+            let _ = req.reply.send(answer);
+        }
+        false
+    }
+
+    fn snapshot(&self) -> Stats {
+        let mut s = self.stats;
+        s.sessions = self.slots.len() as u64;
+        for (_, slot) in &self.slots {
+            s.idling += u64::from(slot.session.is_idling());
+            s.selected += u64::from(slot.session.state() == State::Selected);
+            s.tls_sessions += u64::from(slot.tls.is_some());
+            s.stalled += u64::from(slot.stalled);
+        }
+        s.buffers_lent = self.pool.lent;
+        s.timestamps_pending = self.timestamps.len() as u64;
+        s
+    }
+
+    /// Applies a fault or delivery order; returns how many sessions it hit
+    /// (`still-here` skips held sessions and does not count them).
+    fn apply(&mut self, order: Order) -> usize {
+        let target = match order {
+            Order::Exists(t)
+            | Order::Bye(t)
+            | Order::StillHere(t)
+            | Order::Stall(t, _)
+            | Order::Garbage(t, _)
+            | Order::HugeLine(t, _)
+            | Order::Close(t) => t,
+            Order::Count | Order::Timestamps | Order::Stats | Order::Shutdown => return 0,
+        };
+        let keys = self.resolve(target);
+        let mut hit = keys.len();
+        for &key in &keys {
+            match order {
+                Order::Exists(_) => self.deliver(key),
+                Order::Bye(_) => {
+                    self.out
+                        .extend_from_slice(b"* BYE mock-imapd: bye from control\r\n");
+                    if let Err(end) = self
+                        .send_then_close(key, End::Bye)
+                        .and_then(|()| self.flush(key))
+                    {
+                        self.close(key, end);
+                    }
+                }
+                Order::StillHere(_) => {
+                    if self.slots.get(key).is_some_and(|s| !s.held()) {
+                        self.out.extend_from_slice(b"* OK Still here\r\n");
+                        self.stats.still_here_sent += 1;
+                        self.send_or_close(key);
+                    } else {
+                        hit -= 1;
+                    }
+                }
+                Order::Stall(_, on) => self.stall(key, on),
+                Order::Garbage(_, n) => {
+                    let rng = &mut self.rng;
+                    self.out.extend((0..n).map(|_| xorshift(rng) as u8));
+                    self.send_or_close(key);
+                }
+                Order::HugeLine(_, n) => {
+                    self.out.extend_from_slice(b"* OK ");
+                    self.out.resize(self.out.len() + n.saturating_sub(7), b'x');
+                    self.out.extend_from_slice(b"\r\n");
+                    self.send_or_close(key);
+                }
+                Order::Close(_) => self.close(key, End::Reset),
+                Order::Count | Order::Timestamps | Order::Stats | Order::Shutdown => {}
+            }
+        }
+        hit
+    }
+
+    /// One new message for `key`: announced now when the session may hear
+    /// it unasked and is not held, else on its next NOOP or IDLE.
+    fn deliver(&mut self, key: usize) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        slot.session.handle_exists();
+        if !slot.held() {
+            self.announce(key);
+        }
+    }
+
+    fn announce(&mut self, key: usize) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let e = slot.session.poll_announce(&mut self.out);
+        slot.unflushed_exists = slot.unflushed_exists.saturating_add(e.announced as u16);
+        self.send_or_close(key);
+    }
+
+    fn stall(&mut self, key: usize, on: bool) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let was = slot.stalled;
+        slot.stalled = on;
+        if was && !on {
+            // Catch up: news held back first (it was due while the client
+            // still idled), then the input that arrived meanwhile, which
+            // edge-triggered sockets will not report again.
+            self.announce(key);
+            if self.slots.get(key).is_some_and(|s| s.read_ready) {
+                self.on_readable(key);
+            }
+        }
+    }
+
+    fn resolve(&mut self, target: Target) -> Vec<usize> {
+        match target {
+            Target::All => self.slots.iter().map(|(k, _)| k).collect(),
+            Target::Named { index, user } => {
+                if let Some(&key) = index.and_then(|i| self.by_index.get(&i)) {
+                    return vec![key];
+                }
+                self.by_user
+                    .range((user, 0)..=(user, usize::MAX))
+                    .map(|&(_, k)| k)
+                    .collect()
+            }
+            Target::Random(k) => {
+                let mut keys: Vec<usize> = self
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| eligible(s))
+                    .map(|(k, _)| k)
+                    .collect();
+                let k = k.min(keys.len());
+                // Partial Fisher-Yates: the first k are a uniform sample.
+                for i in 0..k {
+                    let j = i + (xorshift(&mut self.rng) % (keys.len() - i) as u64) as usize;
+                    keys.swap(i, j);
+                }
+                keys.truncate(k);
+                keys
+            }
+        }
+    }
+}
+
+/// A session `random` may pick: a mailbox is selected, not closing.
+fn eligible(s: &Slot) -> bool {
+    s.session.state() == State::Selected && s.closing.is_none()
+}
+
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+/// Writes as much as the socket takes without blocking.
+fn write_all_nonblocking(mut stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match stream.write(&buf[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    NeedMore,
+    Close,
+    StartTls,
+    TooLong,
+}
+
+/// Frames and answers whole commands in `buf`. Returns the bytes used
+/// (whole commands only) and why it stopped.
+fn process(
+    session: &mut Session,
+    framer: &mut Framer,
+    buf: &[u8],
+    policy: Policy,
+    out: &mut Vec<u8>,
+    effects: &mut Effects,
+    commands: &mut u64,
+) -> (usize, Stop) {
+    let mut used = 0;
+    loop {
+        let rest = buf.get(used..).unwrap_or(&[]);
+        match framer.advance(rest) {
+            Frame::Incomplete => return (used, Stop::NeedMore),
+            Frame::TooLong => return (used, Stop::TooLong),
+            Frame::SyncLiteral => out.extend_from_slice(b"+ OK\r\n"),
+            Frame::Complete { len } => {
+                let msg = rest.get(..len).unwrap_or(&[]);
+                used += len;
+                *commands += 1;
+                let e = session.handle_command(msg, policy, out);
+                effects.merge(e);
+                if e.close {
+                    return (used, Stop::Close);
+                }
+                if e.start_tls {
+                    return (used, Stop::StartTls);
+                }
+            }
+        }
+    }
+}
