@@ -164,6 +164,10 @@ pub struct Stats {
     /// Socket events for slots that no longer exist (dropped).
     pub stale_events: u64,
     pub loop_turns: u64,
+    /// Read buffers lent to sessions with a partial response (0 when all are idle).
+    pub line_buffers_lent: usize,
+    /// TLS record buffers lent to connections with a partial record (0 when all are idle).
+    pub record_buffers_lent: usize,
 }
 
 struct ReactorHandle {
@@ -296,6 +300,8 @@ impl Engine {
             stats.reactor_sessions += r.counters.sessions.load(Ordering::Relaxed);
             stats.stale_events += r.counters.stale_events.load(Ordering::Relaxed);
             stats.loop_turns += r.counters.loop_turns.load(Ordering::Relaxed);
+            stats.line_buffers_lent += r.counters.line_buffers_lent.load(Ordering::Relaxed);
+            stats.record_buffers_lent += r.counters.record_buffers_lent.load(Ordering::Relaxed);
         }
         stats
     }

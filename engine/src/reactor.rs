@@ -24,7 +24,7 @@ use crate::reason::EndReason;
 use crate::session::{Session, SessionConfig, SessionEvent, TX_BUF_LEN};
 use crate::spec::{Security, WatchSpec};
 use crate::time::{Clock, Tick};
-use crate::tls::{Tls, TlsError, TlsRead};
+use crate::tls::{RecordPool, Tls, TlsError, TlsRead};
 use crate::wheel::{Entry, Wheel};
 
 /// Token of the reactor's waker.
@@ -70,6 +70,10 @@ pub(crate) struct Counters {
     pub sessions: AtomicUsize,
     pub stale_events: AtomicU64,
     pub loop_turns: AtomicU64,
+    /// Read buffers lent to sessions with a partial response, at the end of the last turn.
+    pub line_buffers_lent: AtomicUsize,
+    /// TLS record buffers lent to connections with a partial record, likewise.
+    pub record_buffers_lent: AtomicUsize,
 }
 
 struct Slot {
@@ -108,6 +112,9 @@ pub(crate) struct Reactor {
     ids: std::collections::HashMap<SessionId, usize>,
     wheel: Wheel,
     pool: BufPool,
+    records: RecordPool,
+    /// Where TLS records are encoded before they go to a socket.
+    tls_scratch: Vec<u8>,
     rx: Box<[u8]>,
     tx: Box<[u8]>,
     next_generation: u32,
@@ -126,6 +133,8 @@ impl Reactor {
             slots: Slab::new(),
             ids: std::collections::HashMap::new(),
             pool: BufPool::new(),
+            records: RecordPool::default(),
+            tls_scratch: Vec::with_capacity(TX_BUF_LEN + 1024),
             rx: vec![0; RX_BUF_LEN].into_boxed_slice(),
             tx: vec![0; TX_BUF_LEN].into_boxed_slice(),
             next_generation: 1,
@@ -173,6 +182,13 @@ impl Reactor {
             for entry in &due {
                 self.on_timer(now, *entry);
             }
+            let counters = &self.shared.counters;
+            counters
+                .line_buffers_lent
+                .store(self.pool.lent(), Ordering::Relaxed);
+            counters
+                .record_buffers_lent
+                .store(self.records.lent(), Ordering::Relaxed);
             if self.shutting_down && self.slots.is_empty() {
                 return;
             }
@@ -365,10 +381,15 @@ impl Reactor {
         let session = &mut slot.session;
         let pool = &mut self.pool;
         if let Some(tls) = slot.tls.as_mut() {
-            let result = tls.read(&mut slot.sock, &mut self.rx, |plain| {
-                session.handle_input(now, plain, pool);
-                !session.is_ended()
-            });
+            let result = tls.pump(
+                &mut slot.sock,
+                &mut self.records,
+                &mut self.tls_scratch,
+                |plain| {
+                    session.handle_input(now, plain, pool);
+                    !session.is_ended()
+                },
+            );
             match result {
                 Ok(TlsRead::WouldBlock) => {}
                 Ok(TlsRead::Closed) => session.handle_transport_closed(now, EndReason::Closed),
@@ -428,7 +449,7 @@ impl Reactor {
             if n == 0 {
                 break;
             }
-            let result = send(slot, &mut self.pool, &self.tx[..n]);
+            let result = send(slot, &mut self.pool, &mut self.tls_scratch, &self.tx[..n]);
             self.tx[..n].zeroize();
             if let Err(reason) = result {
                 slot.session.handle_transport_closed(now, reason);
@@ -482,11 +503,9 @@ impl Reactor {
         let name = slot.starttls_host.take().unwrap_or_default();
         match Tls::new(self.shared.tls.clone(), &name) {
             Ok(tls) => {
-                let mut tls = Box::new(tls);
-                if let Err(e) = tls.flush(&mut slot.sock) {
-                    slot.session.handle_transport_closed(now, tls_reason(e));
-                }
-                slot.tls = Some(tls);
+                slot.tls = Some(Box::new(tls));
+                // Sends the ClientHello (and takes anything already there).
+                self.read(now, key);
             }
             Err(failure) => slot
                 .session
@@ -512,6 +531,9 @@ impl Reactor {
         let mut slot = self.slots.remove(key);
         let _ = self.poll.registry().deregister(&mut slot.sock);
         slot.session.release(&mut self.pool);
+        if let Some(tls) = slot.tls.as_mut() {
+            tls.release(&mut self.records);
+        }
         if let Some(mut parked) = slot.parked.take() {
             parked.zeroize();
             self.pool.give(parked);
@@ -586,10 +608,16 @@ const fn libc_einprogress() -> i32 {
 }
 
 /// Sends plaintext: through TLS, or straight to the socket with any unsent tail parked.
-fn send(slot: &mut Slot, pool: &mut BufPool, bytes: &[u8]) -> Result<(), EndReason> {
+fn send(
+    slot: &mut Slot,
+    pool: &mut BufPool,
+    tls_scratch: &mut Vec<u8>,
+    bytes: &[u8],
+) -> Result<(), EndReason> {
     if let Some(tls) = slot.tls.as_mut() {
-        tls.write(bytes).map_err(tls_reason)?;
-        return tls.flush(&mut slot.sock).map_err(tls_reason);
+        return tls
+            .send(&mut slot.sock, tls_scratch, bytes)
+            .map_err(tls_reason);
     }
     if let Some(parked) = slot.parked.as_mut() {
         parked.extend_from_slice(bytes);

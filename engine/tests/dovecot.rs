@@ -313,3 +313,36 @@ fn shutdown_ends_every_session_with_shutdown() {
         );
     }
 }
+
+#[test]
+fn idle_sessions_hold_no_io_buffers() {
+    let dovecot = start(DovecotConfig::default());
+    let engine = engine_for(&dovecot, SessionConfig::default());
+    for i in 0..6 {
+        let security = if i % 2 == 0 {
+            Security::Tls
+        } else {
+            Security::StartTls
+        };
+        watch_ready(&engine, spec(&dovecot, security, "alice", b"secret-alice"));
+    }
+    // Keepalives and new mail come and go; between them nothing is lent.
+    dovecot.deliver("alice", &simple_message("x")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut new_mail = 0;
+    while new_mail < 6 && Instant::now() < deadline {
+        if let Ok(Event::NewMail { .. }) = engine.events().recv_timeout(Duration::from_millis(100))
+        {
+            new_mail += 1;
+        }
+    }
+    assert_eq!(new_mail, 6);
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = engine.stats();
+    assert_eq!(stats.reactor_sessions, 6);
+    assert_eq!(
+        (stats.line_buffers_lent, stats.record_buffers_lent),
+        (0, 0),
+        "{stats:?}"
+    );
+}
