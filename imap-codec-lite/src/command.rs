@@ -160,6 +160,14 @@ pub enum Command<'a> {
         /// At least one item MUST be requested.
         items: StatusRequest,
     },
+    /// `NOTIFY SET (SELECTED (MessageNew MessageExpunge)) (MAILBOXES (m1 m2)
+    /// (MessageNew MessageExpunge))` (RFC 5465): new and expunged messages of the
+    /// selected mailbox and, when `mailboxes` is not empty, of those mailboxes (reported
+    /// with STATUS responses). Names as sent on the wire (modified UTF-7 applied).
+    Notify {
+        /// Other mailboxes to watch; may be empty.
+        mailboxes: &'a [&'a [u8]],
+    },
     /// `ID ("name" "imap-push-proxy" "version" "x")` – pairs given by caller
     /// (no pairs sends `ID NIL`; RFC 2971 limits: 30 pairs, fields up to 30
     /// bytes, values up to 1024 bytes).
@@ -196,6 +204,13 @@ impl fmt::Debug for Command<'_> {
                 .field("mailbox", &Shown(mailbox))
                 .field("items", items)
                 .finish(),
+            Command::Notify { mailboxes } => {
+                let mut list = f.debug_list();
+                for m in mailboxes.iter() {
+                    list.entry(&Shown(m));
+                }
+                list.finish()
+            }
             Command::Id { pairs } => {
                 let mut list = f.debug_map();
                 for (k, v) in pairs.iter() {
@@ -448,7 +463,7 @@ impl<'o> Sink<'o> {
 ///                   command-select) CRLF
 /// command-any     = "CAPABILITY" / "LOGOUT" / "NOOP" / x-command / id
 /// command-nonauth = login / authenticate / "STARTTLS"
-/// command-auth    = ... / examine / status / idle
+/// command-auth    = ... / examine / status / idle / notify
 /// idle            = "IDLE" CRLF "DONE"                 ; RFC 2177
 /// ```
 fn command(s: &mut Sink<'_>, tag: u32, cmd: &Command<'_>) -> Result<(), EncodeError> {
@@ -478,6 +493,7 @@ fn command(s: &mut Sink<'_>, tag: u32, cmd: &Command<'_>) -> Result<(), EncodeEr
             s.put(b" ");
             status_atts(s, items)?;
         }
+        Command::Notify { mailboxes } => notify(s, mailboxes)?,
         Command::Id { pairs } => id(s, pairs)?,
     }
     s.put(b"\r\n");
@@ -505,6 +521,31 @@ fn status_atts(s: &mut Sink<'_>, items: StatusRequest) -> Result<(), EncodeError
         return Err(EncodeError::Unencodable { field: "items" });
     }
     s.put(b")");
+    Ok(())
+}
+
+/// ```abnf
+/// notify           = "NOTIFY" SP (notify-set / notify-none)      ; RFC 5465
+/// notify-set       = "SET" [status-indicator] SP event-groups
+/// event-groups     = event-group *(SP event-group)
+/// event-group      = "(" filter-mailboxes SP events ")"
+/// filter-mailboxes = "selected" / ... / ("mailboxes" SP one-or-more-mailbox)
+/// one-or-more-mailbox = mailbox / "(" mailbox *(SP mailbox) ")"
+/// events           = ( "(" event *(SP event) ")" ) / "NONE"
+/// ```
+///
+/// RFC 5465 §5: "If MessageNew is specified, MessageExpunge MUST also be specified".
+fn notify(s: &mut Sink<'_>, mailboxes: &[&[u8]]) -> Result<(), EncodeError> {
+    s.put(b"NOTIFY SET (SELECTED (MessageNew MessageExpunge))");
+    if let Some((first, rest)) = mailboxes.split_first() {
+        s.put(b" (MAILBOXES (");
+        astring(s, first, "mailbox")?;
+        for m in rest {
+            s.put(b" ");
+            astring(s, m, "mailbox")?;
+        }
+        s.put(b") (MessageNew MessageExpunge))");
+    }
     Ok(())
 }
 

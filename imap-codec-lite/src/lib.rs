@@ -49,6 +49,7 @@
 
 pub mod command;
 pub mod frame;
+pub mod mutf7;
 pub mod response;
 
 #[doc(hidden)]

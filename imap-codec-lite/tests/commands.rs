@@ -525,3 +525,32 @@ fn test_parser_rejects_injected_crlf() {
     p.expect(b" ");
     p.astring();
 }
+
+#[test]
+fn notify_set_for_the_selected_and_other_mailboxes() {
+    let mut out = [0u8; 256];
+    let enc = imap_codec_lite::encode(
+        7,
+        &imap_codec_lite::Command::Notify {
+            mailboxes: &[b"Sent", b"Entw&APw-rfe", b"with space"],
+        },
+        imap_codec_lite::LiteralMode::NonSync,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        &out[..enc.len],
+        &b"A7 NOTIFY SET (SELECTED (MessageNew MessageExpunge)) (MAILBOXES (Sent \"Entw&APw-rfe\" \"with space\") (MessageNew MessageExpunge))\r\n"[..]
+    );
+    let enc = imap_codec_lite::encode(
+        8,
+        &imap_codec_lite::Command::Notify { mailboxes: &[] },
+        imap_codec_lite::LiteralMode::NonSync,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        &out[..enc.len],
+        &b"A8 NOTIFY SET (SELECTED (MessageNew MessageExpunge))\r\n"[..]
+    );
+}
