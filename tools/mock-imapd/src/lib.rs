@@ -436,3 +436,22 @@ pub fn run(config: Config) -> Result<Handle, Error> {
     }
     Ok(handle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_addresses_and_ranges() {
+        assert_eq!(parse_addrs("127.0.0.1:143").unwrap().len(), 1);
+        let r = parse_addrs("127.0.0.1:10000-10002").unwrap();
+        assert_eq!(
+            r.iter().map(|a| a.port()).collect::<Vec<_>>(),
+            [10000, 10001, 10002]
+        );
+        assert_eq!(parse_addrs("[::1]:993").unwrap()[0].port(), 993);
+        for bad in ["127.0.0.1", "127.0.0.1:9-8", "host:1", "127.0.0.1:x"] {
+            assert!(parse_addrs(bad).is_err(), "{bad}");
+        }
+    }
+}

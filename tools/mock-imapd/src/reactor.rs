@@ -120,6 +120,7 @@ pub(crate) struct Stats {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub closed_peer: u64,
+    pub closed_reset: u64,
     pub closed_logout: u64,
     pub closed_control: u64,
     pub closed_error: u64,
@@ -132,7 +133,7 @@ pub(crate) struct Stats {
 
 impl Stats {
     pub fn add(&mut self, o: &Stats) {
-        let pairs: [(&mut u64, u64); 23] = [
+        let pairs: [(&mut u64, u64); 24] = [
             (&mut self.sessions, o.sessions),
             (&mut self.idling, o.idling),
             (&mut self.selected, o.selected),
@@ -148,6 +149,7 @@ impl Stats {
             (&mut self.bytes_in, o.bytes_in),
             (&mut self.bytes_out, o.bytes_out),
             (&mut self.closed_peer, o.closed_peer),
+            (&mut self.closed_reset, o.closed_reset),
             (&mut self.closed_logout, o.closed_logout),
             (&mut self.closed_control, o.closed_control),
             (&mut self.closed_error, o.closed_error),
@@ -169,7 +171,7 @@ impl std::fmt::Display for Stats {
             f,
             "sessions={} idling={} selected={} tls={} stalled={} accepted={} refused={} \
              accept_errors={} handshakes={} commands={} exists_sent={} still_here_sent={} \
-             bytes_in={} bytes_out={} closed_peer={} closed_logout={} closed_control={} \
+             bytes_in={} bytes_out={} closed_peer={} closed_reset={} closed_logout={} closed_control={} \
              closed_error={} tls_errors={} stale_events={} buffers_lent={} \
              timestamps_pending={} timestamps_dropped={}",
             self.sessions,
@@ -187,6 +189,7 @@ impl std::fmt::Display for Stats {
             self.bytes_in,
             self.bytes_out,
             self.closed_peer,
+            self.closed_reset,
             self.closed_logout,
             self.closed_control,
             self.closed_error,
@@ -894,6 +897,8 @@ impl Worker {
         self.shared.live.fetch_sub(1, Ordering::Relaxed);
         let counter = match end {
             End::PeerClosed => &mut self.stats.closed_peer,
+            // A client that closes with unread input resets the connection.
+            End::Io(io::ErrorKind::ConnectionReset) => &mut self.stats.closed_reset,
             End::Logout => &mut self.stats.closed_logout,
             End::Bye | End::Reset => &mut self.stats.closed_control,
             End::TooLong | End::Tls | End::Io(_) => &mut self.stats.closed_error,

@@ -525,3 +525,60 @@ fn binary_starts_answers_control_and_shuts_down() {
     let bytes: usize = chain.split_whitespace().nth(3).unwrap().parse().unwrap();
     assert!((3000..5000).contains(&bytes), "{chain}");
 }
+
+#[test]
+fn two_workers_share_sessions_and_control() {
+    const N: usize = 40;
+    let h = server(false, |c| c.threads = 2);
+    let mut ctl = Control::connect(&h);
+    // One at a time, so that accept order (the session index) is the
+    // order of `clients` although two workers accept.
+    let mut clients: Vec<Client> = (0..N)
+        .map(|i| {
+            let mut c = Client::plain(h.plain_addrs()[0]);
+            c.login_examine_idle(&format!("w{i}"));
+            c
+        })
+        .collect();
+    assert_eq!(ctl.ok("sessions"), format!("OK {N}"));
+    assert_eq!(ctl.ok("exists random 7"), "OK 7");
+    let (stamps, _) = ctl.ask("timestamps");
+    let mut picked: Vec<u64> = stamps
+        .iter()
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    picked.sort_unstable();
+    picked.dedup();
+    assert_eq!(
+        picked.len(),
+        7,
+        "random picks distinct sessions: {stamps:?}"
+    );
+    for &i in &picked {
+        assert_eq!(clients[i as usize].line(), "* 1 EXISTS\r\n");
+    }
+    assert_eq!(ctl.ok("exists all"), format!("OK {N}"));
+    assert_eq!(ctl.ask("timestamps").1, format!("OK {N}"));
+    // Indices are unique across workers: each one names exactly one session.
+    for i in 0..N {
+        assert_eq!(ctl.ok(&format!("still-here {i}")), "OK 1");
+    }
+}
+
+#[test]
+fn greeting_delay_holds_plain_and_tls() {
+    let delay = Duration::from_millis(200);
+    let h = server(true, |c| c.greeting_delay = delay);
+    let ca = h.ca_pem().unwrap().to_string();
+    let t = Instant::now();
+    let mut c = Client::plain(h.plain_addrs()[0]);
+    // Pipelined before the greeting: answered after it, in order.
+    c.send("a NOOP\r\n");
+    assert!(c.line().starts_with("* OK [CAPABILITY"));
+    assert!(t.elapsed() >= delay, "{:?}", t.elapsed());
+    assert_eq!(c.until_tagged("a"), ["a OK NOOP completed\r\n"]);
+    let t = Instant::now();
+    let mut s = Client::tls(h.tls_addrs()[0], &ca);
+    assert!(s.line().starts_with("* OK [CAPABILITY"));
+    assert!(t.elapsed() >= delay, "{:?}", t.elapsed());
+}
