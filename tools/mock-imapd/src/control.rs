@@ -7,7 +7,7 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -51,6 +51,9 @@ pub(crate) struct Link {
 pub(crate) struct Controller {
     links: Vec<Link>,
     stopped: AtomicBool,
+    /// Control connections between reading a line and writing its answer,
+    /// so that a `shutdown` is answered before the process exits.
+    busy: AtomicUsize,
 }
 
 /// One parsed control line.
@@ -137,6 +140,16 @@ impl Controller {
         Controller {
             links,
             stopped: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits (at most `limit`) until no control connection is between a
+    /// line and its answer.
+    pub fn wait_idle(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while self.busy.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -326,8 +339,11 @@ fn connection(conn: TcpStream, controller: &Controller) {
         if cmd.is_empty() {
             continue;
         }
+        controller.busy.fetch_add(1, Ordering::AcqRel);
         let answer = controller.execute(cmd);
-        if writer.write_all(answer.as_bytes()).is_err() || controller.is_stopped() {
+        let written = writer.write_all(answer.as_bytes()).is_ok();
+        controller.busy.fetch_sub(1, Ordering::AcqRel);
+        if !written || controller.is_stopped() {
             return;
         }
     }

@@ -293,6 +293,8 @@ impl Handle {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        // A `shutdown` from the control port is answered before we go.
+        self.controller.wait_idle(Duration::from_secs(2));
         if let (Some(t), Some(addr)) = (self.control_thread.take(), self.control_addr) {
             // Wake the blocking accept so that it sees the stop flag.
             let _ = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1));

@@ -724,6 +724,10 @@ impl Worker {
         match stop {
             Stop::NeedMore => {
                 self.send(key)?;
+                if effects.announced > 0 {
+                    // Stamp EXISTS lines (NOOP, IDLE) right after their write.
+                    self.flush(key)?;
+                }
                 Ok(Fed::More)
             }
             Stop::Close => {

@@ -338,6 +338,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn loads_pem_files() {
+        let dir = std::env::temp_dir().join(format!("mock-imapd-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        let id = identity(&TlsSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+        let missing = identity(&TlsSource::Files {
+            cert: dir.join("none.pem"),
+            key,
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        let id = id.unwrap();
+        assert_eq!((id.chain_len, id.ca_pem), (1, None));
+        assert!(matches!(missing, Err(Error::Tls(m)) if m.contains("none.pem")));
+    }
+
+    #[test]
     fn chain_sizes() {
         for (kind, alg, min, max) in [
             (ChainKind::Small, KeyAlg::Rsa, 1500, 2200),

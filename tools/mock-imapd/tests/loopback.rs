@@ -582,3 +582,57 @@ fn greeting_delay_holds_plain_and_tls() {
     assert!(s.line().starts_with("* OK [CAPABILITY"));
     assert!(t.elapsed() >= delay, "{:?}", t.elapsed());
 }
+
+#[test]
+fn byte_by_byte_input_and_noise_never_break_the_server() {
+    let h = server(true, |_| {});
+    let mut ctl = Control::connect(&h);
+    // Split invariance over a real socket: every byte its own write.
+    let mut c = Client::plain(h.plain_addrs()[0]);
+    assert!(c.line().starts_with("* OK"));
+    for b in "a LOGIN {4+}\r\nslow \"p\\\"w\"\r\nb EXAMINE INBOX\r\nc IDLE\r\n".bytes() {
+        c.send(std::str::from_utf8(&[b]).unwrap());
+    }
+    c.until_tagged("a");
+    c.until_tagged("b");
+    assert_eq!(c.line(), "+ idling\r\n");
+    assert_eq!(ctl.ok("exists slow"), "OK 1");
+    assert_eq!(c.line(), "* 1 EXISTS\r\n");
+
+    // Noise: random bytes, literal announcements, a command over the limit.
+    let mut seed = 0x5eed_u64;
+    let mut noisy = Vec::new();
+    for i in 0..20 {
+        let mut s = Client::tcp(if i % 2 == 0 {
+            h.plain_addrs()[0]
+        } else {
+            h.tls_addrs()[0]
+        });
+        let mut junk = vec![0u8; 4096];
+        for b in &mut junk {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = if seed % 7 == 0 {
+                b"{}\r\n+9"[(seed % 6) as usize]
+            } else {
+                seed as u8
+            };
+        }
+        let _ = s.write_all(&junk);
+        noisy.push(s);
+    }
+    let mut big = Client::plain(h.plain_addrs()[0]);
+    assert!(big.line().starts_with("* OK"));
+    big.send(&format!("z LOGIN {} pw\r\n", "u".repeat(20_000)));
+    assert_eq!(big.line(), "* BYE Command too long\r\n");
+    assert_eq!(big.raw_line(), None);
+    drop(noisy);
+
+    // Still serving, and the idle session is untouched.
+    let mut fresh = Client::plain(h.plain_addrs()[0]);
+    fresh.login_examine_idle("fresh");
+    assert_eq!(ctl.ok("exists slow"), "OK 1");
+    assert_eq!(c.line(), "* 2 EXISTS\r\n");
+    assert!(ctl.ok("stats").contains("closed_error="));
+}
