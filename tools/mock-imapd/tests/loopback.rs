@@ -613,7 +613,7 @@ fn byte_by_byte_input_and_noise_never_break_the_server() {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            *b = if seed % 7 == 0 {
+            *b = if seed >> 61 == 0 {
                 b"{}\r\n+9"[(seed % 6) as usize]
             } else {
                 seed as u8
