@@ -1,0 +1,1567 @@
+//! Fault injection: scripted hostile IMAP servers and a push sink that answers 410, 500
+//! and 429.
+//!
+//! Every hostile server behaves correctly up to IDLE (greeting, AUTHENTICATE PLAIN,
+//! EXAMINE, `+ idling`) and then, once the registration has been answered 201, does one
+//! hostile thing. Each act must end only its own session, with a typed reason carried by
+//! exactly one reconnect push, while a well-behaved control subscription on the same fake
+//! server keeps working; and the process's resident memory must stay bounded however many
+//! bytes the hostile servers throw at it.
+//!
+//! Timing: the engine's response timeout (30 s) and partial-response timeout (60 s) are not
+//! configurable through the server's config, so the two scenarios that wait for them
+//! (silent DONE, slow drip to the end) are `#[ignore]`d as slow; the slow drip is also
+//! proven quickly against the engine itself with a short `partial_response_timeout`.
+//!
+//! Two tests are ignored as product bugs (see their `ignore` reasons): `+` lines during
+//! AUTHENTICATE panic a reactor thread, and a flood of valid responses starves the other
+//! sessions of its reactor.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use crossbeam_channel::{never, select, Receiver, Sender};
+use imap_push_proxy::{App, Config};
+use push::testing::{Recorded, Sink};
+use serde_json::Value;
+
+const MIB: u64 = 1024 * 1024;
+/// What the giant line and the giant literal offer: 100 MB each.
+const GIANT: u64 = 100 * MIB;
+/// No fake IMAP connection lives longer than this.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(90);
+/// No hostile write (but the slow drip, which sets its own) goes on longer than this.
+const HOSTILE_WRITE_TIME: Duration = Duration::from_secs(10);
+/// A write blocked this long means the proxy stopped reading without closing.
+const WRITE_STALL: Duration = Duration::from_secs(2);
+/// How long a hostile act may take to produce its reconnect push.
+const PUSH_WAIT: Duration = Duration::from_secs(15);
+/// After the expected push, how long a second one would have to show up.
+const QUIET: Duration = Duration::from_millis(1000);
+
+// ---------------------------------------------------------------------------------------
+// Small helpers: temp dirs, HTTP, RSS.
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "ipp-faults-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// One request on a fresh connection (bounded by a 35 s read timeout).
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(35))).unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    Reply {
+        status,
+        body: body.to_owned(),
+    }
+}
+
+fn registration(imap_port: u16, user: &str, sink: &Sink) -> String {
+    serde_json::json!({
+        "imap": {"host": "127.0.0.1", "port": imap_port, "security": "plain",
+                 "username": user, "password": format!("pw-{user}")},
+        "new_mail": {"endpoint": sink.url(&format!("/new/{user}"))},
+        "reconnect": {"endpoint": sink.url(&format!("/re/{user}"))},
+    })
+    .to_string()
+}
+
+/// Registers `user` and returns its subscription id.
+fn register(api: SocketAddr, imap_port: u16, user: &str, sink: &Sink) -> String {
+    let reply = http(
+        api,
+        "POST",
+        "/v1/subscriptions",
+        &registration(imap_port, user, sink),
+    );
+    assert_eq!(reply.status, 201, "registering {user}: {}", reply.body);
+    let created = reply.json();
+    assert_eq!(created["state"], "idle", "{created}");
+    created["id"].as_str().unwrap().to_owned()
+}
+
+/// `(status, body)` of GET /v1/subscriptions/{id}.
+fn describe(api: SocketAddr, id: &str) -> (u16, Value) {
+    let reply = http(api, "GET", &format!("/v1/subscriptions/{id}"), "");
+    let body = if reply.status == 200 {
+        reply.json()
+    } else {
+        Value::Null
+    };
+    (reply.status, body)
+}
+
+fn assert_idle(api: SocketAddr, id: &str, who: &str) {
+    let (status, body) = describe(api, id);
+    assert_eq!(status, 200, "{who} is gone");
+    assert_eq!(body["state"], "idle", "{who}: {body}");
+}
+
+/// Requests to `path`, waiting until there are at least `count` or `timeout` passed.
+fn wait_path(sink: &Sink, path: &str, count: usize, timeout: Duration) -> Vec<Recorded> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let found: Vec<Recorded> = sink
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect();
+        if found.len() >= count || Instant::now() >= deadline {
+            return found;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn payload(request: &Recorded) -> Value {
+    serde_json::from_slice(&request.body)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&request.body)))
+}
+
+/// Waits for `predicate` to hold, polling; `false` if it did not within `timeout`.
+fn eventually(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if predicate() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// VmRSS of `pid`, in bytes.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB as f64
+}
+
+// ---------------------------------------------------------------------------------------
+// The scripted IMAP server.
+
+/// How a fake account answers, decided before it logs in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Mode {
+    /// Correct IMAP throughout.
+    #[default]
+    Good,
+    /// Answers DONE, then answers the next IDLE with `NO`.
+    IdleNo,
+    /// Answers the first IDLE with `NO`.
+    FirstIdleNo,
+    /// Never answers DONE.
+    SilentDone,
+    /// Answers AUTHENTICATE with `+ more` lines, endlessly.
+    AuthContinuations,
+}
+
+/// One hostile (or benign) thing done to an idling connection, on the test's command.
+#[derive(Clone, Copy, Debug)]
+enum Act {
+    /// 100 MB of `x` without CRLF.
+    GiantLine,
+    /// `* 1 FETCH (BODY[] {104857600}` CRLF and then 100 MB of literal.
+    GiantLiteral,
+    /// `+ more` CRLF, endlessly (bounded by HOSTILE_WRITE_TIME).
+    EndlessContinuation,
+    /// One byte of a line that never ends, every `every`, for `lasting`.
+    SlowDrip { every: Duration, lasting: Duration },
+    /// Pseudo-random bytes with a CRLF every 61 bytes.
+    Garbage,
+    /// `* BYE`, then wait for the client to close.
+    Bye,
+    /// A TCP RST (SO_LINGER 0, then close).
+    Reset,
+    /// `total` bytes of valid, ignorable responses: keepalives and FETCHes with 60 KB
+    /// literals.
+    Flood { total: u64, lasting: Duration },
+    /// `* n EXISTS`: new mail.
+    Exists(u32),
+}
+
+/// What one act did.
+#[derive(Clone, Debug)]
+struct ActReport {
+    act: String,
+    offered: u64,
+    /// Bytes the kernel accepted before the write failed or the act ended.
+    accepted: u64,
+    error: Option<std::io::ErrorKind>,
+    took: Duration,
+}
+
+/// What the fake server knows about one account.
+#[derive(Debug, Default)]
+struct User {
+    mode: Mode,
+    acts: Option<Sender<Act>>,
+    connections: u32,
+    /// `+ idling` answers sent.
+    idles: u32,
+    /// Client lines, credentials redacted.
+    commands: Vec<String>,
+    /// Connections that ended (by the client, the act, or the lifetime).
+    ended: u32,
+    /// Connections the client closed (EOF or error on read).
+    client_closed: u32,
+    reports: Vec<ActReport>,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    users: Mutex<HashMap<String, User>>,
+    changed: Condvar,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn users(&self) -> MutexGuard<'_, HashMap<String, User>> {
+        self.users.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn update(&self, user: &str, change: impl FnOnce(&mut User)) {
+        change(self.users().entry(user.to_owned()).or_default());
+        self.changed.notify_all();
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// A fake IMAP server on 127.0.0.1:0; one thread per connection, each bounded by
+/// CONNECTION_LIFETIME and stopped on drop.
+struct FakeImap {
+    port: u16,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl FakeImap {
+    fn start() -> FakeImap {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            users: Mutex::new(HashMap::new()),
+            changed: Condvar::new(),
+            threads: Mutex::new(Vec::new()),
+        });
+        let accept_shared = shared.clone();
+        let accept = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if accept_shared.stopped() {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let conn_shared = accept_shared.clone();
+                let handle = thread::spawn(move || serve(stream, &conn_shared));
+                let mut threads = accept_shared.threads.lock().unwrap();
+                threads.retain(|t| !t.is_finished());
+                threads.push(handle);
+            }
+        });
+        FakeImap {
+            port,
+            shared,
+            accept: Some(accept),
+        }
+    }
+
+    fn set_mode(&self, user: &str, mode: Mode) {
+        self.shared.update(user, |u| u.mode = mode);
+    }
+
+    /// Waits until `predicate` holds for `user`; `false` after `timeout`.
+    fn wait_user(&self, user: &str, timeout: Duration, predicate: impl Fn(&User) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut users = self.shared.users();
+        loop {
+            if users.get(user).is_some_and(&predicate) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            users = self
+                .shared
+                .changed
+                .wait_timeout(users, (deadline - now).min(Duration::from_millis(100)))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Has `user`'s idling connection do `act`.
+    fn act(&self, user: &str, act: Act) {
+        assert!(
+            self.wait_user(user, Duration::from_secs(10), |u| u.idles > 0
+                && u.acts.is_some()),
+            "{user} never idled"
+        );
+        let acts = self.shared.users()[user].acts.clone().unwrap();
+        acts.send(act)
+            .unwrap_or_else(|_| panic!("{user}'s IMAP connection is gone"));
+    }
+
+    fn with_user<R>(&self, user: &str, f: impl FnOnce(&User) -> R) -> R {
+        f(self.shared.users().entry(user.to_owned()).or_default())
+    }
+
+    /// Waits until `user` has `n` act reports and returns them.
+    fn reports(&self, user: &str, n: usize, timeout: Duration) -> Vec<ActReport> {
+        self.wait_user(user, timeout, |u| u.reports.len() >= n);
+        self.with_user(user, |u| u.reports.clone())
+    }
+}
+
+impl Drop for FakeImap {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+        let threads = std::mem::take(&mut *self.shared.threads.lock().unwrap());
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One connection of the fake server.
+struct Conn<'a> {
+    stream: TcpStream,
+    shared: &'a Shared,
+    user: Option<String>,
+    mode: Mode,
+    idle_tag: Option<String>,
+    acts: Receiver<Act>,
+    /// End with an RST rather than a FIN.
+    reset: bool,
+}
+
+fn serve(stream: TcpStream, shared: &Shared) {
+    let started = Instant::now();
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(WRITE_STALL));
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    // The reader thread turns client bytes into lines; it ends when the socket does.
+    let (line_tx, lines) = crossbeam_channel::unbounded::<Vec<u8>>();
+    let reader = thread::spawn(move || {
+        let mut reader = BufReader::new(read_half);
+        loop {
+            let mut line = Vec::new();
+            match reader.by_ref().take(16 * 1024).read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    if line_tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let mut conn = Conn {
+        stream,
+        shared,
+        user: None,
+        mode: Mode::Good,
+        idle_tag: None,
+        acts: never(),
+        reset: false,
+    };
+    let mut client_closed = false;
+    if conn.send(b"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE AUTH=PLAIN] hi\r\n") {
+        loop {
+            if shared.stopped() || started.elapsed() > CONNECTION_LIFETIME {
+                break;
+            }
+            let acts = conn.acts.clone();
+            select! {
+                recv(lines) -> line => match line {
+                    Ok(line) => if !conn.on_line(&line) { break },
+                    Err(_) => { client_closed = true; break }
+                },
+                recv(acts) -> act => if let Ok(act) = act {
+                    if !conn.perform(act) { break }
+                },
+                default(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+    if conn.reset {
+        set_linger_zero(&conn.stream);
+        // Unblocks the reader without sending anything; the last close then sends RST.
+        let _ = conn.stream.shutdown(Shutdown::Read);
+    } else {
+        let _ = conn.stream.shutdown(Shutdown::Both);
+    }
+    let _ = reader.join();
+    if let Some(user) = conn.user.take() {
+        shared.update(&user, |u| {
+            u.ended += 1;
+            u.client_closed += u32::from(client_closed);
+        });
+    }
+}
+
+fn set_linger_zero(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket we own, with a properly sized `linger`.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER");
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), CRLF every 61 bytes.
+fn garbage(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        if out.len() % 63 == 61 {
+            out.extend_from_slice(b"\r\n");
+            continue;
+        }
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.push((x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8);
+    }
+    out
+}
+
+/// Valid responses the proxy must read and ignore: keepalives and a FETCH with a 60 KB
+/// literal (under the 64 KiB literal and 128 KiB message limits).
+fn flood_chunk() -> Vec<u8> {
+    let mut chunk = Vec::new();
+    for _ in 0..64 {
+        chunk.extend_from_slice(b"* OK still here\r\n");
+    }
+    chunk.extend_from_slice(b"* 1 FETCH (FLAGS (\\Seen) BODY[] {60000}\r\n");
+    chunk.extend_from_slice(&[b'y'; 60_000]);
+    chunk.extend_from_slice(b")\r\n");
+    chunk
+}
+
+impl Conn<'_> {
+    fn send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).is_ok()
+    }
+
+    fn record(&self, change: impl FnOnce(&mut User)) {
+        if let Some(user) = &self.user {
+            self.shared.update(user, change);
+        }
+    }
+
+    /// Answers one client line; `false` ends the connection.
+    fn on_line(&mut self, line: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        if text == "DONE" {
+            self.record(|u| u.commands.push("DONE".into()));
+            if self.mode == Mode::SilentDone {
+                return true;
+            }
+            let tag = self.idle_tag.take().unwrap_or_else(|| "*".into());
+            return self.send(format!("{tag} OK idle done\r\n").as_bytes());
+        }
+        let mut words = text.splitn(3, ' ');
+        let tag = words.next().unwrap_or("").to_owned();
+        let command = words.next().unwrap_or("").to_ascii_uppercase();
+        let args = words.next().unwrap_or("");
+        if command == "AUTHENTICATE" {
+            return self.authenticate(&tag, args);
+        }
+        self.record(|u| u.commands.push(text.to_owned()));
+        match command.as_str() {
+            "CAPABILITY" => self.send(
+                format!("* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE AUTH=PLAIN\r\n{tag} OK caps\r\n")
+                    .as_bytes(),
+            ),
+            "EXAMINE" | "SELECT" => self.send(
+                format!(
+                    "* 0 EXISTS\r\n* OK [UIDVALIDITY 1] u\r\n* OK [UIDNEXT 1] n\r\n{tag} OK [READ-ONLY] done\r\n"
+                )
+                .as_bytes(),
+            ),
+            "IDLE" => {
+                let user = self.user.as_deref().unwrap_or("");
+                let idles = self.shared.users().get(user).map_or(0, |u| u.idles);
+                let refuse = match self.mode {
+                    Mode::IdleNo => idles >= 1,
+                    Mode::FirstIdleNo => true,
+                    _ => false,
+                };
+                if refuse {
+                    return self.send(format!("{tag} NO not now\r\n").as_bytes());
+                }
+                self.idle_tag = Some(tag);
+                let sent = self.send(b"+ idling\r\n");
+                self.record(|u| u.idles += 1);
+                sent
+            }
+            "LOGOUT" => {
+                let _ = self.send(format!("* BYE logging out\r\n{tag} OK bye\r\n").as_bytes());
+                false
+            }
+            _ => self.send(format!("{tag} OK done\r\n").as_bytes()),
+        }
+    }
+
+    fn authenticate(&mut self, tag: &str, args: &str) -> bool {
+        let b64 = args.strip_prefix("PLAIN ").unwrap_or("");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .unwrap_or_default();
+        let user = decoded
+            .split(|&b| b == 0)
+            .nth(1)
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .unwrap_or_default();
+        let (acts_tx, acts) = crossbeam_channel::unbounded();
+        self.acts = acts;
+        self.user = Some(user.clone());
+        let mut mode = Mode::Good;
+        self.shared.update(&user, |u| {
+            u.connections += 1;
+            u.acts = Some(acts_tx);
+            u.commands
+                .push(format!("{tag} AUTHENTICATE PLAIN <redacted>"));
+            mode = u.mode;
+        });
+        self.mode = mode;
+        if mode == Mode::AuthContinuations {
+            let line = b"+ more\r\n".repeat(512);
+            self.pump(
+                "auth continuations",
+                b"",
+                &line,
+                GIANT,
+                Duration::ZERO,
+                HOSTILE_WRITE_TIME,
+            );
+            return false;
+        }
+        self.send(format!("{tag} OK [CAPABILITY IMAP4rev1 IDLE] ok\r\n").as_bytes())
+    }
+
+    /// Does `act`; `false` ends the connection.
+    fn perform(&mut self, act: Act) -> bool {
+        let name = format!("{act:?}");
+        match act {
+            Act::GiantLine => {
+                let chunk = vec![b'x'; 64 * 1024];
+                self.pump(
+                    &name,
+                    b"",
+                    &chunk,
+                    GIANT,
+                    Duration::ZERO,
+                    HOSTILE_WRITE_TIME,
+                )
+            }
+            Act::GiantLiteral => {
+                let head = format!("* 1 FETCH (BODY[] {{{GIANT}}}\r\n");
+                let chunk = vec![0u8; 64 * 1024];
+                let limit = HOSTILE_WRITE_TIME;
+                self.pump(&name, head.as_bytes(), &chunk, GIANT, Duration::ZERO, limit)
+            }
+            Act::EndlessContinuation => {
+                let chunk = b"+ more\r\n".repeat(512);
+                self.pump(
+                    &name,
+                    b"",
+                    &chunk,
+                    GIANT,
+                    Duration::ZERO,
+                    HOSTILE_WRITE_TIME,
+                )
+            }
+            Act::SlowDrip { every, lasting } => {
+                let drips = (lasting.as_millis() / every.as_millis().max(1)) as u64;
+                let limit = lasting + every;
+                self.pump(&name, b"* OK ", b"x", 5 + drips, every, limit)
+            }
+            Act::Garbage => {
+                let chunk = garbage(1024 * 1024);
+                self.pump(
+                    &name,
+                    b"",
+                    &chunk,
+                    16 * MIB,
+                    Duration::ZERO,
+                    HOSTILE_WRITE_TIME,
+                )
+            }
+            Act::Bye => {
+                let ok = self.send(b"* BYE going away\r\n");
+                self.report(&name, 18, u64::from(ok) * 18, None, Duration::ZERO);
+                ok
+            }
+            Act::Reset => {
+                self.reset = true;
+                self.report(&name, 0, 0, None, Duration::ZERO);
+                false
+            }
+            Act::Flood { total, lasting } => {
+                let chunk = flood_chunk();
+                self.pump(&name, b"", &chunk, total, Duration::ZERO, lasting)
+            }
+            Act::Exists(n) => self.send(format!("* {n} EXISTS\r\n").as_bytes()),
+        }
+    }
+
+    /// Writes `head` and then `chunk` over and over until `total` bytes, a write error, the
+    /// stop flag or `limit`; sleeps `pause` between chunks. `true` if nothing failed.
+    fn pump(
+        &mut self,
+        name: &str,
+        head: &[u8],
+        chunk: &[u8],
+        total: u64,
+        pause: Duration,
+        limit: Duration,
+    ) -> bool {
+        let started = Instant::now();
+        let mut accepted = 0u64;
+        let mut error = self.stream.write_all(head).err();
+        if error.is_none() {
+            accepted += head.len() as u64;
+        }
+        while error.is_none() && accepted < total {
+            if self.shared.stopped() || started.elapsed() > limit {
+                break;
+            }
+            let n = chunk.len().min((total - accepted) as usize);
+            match self.stream.write_all(&chunk[..n]) {
+                Ok(()) => accepted += n as u64,
+                Err(e) => error = Some(e),
+            }
+            if !pause.is_zero() {
+                let until = Instant::now() + pause;
+                while Instant::now() < until && !self.shared.stopped() {
+                    thread::sleep(Duration::from_millis(20).min(pause));
+                }
+            }
+        }
+        let kind = error.map(|e| e.kind());
+        self.report(name, total, accepted, kind, started.elapsed());
+        kind.is_none()
+    }
+
+    fn report(
+        &self,
+        act: &str,
+        offered: u64,
+        accepted: u64,
+        error: Option<std::io::ErrorKind>,
+        took: Duration,
+    ) {
+        let report = ActReport {
+            act: act.to_owned(),
+            offered,
+            accepted,
+            error,
+            took,
+        };
+        self.record(|u| u.reports.push(report));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The proxy under test, in process.
+
+struct Rig {
+    // Field order is drop order: the app first, then the fakes, then the directory.
+    app: Option<App>,
+    imap: FakeImap,
+    sink: Sink,
+    _dir: TempDir,
+}
+
+impl Rig {
+    fn start(tweak: impl FnOnce(&mut Config)) -> Rig {
+        let dir = TempDir::new();
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.0.join("data"),
+            reactor_threads: 1,
+            sender_threads: 2,
+            allow_private_destinations: true,
+            allow_http_endpoints: true,
+            allow_plain_imap: true,
+            ..Config::default()
+        };
+        tweak(&mut config);
+        Rig {
+            app: Some(App::start(config).unwrap()),
+            imap: FakeImap::start(),
+            sink: Sink::start(),
+            _dir: dir,
+        }
+    }
+
+    fn api(&self) -> SocketAddr {
+        self.app.as_ref().unwrap().local_addr()
+    }
+
+    fn register(&self, user: &str) -> String {
+        register(self.api(), self.imap.port, user, &self.sink)
+    }
+
+    /// The control subscription still works: it is idle and new mail reaches its app.
+    fn assert_control_unaffected(&self, id: &str, exists: u32) {
+        assert_idle(self.api(), id, "the control subscription");
+        let before = wait_path(&self.sink, "/new/control", 0, Duration::ZERO).len();
+        self.imap.act("control", Act::Exists(exists));
+        let pushes = wait_path(
+            &self.sink,
+            "/new/control",
+            before + 1,
+            Duration::from_secs(5),
+        );
+        assert_eq!(pushes.len(), before + 1, "the control got no new-mail push");
+        assert_eq!(payload(&pushes[before])["exists"], exists);
+        let reconnects = wait_path(&self.sink, "/re/control", 0, Duration::ZERO);
+        assert!(reconnects.is_empty(), "the control was told to reconnect");
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown();
+        }
+    }
+}
+
+/// Registers a control and a hostile account on one fake server, has the hostile one do
+/// `act` (or just wait, for modes that misbehave by themselves), and checks the hostile
+/// subscription ends with exactly one reconnect push whose reason is one of `expected`,
+/// while the control keeps working. Returns the reason and the time from the act to the
+/// push.
+fn hostile(
+    scenario: &str,
+    mode: Mode,
+    act: Option<Act>,
+    idle_refresh_secs: u64,
+    expected: &[&str],
+) -> (String, Duration) {
+    let rig = Rig::start(|c| c.idle_refresh_secs = idle_refresh_secs);
+    let api = rig.api();
+    rig.imap.set_mode("hostile", mode);
+    let control = rig.register("control");
+    let id = rig.register("hostile");
+    let started = Instant::now();
+    if let Some(act) = act {
+        rig.imap.act("hostile", act);
+    }
+    // Modes that misbehave at the IDLE refresh need that long, plus a timeout if any.
+    let wait = match mode {
+        Mode::SilentDone => PUSH_WAIT + Duration::from_secs(idle_refresh_secs + 30),
+        Mode::IdleNo => PUSH_WAIT + Duration::from_secs(idle_refresh_secs),
+        // The partial-response timeout is 60 s.
+        _ if matches!(act, Some(Act::SlowDrip { .. })) => PUSH_WAIT + Duration::from_secs(60),
+        _ => PUSH_WAIT,
+    };
+    let pushes = wait_path(&rig.sink, "/re/hostile", 1, wait);
+    let reports = rig.imap.with_user("hostile", |u| u.reports.clone());
+    assert!(
+        !pushes.is_empty(),
+        "{scenario}: no reconnect push within {wait:?}; fake server saw {reports:?}"
+    );
+    let took = pushes[0].at.duration_since(started);
+    let body = payload(&pushes[0]);
+    assert_eq!(body["type"], "reconnect", "{body}");
+    assert_eq!(body["subscription"], id.as_str(), "{body}");
+    let reason = body["reason"].as_str().unwrap_or("").to_owned();
+    assert!(
+        expected.contains(&reason.as_str()),
+        "{scenario}: reason {reason:?}, expected one of {expected:?}"
+    );
+    thread::sleep(QUIET);
+    let pushes = wait_path(&rig.sink, "/re/hostile", 0, Duration::ZERO);
+    assert_eq!(pushes.len(), 1, "{scenario}: exactly one reconnect push");
+    assert_eq!(
+        describe(api, &id).0,
+        404,
+        "{scenario}: a lost subscription is forgotten"
+    );
+    assert!(
+        rig.imap
+            .wait_user("hostile", Duration::from_secs(5), |u| u.ended >= 1),
+        "{scenario}: the proxy kept the hostile connection open"
+    );
+    rig.assert_control_unaffected(&control, 1);
+    let reports = rig.imap.with_user("hostile", |u| u.reports.clone());
+    for r in &reports {
+        eprintln!(
+            "{scenario}: {} accepted {:.2} MiB of {:.2} MiB offered in {:?} (write error {:?})",
+            r.act,
+            mib(r.accepted),
+            mib(r.offered),
+            r.took,
+            r.error
+        );
+    }
+    eprintln!("{scenario}: reason {reason} {took:?} after the act");
+    (reason, took)
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Hostile IMAP servers, one scenario each.
+
+#[test]
+fn giant_line_is_a_protocol_error() {
+    let (_, took) = hostile(
+        "giant line",
+        Mode::Good,
+        Some(Act::GiantLine),
+        1440,
+        &["protocol_error"],
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn giant_literal_is_a_protocol_error() {
+    let (_, took) = hostile(
+        "giant literal",
+        Mode::Good,
+        Some(Act::GiantLiteral),
+        1440,
+        &["protocol_error"],
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn endless_continuation_is_a_protocol_error() {
+    let (_, took) = hostile(
+        "endless continuation",
+        Mode::Good,
+        Some(Act::EndlessContinuation),
+        1440,
+        &["protocol_error"],
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn garbage_is_a_protocol_error() {
+    let (_, took) = hostile(
+        "garbage",
+        Mode::Good,
+        Some(Act::Garbage),
+        1440,
+        &["protocol_error"],
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn bye_is_bye() {
+    let (_, took) = hostile("bye", Mode::Good, Some(Act::Bye), 1440, &["bye"]);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn reset_is_a_connection_reset() {
+    let (reason, took) = hostile(
+        "reset",
+        Mode::Good,
+        Some(Act::Reset),
+        1440,
+        &["connection_reset", "io_error", "closed"],
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    if reason != "connection_reset" {
+        eprintln!("reset: reported as {reason}, not connection_reset");
+    }
+}
+
+/// "One that answers IDLE with NO": the proxy re-issues IDLE after idle_refresh_secs (2 s)
+/// and the server refuses it.
+#[test]
+fn idle_answered_with_no_is_a_protocol_error() {
+    let (_, took) = hostile("IDLE NO", Mode::IdleNo, None, 2, &["protocol_error"]);
+    assert!(
+        took > Duration::from_millis(1500) && took < Duration::from_secs(8),
+        "the refresh is due after ~2 s: {took:?}"
+    );
+}
+
+/// The first IDLE answered with NO: the session never became ready, so the registration
+/// itself fails with a typed error, and no reconnect push is owed.
+#[test]
+fn first_idle_answered_with_no_fails_the_registration() {
+    let rig = Rig::start(|_| {});
+    let control = rig.register("control");
+    rig.imap.set_mode("hostile", Mode::FirstIdleNo);
+    let reply = http(
+        rig.api(),
+        "POST",
+        "/v1/subscriptions",
+        &registration(rig.imap.port, "hostile", &rig.sink),
+    );
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert_eq!(
+        reply.json()["error"],
+        "imap_protocol_error",
+        "{}",
+        reply.body
+    );
+    assert!(
+        rig.imap
+            .wait_user("hostile", Duration::from_secs(5), |u| u.ended >= 1),
+        "the proxy kept the refused connection open"
+    );
+    rig.assert_control_unaffected(&control, 1);
+    assert!(wait_path(&rig.sink, "/re/hostile", 0, Duration::ZERO).is_empty());
+    eprintln!("first IDLE NO: {} {}", reply.status, reply.body);
+}
+
+/// "A server that never answers": DONE goes unanswered, so the proxy gives up after the
+/// engine's 30 s response timeout (not configurable through the server: slow).
+#[test]
+#[ignore = "slow: waits for the engine's 30 s response timeout"]
+fn silent_done_is_a_timeout() {
+    let (_, took) = hostile("silent DONE", Mode::SilentDone, None, 2, &["timeout"]);
+    assert!(
+        took > Duration::from_secs(30) && took < Duration::from_secs(40),
+        "{took:?}"
+    );
+}
+
+/// Slow drip, the full story: one byte every 500 ms of a line that never ends ends the
+/// session after the 60 s partial_response_timeout (not configurable through the server).
+#[test]
+#[ignore = "slow: waits for the engine's 60 s partial_response_timeout"]
+fn slow_drip_is_a_timeout_after_a_minute() {
+    let drip = Act::SlowDrip {
+        every: Duration::from_millis(500),
+        lasting: Duration::from_secs(80),
+    };
+    let (_, took) = hostile("slow drip", Mode::Good, Some(drip), 1440, &["timeout"]);
+    assert!(
+        took > Duration::from_secs(59) && took < Duration::from_secs(66),
+        "{took:?}"
+    );
+}
+
+/// Slow drip, quickly, through the server: for 5 s the dripping session stays idle (a
+/// partial line is not an error yet), costs nothing visible and pushes nothing.
+#[test]
+fn slow_drip_holds_only_its_own_session() {
+    let rig = Rig::start(|_| {});
+    let control = rig.register("control");
+    let id = rig.register("hostile");
+    rig.imap.act(
+        "hostile",
+        Act::SlowDrip {
+            every: Duration::from_millis(500),
+            lasting: Duration::from_secs(6),
+        },
+    );
+    thread::sleep(Duration::from_secs(5));
+    assert_idle(rig.api(), &id, "the dripping subscription");
+    assert!(rig.sink.requests().is_empty(), "{:?}", rig.sink.requests());
+    rig.assert_control_unaffected(&control, 1);
+    let report = rig.imap.reports("hostile", 1, Duration::from_secs(5));
+    assert_eq!(report.len(), 1, "the drip did not finish");
+    assert_eq!(report[0].error, None, "the proxy cut the drip short");
+}
+
+/// Slow drip, quickly, against the engine with a 2 s partial_response_timeout: the same
+/// code path the server's 60 s default takes ends the session with `timeout`.
+#[test]
+fn slow_drip_times_out_after_partial_response_timeout() {
+    let imap = FakeImap::start();
+    let engine = engine::Engine::start(engine::EngineConfig {
+        reactor_threads: 1,
+        webpki_roots: false,
+        session: engine::SessionConfig {
+            partial_response_timeout: Duration::from_secs(2),
+            ..engine::SessionConfig::default()
+        },
+        ..engine::EngineConfig::default()
+    })
+    .unwrap();
+    let id = engine
+        .watch(engine::WatchSpec {
+            host: "127.0.0.1".into(),
+            port: imap.port,
+            security: engine::Security::DangerousPlain,
+            username: "drip".into(),
+            secret: engine::Secret::Password(zeroize::Zeroizing::new(b"pw-drip".to_vec())),
+            mailboxes: vec!["INBOX".into()],
+            since: None,
+        })
+        .unwrap();
+    let event = engine.events().recv_timeout(Duration::from_secs(10));
+    assert!(
+        matches!(event, Ok(engine::Event::Ready { id: got, .. }) if got == id),
+        "{event:?}"
+    );
+    let started = Instant::now();
+    imap.act(
+        "drip",
+        Act::SlowDrip {
+            every: Duration::from_millis(500),
+            lasting: Duration::from_secs(10),
+        },
+    );
+    let event = engine.events().recv_timeout(Duration::from_secs(10));
+    let took = started.elapsed();
+    match event {
+        Ok(engine::Event::SessionLost { id: got, reason }) => {
+            assert_eq!(got, id);
+            assert_eq!(
+                reason,
+                engine::EndReason::Timeout(engine::Waiting::ResponseEnd)
+            );
+            assert_eq!(reason.code(), "timeout");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        took > Duration::from_millis(1900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    let report = imap.reports("drip", 1, Duration::from_secs(5));
+    assert!(
+        report[0].error.is_some(),
+        "the connection was not closed mid-drip: {report:?}"
+    );
+    eprintln!("slow drip (engine, 2 s partial timeout): timeout after {took:?}");
+    let _ = engine.shutdown();
+}
+
+/// Endless continuation where a continuation is legitimate (during AUTHENTICATE): the
+/// registration must fail on its own (502 imap_protocol_error, or 504 imap_timeout), and
+/// the other sessions on the same reactor must not notice.
+#[test]
+#[ignore = "bug: `+` lines after AUTHENTICATE overflow the session's transmit queue; the reactor thread panics and every session on it is lost without a push"]
+fn endless_continuation_during_login_fails_only_that_registration() {
+    let rig = Rig::start(|c| c.register_timeout_secs = 5);
+    let control = rig.register("control");
+    rig.imap.set_mode("hostile", Mode::AuthContinuations);
+    let started = Instant::now();
+    let reply = http(
+        rig.api(),
+        "POST",
+        "/v1/subscriptions",
+        &registration(rig.imap.port, "hostile", &rig.sink),
+    );
+    let took = started.elapsed();
+    let reports = rig.imap.reports("hostile", 1, Duration::from_secs(12));
+    eprintln!(
+        "endless continuation during login: {} {} after {took:?}; fake server: {reports:?}",
+        reply.status, reply.body
+    );
+    assert!(
+        reply.status == 502 || reply.status == 504,
+        "{} {}",
+        reply.status,
+        reply.body
+    );
+    assert!(
+        rig.imap
+            .wait_user("hostile", Duration::from_secs(12), |u| u.ended >= 1),
+        "the proxy kept the hostile connection open"
+    );
+    // The control's connection must still be up, or, if it was lost, its app told so.
+    thread::sleep(QUIET);
+    let control_ended = rig.imap.with_user("control", |u| u.ended);
+    let control_state = describe(rig.api(), &control);
+    let control_reconnects = wait_path(&rig.sink, "/re/control", 0, Duration::ZERO).len();
+    assert_eq!(
+        control_ended, 0,
+        "the control's IMAP connection was closed; GET says {control_state:?}; \
+         reconnect pushes to its app: {control_reconnects}"
+    );
+    rig.assert_control_unaffected(&control, 1);
+    assert!(wait_path(&rig.sink, "/re/hostile", 0, Duration::ZERO).is_empty());
+}
+
+/// A server that floods valid, ignorable responses as fast as it can must not starve the
+/// other sessions of its reactor thread: new mail for the control still arrives promptly.
+#[test]
+#[ignore = "bug: the reactor reads a flooding socket until it would block; a server sending valid responses faster than they are parsed starves every other session on that reactor"]
+fn a_flood_of_valid_responses_starves_no_other_session() {
+    let rig = Rig::start(|_| {});
+    let control = rig.register("control");
+    let id = rig.register("hostile");
+    let lasting = Duration::from_secs(5);
+    rig.imap.act(
+        "hostile",
+        Act::Flood {
+            total: u64::MAX,
+            lasting,
+        },
+    );
+    thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    rig.imap.act("control", Act::Exists(1));
+    let pushes = wait_path(&rig.sink, "/new/control", 1, Duration::from_secs(10));
+    assert_eq!(pushes.len(), 1, "no new-mail push for the control");
+    let latency = pushes[0].at.duration_since(sent);
+    let report = rig.imap.reports("hostile", 1, Duration::from_secs(10));
+    eprintln!(
+        "flood: {:.0} MiB of valid responses in {:?} ({:?}); the control's new mail \
+         took {latency:?}",
+        mib(report[0].accepted),
+        report[0].took,
+        report[0].error
+    );
+    assert_eq!(report[0].error, None, "the flood was cut short");
+    assert_idle(rig.api(), &id, "the flooding subscription");
+    assert_idle(rig.api(), &control, "the control");
+    assert!(
+        latency < Duration::from_secs(1),
+        "the control's new mail waited {latency:?} behind the flood"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Memory stays bounded: every hostile act against one server process.
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, idle_refresh_secs: u64) -> Server {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+listen = "{addr}"
+data_dir = "{}"
+reactor_threads = 2
+sender_threads = 2
+idle_refresh_secs = {idle_refresh_secs}
+allow_private_destinations = true
+allow_http_endpoints = true
+allow_plain_imap = true
+"#,
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("server.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_imap-push-proxy"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut server = Server { child, addr, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("server exited: {status:?}: {}", server.log_text());
+            }
+            assert!(Instant::now() < deadline, "server did not listen");
+            thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn rss(&self) -> u64 {
+        rss_bytes(self.pid()).expect("the server is running")
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(mut self) {
+        // SAFETY: a signal to the child we started, by its PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Samples the RSS of `pid` every 20 ms until stopped; the largest sample.
+struct RssPeak {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<u64>,
+}
+
+impl RssPeak {
+    fn start(pid: u32) -> RssPeak {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut peak = 0;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+                peak = peak.max(rss_bytes(pid).unwrap_or(0));
+                thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        });
+        RssPeak { stop, thread }
+    }
+
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
+#[test]
+fn rss_stays_bounded_under_every_hostile_server() {
+    const GROWTH_MAX: u64 = 32 * MIB;
+    let dir = TempDir::new();
+    let imap = FakeImap::start();
+    let sink = Sink::start();
+    let server = Server::start(&dir.0, 2);
+    let api = server.addr;
+    let acts: [(&str, Act, &[&str]); 6] = [
+        ("giant_line", Act::GiantLine, &["protocol_error"]),
+        ("giant_literal", Act::GiantLiteral, &["protocol_error"]),
+        (
+            "continuation",
+            Act::EndlessContinuation,
+            &["protocol_error"],
+        ),
+        ("garbage", Act::Garbage, &["protocol_error"]),
+        ("bye", Act::Bye, &["bye"]),
+        (
+            "reset",
+            Act::Reset,
+            &["connection_reset", "io_error", "closed"],
+        ),
+    ];
+    let control = register(api, imap.port, "control", &sink);
+    let mut ids = HashMap::new();
+    for (user, _, _) in &acts {
+        ids.insert(*user, register(api, imap.port, user, &sink));
+    }
+    let drip = register(api, imap.port, "drip", &sink);
+    let flood = register(api, imap.port, "flood", &sink);
+    // Warm up the push path once, so its first-use allocations are not counted.
+    imap.act("control", Act::Exists(1));
+    assert_eq!(
+        wait_path(&sink, "/new/control", 1, Duration::from_secs(5)).len(),
+        1
+    );
+    thread::sleep(Duration::from_millis(300));
+    let rss_before = server.rss();
+    let peak = RssPeak::start(server.pid());
+
+    // IDLE answered with NO: registered now, it fails at its first refresh (~2 s).
+    imap.set_mode("idle_no", Mode::IdleNo);
+    let idle_no = register(api, imap.port, "idle_no", &sink);
+    let started = Instant::now();
+    for (user, act, _) in &acts {
+        imap.act(user, *act);
+    }
+    imap.act(
+        "drip",
+        Act::SlowDrip {
+            every: Duration::from_millis(500),
+            lasting: Duration::from_secs(6),
+        },
+    );
+    imap.act(
+        "flood",
+        Act::Flood {
+            total: GIANT,
+            lasting: HOSTILE_WRITE_TIME,
+        },
+    );
+
+    let mut expected: Vec<(&str, &[&str])> = acts.iter().map(|(u, _, e)| (*u, *e)).collect();
+    expected.push(("idle_no", &["protocol_error"]));
+    for (user, reasons) in &expected {
+        let pushes = wait_path(&sink, &format!("/re/{user}"), 1, PUSH_WAIT);
+        assert!(!pushes.is_empty(), "{user}: no reconnect push");
+        let body = payload(&pushes[0]);
+        let reason = body["reason"].as_str().unwrap_or("");
+        assert!(reasons.contains(&reason), "{user}: {body}");
+        eprintln!(
+            "rss test: {user} ended with {reason} after {:?}",
+            pushes[0].at.duration_since(started)
+        );
+    }
+    let flood_report = imap.reports("flood", 1, Duration::from_secs(20));
+    let drip_report = imap.reports("drip", 1, Duration::from_secs(10));
+    thread::sleep(Duration::from_millis(500));
+    let rss_after = server.rss();
+    let rss_peak = peak.finish().max(rss_after);
+
+    // Exactly one reconnect push per lost session, none for the survivors.
+    for (user, _) in &expected {
+        let n = wait_path(&sink, &format!("/re/{user}"), 0, Duration::ZERO).len();
+        assert_eq!(n, 1, "{user}: {n} reconnect pushes");
+    }
+    for user in ["control", "drip", "flood"] {
+        let n = wait_path(&sink, &format!("/re/{user}"), 0, Duration::ZERO).len();
+        assert_eq!(n, 0, "{user} was told to reconnect");
+    }
+    for (user, id) in ids.iter().chain([(&"idle_no", &idle_no)]) {
+        assert_eq!(describe(api, id).0, 404, "{user} is still registered");
+    }
+    assert_idle(api, &control, "control");
+    assert_idle(api, &drip, "drip (under 60 s of dripping)");
+    assert_idle(api, &flood, "flood (valid responses)");
+    assert_eq!(flood_report[0].error, None, "the flood was cut short");
+    assert_eq!(flood_report[0].accepted, GIANT, "{flood_report:?}");
+    assert_eq!(drip_report[0].error, None, "the drip was cut short");
+    imap.act("control", Act::Exists(2));
+    assert_eq!(
+        wait_path(&sink, "/new/control", 2, Duration::from_secs(5)).len(),
+        2,
+        "the control no longer gets new mail"
+    );
+
+    let mut offered = 0;
+    let mut accepted = 0;
+    for user in acts.iter().map(|(u, _, _)| *u).chain(["drip", "flood"]) {
+        for r in imap.with_user(user, |u| u.reports.clone()) {
+            eprintln!(
+                "rss test: {user}: {} accepted {:.2} MiB of {:.2} MiB offered in {:?} ({:?})",
+                r.act,
+                mib(r.accepted),
+                mib(r.offered),
+                r.took,
+                r.error
+            );
+            offered += r.offered;
+            accepted += r.accepted;
+        }
+    }
+    eprintln!(
+        "rss test: RSS before {:.1} MiB, peak {:.1} MiB, after {:.1} MiB; hostile bytes \
+         offered {:.1} MiB, accepted by the kernel {:.1} MiB; {:?} in all",
+        mib(rss_before),
+        mib(rss_peak),
+        mib(rss_after),
+        mib(offered),
+        mib(accepted),
+        started.elapsed()
+    );
+    assert!(offered > 200 * MIB, "{offered}");
+    assert!(
+        rss_peak.saturating_sub(rss_before) < GROWTH_MAX,
+        "RSS grew from {rss_before} to a peak of {rss_peak}: {}",
+        server.log_text()
+    );
+    assert!(rss_after.saturating_sub(rss_before) < GROWTH_MAX);
+    server.stop();
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. A push service that answers 410, 500 and 429.
+
+/// Registers `user` (and a control) and has the fake server announce new mail for it.
+fn new_mail_rig(user: &str, configure: impl FnOnce(&Sink)) -> (Rig, String, String) {
+    let rig = Rig::start(|_| {});
+    let control = rig.register("control");
+    let id = rig.register(user);
+    configure(&rig.sink);
+    rig.imap.act(user, Act::Exists(1));
+    (rig, id, control)
+}
+
+#[test]
+fn push_410_forgets_the_subscription_and_closes_its_session() {
+    let (rig, id, control) = new_mail_rig("gone", |sink| sink.set_status("/new/gone", 410));
+    let pushes = wait_path(&rig.sink, "/new/gone", 1, Duration::from_secs(5));
+    assert_eq!(pushes.len(), 1, "no new-mail push");
+    assert!(
+        eventually(Duration::from_secs(5), || describe(rig.api(), &id).0 == 404),
+        "the subscription is still there after 410"
+    );
+    assert!(
+        rig.imap.wait_user("gone", Duration::from_secs(10), |u| u
+            .commands
+            .iter()
+            .any(|c| c.ends_with("LOGOUT"))
+            || u.ended >= 1),
+        "the IMAP session was not closed: {:?}",
+        rig.imap.with_user("gone", |u| u.commands.clone())
+    );
+    thread::sleep(QUIET);
+    let commands = rig.imap.with_user("gone", |u| u.commands.clone());
+    let after = wait_path(&rig.sink, "/new/gone", 0, Duration::ZERO).len();
+    assert_eq!(after, 1, "a gone endpoint was retried");
+    let reconnects = wait_path(&rig.sink, "/re/gone", 0, Duration::ZERO);
+    eprintln!(
+        "410: forgotten, IMAP saw {:?}, reconnect pushes {}",
+        &commands[commands.len().saturating_sub(2)..],
+        reconnects.len()
+    );
+    assert!(
+        reconnects.is_empty(),
+        "a gone subscription was told to reconnect"
+    );
+    rig.assert_control_unaffected(&control, 1);
+}
+
+#[test]
+fn push_500_500_then_201_is_delivered_once() {
+    let (rig, id, control) = new_mail_rig("flaky", |sink| {
+        sink.set_script("/new/flaky", &[500, 500]);
+    });
+    let pushes = wait_path(&rig.sink, "/new/flaky", 3, Duration::from_secs(10));
+    let statuses: Vec<u16> = pushes.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [500, 500, 201]);
+    let gaps: Vec<Duration> = pushes
+        .windows(2)
+        .map(|w| w[1].at.duration_since(w[0].at))
+        .collect();
+    // Backoff: the first retry after 0.5-1 s, the second after 1-2 s.
+    assert!(gaps[0] >= Duration::from_millis(450), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_millis(900), "{gaps:?}");
+    for push in &pushes {
+        assert_eq!(
+            payload(push),
+            serde_json::json!({"type": "new_mail", "subscription": id, "mailbox": "INBOX", "exists": 1})
+        );
+    }
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        wait_path(&rig.sink, "/new/flaky", 0, Duration::ZERO).len(),
+        3,
+        "delivered more than once"
+    );
+    let (status, body) = describe(rig.api(), &id);
+    assert_eq!(status, 200);
+    assert_eq!(body["state"], "idle", "{body}");
+    assert_eq!(body["pushes"]["sent"], 1, "{body}");
+    assert_eq!(body["pushes"]["failed"], 0, "{body}");
+    eprintln!("500, 500, 201: delivered once after retries {gaps:?}");
+    rig.assert_control_unaffected(&control, 1);
+}
+
+#[test]
+fn push_429_with_retry_after_is_retried_after_the_wait() {
+    let (rig, id, control) = new_mail_rig("limited", |sink| {
+        sink.set_script("/new/limited", &[429]);
+        sink.set_retry_after("/new/limited", 1);
+    });
+    let pushes = wait_path(&rig.sink, "/new/limited", 2, Duration::from_secs(10));
+    let statuses: Vec<u16> = pushes.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [429, 201]);
+    let gap = pushes[1].at.duration_since(pushes[0].at);
+    assert!(
+        gap >= Duration::from_secs(1) && gap < Duration::from_secs(5),
+        "retried after {gap:?}"
+    );
+    thread::sleep(QUIET);
+    assert_eq!(
+        wait_path(&rig.sink, "/new/limited", 0, Duration::ZERO).len(),
+        2,
+        "delivered more than once"
+    );
+    let (_, body) = describe(rig.api(), &id);
+    assert_eq!(body["state"], "idle", "{body}");
+    assert_eq!(body["pushes"]["sent"], 1, "{body}");
+    eprintln!("429 + Retry-After: 1: delivered after {gap:?}");
+    rig.assert_control_unaffected(&control, 1);
+}
