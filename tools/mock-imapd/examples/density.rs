@@ -7,7 +7,7 @@
 //!     --control 127.0.0.1:20000 &
 //! cargo run --release -p mock-imapd --example density -- \
 //!     --imap 127.0.0.1:20993-20996 --ca /tmp/ca.pem --control 127.0.0.1:20000 \
-//!     --sessions 19000 --threads 4
+//!     --sessions 19000 --threads 4 [--no-resume]
 //! ```
 //!
 //! Loopback only; every read has a timeout and every loop a bound. The
@@ -32,6 +32,7 @@ struct Args {
     control: SocketAddr,
     sessions: usize,
     threads: usize,
+    resume: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -41,9 +42,14 @@ fn args() -> Result<Args, String> {
         control: "127.0.0.1:20000".parse().map_err(|_| "addr")?,
         sessions: 1000,
         threads: 4,
+        resume: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--no-resume" {
+            a.resume = false;
+            continue;
+        }
         let v = it.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--imap" => a.imap = mock_imapd::parse_addrs(&v).map_err(|e| e.to_string())?,
@@ -60,18 +66,20 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
-fn tls_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+fn tls_config(ca_pem: &str, resume: bool) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| e.to_string())?;
     roots.add(ca).map_err(|e| e.to_string())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    Ok(Arc::new(config))
 }
 
 /// Reads until `needle` has arrived (bounded by bytes and the socket
@@ -148,7 +156,10 @@ fn stat(stats: &str, key: &str) -> u64 {
 fn main() -> Result<(), String> {
     let a = args()?;
     let _ = mock_imapd::raise_nofile_limit();
-    let tls = a.ca.as_deref().map(tls_config).transpose()?;
+    let tls =
+        a.ca.as_deref()
+            .map(|ca| tls_config(ca, a.resume))
+            .transpose()?;
     let c = TcpStream::connect_timeout(&a.control, TIMEOUT).map_err(|e| format!("control: {e}"))?;
     c.set_read_timeout(Some(Duration::from_secs(120)))
         .map_err(|e| e.to_string())?;
@@ -190,9 +201,11 @@ fn main() -> Result<(), String> {
     let after = control(&mut ctl, "stats")?.1;
     let rss1 = stat(&after, "rss_kb");
     println!(
-        "server: sessions={} idling={} rss {} KiB -> {} KiB: {:.2} KiB per session",
+        "server: sessions={} idling={} handshakes={} resumed={} rss {} KiB -> {} KiB: {:.2} KiB per session",
         stat(&after, "sessions"),
         stat(&after, "idling"),
+        stat(&after, "handshakes"),
+        stat(&after, "resumed"),
         rss0,
         rss1,
         (rss1.saturating_sub(rss0)) as f64 / held.len().max(1) as f64

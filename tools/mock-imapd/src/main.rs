@@ -15,6 +15,7 @@ mock-imapd: an IMAP server for density, latency and fault benchmarks (not Doveco
   --chain-kind small|realistic   generated chain: leaf+CA (~1.8 KB RSA) or leaf+intermediate (~3.5 KB)
   --key-alg rsa|ecdsa        generated keys (default rsa: fixed public keys, fresh certificates)
   --no-idle, --no-notify     do not advertise or accept IDLE / NOTIFY
+  --no-tls-resumption        no session tickets: every TLS handshake is a full one
   --control ADDR             control channel (loopback TCP, line protocol; try `help`)
   --threads N                worker threads (default 1)
   --max-sessions N           refuse sessions beyond N (default 19500)
@@ -68,6 +69,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Cli, String> {
             }
             "--no-idle" => config.idle = false,
             "--no-notify" => config.notify = false,
+            "--no-tls-resumption" => config.tls_resumption = false,
             "--control" => {
                 let v = value()?;
                 config.control = Some(

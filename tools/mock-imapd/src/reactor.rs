@@ -114,6 +114,7 @@ pub(crate) struct Stats {
     pub refused: u64,
     pub accept_errors: u64,
     pub handshakes: u64,
+    pub resumed: u64,
     pub commands: u64,
     pub exists_sent: u64,
     pub still_here_sent: u64,
@@ -133,7 +134,7 @@ pub(crate) struct Stats {
 
 impl Stats {
     pub fn add(&mut self, o: &Stats) {
-        let pairs: [(&mut u64, u64); 24] = [
+        let pairs: [(&mut u64, u64); 25] = [
             (&mut self.sessions, o.sessions),
             (&mut self.idling, o.idling),
             (&mut self.selected, o.selected),
@@ -143,6 +144,7 @@ impl Stats {
             (&mut self.refused, o.refused),
             (&mut self.accept_errors, o.accept_errors),
             (&mut self.handshakes, o.handshakes),
+            (&mut self.resumed, o.resumed),
             (&mut self.commands, o.commands),
             (&mut self.exists_sent, o.exists_sent),
             (&mut self.still_here_sent, o.still_here_sent),
@@ -170,7 +172,7 @@ impl std::fmt::Display for Stats {
         write!(
             f,
             "sessions={} idling={} selected={} tls={} stalled={} accepted={} refused={} \
-             accept_errors={} handshakes={} commands={} exists_sent={} still_here_sent={} \
+             accept_errors={} handshakes={} resumed={} commands={} exists_sent={} still_here_sent={} \
              bytes_in={} bytes_out={} closed_peer={} closed_reset={} closed_logout={} closed_control={} \
              closed_error={} tls_errors={} stale_events={} buffers_lent={} \
              timestamps_pending={} timestamps_dropped={}",
@@ -183,6 +185,7 @@ impl std::fmt::Display for Stats {
             self.refused,
             self.accept_errors,
             self.handshakes,
+            self.resumed,
             self.commands,
             self.exists_sent,
             self.still_here_sent,
@@ -644,6 +647,9 @@ impl Worker {
             }
             if was_handshaking && !tls.is_handshaking() {
                 self.stats.handshakes += 1;
+                if tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                    self.stats.resumed += 1;
+                }
             }
             loop {
                 let Some(tls) = self.slots.get_mut(key).and_then(|s| s.tls.as_mut()) else {

@@ -76,7 +76,10 @@ pub(crate) struct Identity {
     pub chain_len: usize,
 }
 
-pub(crate) fn identity(source: &TlsSource) -> Result<Identity, Error> {
+/// Builds the server identity. With `resumption`, clients may resume with
+/// stateless tickets (TLS 1.3 and 1.2, like OpenSSL's default in Dovecot),
+/// which costs the server no memory; without it every handshake is full.
+pub(crate) fn identity(source: &TlsSource, resumption: bool) -> Result<Identity, Error> {
     let (chain, key, ca_pem) = match source {
         TlsSource::Files { cert, key } => {
             let (chain, key) = load(cert, key)?;
@@ -90,12 +93,21 @@ pub(crate) fn identity(source: &TlsSource) -> Result<Identity, Error> {
     let chain_bytes = chain.iter().map(|c| c.len()).sum();
     let chain_len = chain.len();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(format!("protocol versions: {e}")))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| Error::Tls(format!("certificate/key: {e}")))?;
+    if resumption {
+        config.ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| Error::Tls(format!("ticketer: {e}")))?;
+        // Tickets carry the state; no per-session cache.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    } else {
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(Identity {
         config: Arc::new(config),
         ca_pem,
@@ -345,14 +357,18 @@ mod tests {
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         std::fs::write(&cert, ck.cert.pem()).unwrap();
         std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-        let id = identity(&TlsSource::Files {
+        let files = TlsSource::Files {
             cert: cert.clone(),
             key: key.clone(),
-        });
-        let missing = identity(&TlsSource::Files {
-            cert: dir.join("none.pem"),
-            key,
-        });
+        };
+        let id = identity(&files, true);
+        let missing = identity(
+            &TlsSource::Files {
+                cert: dir.join("none.pem"),
+                key,
+            },
+            false,
+        );
         let _ = std::fs::remove_dir_all(&dir);
         let id = id.unwrap();
         assert_eq!((id.chain_len, id.ca_pem), (1, None));
@@ -367,7 +383,7 @@ mod tests {
             (ChainKind::Small, KeyAlg::Ecdsa, 500, 1200),
             (ChainKind::Realistic, KeyAlg::Ecdsa, 1000, 3000),
         ] {
-            let id = identity(&TlsSource::Generated { chain: kind, alg }).unwrap();
+            let id = identity(&TlsSource::Generated { chain: kind, alg }, true).unwrap();
             assert_eq!(id.chain_len, 2);
             eprintln!("{kind:?} {alg:?}: {} bytes", id.chain_bytes);
             assert!(

@@ -87,8 +87,12 @@ fn tls_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
 }
 
 fn tls_wrap(tcp: TcpStream, ca_pem: &str) -> Conn {
+    tls_wrap_with(tcp, tls_config(ca_pem))
+}
+
+fn tls_wrap_with(tcp: TcpStream, config: Arc<rustls::ClientConfig>) -> Conn {
     let name = ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(tls_config(ca_pem), name).unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
     Conn::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
 }
 
@@ -635,4 +639,28 @@ fn byte_by_byte_input_and_noise_never_break_the_server() {
     assert_eq!(ctl.ok("exists slow"), "OK 1");
     assert_eq!(c.line(), "* 2 EXISTS\r\n");
     assert!(ctl.ok("stats").contains("closed_error="));
+}
+
+#[test]
+fn tls_resumption_is_configurable() {
+    for on in [true, false] {
+        let h = server(true, |c| c.tls_resumption = on);
+        let mut ctl = Control::connect(&h);
+        // One client config, so the second connection may resume.
+        let config = tls_config(h.ca_pem().unwrap());
+        for i in 0..2 {
+            let tcp = Client::tcp(h.tls_addrs()[0]);
+            let mut c = Client {
+                conn: tls_wrap_with(tcp, config.clone()),
+                buf: Vec::new(),
+            };
+            c.login_examine_idle(&format!("r{i}"));
+        }
+        let stats = ctl.ok("stats");
+        let want = if on { "resumed=1" } else { "resumed=0" };
+        assert!(
+            stats.contains("handshakes=2") && stats.contains(want),
+            "{on}: {stats}"
+        );
+    }
 }
