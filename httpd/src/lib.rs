@@ -44,6 +44,8 @@ mod buffer;
 mod connection;
 mod date;
 mod error;
+#[doc(hidden)]
+pub mod fuzz_check;
 pub mod limits;
 mod parse;
 mod reactor;
