@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         security: Security::Tls,
         username: var("IMAP_USER")?,
         secret: Secret::Password(Zeroizing::new(var("IMAP_PASSWORD")?.into_bytes())),
-        mailbox: "INBOX".into(),
+        mailboxes: vec!["INBOX".into()],
         since: None,
     })?;
     println!("watching as {id:?}");

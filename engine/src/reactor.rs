@@ -33,6 +33,10 @@ pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
 pub const RX_BUF_LEN: usize = 64 * 1024;
 /// Most socket events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
+/// Most bytes read from one socket per loop turn. A server that sends faster than we
+/// parse would otherwise hold the thread and starve every other session on it; the rest
+/// is read on the next turn (the socket goes to the backlog).
+pub const READ_BUDGET: usize = 256 * 1024;
 
 /// TCP keepalive: a peer that vanished without a FIN or RST is found within
 /// `idle + interval * retries` (here 60 + 15 * 4 = 120 s), not at the next IDLE refresh.
@@ -119,6 +123,9 @@ pub(crate) struct Reactor {
     tx: Box<[u8]>,
     next_generation: u32,
     shutting_down: bool,
+    /// Sockets whose read stopped at the budget with input possibly left: edge-triggered
+    /// polling will not report them again, so they are read on the next turn.
+    backlog: Vec<Token>,
 }
 
 impl Reactor {
@@ -139,6 +146,7 @@ impl Reactor {
             tx: vec![0; TX_BUF_LEN].into_boxed_slice(),
             next_generation: 1,
             shutting_down: false,
+            backlog: Vec::new(),
         }
     }
 
@@ -153,7 +161,7 @@ impl Reactor {
         let mut more_due = false;
         loop {
             let now = self.clock.now();
-            let timeout = if more_due {
+            let timeout = if more_due || !self.backlog.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 self.wheel.next_wake(now).map(|t| t.since(now))
@@ -175,6 +183,12 @@ impl Reactor {
                     self.drain_commands(now);
                 } else {
                     self.on_socket_event(now, event.token());
+                }
+            }
+            for token in std::mem::take(&mut self.backlog) {
+                if let Some(key) = self.live_key(token) {
+                    self.read(now, key);
+                    self.drive(now, key);
                 }
             }
             due.clear();
@@ -385,6 +399,7 @@ impl Reactor {
                 &mut slot.sock,
                 &mut self.records,
                 &mut self.tls_scratch,
+                READ_BUDGET,
                 |plain| {
                     session.handle_input(now, plain, pool);
                     !session.is_ended()
@@ -392,6 +407,7 @@ impl Reactor {
             );
             match result {
                 Ok(TlsRead::WouldBlock) => {}
+                Ok(TlsRead::Budget) => self.backlog.push(token_for(key, slot.generation)),
                 Ok(TlsRead::Closed) => session.handle_transport_closed(now, EndReason::Closed),
                 Err(e) => session.handle_transport_closed(now, tls_reason(e)),
             }
@@ -400,10 +416,15 @@ impl Reactor {
             }
             return;
         }
+        let mut budget = READ_BUDGET;
         loop {
+            if budget == 0 {
+                return self.backlog.push(token_for(key, slot.generation));
+            }
             match slot.sock.read(&mut self.rx) {
                 Ok(0) => return session.handle_transport_closed(now, EndReason::Closed),
                 Ok(n) => {
+                    budget = budget.saturating_sub(n);
                     session.handle_input(now, &self.rx[..n], pool);
                     if session.is_ended() || session.wants_tls() {
                         // After STARTTLS's OK the next bytes are TLS: leave them to rustls.
@@ -462,10 +483,10 @@ impl Reactor {
                 SessionEvent::Ready(ready) => {
                     let _ = self.shared.events.send(Event::Ready { id: slot.id, ready });
                 }
-                SessionEvent::NewMail { exists } => {
+                SessionEvent::NewMail { mailbox, exists } => {
                     let _ = self.shared.events.send(Event::NewMail {
                         id: slot.id,
-                        mailbox: 0,
+                        mailbox,
                         exists,
                     });
                 }

@@ -91,7 +91,10 @@ pub enum Waiting {
     StartTls,
     TlsHandshake,
     Authentication,
+    Id,
     Examine,
+    Status,
+    Notify,
     /// The `+` continuation after IDLE.
     IdleAccepted,
     /// The tagged `OK` after DONE.
@@ -185,7 +188,10 @@ impl fmt::Display for Waiting {
             Waiting::StartTls => "STARTTLS",
             Waiting::TlsHandshake => "the TLS handshake",
             Waiting::Authentication => "the login",
+            Waiting::Id => "ID",
             Waiting::Examine => "EXAMINE",
+            Waiting::Status => "STATUS",
+            Waiting::Notify => "NOTIFY",
             Waiting::IdleAccepted => "IDLE to be accepted",
             Waiting::Done => "the answer to DONE",
             Waiting::Noop => "NOOP",

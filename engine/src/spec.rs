@@ -9,6 +9,8 @@ use zeroize::Zeroizing;
 pub const CREDENTIAL_LEN_MAX: usize = 4 * 1024;
 /// Longest mailbox name, in bytes as sent on the wire.
 pub const MAILBOX_LEN_MAX: usize = 1024;
+/// Most mailboxes one session watches (all on its one connection).
+pub const MAILBOXES_MAX: usize = 16;
 /// Longest host name.
 pub const HOST_LEN_MAX: usize = 253;
 
@@ -64,8 +66,10 @@ pub struct WatchSpec {
     pub security: Security,
     pub username: String,
     pub secret: Secret,
-    /// The mailbox to EXAMINE, as sent on the wire (modified UTF-7 already applied).
-    pub mailbox: String,
+    /// The mailboxes to watch, in UTF-8 (sent in modified UTF-7). The first is opened
+    /// with EXAMINE; the others are watched with NOTIFY or polled with STATUS on the same
+    /// connection. `NewMail` events name them by their index here.
+    pub mailboxes: Vec<String>,
     pub since: Option<Since>,
 }
 
@@ -80,6 +84,10 @@ pub enum SpecError {
     NulInCredential,
     EmptyMailbox,
     MailboxTooLong,
+    /// No mailbox, or more than [`MAILBOXES_MAX`].
+    MailboxCount,
+    /// A mailbox name holds a control character.
+    MailboxName,
 }
 
 impl fmt::Display for SpecError {
@@ -92,6 +100,8 @@ impl fmt::Display for SpecError {
             SpecError::NulInCredential => "username, password or token contains a NUL byte",
             SpecError::EmptyMailbox => "mailbox name is empty",
             SpecError::MailboxTooLong => "mailbox name is too long",
+            SpecError::MailboxCount => "watch 1 to 16 mailboxes",
+            SpecError::MailboxName => "mailbox names must not hold control characters",
         })
     }
 }
@@ -117,11 +127,19 @@ impl WatchSpec {
         if self.username.bytes().any(|b| b == 0) || secret.contains(&0) {
             return Err(SpecError::NulInCredential);
         }
-        if self.mailbox.is_empty() {
-            return Err(SpecError::EmptyMailbox);
+        if self.mailboxes.is_empty() || self.mailboxes.len() > MAILBOXES_MAX {
+            return Err(SpecError::MailboxCount);
         }
-        if self.mailbox.len() > MAILBOX_LEN_MAX {
-            return Err(SpecError::MailboxTooLong);
+        for name in &self.mailboxes {
+            if name.is_empty() {
+                return Err(SpecError::EmptyMailbox);
+            }
+            if name.len() > MAILBOX_LEN_MAX {
+                return Err(SpecError::MailboxTooLong);
+            }
+            if name.chars().any(char::is_control) {
+                return Err(SpecError::MailboxName);
+            }
         }
         Ok(())
     }

@@ -138,6 +138,8 @@ pub enum TlsRead {
     WouldBlock,
     /// The peer closed (TCP EOF or close_notify).
     Closed,
+    /// `read_budget` bytes were read; more may be waiting in the socket.
+    Budget,
 }
 
 /// A failed TLS read or write.
@@ -191,12 +193,21 @@ impl Tls {
         sock: &mut S,
         pool: &mut RecordPool,
         scratch: &mut Vec<u8>,
+        read_budget: usize,
         mut sink: impl FnMut(&[u8]) -> bool,
     ) -> Result<TlsRead, TlsError> {
         self.flush(sock)?;
         let mut buf = self.incoming.take();
         let mut used = self.incoming_used;
-        let result = self.pump_with(sock, pool, scratch, &mut buf, &mut used, &mut sink);
+        let mut budget = read_budget;
+        let result = self.pump_with(
+            sock,
+            pool,
+            scratch,
+            (&mut buf, &mut used),
+            &mut budget,
+            &mut sink,
+        );
         scratch.clear();
         match buf {
             Some(b) if used == 0 => pool.give(b),
@@ -211,8 +222,8 @@ impl Tls {
         sock: &mut S,
         pool: &mut RecordPool,
         scratch: &mut Vec<u8>,
-        buf: &mut Option<Box<[u8]>>,
-        used: &mut usize,
+        (buf, used): (&mut Option<Box<[u8]>>, &mut usize),
+        budget: &mut usize,
         sink: &mut impl FnMut(&[u8]) -> bool,
     ) -> Result<TlsRead, TlsError> {
         let mut eof = false;
@@ -280,6 +291,9 @@ impl Tls {
             if blocked {
                 return Ok(TlsRead::WouldBlock);
             }
+            if *budget == 0 {
+                return Ok(TlsRead::Budget);
+            }
             let b = buf.get_or_insert_with(|| pool.take());
             if *used == b.len() {
                 // A full buffer that is not a complete record: not TLS.
@@ -287,7 +301,10 @@ impl Tls {
             }
             match sock.read(&mut b[*used..]) {
                 Ok(0) => eof = true,
-                Ok(n) => *used += n,
+                Ok(n) => {
+                    *used += n;
+                    *budget = budget.saturating_sub(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => blocked = true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(TlsError::Io(e.kind())),

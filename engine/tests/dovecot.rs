@@ -32,7 +32,7 @@ fn spec(dovecot: &Dovecot, security: Security, user: &str, password: &[u8]) -> W
         security,
         username: user.into(),
         secret: Secret::Password(Zeroizing::new(password.to_vec())),
-        mailbox: "INBOX".into(),
+        mailboxes: vec!["INBOX".into()],
         since: None,
     }
 }

@@ -17,7 +17,7 @@ fn spec(host: &str, port: u16) -> WatchSpec {
         security: Security::DangerousPlain,
         username: "alice".into(),
         secret: Secret::Password(Zeroizing::new(b"pw".to_vec())),
-        mailbox: "INBOX".into(),
+        mailboxes: vec!["INBOX".into()],
         since: None,
     }
 }

@@ -26,7 +26,7 @@ fn spec(password: &[u8]) -> WatchSpec {
         security: Security::Tls,
         username: "alice".into(),
         secret: Secret::Password(Zeroizing::new(password.to_vec())),
-        mailbox: "INBOX".into(),
+        mailboxes: vec!["INBOX".into()],
         since: None,
     }
 }
@@ -190,16 +190,34 @@ fn login_examine_idle_and_new_mail() {
         d.s(b"* OK Still here\r\n* 2 FETCH (FLAGS (\\Seen))\r\n* XUNKNOWN {3}\r\nabc\r\n");
         assert!(d.take_events().is_empty());
         d.s(b"* 4 EXISTS\r\n");
-        assert_eq!(d.take_events(), vec![SessionEvent::NewMail { exists: 4 }]);
+        assert_eq!(
+            d.take_events(),
+            vec![SessionEvent::NewMail {
+                mailbox: 0,
+                exists: 4
+            }]
+        );
         // An EXISTS that does not raise the count is not new mail.
         d.s(b"* 4 EXISTS\r\n");
         assert!(d.take_events().is_empty());
         // One expunged, then one new: 4 -> 3 -> 4 is new mail.
         d.s(b"* 2 EXPUNGE\r\n* 4 EXISTS\r\n");
-        assert_eq!(d.take_events(), vec![SessionEvent::NewMail { exists: 4 }]);
+        assert_eq!(
+            d.take_events(),
+            vec![SessionEvent::NewMail {
+                mailbox: 0,
+                exists: 4
+            }]
+        );
         // Two expunged, one new: 4 -> 2 -> 3 is new mail too; 3 -> 3 is not.
         d.s(b"* 1 EXPUNGE\r\n* 1 EXPUNGE\r\n* 3 EXISTS\r\n* 3 EXISTS\r\n");
-        assert_eq!(d.take_events(), vec![SessionEvent::NewMail { exists: 3 }]);
+        assert_eq!(
+            d.take_events(),
+            vec![SessionEvent::NewMail {
+                mailbox: 0,
+                exists: 3
+            }]
+        );
         d.c(b"");
         assert_eq!(d.pool.lent(), 0, "an idle session must hold no buffer");
     }
@@ -213,7 +231,13 @@ fn a_partial_response_borrows_one_buffer_until_complete() {
     assert_eq!(d.pool.lent(), 1);
     d.s(b"STS\r\n");
     assert_eq!(d.pool.lent(), 0);
-    assert_eq!(d.take_events(), vec![SessionEvent::NewMail { exists: 5 }]);
+    assert_eq!(
+        d.take_events(),
+        vec![SessionEvent::NewMail {
+            mailbox: 0,
+            exists: 5
+        }]
+    );
 }
 
 #[test]
@@ -429,7 +453,13 @@ fn servers_without_idle_are_polled_with_noop() {
         events[0],
         SessionEvent::Ready(Ready { idle: false, .. })
     ));
-    assert_eq!(events[1..], [SessionEvent::NewMail { exists: 1 }]);
+    assert_eq!(
+        events[1..],
+        [SessionEvent::NewMail {
+            mailbox: 0,
+            exists: 1
+        }]
+    );
 }
 
 /// Opens INBOX (3 messages, UIDVALIDITY 2, UIDNEXT 4) with a baseline and returns the events.
@@ -458,14 +488,32 @@ fn baseline_decides_whether_there_is_mail_already() {
     // Same UIDVALIDITY, same UIDNEXT: only the mail that came during setup is new.
     let events = open_with_baseline(since(2, 4));
     assert!(ready(&events[0]), "{events:?}");
-    assert_eq!(events[1..], [SessionEvent::NewMail { exists: 4 }]);
+    assert_eq!(
+        events[1..],
+        [SessionEvent::NewMail {
+            mailbox: 0,
+            exists: 4
+        }]
+    );
     // A higher UIDNEXT than the app saw: new mail, after Ready.
     let events = open_with_baseline(since(2, 3));
     assert!(ready(&events[0]));
-    assert_eq!(events[1..], [SessionEvent::NewMail { exists: 4 }]);
+    assert_eq!(
+        events[1..],
+        [SessionEvent::NewMail {
+            mailbox: 0,
+            exists: 4
+        }]
+    );
     // Another UIDVALIDITY: the app's view is void, tell it to sync.
     let events = open_with_baseline(since(1, 4));
-    assert_eq!(events[1..], [SessionEvent::NewMail { exists: 4 }]);
+    assert_eq!(
+        events[1..],
+        [SessionEvent::NewMail {
+            mailbox: 0,
+            exists: 4
+        }]
+    );
 }
 
 #[test]
@@ -483,7 +531,13 @@ fn baseline_alone_reports_new_mail_once_ready() {
     d.s(b"+ idling\r\n");
     let events = d.take_events();
     assert!(matches!(events[0], SessionEvent::Ready(_)));
-    assert_eq!(events[1..], [SessionEvent::NewMail { exists: 3 }]);
+    assert_eq!(
+        events[1..],
+        [SessionEvent::NewMail {
+            mailbox: 0,
+            exists: 3
+        }]
+    );
 }
 
 #[test]
@@ -670,4 +724,235 @@ fn complete_responses_clear_the_partial_deadline() {
     d.s(b" here\r\n");
     // Back to the IDLE refresh as the only deadline.
     assert!(d.session.poll_timeout() > d.now + cfg.partial_response_timeout);
+}
+
+fn spec_with(mailboxes: &[&str]) -> WatchSpec {
+    let mut s = spec(b"secret");
+    s.mailboxes = mailboxes.iter().map(|m| m.to_string()).collect();
+    s
+}
+
+/// Logs in with the given post-login capabilities and answers EXAMINE.
+fn open(d: &mut Driver, caps: &str) {
+    d.s(format!("* OK [CAPABILITY {CAPS_PLAIN}] ready\r\n").as_bytes());
+    d.sent.clear();
+    d.s(format!("A1 OK [CAPABILITY {caps}] Logged in\r\n").as_bytes());
+}
+
+#[test]
+fn several_mailboxes_with_notify_on_one_connection() {
+    for split in SPLITS {
+        let mut d = Driver::new(
+            spec_with(&["INBOX", "Sent", "Entw\u{fc}rfe"]),
+            SessionConfig::default(),
+            split,
+        );
+        open(&mut d, "IMAP4rev1 IDLE NOTIFY ID");
+        d.c(b"A2 ID (\"name\" \"imap-push-proxy\" \"version\" \"0.1.0\")\r\n");
+        d.s(b"* ID NIL\r\nA2 OK ID completed\r\n");
+        d.c(b"A3 EXAMINE INBOX\r\n");
+        d.s(b"* 2 EXISTS\r\nA3 OK [READ-ONLY] done\r\n");
+        d.c(b"A4 STATUS Sent (MESSAGES UIDNEXT)\r\n");
+        d.s(b"* STATUS Sent (MESSAGES 5 UIDNEXT 6)\r\nA4 OK done\r\n");
+        d.c(b"A5 STATUS \"Entw&APw-rfe\" (MESSAGES UIDNEXT)\r\n");
+        d.s(b"* STATUS \"Entw&APw-rfe\" (MESSAGES 0 UIDNEXT 1)\r\nA5 OK done\r\n");
+        // A non-ASCII name: watched as PERSONAL (Dovecot 2.3 ignores such names in MAILBOXES).
+        d.c(b"A6 NOTIFY SET (SELECTED (MessageNew MessageExpunge)) (PERSONAL (MessageNew MessageExpunge))\r\n");
+        d.s(b"A6 OK NOTIFY completed\r\n");
+        d.c(b"A7 IDLE\r\n");
+        assert!(d.take_events().is_empty(), "Ready waits for IDLE");
+        d.s(b"+ idling\r\n");
+        assert!(matches!(d.take_events()[..], [SessionEvent::Ready(_)]));
+        // The server reports the other mailboxes with STATUS.
+        // PERSONAL reports mailboxes we do not watch: ignored.
+        d.s(b"* STATUS Junk (MESSAGES 9 UIDNEXT 99)\r\n");
+        assert!(d.take_events().is_empty());
+        // Dovecot names the folder in raw UTF-8, as a literal.
+        d.s("* STATUS {9}\r\nEntw\u{fc}rfe (MESSAGES 1 UIDNEXT 2)\r\n".as_bytes());
+        assert_eq!(
+            d.take_events(),
+            vec![SessionEvent::NewMail {
+                mailbox: 2,
+                exists: 1
+            }]
+        );
+        d.s(b"* STATUS Sent (MESSAGES 4 UIDNEXT 6)\r\n");
+        assert!(d.take_events().is_empty(), "an expunge is not new mail");
+        d.s(b"* STATUS Sent (MESSAGES 5 UIDNEXT 7)\r\n* 3 EXISTS\r\n");
+        // Fed at once, lowest mailbox first; fed in pieces, in arrival order.
+        let mut events = d.take_events();
+        events.sort_by_key(|e| match e {
+            SessionEvent::NewMail { mailbox, .. } => *mailbox,
+            _ => usize::MAX,
+        });
+        assert_eq!(
+            events,
+            vec![
+                SessionEvent::NewMail {
+                    mailbox: 0,
+                    exists: 3
+                },
+                SessionEvent::NewMail {
+                    mailbox: 1,
+                    exists: 5
+                }
+            ]
+        );
+        // No STATUS polling while NOTIFY works: the next deadline is the IDLE refresh.
+        let refresh_at = d.run_to_next_deadline(Tick::NEVER);
+        assert!(refresh_at.since(Tick::ZERO) > Duration::from_secs(20 * 60));
+        d.c(b"DONE\r\n");
+    }
+}
+
+#[test]
+fn without_notify_the_other_mailboxes_are_polled_with_status_between_idles() {
+    let cfg = SessionConfig::default();
+    let mut d = Driver::new(spec_with(&["INBOX", "Sent"]), cfg, Split::Whole);
+    open(&mut d, "IMAP4rev1 IDLE");
+    d.c(b"A2 EXAMINE INBOX\r\n");
+    d.s(b"* 0 EXISTS\r\nA2 OK done\r\n");
+    d.c(b"A3 STATUS Sent (MESSAGES UIDNEXT)\r\n");
+    d.s(b"* STATUS Sent (MESSAGES 1 UIDNEXT 2)\r\nA3 OK done\r\n");
+    d.c(b"A4 IDLE\r\n");
+    d.s(b"+ idling\r\n");
+    d.take_events();
+    let mut tag = 5;
+    for round in 1..=3u32 {
+        let before = d.now;
+        d.run_to_next_deadline(Tick::NEVER);
+        assert_eq!(d.now.since(before), cfg.poll_interval);
+        d.c(b"DONE\r\n");
+        d.s(format!("A{} OK Idle completed\r\n", tag - 1).as_bytes());
+        d.c(format!("A{tag} STATUS Sent (MESSAGES UIDNEXT)\r\n").as_bytes());
+        let n = 1 + round;
+        d.s(format!(
+            "* STATUS Sent (MESSAGES {n} UIDNEXT {})\r\nA{tag} OK done\r\n",
+            n + 1
+        )
+        .as_bytes());
+        assert_eq!(
+            d.take_events(),
+            vec![SessionEvent::NewMail {
+                mailbox: 1,
+                exists: n
+            }]
+        );
+        d.c(format!("A{} IDLE\r\n", tag + 1).as_bytes());
+        d.s(b"+ idling\r\n");
+        tag += 2;
+    }
+}
+
+#[test]
+fn a_refused_notify_falls_back_to_status_polling() {
+    let cfg = SessionConfig::default();
+    let mut d = Driver::new(spec_with(&["INBOX", "Sent"]), cfg, Split::Whole);
+    open(&mut d, "IMAP4rev1 IDLE NOTIFY");
+    d.c(b"A2 EXAMINE INBOX\r\n");
+    d.s(b"A2 OK done\r\n");
+    d.s(b"* STATUS Sent (MESSAGES 1 UIDNEXT 2)\r\nA3 OK done\r\n");
+    d.sent.clear();
+    d.s(b"A4 NO [NOTIFICATIONOVERFLOW] not now\r\n");
+    d.c(b"A5 IDLE\r\n");
+    d.s(b"+ idling\r\n");
+    let before = d.now;
+    d.run_to_next_deadline(Tick::NEVER);
+    assert_eq!(d.now.since(before), cfg.poll_interval, "polling instead");
+    d.c(b"DONE\r\n");
+}
+
+#[test]
+fn notification_overflow_catches_up_and_sets_notify_again() {
+    let mut d = Driver::new(
+        spec_with(&["INBOX", "Sent"]),
+        SessionConfig::default(),
+        Split::Whole,
+    );
+    open(&mut d, "IMAP4rev1 IDLE NOTIFY");
+    for answer in [
+        &b"A2 OK done\r\n"[..],
+        b"* STATUS Sent (MESSAGES 1 UIDNEXT 2)\r\nA3 OK done\r\n",
+        b"A4 OK done\r\n",
+        b"+ idling\r\n",
+    ] {
+        d.s(answer);
+    }
+    d.sent.clear();
+    d.take_events();
+    d.s(b"* OK [NOTIFICATIONOVERFLOW] too much\r\n");
+    d.c(b"DONE\r\n");
+    d.s(b"A5 OK Idle completed\r\n");
+    d.c(b"A6 STATUS Sent (MESSAGES UIDNEXT)\r\n");
+    d.s(b"* STATUS Sent (MESSAGES 9 UIDNEXT 10)\r\nA6 OK done\r\n");
+    assert_eq!(
+        d.take_events(),
+        vec![SessionEvent::NewMail {
+            mailbox: 1,
+            exists: 9
+        }]
+    );
+    d.c(b"A7 NOTIFY SET (SELECTED (MessageNew MessageExpunge)) (MAILBOXES (Sent) (MessageNew MessageExpunge))\r\n");
+    d.s(b"A7 OK done\r\n");
+    d.c(b"A8 IDLE\r\n");
+}
+
+#[test]
+fn a_missing_extra_mailbox_fails_setup() {
+    let mut d = Driver::new(
+        spec_with(&["INBOX", "Nope"]),
+        SessionConfig::default(),
+        Split::Whole,
+    );
+    open(&mut d, "IMAP4rev1 IDLE");
+    d.s(b"A2 OK done\r\n");
+    d.s(b"A3 NO [NONEXISTENT] Mailbox doesn't exist: Nope\r\n");
+    assert_eq!(
+        d.take_events(),
+        vec![SessionEvent::Ended(EndReason::MailboxRejected)]
+    );
+}
+
+#[test]
+fn answers_to_commands_not_yet_sent_are_a_protocol_error() {
+    // A server guessing our next tags and answering ahead must not drive the session.
+    let mut d = Driver::new(
+        spec_with(&["INBOX", "Sent"]),
+        SessionConfig::default(),
+        Split::Whole,
+    );
+    open(&mut d, "IMAP4rev1 IDLE NOTIFY");
+    d.s(b"A2 OK done\r\nA3 OK done\r\nA4 OK done\r\nA5 OK done\r\n");
+    assert_eq!(
+        d.take_events(),
+        vec![SessionEvent::Ended(EndReason::Protocol(
+            ProtocolError::UnexpectedTag
+        ))]
+    );
+}
+
+#[test]
+fn continuations_pushed_during_login_end_the_session_once() {
+    let mut d = Driver::new(spec(b"secret"), SessionConfig::default(), Split::Whole);
+    d.s(format!("* OK [CAPABILITY {CAPS_PLAIN}] ready\r\n").as_bytes());
+    d.sent.clear();
+    // One error challenge is answered with a cancel; the next `+` is pushing.
+    d.s(b"+ more\r\n");
+    d.c(b"*\r\n");
+    d.s(b"+ more\r\n+ more\r\n+ more\r\n");
+    assert_eq!(
+        d.take_events(),
+        vec![SessionEvent::Ended(EndReason::Protocol(
+            ProtocolError::UnexpectedContinuation
+        ))]
+    );
+    // And several at once, before we could answer the first: ended, no panic.
+    let mut d = Driver::new(spec(b"secret"), SessionConfig::default(), Split::Whole);
+    d.s(format!("* OK [CAPABILITY {CAPS_PLAIN}] ready\r\n+ a\r\n+ b\r\n+ c\r\n").as_bytes());
+    assert_eq!(
+        d.take_events(),
+        vec![SessionEvent::Ended(EndReason::Protocol(
+            ProtocolError::UnexpectedContinuation
+        ))]
+    );
 }

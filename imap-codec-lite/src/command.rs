@@ -167,6 +167,8 @@ pub enum Command<'a> {
     Notify {
         /// Other mailboxes to watch; may be empty.
         mailboxes: &'a [&'a [u8]],
+        /// Watch every personal mailbox (`PERSONAL`) instead of naming `mailboxes`.
+        personal: bool,
     },
     /// `ID ("name" "imap-push-proxy" "version" "x")` – pairs given by caller
     /// (no pairs sends `ID NIL`; RFC 2971 limits: 30 pairs, fields up to 30
@@ -204,7 +206,13 @@ impl fmt::Debug for Command<'_> {
                 .field("mailbox", &Shown(mailbox))
                 .field("items", items)
                 .finish(),
-            Command::Notify { mailboxes } => {
+            Command::Notify {
+                mailboxes,
+                personal,
+            } => {
+                if *personal {
+                    return f.write_str("Notify(PERSONAL)");
+                }
                 let mut list = f.debug_list();
                 for m in mailboxes.iter() {
                     list.entry(&Shown(m));
@@ -493,7 +501,10 @@ fn command(s: &mut Sink<'_>, tag: u32, cmd: &Command<'_>) -> Result<(), EncodeEr
             s.put(b" ");
             status_atts(s, items)?;
         }
-        Command::Notify { mailboxes } => notify(s, mailboxes)?,
+        Command::Notify {
+            mailboxes,
+            personal,
+        } => notify(s, mailboxes, personal)?,
         Command::Id { pairs } => id(s, pairs)?,
     }
     s.put(b"\r\n");
@@ -535,9 +546,11 @@ fn status_atts(s: &mut Sink<'_>, items: StatusRequest) -> Result<(), EncodeError
 /// ```
 ///
 /// RFC 5465 §5: "If MessageNew is specified, MessageExpunge MUST also be specified".
-fn notify(s: &mut Sink<'_>, mailboxes: &[&[u8]]) -> Result<(), EncodeError> {
+fn notify(s: &mut Sink<'_>, mailboxes: &[&[u8]], personal: bool) -> Result<(), EncodeError> {
     s.put(b"NOTIFY SET (SELECTED (MessageNew MessageExpunge))");
-    if let Some((first, rest)) = mailboxes.split_first() {
+    if personal {
+        s.put(b" (PERSONAL (MessageNew MessageExpunge))");
+    } else if let Some((first, rest)) = mailboxes.split_first() {
         s.put(b" (MAILBOXES (");
         astring(s, first, "mailbox")?;
         for m in rest {

@@ -533,6 +533,7 @@ fn notify_set_for_the_selected_and_other_mailboxes() {
         7,
         &imap_codec_lite::Command::Notify {
             mailboxes: &[b"Sent", b"Entw&APw-rfe", b"with space"],
+            personal: false,
         },
         imap_codec_lite::LiteralMode::NonSync,
         &mut out,
@@ -544,7 +545,10 @@ fn notify_set_for_the_selected_and_other_mailboxes() {
     );
     let enc = imap_codec_lite::encode(
         8,
-        &imap_codec_lite::Command::Notify { mailboxes: &[] },
+        &imap_codec_lite::Command::Notify {
+            mailboxes: &[],
+            personal: false,
+        },
         imap_codec_lite::LiteralMode::NonSync,
         &mut out,
     )
@@ -552,5 +556,19 @@ fn notify_set_for_the_selected_and_other_mailboxes() {
     assert_eq!(
         &out[..enc.len],
         &b"A8 NOTIFY SET (SELECTED (MessageNew MessageExpunge))\r\n"[..]
+    );
+    let enc = imap_codec_lite::encode(
+        9,
+        &imap_codec_lite::Command::Notify {
+            mailboxes: &[b"ignored"],
+            personal: true,
+        },
+        imap_codec_lite::LiteralMode::NonSync,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        &out[..enc.len],
+        &b"A9 NOTIFY SET (SELECTED (MessageNew MessageExpunge)) (PERSONAL (MessageNew MessageExpunge))\r\n"[..]
     );
 }

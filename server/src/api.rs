@@ -13,8 +13,8 @@ use crate::destination::is_public;
 
 /// Longest `device_id`.
 pub const DEVICE_ID_LEN_MAX: usize = 128;
-/// Most mailboxes one subscription may name.
-pub const MAILBOXES_MAX: usize = 1;
+/// Most mailboxes one subscription may name (all watched over its one IMAP connection).
+pub const MAILBOXES_MAX: usize = engine::spec::MAILBOXES_MAX;
 
 /// An API error: the JSON `{"error": CODE, "message": TEXT}` with its status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -289,28 +289,35 @@ fn validate(mut body: RegisterBody, config: &Config) -> Result<Registration, Api
 }
 
 fn validate_mailboxes(mailboxes: &[String]) -> Result<(), ApiError> {
-    if mailboxes.is_empty() {
+    if mailboxes.is_empty() || mailboxes.len() > MAILBOXES_MAX {
         return Err(ApiError::bad_request(
             "mailboxes",
-            "name at least one mailbox",
-        ));
-    }
-    if mailboxes.len() > MAILBOXES_MAX {
-        return Err(ApiError::bad_request(
-            "mailboxes",
-            "watching several mailboxes on one subscription is not supported yet",
+            format!("name 1 to {MAILBOXES_MAX} mailboxes"),
         ));
     }
     for name in mailboxes {
-        // Modified UTF-7 (RFC 3501 §5.1.3) is not encoded yet: printable ASCII only,
-        // and `&` would start a modified UTF-7 sequence.
+        // UTF-8 names are sent in modified UTF-7 (RFC 3501 5.1.3) by the engine.
         let ok = !name.is_empty()
             && name.len() <= engine::spec::MAILBOX_LEN_MAX
-            && name.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'&');
+            && !name.chars().any(char::is_control);
         if !ok {
             return Err(ApiError::bad_request(
                 "mailboxes",
-                "mailbox names must be 1 to 1024 printable ASCII characters without '&'",
+                "mailbox names must be 1 to 1024 bytes without control characters",
+            ));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for name in mailboxes {
+        let key = if name.eq_ignore_ascii_case("INBOX") {
+            "INBOX".to_owned()
+        } else {
+            name.clone()
+        };
+        if !seen.insert(key) {
+            return Err(ApiError::bad_request(
+                "mailboxes",
+                "a mailbox is named twice",
             ));
         }
     }

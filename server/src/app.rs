@@ -373,7 +373,7 @@ impl State {
             security: registration.security,
             username: registration.username.clone(),
             secret: registration.secret,
-            mailbox: registration.mailboxes[0].clone(),
+            mailboxes: registration.mailboxes.clone(),
             since: registration.since,
         };
         let mut registry = self.registry();

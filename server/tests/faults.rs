@@ -1118,7 +1118,6 @@ fn slow_drip_times_out_after_partial_response_timeout() {
 /// registration must fail on its own (502 imap_protocol_error, or 504 imap_timeout), and
 /// the other sessions on the same reactor must not notice.
 #[test]
-#[ignore = "bug: `+` lines after AUTHENTICATE overflow the session's transmit queue; the reactor thread panics and every session on it is lost without a push"]
 fn endless_continuation_during_login_fails_only_that_registration() {
     let rig = Rig::start(|c| c.register_timeout_secs = 5);
     let control = rig.register("control");
@@ -1164,7 +1163,6 @@ fn endless_continuation_during_login_fails_only_that_registration() {
 /// A server that floods valid, ignorable responses as fast as it can must not starve the
 /// other sessions of its reactor thread: new mail for the control still arrives promptly.
 #[test]
-#[ignore = "bug: the reactor reads a flooding socket until it would block; a server sending valid responses faster than they are parsed starves every other session on that reactor"]
 fn a_flood_of_valid_responses_starves_no_other_session() {
     let rig = Rig::start(|_| {});
     let control = rig.register("control");

@@ -123,7 +123,7 @@ fn no_password_is_left_in_the_server_process_after_1000_registrations() {
         format!(
             "listen = \"{addr}\"\ndata_dir = \"{}\"\nimap_extra_ca_file = \"{}\"\n\
              allow_private_destinations = true\nallow_http_endpoints = true\n\
-             [limits]\nregistrations_per_minute_per_ip = 1000000\n",
+             [limits]\nregistrations_per_minute_per_ip = 1000000\nlogins_per_second_per_host = 1000000\n",
             dir.join("data").display(),
             dir.join("ca.pem").display()
         ),

@@ -148,6 +148,8 @@ allow_http_endpoints = true
 allow_plain_imap = true
 [limits]
 registrations_per_minute_per_ip = 1000000
+# This test is about restarts, not about pacing logins.
+logins_per_second_per_host = 1000000
 "#,
         dir.join("data").display()
     );
