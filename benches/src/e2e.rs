@@ -1,0 +1,1 @@
+//! End-to-end plumbing: the server, mock IMAP processes, the push sink.

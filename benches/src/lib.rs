@@ -1,0 +1,5 @@
+//! Shared pieces of the benchmarks: process and kernel measurements, and end-to-end
+//! plumbing (server, mock IMAP processes, push sink).
+
+pub mod e2e;
+pub mod proc;

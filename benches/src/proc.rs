@@ -1,0 +1,1 @@
+//! Process and kernel measurements (RSS, slab, CPU).
