@@ -83,6 +83,9 @@ pub struct EngineConfig {
     pub event_queue_len: usize,
     pub sessions_max: usize,
     pub connect_filter: Option<ConnectFilter>,
+    /// Local addresses to connect from, in turn; a source whose ports toward a
+    /// destination are exhausted moves on to the next. Empty: the system chooses.
+    pub bind_addresses: Vec<IpAddr>,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +100,7 @@ impl Default for EngineConfig {
             event_queue_len: EVENT_QUEUE_LEN,
             sessions_max: SESSIONS_MAX,
             connect_filter: None,
+            bind_addresses: Vec::new(),
         }
     }
 }
@@ -209,6 +213,7 @@ impl Engine {
         };
         let (event_tx, events) = crossbeam_channel::bounded(config.event_queue_len.max(1));
         let live_sessions = Arc::new(AtomicUsize::new(0));
+        let sources = Arc::new(crate::reactor::Sources::new(config.bind_addresses.clone()));
         let mut reactors = Vec::with_capacity(threads);
         for index in 0..threads {
             let poll = Poll::new().map_err(StartError::Io)?;
@@ -222,6 +227,7 @@ impl Engine {
                 connect_filter: config.connect_filter.clone(),
                 counters: counters.clone(),
                 live_sessions: live_sessions.clone(),
+                sources: sources.clone(),
             };
             let reactor = Reactor::new(poll, command_rx, shared);
             let waker = Arc::new(reactor.waker().map_err(StartError::Io)?);

@@ -5,7 +5,7 @@
 //! been reused is recognised and dropped.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +57,34 @@ impl Default for KeepaliveConfig {
     }
 }
 
+/// Local addresses to connect from, shared by every reactor. One source address reaches
+/// one destination (address and port) through at most the ephemeral port range (~28K
+/// ports); more sessions to one provider need more source addresses.
+#[derive(Debug, Default)]
+pub struct Sources {
+    addrs: Box<[IpAddr]>,
+    next: AtomicUsize,
+}
+
+impl Sources {
+    pub fn new(addrs: Vec<IpAddr>) -> Sources {
+        Sources {
+            addrs: addrs.into_boxed_slice(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The source addresses for `dest`'s family, starting with the next in turn, so
+    /// sessions spread evenly.
+    fn for_dest(&self, dest: SocketAddr) -> impl Iterator<Item = IpAddr> + '_ {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.addrs.len();
+        (0..n)
+            .map(move |i| self.addrs[(start + i) % n])
+            .filter(move |a| a.is_ipv4() == dest.is_ipv4())
+    }
+}
+
 /// Commands from the engine to a reactor.
 pub(crate) enum Command {
     Watch {
@@ -105,6 +133,7 @@ pub(crate) struct Shared {
     pub connect_filter: Option<ConnectFilter>,
     pub counters: Arc<Counters>,
     pub live_sessions: Arc<AtomicUsize>,
+    pub sources: Arc<Sources>,
 }
 
 pub(crate) struct Reactor {
@@ -261,7 +290,7 @@ impl Reactor {
                 session.handle_transport_closed(now, EndReason::Connect(last_error));
                 return self.emit_end(id, session);
             };
-            match connect(addr, &self.shared.keepalive) {
+            match connect(addr, &self.shared.keepalive, &self.shared.sources) {
                 Ok(sock) => break sock,
                 Err(e) => last_error = e.kind(),
             }
@@ -365,7 +394,7 @@ impl Reactor {
         let mut rest = slot.fallback.take().map(Vec::from).unwrap_or_default();
         while !rest.is_empty() {
             let addr = rest.remove(0);
-            match connect(addr, &self.shared.keepalive) {
+            match connect(addr, &self.shared.keepalive, &self.shared.sources) {
                 Ok(mut sock) => {
                     let _ = self.poll.registry().deregister(&mut slot.sock);
                     let token = token_for(key, slot.generation);
@@ -604,8 +633,39 @@ fn split_token(token: Token) -> (usize, u32) {
     (token.0 & 0xFFFF_FFFF, (token.0 >> 32) as u32)
 }
 
-/// Starts a non-blocking connect with keepalive set.
-fn connect(addr: SocketAddr, keepalive: &KeepaliveConfig) -> io::Result<TcpStream> {
+/// Starts a non-blocking connect with keepalive set, from one of `sources` if any: a
+/// source address whose ports are exhausted for this destination moves on to the next.
+fn connect(
+    addr: SocketAddr,
+    keepalive: &KeepaliveConfig,
+    sources: &Sources,
+) -> io::Result<TcpStream> {
+    if sources.addrs.is_empty() {
+        return connect_from(addr, keepalive, None);
+    }
+    let mut last = io::Error::from(io::ErrorKind::AddrNotAvailable);
+    for source in sources.for_dest(addr) {
+        match connect_from(addr, keepalive, Some(source)) {
+            Ok(sock) => return Ok(sock),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::AddrNotAvailable | io::ErrorKind::AddrInUse
+                ) =>
+            {
+                last = e;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+fn connect_from(
+    addr: SocketAddr,
+    keepalive: &KeepaliveConfig,
+    source: Option<IpAddr>,
+) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
@@ -614,18 +674,39 @@ fn connect(addr: SocketAddr, keepalive: &KeepaliveConfig) -> io::Result<TcpStrea
         .with_interval(keepalive.interval)
         .with_retries(keepalive.retries);
     SockRef::from(&socket).set_tcp_keepalive(&params)?;
+    if let Some(source) = source {
+        // Let connect() pick the port, so one source port can serve several destinations
+        // and exhaustion shows as EADDRNOTAVAIL there (Linux IP_BIND_ADDRESS_NO_PORT).
+        set_bind_address_no_port(&socket)?;
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+    }
     match socket.connect(&addr.into()) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc_einprogress()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(socket.into()))
 }
 
-const fn libc_einprogress() -> i32 {
-    // EINPROGRESS on Linux.
-    115
+fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket fd, and a c_int option value of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Sends plaintext: through TLS, or straight to the socket with any unsent tail parked.

@@ -62,6 +62,7 @@ struct Counters {
     logins_failed: AtomicU64,
     registrations_rejected: AtomicU64,
     logins_paced: AtomicU64,
+    host_cap_rejections: AtomicU64,
     sessions_lost: AtomicU64,
 }
 
@@ -257,6 +258,7 @@ fn engine_config(config: &Config) -> EngineConfig {
         extra_ca_file: config.imap_extra_ca_file.clone(),
         sessions_max: config.limits.sessions_max,
         connect_filter: filter,
+        bind_addresses: config.imap_bind_addresses.clone(),
         ..EngineConfig::default()
     }
 }
@@ -391,6 +393,17 @@ impl State {
         if registry.len() >= self.config.limits.sessions_max {
             return Err(ApiError::new(503, "at_capacity", "this server is full"));
         }
+        let host = registration.host.to_ascii_lowercase();
+        if registry.host_count(&host) >= self.config.limits.sessions_per_host_max {
+            self.counters
+                .host_cap_rejections
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::new(
+                503,
+                "at_capacity",
+                "this server holds as many sessions to that IMAP host as it may",
+            ));
+        }
         if registry.pending() >= self.config.limits.pending_registrations_max {
             return Err(ApiError::rate_limited(
                 5,
@@ -413,6 +426,7 @@ impl State {
             Instant::now() + wait + Duration::from_secs(self.config.register_timeout_secs);
         registry.insert(Subscription {
             id,
+            host,
             session,
             key,
             push,
@@ -700,6 +714,12 @@ impl State {
             out,
             "imap_push_registrations_rejected_total {}",
             load(&c.registrations_rejected)
+        );
+        let _ = writeln!(out, "# TYPE imap_push_host_cap_rejections_total counter");
+        let _ = writeln!(
+            out,
+            "imap_push_host_cap_rejections_total {}",
+            load(&c.host_cap_rejections)
         );
         let _ = writeln!(out, "# TYPE imap_push_logins_paced_total counter");
         let _ = writeln!(

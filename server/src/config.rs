@@ -34,6 +34,10 @@ pub struct Config {
     pub allow_http_endpoints: bool,
     /// Allow `"security": "plain"` IMAP connections (no TLS at all).
     pub allow_plain_imap: bool,
+    /// Local addresses IMAP connections are made from, in turn. One source address reaches
+    /// one provider address through at most the ephemeral port range (~28K ports); list
+    /// more to hold more sessions to one provider. Empty: the system chooses.
+    pub imap_bind_addresses: Vec<std::net::IpAddr>,
     /// Extra trusted root certificates (PEM) for IMAP servers.
     pub imap_extra_ca_file: Option<PathBuf>,
     /// VAPID `sub` claim: how a push service reaches the operator.
@@ -72,6 +76,8 @@ pub struct LimitsConfig {
     pub registrations_per_minute_per_ip: u32,
     /// Registrations waiting for their session at once: 429 past it.
     pub pending_registrations_max: usize,
+    /// Sessions to one IMAP host at once: 503 at_capacity past it.
+    pub sessions_per_host_max: usize,
     /// Logins started per IMAP host per second (bursts of as many are allowed).
     pub logins_per_second_per_host: u32,
     /// How long a registration may wait for its login turn: 429 with Retry-After past it.
@@ -87,6 +93,7 @@ impl Default for LimitsConfig {
             sessions_max: 1_000_000,
             registrations_per_minute_per_ip: 120,
             pending_registrations_max: 10_000,
+            sessions_per_host_max: 250_000,
             logins_per_second_per_host: 20,
             login_queue_secs: 10,
         }
@@ -105,6 +112,7 @@ impl Default for Config {
             allow_private_destinations: false,
             allow_http_endpoints: false,
             allow_plain_imap: false,
+            imap_bind_addresses: Vec::new(),
             imap_extra_ca_file: None,
             vapid_subject: "mailto:postmaster@localhost".into(),
             coalesce_window_ms: 1000,

@@ -32,6 +32,8 @@ impl State {
 #[derive(Debug)]
 pub struct Subscription {
     pub id: String,
+    /// The IMAP host, lower-cased: sessions per host are capped.
+    pub host: String,
     /// The engine session; `None` while the login waits for its turn (login pacing).
     pub session: Option<SessionId>,
     pub key: [u8; 32],
@@ -55,6 +57,7 @@ pub struct Registry {
     by_id: HashMap<String, Subscription>,
     by_session: HashMap<SessionId, String>,
     by_key: HashMap<[u8; 32], String>,
+    per_host: HashMap<String, usize>,
 }
 
 impl Registry {
@@ -79,7 +82,13 @@ impl Registry {
             self.by_session.insert(session, sub.id.clone());
         }
         self.by_key.insert(sub.key, sub.id.clone());
+        *self.per_host.entry(sub.host.clone()).or_default() += 1;
         self.by_id.insert(sub.id.clone(), sub);
+    }
+
+    /// Subscriptions to `host` (lower-cased).
+    pub fn host_count(&self, host: &str) -> usize {
+        self.per_host.get(host).copied().unwrap_or(0)
     }
 
     pub fn get(&self, id: &str) -> Option<&Subscription> {
@@ -102,6 +111,12 @@ impl Registry {
         }
         if self.by_key.get(&sub.key).is_some_and(|k| k == id) {
             self.by_key.remove(&sub.key);
+        }
+        if let Some(n) = self.per_host.get_mut(&sub.host) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_host.remove(&sub.host);
+            }
         }
         Some(sub)
     }

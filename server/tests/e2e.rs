@@ -555,3 +555,39 @@ fn logins_to_one_host_are_paced_and_the_overflow_told_when_to_return() {
     );
     app.shutdown();
 }
+
+#[test]
+fn sessions_per_imap_host_are_capped() {
+    let dovecot = Dovecot::start(DovecotConfig::default()).unwrap();
+    let dir = TempDir::new();
+    let mut cfg = config(&dir, Some(&dovecot));
+    cfg.limits.sessions_per_host_max = 1;
+    let app = App::start(cfg).unwrap();
+    let addr = app.local_addr();
+    let body = |device: &str| {
+        serde_json::json!({
+            "imap": {"host": "127.0.0.1", "port": dovecot.imaps_port(),
+                     "username": "alice", "password": "secret-alice"},
+            "device_id": device,
+            "new_mail": {"endpoint": "http://127.0.0.1:9/new"},
+            "reconnect": {"endpoint": "http://127.0.0.1:9/re"},
+        })
+        .to_string()
+    };
+    let r = http(addr, "POST", "/v1/subscriptions", &body("a"), "");
+    assert_eq!(r.status, 201, "{}", r.body);
+    expect_error(
+        &http(addr, "POST", "/v1/subscriptions", &body("b"), ""),
+        503,
+        "at_capacity",
+    );
+    // Replacing the same key is not a second session.
+    let r = http(addr, "POST", "/v1/subscriptions", &body("a"), "");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let metrics = http(addr, "GET", "/metrics", "", "").body;
+    assert!(
+        metrics.contains("imap_push_host_cap_rejections_total 1"),
+        "{metrics}"
+    );
+    app.shutdown();
+}
