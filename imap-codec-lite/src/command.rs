@@ -16,6 +16,8 @@ use core::fmt;
 use base64::Engine as _;
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::response::is_atom_char;
+
 /// How string arguments that need a literal are sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LiteralMode {
@@ -170,6 +172,23 @@ pub enum Command<'a> {
         /// Watch every personal mailbox (`PERSONAL`) instead of naming `mailboxes`.
         personal: bool,
     },
+    /// `UID FETCH <from_uid>:* (UID BODY.PEEK[HEADER.FIELDS (f1 f2 ...)]<0.octets_max>)`:
+    /// the named header fields of every message whose UID is `from_uid` or higher, never
+    /// the body. `BODY.PEEK` never sets `\Seen` (RFC 3501 §6.4.5), and the partial range
+    /// bounds what the server sends per message, so one sender cannot make the response
+    /// outgrow a reader's limits.
+    ///
+    /// `from_uid` MUST be above 0 and `octets_max` MUST be above 0; each field MUST be a
+    /// non-empty RFC 5322 field name of IMAP atom characters (so it goes on the wire
+    /// bare), and at least one field MUST be given.
+    UidFetchHeaders {
+        /// The first UID wanted (usually the UIDNEXT seen before).
+        from_uid: u32,
+        /// Header field names, such as `FROM` and `SUBJECT`.
+        fields: &'a [&'a [u8]],
+        /// Most octets of the header block the server sends per message.
+        octets_max: u32,
+    },
     /// `ID ("name" "imap-push-proxy" "version" "x")` – pairs given by caller
     /// (no pairs sends `ID NIL`; RFC 2971 limits: 30 pairs, fields up to 30
     /// bytes, values up to 1024 bytes).
@@ -218,6 +237,19 @@ impl fmt::Debug for Command<'_> {
                     list.entry(&Shown(m));
                 }
                 list.finish()
+            }
+            Command::UidFetchHeaders {
+                from_uid,
+                fields,
+                octets_max,
+            } => {
+                write!(f, "UidFetchHeaders({from_uid}:* ")?;
+                let mut list = f.debug_list();
+                for field in fields.iter() {
+                    list.entry(&Shown(field));
+                }
+                list.finish()?;
+                write!(f, " <0.{octets_max}>)")
             }
             Command::Id { pairs } => {
                 let mut list = f.debug_map();
@@ -506,6 +538,11 @@ fn command(s: &mut Sink<'_>, tag: u32, cmd: &Command<'_>) -> Result<(), EncodeEr
             personal,
         } => notify(s, mailboxes, personal)?,
         Command::Id { pairs } => id(s, pairs)?,
+        Command::UidFetchHeaders {
+            from_uid,
+            fields,
+            octets_max,
+        } => uid_fetch_headers(s, from_uid, fields, octets_max)?,
     }
     s.put(b"\r\n");
     Ok(())
@@ -559,6 +596,59 @@ fn notify(s: &mut Sink<'_>, mailboxes: &[&[u8]], personal: bool) -> Result<(), E
         }
         s.put(b") (MessageNew MessageExpunge))");
     }
+    Ok(())
+}
+
+/// ```abnf
+/// uid             = "UID" SP (copy / fetch / search / store)
+/// fetch           = "FETCH" SP sequence-set SP ("ALL" / "FULL" / "FAST" /
+///                   fetch-att / "(" fetch-att *(SP fetch-att) ")")
+/// fetch-att       = ... / "UID" /
+///                   "BODY" [".PEEK"] section ["<" number "." nz-number ">"]
+/// section         = "[" [section-spec] "]"
+/// section-msgtext = "HEADER" / "HEADER.FIELDS" [".NOT"] SP header-list / "TEXT"
+/// header-list     = "(" header-fld-name *(SP header-fld-name) ")"
+/// header-fld-name = astring
+/// seq-range       = seq-number ":" seq-number
+/// ```
+///
+/// RFC 3501 §6.4.8: "A UID range of 559:* always includes the UID of the last message in
+/// the mailbox, even if 559 is higher than any assigned UID value": the reader must drop
+/// UIDs below `from_uid`.
+fn uid_fetch_headers(
+    s: &mut Sink<'_>,
+    from_uid: u32,
+    fields: &[&[u8]],
+    octets_max: u32,
+) -> Result<(), EncodeError> {
+    if from_uid == 0 {
+        return Err(EncodeError::Unencodable { field: "from_uid" });
+    }
+    if octets_max == 0 {
+        return Err(EncodeError::Unencodable {
+            field: "octets_max",
+        });
+    }
+    // RFC 5322 §3.6.8: field-name = 1*ftext, printable ASCII except ":"; only the
+    // characters that are IMAP atom characters too are taken, so no name needs quoting.
+    let field_ok = |f: &&[u8]| !f.is_empty() && f.iter().all(|&b| b != b':' && is_atom_char(b));
+    if fields.is_empty() || !fields.iter().all(field_ok) {
+        return Err(EncodeError::Unencodable {
+            field: "header field",
+        });
+    }
+    s.put(b"UID FETCH ");
+    s.put_number(u64::from(from_uid));
+    s.put(b":* (UID BODY.PEEK[HEADER.FIELDS (");
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            s.put(b" ");
+        }
+        s.put(field);
+    }
+    s.put(b")]<0.");
+    s.put_number(u64::from(octets_max));
+    s.put(b">)");
     Ok(())
 }
 
@@ -920,6 +1010,80 @@ mod tests {
         assert_eq!(form(&[b' '; QUOTED_MAX], true), Some(Form::Quoted));
         assert_eq!(form(&[b'a'; QUOTED_MAX + 1], true), Some(Form::Literal));
         assert_eq!(form(b"a\0b", true), None);
+    }
+
+    fn fetch(from_uid: u32, fields: &[&[u8]], octets_max: u32) -> Result<String, EncodeError> {
+        let cmd = Command::UidFetchHeaders {
+            from_uid,
+            fields,
+            octets_max,
+        };
+        let mut out = [0u8; 256];
+        let e = encode(7, &cmd, LiteralMode::Sync, &mut out)?;
+        assert!(e.waits().is_empty(), "no literal, no wait");
+        Ok(String::from_utf8_lossy(&out[..e.len]).into_owned())
+    }
+
+    #[test]
+    fn uid_fetch_headers_bytes() {
+        assert_eq!(
+            fetch(4, &[b"FROM", b"SUBJECT", b"Chat-Version"], 16384).unwrap(),
+            "A7 UID FETCH 4:* (UID BODY.PEEK[HEADER.FIELDS (FROM SUBJECT Chat-Version)]<0.16384>)\r\n"
+        );
+        assert_eq!(
+            fetch(u32::MAX, &[b"X"], 1).unwrap(),
+            "A7 UID FETCH 4294967295:* (UID BODY.PEEK[HEADER.FIELDS (X)]<0.1>)\r\n"
+        );
+    }
+
+    #[test]
+    fn uid_fetch_headers_refuses_what_would_need_quoting_or_mean_something_else() {
+        let refused = |field| Err(EncodeError::Unencodable { field });
+        assert_eq!(fetch(0, &[b"FROM"], 10), refused("from_uid"));
+        assert_eq!(fetch(1, &[b"FROM"], 0), refused("octets_max"));
+        assert_eq!(fetch(1, &[], 10), refused("header field"));
+        for bad in [
+            &b""[..],
+            b"Chat:Version",
+            b"X Y",
+            b"X)",
+            b"X]",
+            b"X\"Y",
+            b"X{3}",
+            b"X\r\n",
+            b"X\0",
+            b"\xc3\xbc",
+            b"X*",
+            b"X%",
+        ] {
+            assert_eq!(
+                fetch(1, &[b"FROM", bad], 10),
+                refused("header field"),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn uid_fetch_headers_reports_the_exact_size() {
+        let cmd = Command::UidFetchHeaders {
+            from_uid: 12,
+            fields: &[b"FROM"],
+            octets_max: 100,
+        };
+        let needed = match encode(1, &cmd, LiteralMode::NonSync, &mut []) {
+            Err(EncodeError::BufferTooSmall { needed }) => needed,
+            other => panic!("{other:?}"),
+        };
+        let mut out = vec![0u8; needed];
+        assert_eq!(
+            encode(1, &cmd, LiteralMode::NonSync, &mut out).unwrap().len,
+            needed
+        );
+        assert_eq!(
+            format!("{cmd:?}"),
+            "UidFetchHeaders(12:* [\"FROM\"] <0.100>)"
+        );
     }
 
     #[test]
