@@ -12,8 +12,8 @@ use mio::{Poll, Waker};
 
 use crate::reactor::{Command, Counters, KeepaliveConfig, Reactor, Shared};
 use crate::reason::EndReason;
-use crate::session::{ConfigError, Ready, SessionConfig};
-use crate::spec::{SpecError, WatchSpec};
+use crate::session::{ConfigError, Preview, Ready, SessionConfig};
+use crate::spec::{SpecError, WatchOptions, WatchSpec};
 use crate::tls::{client_config, TlsSetupError};
 
 /// Identifies one watched account for the life of the engine. Never reused.
@@ -32,17 +32,21 @@ pub type ConnectFilter = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
 
 /// What the engine reports. Each watched session yields `Ready` then any number of
 /// `NewMail` then `SessionLost`; or `Failed` alone if it never became ready.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// The mailbox is open and watched.
     Ready { id: SessionId, ready: Ready },
     /// The session ended before it was ready.
     Failed { id: SessionId, reason: EndReason },
     /// The message count of mailbox number `mailbox` (index into the watched list) rose.
+    /// With a filter ([`crate::WatchOptions::filter`]), only when a new message of the
+    /// selected mailbox matched it. `preview` is set only for the selected mailbox of a
+    /// spec that asked for previews: the newest matching messages, newest first.
     NewMail {
         id: SessionId,
         mailbox: usize,
         exists: u32,
+        preview: Option<Box<Preview>>,
     },
     /// A ready session ended.
     SessionLost { id: SessionId, reason: EndReason },
@@ -182,7 +186,7 @@ struct ReactorHandle {
 }
 
 enum Dispatch {
-    Watch(SessionId, WatchSpec),
+    Watch(SessionId, WatchSpec, WatchOptions),
     Unwatch(SessionId),
 }
 
@@ -269,7 +273,17 @@ impl Engine {
     /// follows on [`Engine::events`]. The credentials move into the engine and are wiped as
     /// soon as the login command has been written.
     pub fn watch(&self, spec: WatchSpec) -> Result<SessionId, WatchError> {
+        self.watch_with(spec, WatchOptions::default())
+    }
+
+    /// [`Engine::watch`] with a filter or a preview ([`WatchOptions`]).
+    pub fn watch_with(
+        &self,
+        spec: WatchSpec,
+        options: WatchOptions,
+    ) -> Result<SessionId, WatchError> {
         spec.validate().map_err(WatchError::Spec)?;
+        options.validate().map_err(WatchError::Spec)?;
         let dispatch = self.dispatch.as_ref().ok_or(WatchError::ShuttingDown)?;
         let live = self.live_sessions.fetch_add(1, Ordering::Relaxed);
         if live >= self.sessions_max {
@@ -277,7 +291,7 @@ impl Engine {
             return Err(WatchError::AtCapacity);
         }
         let id = SessionId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        if dispatch.send(Dispatch::Watch(id, spec)).is_err() {
+        if dispatch.send(Dispatch::Watch(id, spec, options)).is_err() {
             self.live_sessions.fetch_sub(1, Ordering::Relaxed);
             return Err(WatchError::ShuttingDown);
         }
@@ -372,18 +386,25 @@ fn dispatch_loop(
     let pick = |id: SessionId| &reactors[(id.0 % reactors.len() as u64) as usize];
     for message in rx {
         match message {
-            Dispatch::Watch(id, spec) => match resolve(&spec.host, spec.port, filter.as_ref()) {
-                Ok(addrs) => {
-                    let reactor = pick(id);
-                    let _ = reactor.commands.send(Command::Watch { id, spec, addrs });
-                    let _ = reactor.waker.wake();
+            Dispatch::Watch(id, spec, options) => {
+                match resolve(&spec.host, spec.port, filter.as_ref()) {
+                    Ok(addrs) => {
+                        let reactor = pick(id);
+                        let _ = reactor.commands.send(Command::Watch {
+                            id,
+                            spec,
+                            options,
+                            addrs,
+                        });
+                        let _ = reactor.waker.wake();
+                    }
+                    Err(reason) => {
+                        // `spec` (and its secret) is dropped here, zeroized.
+                        live.fetch_sub(1, Ordering::Relaxed);
+                        let _ = events.send(Event::Failed { id, reason });
+                    }
                 }
-                Err(reason) => {
-                    // `spec` (and its secret) is dropped here, zeroized.
-                    live.fetch_sub(1, Ordering::Relaxed);
-                    let _ = events.send(Event::Failed { id, reason });
-                }
-            },
+            }
             Dispatch::Unwatch(id) => {
                 let reactor = pick(id);
                 let _ = reactor.commands.send(Command::Unwatch(id));

@@ -32,6 +32,6 @@ pub use api::{
 };
 pub use reactor::KeepaliveConfig;
 pub use reason::{EndReason, ProtocolError, TlsFailure, Waiting};
-pub use session::{Ready, SessionConfig};
-pub use spec::{Secret, Security, Since, SpecError, WatchSpec};
+pub use session::{MessageSummary, Preview, Ready, SessionConfig};
+pub use spec::{Filter, Secret, Security, Since, SpecError, WatchOptions, WatchSpec};
 pub use time::Tick;

@@ -22,7 +22,7 @@ use crate::api::{ConnectFilter, Event, SessionId};
 use crate::pool::BufPool;
 use crate::reason::EndReason;
 use crate::session::{Session, SessionConfig, SessionEvent, TX_BUF_LEN};
-use crate::spec::{Security, WatchSpec};
+use crate::spec::{Security, WatchOptions, WatchSpec};
 use crate::time::{Clock, Tick};
 use crate::tls::{RecordPool, Tls, TlsError, TlsRead};
 use crate::wheel::{Entry, Wheel};
@@ -90,6 +90,7 @@ pub(crate) enum Command {
     Watch {
         id: SessionId,
         spec: WatchSpec,
+        options: WatchOptions,
         addrs: Vec<SocketAddr>,
     },
     Unwatch(SessionId),
@@ -241,7 +242,12 @@ impl Reactor {
     fn drain_commands(&mut self, now: Tick) {
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Watch { id, spec, addrs } => self.watch(now, id, spec, addrs),
+                Command::Watch {
+                    id,
+                    spec,
+                    options,
+                    addrs,
+                } => self.watch(now, id, (spec, options), addrs),
                 Command::Unwatch(id) => {
                     if let Some(&key) = self.ids.get(&id) {
                         self.slots[key]
@@ -264,10 +270,17 @@ impl Reactor {
         }
     }
 
-    fn watch(&mut self, now: Tick, id: SessionId, spec: WatchSpec, addrs: Vec<SocketAddr>) {
+    fn watch(
+        &mut self,
+        now: Tick,
+        id: SessionId,
+        (spec, options): (WatchSpec, WatchOptions),
+        addrs: Vec<SocketAddr>,
+    ) {
         let security = spec.security;
         let host = spec.host.clone();
-        let mut session = Session::new(now, self.shared.config.clone(), spec, splitmix(id.0));
+        let config = self.shared.config.clone();
+        let mut session = Session::with_options(now, config, spec, options, splitmix(id.0));
         if self.shutting_down {
             session.handle_close(now, EndReason::Shutdown);
             return self.emit_end(id, session);
@@ -512,11 +525,16 @@ impl Reactor {
                 SessionEvent::Ready(ready) => {
                     let _ = self.shared.events.send(Event::Ready { id: slot.id, ready });
                 }
-                SessionEvent::NewMail { mailbox, exists } => {
+                SessionEvent::NewMail {
+                    mailbox,
+                    exists,
+                    preview,
+                } => {
                     let _ = self.shared.events.send(Event::NewMail {
                         id: slot.id,
                         mailbox,
                         exists,
+                        preview,
                     });
                 }
                 SessionEvent::Ended(reason) => {

@@ -100,6 +100,8 @@ pub enum Waiting {
     /// The tagged `OK` after DONE.
     Done,
     Noop,
+    /// The answer to `UID FETCH` (a filter or preview).
+    Fetch,
     Logout,
     /// The end of a response that had started arriving.
     ResponseEnd,
@@ -195,6 +197,7 @@ impl fmt::Display for Waiting {
             Waiting::IdleAccepted => "IDLE to be accepted",
             Waiting::Done => "the answer to DONE",
             Waiting::Noop => "NOOP",
+            Waiting::Fetch => "UID FETCH",
             Waiting::Logout => "LOGOUT",
             Waiting::ResponseEnd => "the rest of a response",
         })

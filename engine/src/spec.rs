@@ -13,6 +13,15 @@ pub const MAILBOX_LEN_MAX: usize = 1024;
 pub const MAILBOXES_MAX: usize = 16;
 /// Longest host name.
 pub const HOST_LEN_MAX: usize = 253;
+/// Most header names in a [`Filter`].
+pub const FILTER_HEADERS_MAX: usize = 8;
+/// Most sender addresses in a [`Filter`].
+pub const FILTER_SENDERS_MAX: usize = 64;
+/// Longest header name in a [`Filter`] (RFC 5322 sets no limit; real names are short).
+pub const HEADER_NAME_LEN_MAX: usize = 64;
+/// Longest sender address in a [`Filter`] (RFC 5321 §4.5.3.1.3: a path is at most 256
+/// octets, angle brackets included).
+pub const SENDER_LEN_MAX: usize = 254;
 
 /// How the connection is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +67,62 @@ pub struct Since {
     pub uidnext: u32,
 }
 
+/// Which new messages are worth a `NewMail`: those that carry one of `headers` (present,
+/// whatever its value) or come from one of `senders`. At least one of the two lists must be
+/// non-empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Header field names, such as `Chat-Version` (the email-chat convention). Compared
+    /// case-insensitively (RFC 5322 §1.2.2).
+    pub headers: Vec<String>,
+    /// Addresses, such as `alice@example.org`, compared case-insensitively with the
+    /// address in the `From` field.
+    pub senders: Vec<String>,
+}
+
+impl Filter {
+    /// Checks the bounds a session relies on.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.headers.is_empty() && self.senders.is_empty() {
+            return Err(SpecError::FilterEmpty);
+        }
+        if self.headers.len() > FILTER_HEADERS_MAX {
+            return Err(SpecError::FilterHeader);
+        }
+        if !self.headers.iter().all(|h| is_header_name(h)) {
+            return Err(SpecError::FilterHeader);
+        }
+        if self.senders.len() > FILTER_SENDERS_MAX {
+            return Err(SpecError::FilterSender);
+        }
+        if !self.senders.iter().all(|s| is_sender(s)) {
+            return Err(SpecError::FilterSender);
+        }
+        Ok(())
+    }
+}
+
+/// RFC 5322 §3.6.8: `field-name = 1*ftext`, `ftext = %d33-57 / %d59-126` (printable
+/// ASCII but `:`). Of those, only IMAP atom characters are taken, so a name goes into
+/// `HEADER.FIELDS (...)` bare: no `( ) { % * " \ ]`.
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= HEADER_NAME_LEN_MAX
+        && name
+            .bytes()
+            .all(|b| (33..=126).contains(&b) && !b"():{%*\"\\]".contains(&b))
+}
+
+/// An address to compare with `From`: `local@domain`, no spaces, controls or brackets.
+fn is_sender(address: &str) -> bool {
+    !address.is_empty()
+        && address.len() <= SENDER_LEN_MAX
+        && address.contains('@')
+        && !address
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | '"'))
+}
+
 /// One account to watch.
 #[derive(Debug)]
 pub struct WatchSpec {
@@ -71,6 +136,28 @@ pub struct WatchSpec {
     /// connection. `NewMail` events name them by their index here.
     pub mailboxes: Vec<String>,
     pub since: Option<Since>,
+}
+
+/// What a session reports about new mail beyond the message count. Both are off by
+/// default ([`WatchOptions::default`]); they apply to the selected (first) mailbox only,
+/// the others report as without them. Kept apart from [`WatchSpec`] so that specs written
+/// before these options existed still build.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// Report new mail only for messages that match. The session then fetches the
+    /// filter's header fields (and `From`) of each new message with `BODY.PEEK`, never the
+    /// body, never setting `\Seen`.
+    pub filter: Option<Filter>,
+    /// Attach `From`, `Subject` and UID of the newest new (matching) messages to
+    /// `NewMail`. Off unless asked for: a preview is mail content leaving the IMAP server.
+    pub preview: bool,
+}
+
+impl WatchOptions {
+    /// Checks the bounds a session relies on.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        self.filter.as_ref().map_or(Ok(()), Filter::validate)
+    }
 }
 
 /// Why a spec was refused before any connection was made.
@@ -88,6 +175,12 @@ pub enum SpecError {
     MailboxCount,
     /// A mailbox name holds a control character.
     MailboxName,
+    /// A filter names neither headers nor senders.
+    FilterEmpty,
+    /// Too many filter headers, or one is not a valid header field name.
+    FilterHeader,
+    /// Too many filter senders, or one is not an address.
+    FilterSender,
 }
 
 impl fmt::Display for SpecError {
@@ -102,6 +195,11 @@ impl fmt::Display for SpecError {
             SpecError::MailboxTooLong => "mailbox name is too long",
             SpecError::MailboxCount => "watch 1 to 16 mailboxes",
             SpecError::MailboxName => "mailbox names must not hold control characters",
+            SpecError::FilterEmpty => "a filter names at least one header or sender",
+            SpecError::FilterHeader => {
+                "filter headers: at most 8 RFC 5322 field names of up to 64 characters"
+            }
+            SpecError::FilterSender => "filter senders: at most 64 addresses of up to 254 bytes",
         })
     }
 }
@@ -142,5 +240,53 @@ impl WatchSpec {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_bounded_and_names_are_field_names() {
+        let filter = |headers: &[&str], senders: &[&str]| Filter {
+            headers: headers.iter().map(|s| s.to_string()).collect(),
+            senders: senders.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(filter(&["Chat-Version"], &[]).validate(), Ok(()));
+        assert_eq!(filter(&[], &["Bob@Example.org"]).validate(), Ok(()));
+        assert_eq!(filter(&[], &[]).validate(), Err(SpecError::FilterEmpty));
+        for bad in [
+            "",
+            "Chat:Version",
+            "X Y",
+            "X(",
+            "X]",
+            "Gr\u{fc}n",
+            "X\"",
+            "X*",
+        ] {
+            assert_eq!(
+                filter(&[bad], &[]).validate(),
+                Err(SpecError::FilterHeader),
+                "{bad:?}"
+            );
+        }
+        let long = "X".repeat(HEADER_NAME_LEN_MAX + 1);
+        assert_eq!(
+            filter(&[&long], &[]).validate(),
+            Err(SpecError::FilterHeader)
+        );
+        let many = vec!["X"; FILTER_HEADERS_MAX + 1];
+        assert_eq!(filter(&many, &[]).validate(), Err(SpecError::FilterHeader));
+        for bad in ["", "bob", "a b@c", "<a@b>", "a@b,c@d"] {
+            assert_eq!(
+                filter(&[], &[bad]).validate(),
+                Err(SpecError::FilterSender),
+                "{bad:?}"
+            );
+        }
+        let many = vec!["a@b"; FILTER_SENDERS_MAX + 1];
+        assert_eq!(filter(&[], &many).validate(), Err(SpecError::FilterSender));
     }
 }

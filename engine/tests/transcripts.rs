@@ -194,7 +194,8 @@ fn login_examine_idle_and_new_mail() {
             d.take_events(),
             vec![SessionEvent::NewMail {
                 mailbox: 0,
-                exists: 4
+                exists: 4,
+                preview: None
             }]
         );
         // An EXISTS that does not raise the count is not new mail.
@@ -206,7 +207,8 @@ fn login_examine_idle_and_new_mail() {
             d.take_events(),
             vec![SessionEvent::NewMail {
                 mailbox: 0,
-                exists: 4
+                exists: 4,
+                preview: None
             }]
         );
         // Two expunged, one new: 4 -> 2 -> 3 is new mail too; 3 -> 3 is not.
@@ -215,7 +217,8 @@ fn login_examine_idle_and_new_mail() {
             d.take_events(),
             vec![SessionEvent::NewMail {
                 mailbox: 0,
-                exists: 3
+                exists: 3,
+                preview: None
             }]
         );
         d.c(b"");
@@ -235,7 +238,8 @@ fn a_partial_response_borrows_one_buffer_until_complete() {
         d.take_events(),
         vec![SessionEvent::NewMail {
             mailbox: 0,
-            exists: 5
+            exists: 5,
+            preview: None
         }]
     );
 }
@@ -457,7 +461,8 @@ fn servers_without_idle_are_polled_with_noop() {
         events[1..],
         [SessionEvent::NewMail {
             mailbox: 0,
-            exists: 1
+            exists: 1,
+            preview: None
         }]
     );
 }
@@ -492,7 +497,8 @@ fn baseline_decides_whether_there_is_mail_already() {
         events[1..],
         [SessionEvent::NewMail {
             mailbox: 0,
-            exists: 4
+            exists: 4,
+            preview: None
         }]
     );
     // A higher UIDNEXT than the app saw: new mail, after Ready.
@@ -502,7 +508,8 @@ fn baseline_decides_whether_there_is_mail_already() {
         events[1..],
         [SessionEvent::NewMail {
             mailbox: 0,
-            exists: 4
+            exists: 4,
+            preview: None
         }]
     );
     // Another UIDVALIDITY: the app's view is void, tell it to sync.
@@ -511,7 +518,8 @@ fn baseline_decides_whether_there_is_mail_already() {
         events[1..],
         [SessionEvent::NewMail {
             mailbox: 0,
-            exists: 4
+            exists: 4,
+            preview: None
         }]
     );
 }
@@ -535,7 +543,8 @@ fn baseline_alone_reports_new_mail_once_ready() {
         events[1..],
         [SessionEvent::NewMail {
             mailbox: 0,
-            exists: 3
+            exists: 3,
+            preview: None
         }]
     );
 }
@@ -773,7 +782,8 @@ fn several_mailboxes_with_notify_on_one_connection() {
             d.take_events(),
             vec![SessionEvent::NewMail {
                 mailbox: 2,
-                exists: 1
+                exists: 1,
+                preview: None
             }]
         );
         d.s(b"* STATUS Sent (MESSAGES 4 UIDNEXT 6)\r\n");
@@ -790,11 +800,13 @@ fn several_mailboxes_with_notify_on_one_connection() {
             vec![
                 SessionEvent::NewMail {
                     mailbox: 0,
-                    exists: 3
+                    exists: 3,
+                    preview: None
                 },
                 SessionEvent::NewMail {
                     mailbox: 1,
-                    exists: 5
+                    exists: 5,
+                    preview: None
                 }
             ]
         );
@@ -835,7 +847,8 @@ fn without_notify_the_other_mailboxes_are_polled_with_status_between_idles() {
             d.take_events(),
             vec![SessionEvent::NewMail {
                 mailbox: 1,
-                exists: n
+                exists: n,
+                preview: None
             }]
         );
         d.c(format!("A{} IDLE\r\n", tag + 1).as_bytes());
@@ -889,7 +902,8 @@ fn notification_overflow_catches_up_and_sets_notify_again() {
         d.take_events(),
         vec![SessionEvent::NewMail {
             mailbox: 1,
-            exists: 9
+            exists: 9,
+            preview: None
         }]
     );
     d.c(b"A7 NOTIFY SET (SELECTED (MessageNew MessageExpunge)) (MAILBOXES (Sent) (MessageNew MessageExpunge))\r\n");

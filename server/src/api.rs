@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use engine::{EndReason, Secret, Security, Since};
+use engine::{EndReason, Filter, Secret, Security, Since, SpecError};
 use push::{Protocol, PushTarget};
 use serde::Deserialize;
 use zeroize::{Zeroize, Zeroizing};
@@ -94,6 +94,16 @@ struct RegisterBody {
     since: Option<SinceBody>,
     new_mail: EndpointBody,
     reconnect: EndpointBody,
+    filter: Option<FilterBody>,
+    preview: Option<bool>,
+}
+
+/// Push only for new messages that carry one of `headers` or come from one of `senders`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterBody {
+    headers: Option<Vec<String>>,
+    senders: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +151,11 @@ pub struct Registration {
     pub since: Option<Since>,
     pub new_mail: PushTarget,
     pub reconnect: PushTarget,
+    /// Applies to the first mailbox; see [`engine::WatchSpec::filter`].
+    pub filter: Option<Filter>,
+    /// From, Subject and UID of the newest messages in the new-mail push (first mailbox;
+    /// only with `new_mail.keys`, so it is encrypted end to end).
+    pub preview: bool,
 }
 
 impl Registration {
@@ -271,6 +286,15 @@ fn validate(mut body: RegisterBody, config: &Config) -> Result<Registration, Api
     }
     let new_mail = endpoint(&body.new_mail, "new_mail", config)?;
     let reconnect = endpoint(&body.reconnect, "reconnect", config)?;
+    let filter = body.filter.take().map(validate_filter).transpose()?;
+    let preview = body.preview.unwrap_or(false);
+    if preview && new_mail.keys().is_none() {
+        // A preview is mail content: it goes only where the push service cannot read it.
+        return Err(ApiError::bad_request(
+            "preview",
+            "a preview needs new_mail.keys: it is sent only end-to-end encrypted",
+        ));
+    }
     Ok(Registration {
         host,
         port,
@@ -285,7 +309,25 @@ fn validate(mut body: RegisterBody, config: &Config) -> Result<Registration, Api
         }),
         new_mail,
         reconnect,
+        filter,
+        preview,
     })
+}
+
+fn validate_filter(body: FilterBody) -> Result<Filter, ApiError> {
+    let filter = Filter {
+        headers: body.headers.unwrap_or_default(),
+        senders: body.senders.unwrap_or_default(),
+    };
+    filter.validate().map_err(|e| {
+        let field = match e {
+            SpecError::FilterHeader => "filter.headers",
+            SpecError::FilterSender => "filter.senders",
+            _ => "filter",
+        };
+        ApiError::bad_request(field, e.to_string())
+    })?;
+    Ok(filter)
 }
 
 fn validate_mailboxes(mailboxes: &[String]) -> Result<(), ApiError> {
@@ -497,6 +539,64 @@ mod tests {
             "imap_unreachable"
         );
         assert_eq!(code(EndReason::Forbidden), "forbidden_destination");
+    }
+
+    fn with(extra: &str, new_mail: &str) -> Vec<u8> {
+        format!(
+            r#"{{"imap": {IMAP}, "new_mail": {new_mail},
+                "reconnect": {{"endpoint": "https://p.example/r"}}{extra}}}"#
+        )
+        .into_bytes()
+    }
+
+    const KEYED: &str = r#"{"endpoint": "https://p.example/n", "keys": {
+        "p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+        "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}"#;
+
+    #[test]
+    fn filters_and_previews_are_validated() {
+        let r = parse_registration(
+            &mut with(
+                r#", "filter": {"headers": ["Chat-Version"], "senders": ["Bob@Example.org"]},
+                    "preview": true"#,
+                KEYED,
+            ),
+            &config(),
+        )
+        .unwrap();
+        assert!(r.preview);
+        assert_eq!(
+            r.filter,
+            Some(Filter {
+                headers: vec!["Chat-Version".into()],
+                senders: vec!["Bob@Example.org".into()]
+            })
+        );
+        let r = parse_registration(&mut with("", KEYED), &config()).unwrap();
+        assert!(!r.preview && r.filter.is_none(), "both are off by default");
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                r#", "preview": true"#,
+                r#"{"endpoint": "https://p.example/n"}"#,
+                "preview",
+            ),
+            (r#", "filter": {}"#, KEYED, "filter"),
+            (
+                r#", "filter": {"headers": ["Chat:Version"]}"#,
+                KEYED,
+                "filter.headers",
+            ),
+            (
+                r#", "filter": {"senders": ["not an address"]}"#,
+                KEYED,
+                "filter.senders",
+            ),
+            (r#", "filter": {"header": ["X"]}"#, KEYED, "body"),
+        ];
+        for (extra, new_mail, field) in cases {
+            let e = parse_registration(&mut with(extra, new_mail), &config()).unwrap_err();
+            assert_eq!((e.status, e.field), (400, Some(*field)), "{extra}: {e:?}");
+        }
     }
 
     #[test]

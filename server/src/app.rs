@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{select, Receiver};
-use engine::{Engine, EngineConfig, Event, WatchError, WatchSpec};
+use engine::{Engine, EngineConfig, Event, WatchError, WatchOptions, WatchSpec};
 use httpd::{Method, Request, Responder, Response};
 use ring::rand::SecureRandom;
 
@@ -378,6 +378,10 @@ impl State {
             mailboxes: registration.mailboxes.clone(),
             since: registration.since,
         };
+        let options = WatchOptions {
+            filter: registration.filter,
+            preview: registration.preview,
+        };
         let mut registry = self.registry();
         // The same account and device again replaces the earlier subscription, without a
         // reconnect push: never two IMAP sessions for one key.
@@ -412,13 +416,14 @@ impl State {
         }
         let wait = self.pace(&spec.host)?;
         let session = if wait.is_zero() {
-            Some(self.engine.watch(spec).map_err(watch_error)?)
+            Some(self.engine.watch_with(spec, options).map_err(watch_error)?)
         } else {
             self.counters.logins_paced.fetch_add(1, Ordering::Relaxed);
             self.paced().push(PacedLogin {
                 due: Instant::now() + wait,
                 subscription: id.clone(),
                 spec,
+                options,
             });
             None
         };
@@ -477,7 +482,7 @@ impl State {
             if !waiting {
                 continue; // `login.spec` and its secret are dropped (zeroized) here.
             }
-            match self.engine.watch(login.spec) {
+            match self.engine.watch_with(login.spec, login.options) {
                 Ok(session) => registry.set_session(&login.subscription, session),
                 Err(e) => {
                     let sub = registry.remove(&login.subscription);
@@ -615,6 +620,7 @@ impl State {
                 id,
                 mailbox,
                 exists,
+                preview,
             } => {
                 let at = Instant::now();
                 let target = {
@@ -626,7 +632,8 @@ impl State {
                     })
                 };
                 if let Some((push, name)) = target {
-                    self.delivery.new_mail(&push, &name, exists, at);
+                    self.delivery
+                        .new_mail_with_preview(&push, &name, exists, preview, at);
                 }
             }
             Event::SessionLost { id, reason } => {
@@ -797,6 +804,7 @@ struct PacedLogin {
     due: Instant,
     subscription: String,
     spec: WatchSpec,
+    options: WatchOptions,
 }
 
 fn watch_error(e: WatchError) -> ApiError {

@@ -45,12 +45,14 @@
 //!
 //! New mail for one subscription coalesces: the first push goes at once;
 //! events within `coalesce_window` after a delivered push merge into one
-//! pending push (newest `mailbox` and `exists`) sent when the window ends. A
+//! pending push (newest `mailbox` and `exists`, and the newest messages of the
+//! merged previews of that mailbox) sent when the window ends. A
 //! subscription has at most one new-mail push in flight and one pending.
 //! Reconnect pushes are never merged or dropped, and they drop the
 //! subscription's pending new mail (the IMAP session it described is gone).
 
 use crossbeam_channel::{never, select, Receiver, Sender};
+use engine::Preview;
 use hdrhistogram::Histogram;
 use push::{message, Backoff, Kind, Notification, Outcome, Protocol, PushTarget, Topic};
 use ring::rand::{SecureRandom as _, SystemRandom};
@@ -411,10 +413,25 @@ impl Delivery {
         exists: u32,
         event_at: Instant,
     ) {
+        self.new_mail_with_preview(sub, mailbox, exists, None, event_at);
+    }
+
+    /// [`Delivery::new_mail`] with the engine's preview of the newest messages. The
+    /// preview goes into the payload only for an encrypted Web Push target (never to a
+    /// push service that could read it), fitted to the payload limit.
+    pub fn new_mail_with_preview(
+        &self,
+        sub: &Arc<PushSubscription>,
+        mailbox: &str,
+        exists: u32,
+        preview: Option<Box<Preview>>,
+        event_at: Instant,
+    ) {
         self.enqueue(Command::NewMail {
             sub: Arc::clone(sub),
             mailbox: mailbox.to_owned(),
             exists,
+            preview,
             event_at,
         });
     }
@@ -508,6 +525,7 @@ enum Command {
         sub: Arc<PushSubscription>,
         mailbox: String,
         exists: u32,
+        preview: Option<Box<Preview>>,
         event_at: Instant,
     },
     Reconnect {
@@ -529,6 +547,7 @@ enum What {
     NewMail {
         mailbox: String,
         exists: u32,
+        preview: Option<Box<Preview>>,
         event_at: Instant,
     },
     Reconnect {
@@ -580,6 +599,29 @@ impl Job {
         match &self.what {
             _ if self.minimal => minimal_payload(self.kind(), &self.sub.id),
             What::NewMail {
+                mailbox,
+                exists,
+                preview: Some(preview),
+                ..
+            } if self.target().keys().is_some() => {
+                let messages: Vec<message::MessagePreview<'_>> = preview
+                    .messages
+                    .iter()
+                    .map(|m| message::MessagePreview {
+                        uid: m.uid,
+                        from: &m.from,
+                        subject: &m.subject,
+                    })
+                    .collect();
+                message::new_mail_with_preview(
+                    &self.sub.id,
+                    mailbox,
+                    *exists,
+                    &messages,
+                    push::ece::PAYLOAD_LEN_MAX,
+                )
+            }
+            What::NewMail {
                 mailbox, exists, ..
             } => message::new_mail(&self.sub.id, mailbox, *exists),
             What::Reconnect { reason } => message::reconnect(&self.sub.id, reason),
@@ -596,20 +638,44 @@ impl Job {
 
 /// Two new-mail jobs for one subscription as one: the newer one's mailbox
 /// and count, the older one's first event (for latency) and retry state (so
-/// a failing endpoint keeps backing off), minimal if either was.
+/// a failing endpoint keeps backing off), minimal if either was. Previews of
+/// the same mailbox merge, newest messages first; the payload keeps as many
+/// as fit.
 fn merge_mail(older: Job, newer: Job) -> Job {
     let event_at = match (older.event_at(), newer.event_at()) {
         (Some(a), Some(b)) => a.min(b),
         (a, b) => a.or(b).unwrap_or_else(Instant::now),
     };
+    let (older_mailbox, older_preview) = match older.what {
+        What::NewMail {
+            ref mailbox,
+            ref preview,
+            ..
+        } => (Some(mailbox.as_str()), preview.as_deref()),
+        What::Reconnect { .. } => (None, None),
+    };
     let what = match newer.what {
         What::NewMail {
-            mailbox, exists, ..
-        } => What::NewMail {
             mailbox,
             exists,
-            event_at,
-        },
+            preview,
+            ..
+        } => {
+            let preview = match (preview, older_preview) {
+                (Some(newer), Some(older)) if older_mailbox == Some(mailbox.as_str()) => {
+                    let mut merged = older.clone();
+                    merged.merge_newer(*newer);
+                    Some(Box::new(merged))
+                }
+                (newer, _) => newer,
+            };
+            What::NewMail {
+                mailbox,
+                exists,
+                preview,
+                event_at,
+            }
+        }
         reconnect @ What::Reconnect { .. } => reconnect,
     };
     Job {
@@ -1135,11 +1201,13 @@ impl Scheduler {
                 sub,
                 mailbox,
                 exists,
+                preview,
                 event_at,
             } => {
                 let what = What::NewMail {
                     mailbox,
                     exists,
+                    preview,
                     event_at,
                 };
                 self.handle_new_mail(sub, what, now);
@@ -1457,6 +1525,7 @@ mod tests {
         let what = What::NewMail {
             mailbox: format!("box{exists}"),
             exists,
+            preview: None,
             event_at,
         };
         Job::new(Arc::clone(sub), what, 1)
@@ -1479,6 +1548,50 @@ mod tests {
         assert_eq!(s.next_simple_push_version(5_000), 5_000, "clock jumped");
         assert_eq!(s.next_simple_push_version(5_000), 5_001);
         assert_eq!(s.next_simple_push_version(4_000), 5_002, "clock went back");
+    }
+
+    fn previewed(sub: &Arc<PushSubscription>, mailbox: &str, uid: u32) -> Job {
+        let preview = Preview {
+            messages: vec![engine::MessageSummary {
+                uid,
+                from: "Alice <alice@example.org>".into(),
+                subject: format!("message {uid}"),
+            }],
+        };
+        let what = What::NewMail {
+            mailbox: mailbox.into(),
+            exists: uid,
+            preview: Some(Box::new(preview)),
+            event_at: Instant::now(),
+        };
+        Job::new(Arc::clone(sub), what, 1)
+    }
+
+    #[test]
+    fn previews_go_only_encrypted_and_merge_newest_first() {
+        // Never in clear: a target without keys gets the plain payload.
+        let clear = previewed(&sub("s1"), "INBOX", 1);
+        assert_eq!(clear.payload(), message::new_mail("s1", "INBOX", 1));
+        let phone = push::testing::Subscriber::generate();
+        let target = phone.target("https://push.example.net/x").unwrap();
+        let keyed = PushSubscription::new("s2".into(), target.clone(), target, 1_000);
+        let uids = |job: &Job| -> Vec<u64> {
+            let v: serde_json::Value = serde_json::from_str(&job.payload()).unwrap();
+            v["messages"]
+                .as_array()
+                .map(|m| m.iter().map(|m| m["uid"].as_u64().unwrap()).collect())
+                .unwrap_or_default()
+        };
+        let merged = merge_mail(previewed(&keyed, "INBOX", 1), previewed(&keyed, "INBOX", 2));
+        assert_eq!(uids(&merged), [2, 1]);
+        // Another mailbox's preview does not carry over.
+        let merged = merge_mail(previewed(&keyed, "Sent", 1), previewed(&keyed, "INBOX", 2));
+        assert_eq!(uids(&merged), [2]);
+        let merged = merge_mail(
+            previewed(&keyed, "INBOX", 1),
+            mail(&keyed, 3, Instant::now()),
+        );
+        assert_eq!(uids(&merged), Vec::<u64>::new());
     }
 
     #[test]

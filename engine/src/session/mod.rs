@@ -24,6 +24,8 @@
 //! buffers back with [`Session::release`] and drop it.
 
 mod caps;
+mod fetch;
+mod headers;
 mod mailboxes;
 mod timer;
 
@@ -37,11 +39,16 @@ use imap_codec_lite::{
 };
 
 pub use self::caps::Caps;
+use self::fetch::FetchPlan;
+pub use self::fetch::{
+    MessageSummary, Preview, FETCH_FIELDS_MAX, HEADER_BLOCK_LEN_MAX, PREVIEW_FIELD_LEN_MAX,
+    PREVIEW_MESSAGES_MAX,
+};
 use self::mailboxes::{wire_name, Other};
 pub use self::timer::{TimerKind, Timers};
 use crate::pool::BufPool;
 use crate::reason::{EndReason, ProtocolError, TlsFailure, Waiting};
-use crate::spec::{Secret, Security, Since, WatchSpec, MAILBOXES_MAX};
+use crate::spec::{Secret, Security, Since, WatchOptions, WatchSpec, MAILBOXES_MAX};
 use crate::time::Tick;
 
 /// What ID (RFC 2971) says about us, to servers that ask.
@@ -144,13 +151,19 @@ impl SessionConfig {
 }
 
 /// What a session reports. Past-tense facts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionEvent {
     /// The mailbox is open and watched (IDLE accepted, or NOOP polling started).
     Ready(Ready),
     /// The message count of watched mailbox `mailbox` (0 is the selected one, then the
-    /// others in the order given) rose to `exists`.
-    NewMail { mailbox: usize, exists: u32 },
+    /// others in the order given) rose to `exists`. With a filter, only when a new message
+    /// of the selected mailbox matched it. `preview` is set only for the selected mailbox
+    /// of a session that asked for previews, and holds the newest matching messages.
+    NewMail {
+        mailbox: usize,
+        exists: u32,
+        preview: Option<Box<Preview>>,
+    },
     /// The session is over. Always the last event.
     Ended(EndReason),
 }
@@ -203,6 +216,8 @@ pub enum Phase {
     IdleDone,
     /// NOOP sent.
     Noop,
+    /// `UID FETCH` of new messages' header fields sent (filter or preview).
+    Fetching,
     /// Waiting for the next NOOP.
     PollWait,
     /// LOGOUT sent.
@@ -248,6 +263,7 @@ enum CommandKind {
     Notify,
     Idle,
     Noop,
+    Fetch,
     Logout,
 }
 
@@ -340,11 +356,13 @@ struct Setup {
     mailbox: Vec<u8>,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Debug, Default)]
 struct Outbox {
     ready: Option<Ready>,
     /// Bit `i`: watched mailbox `i` has new mail to report.
     new_mail: u32,
+    /// Goes with bit 0's report. Allocated only when a fetch found messages to preview.
+    preview: Option<Box<Preview>>,
     ended: Option<EndReason>,
 }
 
@@ -382,6 +400,12 @@ pub struct Session {
     others: Option<Box<[Other]>>,
     /// NOTIFY SET was accepted: the server reports the other mailboxes by itself.
     notify_active: bool,
+    /// Filter and preview settings; `None` for the common session that reports every
+    /// new message at once.
+    plan: Option<Box<FetchPlan>>,
+    /// The selected mailbox grew and the new messages' header fields are to be fetched
+    /// once nothing else is in flight.
+    fetch_wanted: bool,
     after_done: AfterDone,
     timers: Timers,
     cfg: Arc<SessionConfig>,
@@ -406,6 +430,18 @@ const _: () = assert!(
 impl Session {
     /// A session for `spec`, waiting for its transport. `seed` spreads its IDLE refreshes.
     pub fn new(now: Tick, cfg: Arc<SessionConfig>, spec: WatchSpec, seed: u64) -> Session {
+        Session::with_options(now, cfg, spec, WatchOptions::default(), seed)
+    }
+
+    /// [`Session::new`] with a filter or preview. `options` MUST have been validated
+    /// ([`WatchOptions::validate`]).
+    pub fn with_options(
+        now: Tick,
+        cfg: Arc<SessionConfig>,
+        spec: WatchSpec,
+        options: WatchOptions,
+        seed: u64,
+    ) -> Session {
         let jitter_ms = cfg.idle_refresh_jitter.as_millis() as u64;
         let mut timers = Timers::default();
         timers.set(TimerKind::Connect, now + cfg.connect_timeout);
@@ -437,6 +473,8 @@ impl Session {
                 _ => None,
             },
             notify_active: false,
+            plan: FetchPlan::new(options.filter.as_ref(), options.preview).map(Box::new),
+            fetch_wanted: false,
             after_done: AfterDone::Idle,
             timers,
             cfg,
@@ -627,6 +665,7 @@ impl Session {
             }
             Phase::IdleDone
             | Phase::Noop
+            | Phase::Fetching
             | Phase::PollWait
             | Phase::Examining
             | Phase::Status { .. }
@@ -673,15 +712,21 @@ impl Session {
         if self.events.new_mail != 0 {
             let mailbox = self.events.new_mail.trailing_zeros() as usize;
             self.events.new_mail &= !(1 << mailbox);
-            let exists = match mailbox {
-                0 => self.exists,
-                i => self
-                    .others
-                    .as_deref()
-                    .and_then(|o| o.get(i - 1))
-                    .map_or(0, Other::messages),
+            let (exists, preview) = match mailbox {
+                0 => (self.exists, self.events.preview.take()),
+                i => (
+                    self.others
+                        .as_deref()
+                        .and_then(|o| o.get(i - 1))
+                        .map_or(0, Other::messages),
+                    None,
+                ),
             };
-            return Some(SessionEvent::NewMail { mailbox, exists });
+            return Some(SessionEvent::NewMail {
+                mailbox,
+                exists,
+                preview,
+            });
         }
         self.events.ended.take().map(SessionEvent::Ended)
     }
@@ -784,7 +829,16 @@ impl Session {
                 self.caps = Caps::from_list(&list);
                 self.caps_fresh = true;
             }
-            Untagged::Exists(n) => self.on_exists(n),
+            Untagged::Exists(n) => self.on_exists(now, n),
+            Untagged::Fetch { attrs, .. } if self.phase == Phase::Fetching => {
+                // The answer is arriving: a round over many new messages may take longer
+                // than one response deadline, but each response must come within it.
+                self.timers
+                    .set(TimerKind::Response, now + self.cfg.response_timeout);
+                if let Some(plan) = self.plan.as_mut() {
+                    plan.on_fetch(attrs);
+                }
+            }
             Untagged::MailboxStatus { mailbox, items } => self.on_status(&mailbox, &items),
             Untagged::Expunge(_) => self.exists = self.exists.saturating_sub(1),
             // Keepalives (`* OK Still here`), RECENT, FLAGS, FETCH and anything unknown are
@@ -796,7 +850,9 @@ impl Session {
     fn on_code(&mut self, code: Code<'_>) {
         match code {
             Code::UidValidity(v) => self.uidvalidity = v,
-            Code::UidNext(n) => self.uidnext = n,
+            // After EXAMINE, UIDNEXT moves only with what a fetch has seen: a later code
+            // must not skip messages not fetched yet.
+            Code::UidNext(n) if !self.examined => self.uidnext = n,
             Code::Capability(list) => {
                 self.caps = Caps::from_list(&list);
                 self.caps_fresh = true;
@@ -838,11 +894,24 @@ impl Session {
         }
     }
 
-    fn on_exists(&mut self, n: u32) {
-        if self.examined && n > self.exists {
-            self.events.new_mail |= 1;
-        }
+    fn on_exists(&mut self, now: Tick, n: u32) {
+        let rose = self.examined && n > self.exists;
         self.exists = n;
+        if !rose {
+            return;
+        }
+        if self.plan.is_none() {
+            self.events.new_mail |= 1;
+            return;
+        }
+        // Filter or preview: the new messages' header fields decide, fetched once nothing
+        // else is in flight (a command in flight picks this up when it completes).
+        self.fetch_wanted = true;
+        match self.phase {
+            Phase::Idling => self.done(now, self.after_done),
+            Phase::PollWait => self.start_fetch(now),
+            _ => {}
+        }
     }
 
     /// A STATUS response, asked for or sent by NOTIFY.
@@ -868,6 +937,10 @@ impl Session {
                 if self.after_done == AfterDone::Resync {
                     // An overflow came while IDLE was being set up: catch up at once.
                     return self.done(now, AfterDone::Resync);
+                }
+                if self.fetch_wanted {
+                    // New mail came while IDLE was being set up: fetch it at once.
+                    return self.done(now, AfterDone::Idle);
                 }
                 let refresh = self
                     .cfg
@@ -919,7 +992,11 @@ impl Session {
             Phase::Status { .. } => self.end(EndReason::MailboxRejected),
             Phase::Notify => {
                 self.notify_active = ok;
-                self.send(now, CommandKind::Idle, Phase::IdleStarting);
+                if self.fetch_wanted {
+                    self.start_fetch(now);
+                } else {
+                    self.send(now, CommandKind::Idle, Phase::IdleStarting);
+                }
             }
             Phase::StartTls if ok => {
                 self.phase = Phase::TlsHandshake;
@@ -947,20 +1024,22 @@ impl Session {
             Phase::IdleStarting | Phase::Idling | Phase::IdleDone if ok => {
                 self.timers.stop(TimerKind::IdleRefresh);
                 self.timers.stop(TimerKind::Poll);
-                let next = std::mem::replace(&mut self.after_done, AfterDone::Idle);
-                match next {
-                    AfterDone::Idle => self.send(now, CommandKind::Idle, Phase::IdleStarting),
-                    AfterDone::StatusPoll => self.status_round(now, StatusPurpose::Poll),
-                    AfterDone::Resync => self.status_round(now, StatusPurpose::Resync),
+                if self.fetch_wanted {
+                    // `after_done` stays pending until the fetch is answered.
+                    return self.start_fetch(now);
                 }
+                self.after_idle(now);
             }
             Phase::IdleStarting | Phase::Idling | Phase::IdleDone => {
                 self.end(EndReason::Protocol(ProtocolError::IdleRejected))
             }
+            Phase::Noop if ok && self.fetch_wanted => self.start_fetch(now),
             Phase::Noop if ok && self.others.is_some() => {
                 self.status_round(now, StatusPurpose::Poll)
             }
             Phase::Noop if ok => self.wait_poll(now),
+            // NO or BAD to the fetch: report without a preview (a filter fails open).
+            Phase::Fetching => self.on_fetched(now, ok),
             Phase::LoggingOut => self.end(self.logout_reason),
             _ => self.end(EndReason::Protocol(ProtocolError::CommandBad)),
         }
@@ -989,9 +1068,69 @@ impl Session {
         };
         if idle {
             self.held_ready = Some(ready);
-            self.resume_idle(now);
         } else {
             self.release_ready(ready);
+        }
+        self.resume(now);
+    }
+
+    /// Nothing is in flight: fetch new messages' header fields if wanted, else go on
+    /// watching (IDLE, or wait for the next NOOP).
+    fn resume(&mut self, now: Tick) {
+        if self.fetch_wanted {
+            self.start_fetch(now);
+        } else if self.caps.has(Caps::IDLE) {
+            self.resume_idle(now);
+        } else {
+            self.wait_poll(now);
+        }
+    }
+
+    /// IDLE ended: do what it was ended for.
+    fn after_idle(&mut self, now: Tick) {
+        let next = std::mem::replace(&mut self.after_done, AfterDone::Idle);
+        match next {
+            AfterDone::Idle => self.send(now, CommandKind::Idle, Phase::IdleStarting),
+            AfterDone::StatusPoll => self.status_round(now, StatusPurpose::Poll),
+            AfterDone::Resync => self.status_round(now, StatusPurpose::Resync),
+        }
+    }
+
+    /// `UID FETCH` from the UIDNEXT known so far.
+    fn start_fetch(&mut self, now: Tick) {
+        self.fetch_wanted = false;
+        let from_uid = self.uidnext.max(1);
+        if let Some(plan) = self.plan.as_mut() {
+            plan.begin(from_uid);
+        }
+        self.send(now, CommandKind::Fetch, Phase::Fetching);
+    }
+
+    /// The fetch was answered: report what matched, then go on as before it.
+    fn on_fetched(&mut self, now: Tick, ok: bool) {
+        let verdict = self
+            .plan
+            .as_mut()
+            .map(|plan| plan.finish(ok))
+            .unwrap_or_default();
+        if let Some(uidnext) = verdict.uidnext {
+            self.uidnext = self.uidnext.max(uidnext);
+        }
+        if verdict.report {
+            self.events.new_mail |= 1;
+            match (self.events.preview.as_mut(), verdict.preview) {
+                (Some(older), Some(newer)) => older.merge_newer(*newer),
+                (None, newer) => self.events.preview = newer,
+                (Some(_), None) => {}
+            }
+        }
+        if self.fetch_wanted {
+            self.start_fetch(now);
+        } else if self.caps.has(Caps::IDLE) {
+            self.after_idle(now);
+        } else if self.others.is_some() {
+            self.status_round(now, StatusPurpose::Poll);
+        } else {
             self.wait_poll(now);
         }
     }
@@ -1029,8 +1168,7 @@ impl Session {
         }
         match purpose {
             StatusPurpose::Setup => self.finish_setup(now),
-            StatusPurpose::Poll if !self.caps.has(Caps::IDLE) => self.wait_poll(now),
-            StatusPurpose::Poll | StatusPurpose::Resync => self.resume_idle(now),
+            StatusPurpose::Poll | StatusPurpose::Resync => self.resume(now),
         }
     }
 
@@ -1054,10 +1192,20 @@ impl Session {
     fn release_ready(&mut self, ready: Ready) {
         self.was_ready = true;
         self.events.ready = Some(ready);
-        if let Some(since) = self.since {
-            if since.uidvalidity != ready.uidvalidity || ready.uidnext > since.uidnext {
-                self.events.new_mail |= 1;
-            }
+        let Some(since) = self.since else {
+            return;
+        };
+        let same_uids = since.uidvalidity == ready.uidvalidity;
+        if same_uids && ready.uidnext <= since.uidnext {
+            return;
+        }
+        if same_uids && self.plan.is_some() {
+            // The messages the app has not seen yet go through the filter and preview.
+            self.uidnext = since.uidnext.max(1);
+            self.fetch_wanted = true;
+        } else {
+            // A new UIDVALIDITY: every message is new, and the app must resync anyway.
+            self.events.new_mail |= 1;
         }
     }
 
@@ -1122,6 +1270,7 @@ impl Session {
             CommandKind::Notify => Waiting::Notify,
             CommandKind::Idle => Waiting::IdleAccepted,
             CommandKind::Noop => Waiting::Noop,
+            CommandKind::Fetch => Waiting::Fetch,
             CommandKind::Logout => Waiting::Logout,
         };
         self.expect(now, waiting);
@@ -1167,6 +1316,9 @@ impl Session {
         self.timers.stop_all();
         self.tx.clear();
         self.setup = None;
+        if let Some(plan) = self.plan.as_mut() {
+            plan.abandon();
+        }
         self.events.ended = Some(reason);
     }
 
@@ -1242,6 +1394,27 @@ impl Session {
                     ..StatusRequest::default()
                 },
             },
+            CommandKind::Fetch => {
+                let plan = self.plan.as_deref().ok_or(EncodeError::Unencodable {
+                    field: "header fields",
+                })?;
+                let mut names: [&[u8]; FETCH_FIELDS_MAX] = [&[]; FETCH_FIELDS_MAX];
+                let mut count = 0;
+                for (slot, field) in names.iter_mut().zip(plan.fields()) {
+                    *slot = field;
+                    count += 1;
+                }
+                return encode(
+                    tag,
+                    &Command::UidFetchHeaders {
+                        from_uid: plan.first_uid(),
+                        fields: &names[..count],
+                        octets_max: HEADER_BLOCK_LEN_MAX,
+                    },
+                    self.literal_mode(),
+                    out,
+                );
+            }
             CommandKind::Notify => {
                 let mut names: [&[u8]; MAILBOXES_MAX] = [&[]; MAILBOXES_MAX];
                 let others = self.others.as_deref().unwrap_or(&[]);
