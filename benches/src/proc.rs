@@ -497,9 +497,11 @@ pub fn busy_processes() -> Vec<String> {
         let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
         let exe = cmd.split_whitespace().next().unwrap_or("");
         let name = exe.rsplit('/').next().unwrap_or("");
-        if cmd.contains("fuzz")
-            || matches!(name, "cargo" | "rustc" | "cargo-clippy" | "clippy-driver")
-        {
+        // A fuzzer is `cargo-fuzz` or a libFuzzer binary under `fuzz/target/`; the word
+        // "fuzz" among another program's arguments does not make one.
+        let fuzzer =
+            name.contains("fuzz") || exe.contains("/fuzz/target/") || exe.starts_with("fuzz/");
+        if fuzzer || matches!(name, "cargo" | "rustc" | "cargo-clippy" | "clippy-driver") {
             found.push(format!(
                 "{pid} {}",
                 cmd.chars().take(100).collect::<String>()

@@ -120,7 +120,7 @@ fn print_table(results: &[Value]) {
         results.first().map_or(Value::Null, |v| v["n"].clone())
     );
     println!(
-        "{:<6} {:>8} {:>9} {:>10} {:>12} {:>11} {:>10} {:>10} {:>10} {:>11}",
+        "{:<6} {:>8} {:>9} {:>10} {:>12} {:>11} {:>10} {:>10} {:>10} {:>11} {:>12}",
         "kind",
         "reactors",
         "handshake",
@@ -130,12 +130,13 @@ fn print_table(results: &[Value]) {
         "p50 ms",
         "p99 ms",
         "max ms",
-        "mock CPU %"
+        "mock CPU %",
+        "mock µs/set"
     );
     for v in results {
         let rate = f(v, "setups_per_s");
         println!(
-            "{:<6} {:>8} {:>9} {:>10.0} {:>12} {:>11.0} {:>10.1} {:>10.1} {:>10.1} {:>11.0}",
+            "{:<6} {:>8} {:>9} {:>10.0} {:>12} {:>11.0} {:>10.1} {:>10.1} {:>10.1} {:>11.0} {:>12.0}",
             v["security"].as_str().unwrap_or("?"),
             v["reactor_threads"],
             v["handshake"].as_str().unwrap_or("?"),
@@ -150,6 +151,7 @@ fn print_table(results: &[Value]) {
             f(v, "latency_p99_ms"),
             f(v, "latency_max_ms"),
             f(v, "mock_cpu_pct"),
+            f(v, "mock_cpu_us_per_setup"),
         );
     }
     println!();
@@ -243,6 +245,7 @@ fn measure(args: &[String]) -> Result<Value, String> {
         "proxy_cpu_pct_of_core": cpu / elapsed * 100.0,
         "mock_cpu_s": mock_cpu,
         "mock_cpu_pct": mock_cpu / elapsed * 100.0,
+        "mock_cpu_us_per_setup": mock_cpu * 1e6 / ready.max(1) as f64,
         "latency_p50_ms": ms(0.5),
         "latency_p99_ms": ms(0.99),
         "latency_max_ms": latency.max() as f64 / 1e3,
