@@ -13,9 +13,10 @@
 //!
 //! Account `i` (from `--start`) is user `{prefix}{i}`; its `new_mail`
 //! endpoint is `{sink}/n/{i}` and its `reconnect` endpoint `{sink}/r/{i}`.
-//! With `--webpush-keys FILE` every `new_mail` endpoint carries the same
-//! freshly drawn Web Push keys (so bodies are RFC 8291-encrypted), and FILE
-//! gets the line `/n/ PRIVATE AUTH` that `push-sink --decrypt-keys` reads.
+//! With `--webpush-keys FILE` every `new_mail` endpoint carries the same Web
+//! Push keys (so bodies are RFC 8291-encrypted): those of FILE's line
+//! `/n/ PRIVATE AUTH` (the format `push-sink --decrypt-keys` reads) if FILE
+//! exists, else a freshly drawn pair that is written there.
 //!
 //! Output: a table on stderr and one `result {json}` line on stdout.
 
@@ -44,7 +45,8 @@ loadgen: register N subscriptions through the proxy's REST API at a set rate
   --sink URL                push endpoint base, http://HOST:PORT (new_mail {URL}/n/I, reconnect {URL}/r/I)
   --user-prefix P           usernames P0, P1, ... (default u)
   --password W              password for every account (default x)
-  --webpush-keys FILE       give new_mail endpoints Web Push keys; write `/n/ PRIVATE AUTH` to FILE
+  --webpush-keys FILE       give new_mail endpoints Web Push keys: those in FILE (`/n/ PRIVATE AUTH`)
+                            if it exists, else drawn and written there (for push-sink --decrypt-keys)
   --api-token T             Authorization: Bearer T
   --timeout-secs S          stop starting registrations after S seconds (default 600)
 ";
@@ -174,6 +176,24 @@ fn webpush_keys() -> Result<(String, String, String), String> {
     Err("no valid P-256 scalar drawn".into())
 }
 
+/// The keys in a `/n/ PRIVATE AUTH` file: (p256dh, auth, private), base64url.
+fn read_webpush_keys(text: &str) -> Result<(String, String, String), String> {
+    use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut words = text.split_whitespace().skip(1);
+    let (Some(private), Some(auth)) = (words.next(), words.next()) else {
+        return Err("keys file: want `/n/ PRIVATE AUTH`".into());
+    };
+    let scalar = b64.decode(private).map_err(|e| format!("keys file: {e}"))?;
+    let secret = p256::SecretKey::from_slice(&scalar).map_err(|_| "keys file: bad private key")?;
+    let public = secret.public_key().to_encoded_point(false);
+    Ok((
+        b64.encode(public.as_bytes()),
+        auth.to_string(),
+        private.to_string(),
+    ))
+}
+
 fn body(cli: &Cli, i: usize, keys: Option<&(String, String, String)>) -> String {
     let mut new_mail = serde_json::json!({"endpoint": format!("{}/n/{i}", cli.sink)});
     if let Some((p256dh, auth, _)) = keys {
@@ -271,6 +291,10 @@ struct Tally {
 
 fn run(cli: &Cli) -> Result<serde_json::Value, String> {
     let keys = match &cli.webpush_keys {
+        Some(path) if std::path::Path::new(path).exists() => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+            Some(read_webpush_keys(&text)?)
+        }
         Some(path) => {
             let k = webpush_keys()?;
             std::fs::write(path, format!("/n/ {} {}\n", k.2, k.1))
@@ -316,7 +340,7 @@ fn run(cli: &Cli) -> Result<serde_json::Value, String> {
                     let _ = t.latency_us.record(us.max(1));
                     *t.by_status.entry(status).or_default() += 1;
                     let done: usize = t.by_status.values().sum();
-                    if done % 1000 == 0 {
+                    if done / 1000 != (done - 1) / 1000 {
                         eprintln!(
                             "loadgen: {done} answered in {:.1} s",
                             started.elapsed().as_secs_f64()

@@ -267,6 +267,8 @@ struct Sink {
     status: u16,
     keys: Vec<KeyEntry>,
     decrypt_every: u64,
+    /// Encrypted requests to let pass before the next decryption.
+    decrypt_skip: u64,
     record: Option<BufWriter<std::fs::File>>,
     stats: Stats,
 }
@@ -315,9 +317,15 @@ impl Sink {
             return None;
         }
         self.stats.encrypted += 1;
-        if self.keys.is_empty() || (self.stats.encrypted - 1) % self.decrypt_every != 0 {
+        if self.keys.is_empty() {
             return None;
         }
+        // Decrypt the 1st, (N+1)th, (2N+1)th... encrypted request.
+        if self.decrypt_skip > 0 {
+            self.decrypt_skip -= 1;
+            return None;
+        }
+        self.decrypt_skip = self.decrypt_every - 1;
         let ok = self
             .keys
             .iter()
@@ -413,6 +421,7 @@ fn serve(cli: Cli) -> Result<Stats, String> {
         status: cli.status,
         keys: cli.keys,
         decrypt_every: cli.decrypt_every,
+        decrypt_skip: 0,
         record,
         stats: Stats::default(),
     };
