@@ -179,6 +179,11 @@ impl Registration {
 
 /// Parses and validates a `POST /v1/subscriptions` body, then zeroizes it.
 pub fn parse_registration(body: &mut [u8], config: &Config) -> Result<Registration, ApiError> {
+    // JSON is UTF-8 (RFC 8259 §8.1); serde_json skips ignored fields without checking them.
+    if std::str::from_utf8(body).is_err() {
+        body.zeroize();
+        return Err(ApiError::bad_request("body", "the body is not UTF-8"));
+    }
     let parsed = serde_json::from_slice::<RegisterBody>(body);
     body.zeroize();
     let parsed = parsed.map_err(|e| {
@@ -505,6 +510,16 @@ mod tests {
         let e = parse_registration(&mut b, &config()).unwrap_err();
         assert!(e.message.contains("field `pasword`"), "{}", e.message);
         assert!(!e.message.contains("sekrit"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused_and_wiped() {
+        let mut b = body(IMAP, "https://p.example/x");
+        let at = b.len() - 3;
+        b[at] = 0xff;
+        let e = parse_registration(&mut b, &config()).unwrap_err();
+        assert_eq!((e.status, e.field), (400, Some("body")));
+        assert!(b.iter().all(|&x| x == 0));
     }
 
     #[test]
