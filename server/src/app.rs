@@ -564,6 +564,7 @@ impl State {
             Event::Ready { id, ready } => {
                 self.counters.logins_ok.fetch_add(1, Ordering::Relaxed);
                 let mut registry = self.registry();
+                let waiting = registry.take_waiting(id);
                 let Some(sub) = registry.by_session_mut(id) else {
                     return;
                 };
@@ -574,7 +575,7 @@ impl State {
                 };
                 sub.idle = ready.idle;
                 sub.notify = ready.notify;
-                let Some((waiting, _)) = sub.waiting.take() else {
+                let Some(waiting) = waiting else {
                     return;
                 };
                 let body = serde_json::json!({

@@ -58,6 +58,9 @@ pub struct Registry {
     by_session: HashMap<SessionId, String>,
     by_key: HashMap<[u8; 32], String>,
     per_host: HashMap<String, usize>,
+    /// Deadlines of the registrations still waiting for their session: kept apart so
+    /// neither the deadline check nor the pending count walks every subscription.
+    waiting: HashMap<String, Instant>,
 }
 
 impl Registry {
@@ -70,7 +73,7 @@ impl Registry {
     }
 
     pub fn pending(&self) -> usize {
-        self.by_id.values().filter(|s| s.waiting.is_some()).count()
+        self.waiting.len()
     }
 
     pub fn count(&self, state: State) -> usize {
@@ -83,6 +86,9 @@ impl Registry {
         }
         self.by_key.insert(sub.key, sub.id.clone());
         *self.per_host.entry(sub.host.clone()).or_default() += 1;
+        if let Some((_, deadline)) = sub.waiting {
+            self.waiting.insert(sub.id.clone(), deadline);
+        }
         self.by_id.insert(sub.id.clone(), sub);
     }
 
@@ -106,6 +112,7 @@ impl Registry {
 
     pub fn remove(&mut self, id: &str) -> Option<Subscription> {
         let sub = self.by_id.remove(id)?;
+        self.waiting.remove(id);
         if let Some(session) = sub.session {
             self.by_session.remove(&session);
         }
@@ -141,11 +148,19 @@ impl Registry {
 
     /// Registrations whose deadline has passed.
     pub fn overdue(&self, now: Instant) -> Vec<String> {
-        self.by_id
-            .values()
-            .filter(|s| s.waiting.is_some_and(|(_, deadline)| deadline <= now))
-            .map(|s| s.id.clone())
+        self.waiting
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(id, _)| id.clone())
             .collect()
+    }
+
+    /// Takes the waiting registration request of `session`'s subscription, if any.
+    pub fn take_waiting(&mut self, session: SessionId) -> Option<httpd::RequestId> {
+        let id = self.by_session.get(&session)?;
+        self.waiting.remove(id);
+        let sub = self.by_id.get_mut(id)?;
+        sub.waiting.take().map(|(request, _)| request)
     }
 
     pub fn ids(&self) -> Vec<String> {
