@@ -6,10 +6,7 @@
 
 use std::sync::Arc;
 
-use engine::pool::BufPool;
-use engine::session::{
-    MessageSummary, Phase, Preview, Session, SessionConfig, SessionEvent, TX_BUF_LEN,
-};
+use engine::session::{MessageSummary, Phase, Preview, Session, SessionConfig, SessionEvent};
 use engine::{EndReason, Filter, Secret, Security, Since, Tick, WatchOptions, WatchSpec};
 use zeroize::Zeroizing;
 
@@ -32,106 +29,17 @@ fn chat_filter() -> Option<Filter> {
     })
 }
 
-#[derive(Clone, Copy)]
-enum Split {
-    Whole,
-    Bytes,
-    Random(u64),
-}
+mod support;
+use support::{Driver, Split, SPLITS};
 
-const SPLITS: [Split; 4] = [
-    Split::Whole,
-    Split::Bytes,
-    Split::Random(0x9e37_79b9),
-    Split::Random(12345),
-];
-
-struct Driver {
-    session: Session,
-    now: Tick,
-    pool: BufPool,
-    sent: Vec<u8>,
-    events: Vec<SessionEvent>,
-    split: Split,
-    rng: u64,
-    tx: Vec<u8>,
-}
-
-impl Driver {
-    fn new(spec: WatchSpec, options: WatchOptions, split: Split) -> Driver {
-        options.validate().expect("valid options");
-        let now = Tick::ZERO;
-        let cfg = Arc::new(SessionConfig::default());
-        let mut d = Driver {
-            session: Session::with_options(now, cfg, spec, options, 7),
-            now,
-            pool: BufPool::new(),
-            sent: Vec::new(),
-            events: Vec::new(),
-            split,
-            rng: match split {
-                Split::Random(seed) => seed | 1,
-                _ => 1,
-            },
-            tx: vec![0; TX_BUF_LEN],
-        };
-        d.session.handle_connected(now);
-        d.collect();
-        d
-    }
-
-    fn collect(&mut self) {
-        loop {
-            let n = self.session.poll_transmit(&mut self.tx);
-            if n == 0 {
-                break;
-            }
-            self.sent.extend_from_slice(&self.tx[..n]);
-        }
-        while let Some(e) = self.session.poll_event() {
-            self.events.push(e);
-        }
-    }
-
-    fn next_chunk(&mut self, left: usize) -> usize {
-        match self.split {
-            Split::Whole => left,
-            Split::Bytes => 1,
-            Split::Random(_) => {
-                self.rng ^= self.rng << 13;
-                self.rng ^= self.rng >> 7;
-                self.rng ^= self.rng << 17;
-                1 + (self.rng as usize % left.min(17))
-            }
-        }
-    }
-
-    /// Feeds server bytes.
-    fn s(&mut self, bytes: &[u8]) {
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let n = self.next_chunk(rest.len());
-            self.session
-                .handle_input(self.now, &rest[..n], &mut self.pool);
-            self.collect();
-            rest = &rest[n..];
-        }
-    }
-
-    /// Checks (and clears) what the client sent.
-    fn c(&mut self, expected: &[u8]) {
-        assert_eq!(
-            String::from_utf8_lossy(&self.sent),
-            String::from_utf8_lossy(expected),
-            "client bytes at {:?}",
-            self.now
-        );
-        self.sent.clear();
-    }
-
-    fn take_events(&mut self) -> Vec<SessionEvent> {
-        std::mem::take(&mut self.events)
-    }
+/// A driver for a session with watch options (filter, preview).
+fn driver(spec: WatchSpec, options: WatchOptions, split: Split) -> Driver {
+    options.validate().expect("valid options");
+    let cfg = Arc::new(SessionConfig::default());
+    Driver::with_session(
+        Session::with_options(Tick::ZERO, cfg, spec, options, 7),
+        split,
+    )
 }
 
 /// Logs in (capabilities `caps` after login) and opens INBOX with 3 messages and UIDNEXT 4.
@@ -189,7 +97,7 @@ fn a_filter_reports_only_matching_messages_and_fetches_each_uid_once() {
             filter: chat_filter(),
             preview: false,
         };
-        let mut d = Driver::new(spec(None), options, split);
+        let mut d = driver(spec(None), options, split);
         to_idle(&mut d);
         // A plain message: IDLE ends, its header field is fetched, nothing is reported.
         d.s(b"* 4 EXISTS\r\n");
@@ -250,7 +158,7 @@ fn a_sender_filter_matches_the_from_address_in_any_case() {
             }),
             preview: false,
         };
-        let mut d = Driver::new(spec(None), options, split);
+        let mut d = driver(spec(None), options, split);
         to_idle(&mut d);
         d.s(b"* 5 EXISTS\r\n");
         d.c(b"DONE\r\n");
@@ -276,7 +184,7 @@ fn a_preview_carries_from_subject_and_uid_in_literal_quoted_and_nil_forms() {
             filter: None,
             preview: true,
         };
-        let mut d = Driver::new(spec(None), options, split);
+        let mut d = driver(spec(None), options, split);
         to_idle(&mut d);
         d.s(b"* 6 EXISTS\r\n");
         d.c(b"DONE\r\n");
@@ -317,7 +225,7 @@ fn a_50_kb_subject_is_cut_in_the_session() {
         filter: None,
         preview: true,
     };
-    let mut d = Driver::new(spec(None), options, Split::Whole);
+    let mut d = driver(spec(None), options, Split::Whole);
     to_idle(&mut d);
     d.s(b"* 4 EXISTS\r\n");
     d.s(b"A3 OK done\r\n");
@@ -347,7 +255,7 @@ fn a_filter_with_a_preview_previews_only_matching_messages() {
             filter: chat_filter(),
             preview: true,
         };
-        let mut d = Driver::new(spec(None), options, split);
+        let mut d = driver(spec(None), options, split);
         to_idle(&mut d);
         d.s(b"* 5 EXISTS\r\n");
         d.c(b"DONE\r\n");
@@ -372,7 +280,7 @@ fn polling_fetches_after_the_noop_answer() {
             filter: chat_filter(),
             preview: false,
         };
-        let mut d = Driver::new(spec(None), options, split);
+        let mut d = driver(spec(None), options, split);
         open(&mut d, "IMAP4rev1");
         assert!(matches!(d.take_events()[..], [SessionEvent::Ready(_)]));
         d.c(b"");
@@ -405,7 +313,7 @@ fn new_mail_during_idle_setup_or_a_fetch_is_fetched_next() {
             filter: chat_filter(),
             preview: false,
         };
-        let mut d = Driver::new(spec(None), options, split);
+        let mut d = driver(spec(None), options, split);
         open(&mut d, "IMAP4rev1 IDLE");
         d.c(b"A3 IDLE\r\n");
         // Mail arrives before the `+`: IDLE ends at once.
@@ -437,7 +345,7 @@ fn a_refused_fetch_fails_open() {
             filter: chat_filter(),
             preview: true,
         };
-        let mut d = Driver::new(spec(None), options, split);
+        let mut d = driver(spec(None), options, split);
         to_idle(&mut d);
         d.s(b"* 4 EXISTS\r\n");
         d.s(b"A3 OK done\r\n");
@@ -461,7 +369,7 @@ fn since_sends_what_the_app_missed_through_the_filter() {
         filter: chat_filter(),
         preview: false,
     };
-    let mut d = Driver::new(spec(Some(since)), options, Split::Whole);
+    let mut d = driver(spec(Some(since)), options, Split::Whole);
     open(&mut d, "IMAP4rev1 IDLE");
     d.c(b"A3 IDLE\r\n");
     d.s(b"+ idling\r\n");
@@ -482,7 +390,7 @@ fn since_sends_what_the_app_missed_through_the_filter() {
         filter: chat_filter(),
         preview: false,
     };
-    let mut d = Driver::new(spec(Some(since)), options, Split::Whole);
+    let mut d = driver(spec(Some(since)), options, Split::Whole);
     open(&mut d, "IMAP4rev1 IDLE");
     d.s(b"+ idling\r\n");
     assert!(matches!(
@@ -500,7 +408,7 @@ fn closing_during_a_fetch_logs_out_and_a_slow_fetch_times_out() {
         filter: chat_filter(),
         preview: false,
     };
-    let mut d = Driver::new(spec(None), options.clone(), Split::Whole);
+    let mut d = driver(spec(None), options.clone(), Split::Whole);
     to_idle(&mut d);
     d.s(b"* 4 EXISTS\r\nA3 OK done\r\n");
     d.sent.clear();
@@ -515,7 +423,7 @@ fn closing_during_a_fetch_logs_out_and_a_slow_fetch_times_out() {
     );
 
     // Each FETCH response re-arms the response deadline; silence past it ends the session.
-    let mut d = Driver::new(spec(None), options, Split::Whole);
+    let mut d = driver(spec(None), options, Split::Whole);
     to_idle(&mut d);
     d.s(b"* 9 EXISTS\r\nA3 OK done\r\n");
     let cfg = SessionConfig::default();

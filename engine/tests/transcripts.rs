@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use engine::pool::BufPool;
-use engine::session::{Phase, Ready, Session, SessionConfig, SessionEvent, TX_BUF_LEN};
+use engine::session::{Phase, Ready, Session, SessionConfig, SessionEvent};
 use engine::{
     EndReason, ProtocolError, Secret, Security, Since, Tick, TlsFailure, Waiting, WatchSpec,
 };
 use imap_codec_lite::{FrameError, MAX_LINE_LEN};
 use zeroize::Zeroizing;
+
+mod support;
+use support::{Driver, Split, SPLITS};
 
 /// Most steps a driver takes when running to a deadline: a livelock fails fast.
 const STEPS_MAX: usize = 1_000_000;
@@ -30,117 +32,6 @@ fn spec(password: &[u8]) -> WatchSpec {
         since: None,
     }
 }
-
-#[derive(Clone, Copy)]
-enum Split {
-    Whole,
-    Bytes,
-    Random(u64),
-}
-
-struct Driver {
-    session: Session,
-    now: Tick,
-    pool: BufPool,
-    sent: Vec<u8>,
-    events: Vec<SessionEvent>,
-    split: Split,
-    rng: u64,
-    tx: Vec<u8>,
-}
-
-impl Driver {
-    fn new(spec: WatchSpec, cfg: SessionConfig, split: Split) -> Driver {
-        let now = Tick::ZERO;
-        let mut d = Driver {
-            session: Session::new(now, Arc::new(cfg), spec, 7),
-            now,
-            pool: BufPool::new(),
-            sent: Vec::new(),
-            events: Vec::new(),
-            split,
-            rng: match split {
-                Split::Random(seed) => seed | 1,
-                _ => 1,
-            },
-            tx: vec![0; TX_BUF_LEN],
-        };
-        d.session.handle_connected(now);
-        d.collect();
-        d
-    }
-
-    fn collect(&mut self) {
-        loop {
-            let n = self.session.poll_transmit(&mut self.tx);
-            if n == 0 {
-                break;
-            }
-            self.sent.extend_from_slice(&self.tx[..n]);
-            self.tx[..n].fill(0);
-        }
-        while let Some(e) = self.session.poll_event() {
-            self.events.push(e);
-        }
-    }
-
-    fn next_chunk(&mut self, left: usize) -> usize {
-        match self.split {
-            Split::Whole => left,
-            Split::Bytes => 1,
-            Split::Random(_) => {
-                self.rng ^= self.rng << 13;
-                self.rng ^= self.rng >> 7;
-                self.rng ^= self.rng << 17;
-                1 + (self.rng as usize % left.min(17))
-            }
-        }
-    }
-
-    /// Feeds server bytes.
-    fn s(&mut self, bytes: &[u8]) {
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let n = self.next_chunk(rest.len());
-            self.session
-                .handle_input(self.now, &rest[..n], &mut self.pool);
-            self.collect();
-            rest = &rest[n..];
-        }
-    }
-
-    /// Checks (and clears) what the client sent.
-    fn c(&mut self, expected: &[u8]) {
-        assert_eq!(
-            String::from_utf8_lossy(&self.sent),
-            String::from_utf8_lossy(expected),
-            "client bytes at {:?}",
-            self.now
-        );
-        self.sent.clear();
-    }
-
-    fn take_events(&mut self) -> Vec<SessionEvent> {
-        std::mem::take(&mut self.events)
-    }
-
-    /// Jumps the clock to the next deadline (or `limit`, whichever is first) and handles it.
-    fn run_to_next_deadline(&mut self, limit: Tick) -> Tick {
-        let deadline = self.session.poll_timeout().min(limit);
-        assert!(deadline >= self.now, "deadline in the past");
-        self.now = deadline;
-        self.session.handle_timeout(self.now);
-        self.collect();
-        deadline
-    }
-}
-
-const SPLITS: [Split; 4] = [
-    Split::Whole,
-    Split::Bytes,
-    Split::Random(0x9e37_79b9),
-    Split::Random(12345),
-];
 
 const CAPS_PLAIN: &str = "IMAP4rev1 SASL-IR LITERAL+ IDLE AUTH=PLAIN";
 
