@@ -769,3 +769,25 @@ pub fn machine() -> serde_json::Value {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     serde_json::json!({"cores": cores, "kernel": kernel.trim()})
 }
+
+/// The whole `main` of an end-to-end bench: parse the options (default `sessions`), build
+/// the tools, take the bench lock, wait (bounded) for fuzzers, run, write the JSON.
+pub fn bench_main(
+    name: &str,
+    sessions: usize,
+    run: impl FnOnce(&Options) -> Result<serde_json::Value, String>,
+) {
+    let fail = |e: String, code: i32| -> ! {
+        eprintln!("{name}: {e}");
+        std::process::exit(code);
+    };
+    let o = Options::parse(sessions).unwrap_or_else(|e| fail(e, 2));
+    build_tools().unwrap_or_else(|e| fail(e, 1));
+    let _lock = crate::proc::bench_lock(Duration::from_secs(1800));
+    let fuzzers =
+        wait_for_no_fuzzers(Duration::from_secs(o.num("wait-fuzzers-secs", 300.0) as u64));
+    let mut json = run(&o).unwrap_or_else(|e| fail(e, 1));
+    json["fuzzers_running"] = fuzzers.into();
+    let path = write_json(name, &json);
+    println!("wrote {}", path.display());
+}

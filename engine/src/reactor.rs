@@ -4,7 +4,7 @@
 //! ticks. Tokens carry the slab key and a generation, so an event for a slot that has since
 //! been reused is recognised and dropped.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use crate::reason::EndReason;
 use crate::session::{Session, SessionConfig, SessionEvent, TX_BUF_LEN};
 use crate::spec::{Security, WatchOptions, WatchSpec};
 use crate::time::{Clock, Tick};
-use crate::tls::{RecordPool, Tls, TlsError, TlsRead};
+use crate::tls::{write_some, RecordPool, Tls, TlsError, TlsRead};
 use crate::wheel::{Entry, Wheel};
 
 /// Token of the reactor's waker.
@@ -750,24 +750,6 @@ fn send(
         slot.parked = Some(parked);
     }
     Ok(())
-}
-
-/// Writes as much as the socket takes now.
-fn write_some(sock: &mut TcpStream, mut bytes: &[u8]) -> io::Result<usize> {
-    let mut written = 0;
-    while !bytes.is_empty() {
-        match sock.write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                written += n;
-                bytes = &bytes[n..];
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(written)
 }
 
 fn tls_reason(e: TlsError) -> EndReason {

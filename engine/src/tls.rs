@@ -400,8 +400,8 @@ fn grow_and_retry(
     Ok(())
 }
 
-/// Writes as much as the socket takes now.
-fn write_some<S: Write>(sock: &mut S, mut bytes: &[u8]) -> io::Result<usize> {
+/// Writes as much as the socket takes now; returns how much that was.
+pub(crate) fn write_some<S: Write>(sock: &mut S, mut bytes: &[u8]) -> io::Result<usize> {
     let mut written = 0;
     while !bytes.is_empty() {
         match sock.write(bytes) {

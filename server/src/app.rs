@@ -468,6 +468,9 @@ impl State {
     fn start_paced_logins(&self, now: Instant) {
         let due: Vec<PacedLogin> = {
             let mut paced = self.paced();
+            if !paced.iter().any(|p| p.due <= now) {
+                return;
+            }
             let (due, later) = std::mem::take(&mut *paced)
                 .into_iter()
                 .partition(|p| p.due <= now);

@@ -251,29 +251,5 @@ fn run(o: &Options) -> Result<serde_json::Value, String> {
 }
 
 fn main() {
-    let o = match Options::parse(19_000) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("push_throughput: {e}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = e2e::build_tools() {
-        eprintln!("push_throughput: {e}");
-        std::process::exit(1);
-    }
-    let _lock = imap_push_benches::proc::bench_lock(Duration::from_secs(1800));
-    let fuzzers =
-        e2e::wait_for_no_fuzzers(Duration::from_secs(o.num("wait-fuzzers-secs", 300.0) as u64));
-    match run(&o) {
-        Ok(mut json) => {
-            json["fuzzers_running"] = fuzzers.into();
-            let path = e2e::write_json("push_throughput", &json);
-            println!("wrote {}", path.display());
-        }
-        Err(e) => {
-            eprintln!("push_throughput: {e}");
-            std::process::exit(1);
-        }
-    }
+    e2e::bench_main("push_throughput", 19_000, run);
 }
