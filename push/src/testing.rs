@@ -190,7 +190,13 @@ impl Sink {
     pub const POLL: Duration = Duration::from_millis(20);
 
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        Sink::start_on("127.0.0.1".parse().expect("an address"))
+    }
+
+    /// A sink listening on `ip` (a port of its own choice): a stand-in public address in
+    /// a test's private network namespace, say.
+    pub fn start_on(ip: std::net::IpAddr) -> Self {
+        let listener = TcpListener::bind((ip, 0)).expect("bind the sink's address");
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(SinkShared {
             stop: AtomicBool::new(false),

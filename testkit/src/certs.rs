@@ -32,6 +32,12 @@ fn cert_err(what: &str) -> impl FnOnce(rcgen::Error) -> HarnessError + '_ {
 impl TestPki {
     /// Generate a fresh CA and leaf (ECDSA P-256; takes a millisecond).
     pub fn generate() -> Result<TestPki, HarnessError> {
+        TestPki::generate_for(&[])
+    }
+
+    /// Like [`TestPki::generate`], with a leaf also valid for `extra` (names or IP
+    /// addresses).
+    pub fn generate_for(extra: &[String]) -> Result<TestPki, HarnessError> {
         let ca_key = KeyPair::generate().map_err(cert_err("CA key"))?;
         let mut ca_params =
             CertificateParams::new(Vec::<String>::new()).map_err(cert_err("CA params"))?;
@@ -51,9 +57,13 @@ impl TestPki {
         let issuer = Issuer::new(ca_params, ca_key);
 
         let leaf_key = KeyPair::generate().map_err(cert_err("leaf key"))?;
-        let mut leaf_params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .map_err(cert_err("leaf params"))?;
+        let mut leaf_params = CertificateParams::new(
+            ["127.0.0.1".to_string(), "localhost".to_string()]
+                .into_iter()
+                .chain(extra.iter().cloned())
+                .collect::<Vec<_>>(),
+        )
+        .map_err(cert_err("leaf params"))?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "localhost");
         leaf_params.distinguished_name = dn;

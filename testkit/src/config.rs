@@ -98,6 +98,12 @@ pub struct DovecotConfig {
     /// Raw lines appended to the generated `dovecot.conf` (later settings
     /// override earlier ones).
     pub extra_config: String,
+    /// Addresses Dovecot listens on besides `127.0.0.1`, on the same ports, and names
+    /// and addresses its certificate is valid for besides `127.0.0.1` and `localhost`.
+    /// For tests in a private network namespace ([`crate::netns`]) that stand in for
+    /// public hosts: such an address must be on an interface before `start`.
+    pub extra_listen: Vec<std::net::IpAddr>,
+    pub extra_names: Vec<String>,
 }
 
 impl Default for DovecotConfig {
@@ -112,6 +118,8 @@ impl Default for DovecotConfig {
             disable_auth_penalty: true,
             raise_inotify_instances: Some(8192),
             extra_config: String::new(),
+            extra_listen: Vec::new(),
+            extra_names: Vec::new(),
         }
     }
 }
@@ -303,7 +311,14 @@ pub(crate) fn render_config(
     let _ = writeln!(c, "log_path = {dir}/dovecot.log");
     let _ = writeln!(c, "log_timestamp = \"%Y-%m-%d %H:%M:%S \"");
     let _ = writeln!(c, "protocols = imap");
-    let _ = writeln!(c, "listen = 127.0.0.1");
+    let addresses = std::iter::once("127.0.0.1".to_string())
+        .chain(cfg.extra_listen.iter().map(|a| match a {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        }))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = writeln!(c, "listen = {addresses}");
     let _ = writeln!(c, "shutdown_clients = yes");
     let _ = writeln!(c, "ssl = yes");
     let _ = writeln!(c, "ssl_cert = <{dir}/tls/server.pem");
@@ -352,11 +367,11 @@ pub(crate) fn render_config(
         c,
         "service imap-login {{
   inet_listener imap {{
-    address = 127.0.0.1
+    address = {addresses}
     port = {imap}
   }}
   inet_listener imaps {{
-    address = 127.0.0.1
+    address = {addresses}
     port = {imaps}
     ssl = yes
   }}

@@ -84,6 +84,13 @@ impl Dovecot {
             system::raise_inotify_instances(n);
         }
         let ids = system::ensure_mail_user()?;
+        let names: Vec<String> = cfg
+            .extra_listen
+            .iter()
+            .map(|a| a.to_string())
+            .chain(cfg.extra_names.iter().cloned())
+            .collect();
+        let pki = TestPki::generate_for(&names)?;
         let dir = system::create_temp_dir()?;
         // From here on `Drop` cleans the directory up on any error.
         let mut dc = Dovecot {
@@ -92,7 +99,7 @@ impl Dovecot {
             cfg,
             imap_port: 0,
             imaps_port: 0,
-            pki: TestPki::generate()?,
+            pki,
             child: None,
             pid: 0,
         };

@@ -58,6 +58,7 @@ mod config;
 mod dovecot;
 mod error;
 mod message;
+pub mod netns;
 mod system;
 
 pub use certs::TestPki;

@@ -1,0 +1,1 @@
+//! See hostile_clients.rs.
