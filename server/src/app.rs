@@ -20,6 +20,7 @@ use crate::api::{parse_registration, ApiError};
 use crate::config::Config;
 use crate::delivery::{Delivery, DeliveryConfig, PushSubscription, Report};
 use crate::destination::is_public;
+use crate::error_code::ErrorCode;
 use crate::journal::{Journal, JournalError, Record, TargetRecord};
 use crate::pacer::Pacer;
 use crate::ratelimit::RateLimiter;
@@ -313,11 +314,10 @@ impl State {
             (Method::Delete, ["v1", "subscriptions", id]) => self.delete(id).map(Some),
             (_, ["healthz" | "metrics"] | ["v1", "vapid-public-key" | "subscriptions"])
             | (_, ["v1", "subscriptions", _]) => Err(ApiError::new(
-                405,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "method not allowed",
             )),
-            _ => Err(ApiError::new(404, "not_found", "no such resource")),
+            _ => Err(ApiError::new(ErrorCode::NotFound, "no such resource")),
         }
     }
 
@@ -340,8 +340,7 @@ impl State {
             Ok(())
         } else {
             Err(ApiError::new(
-                401,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "a valid bearer token is required",
             ))
         }
@@ -390,12 +389,12 @@ impl State {
             self.unwatch(&old);
             self.delivery.forget(&old.id);
             if let Some((waiting, _)) = old.waiting {
-                let e = ApiError::new(409, "replaced", "replaced by a newer registration");
+                let e = ApiError::new(ErrorCode::Replaced, "replaced by a newer registration");
                 self.respond(waiting, e.to_response());
             }
         }
         if registry.len() >= self.config.limits.sessions_max {
-            return Err(ApiError::new(503, "at_capacity", "this server is full"));
+            return Err(ApiError::new(ErrorCode::AtCapacity, "this server is full"));
         }
         let host = registration.host.to_ascii_lowercase();
         if registry.host_count(&host) >= self.config.limits.sessions_per_host_max {
@@ -403,8 +402,7 @@ impl State {
                 .host_cap_rejections
                 .fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::new(
-                503,
-                "at_capacity",
+                ErrorCode::AtCapacity,
                 "this server holds as many sessions to that IMAP host as it may",
             ));
         }
@@ -514,7 +512,7 @@ impl State {
         let mut bytes = [0u8; 16];
         self.rng
             .fill(&mut bytes)
-            .map_err(|_| ApiError::new(500, "internal", "no randomness"))?;
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "no randomness"))?;
         Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
     }
 
@@ -540,7 +538,7 @@ impl State {
         self.unwatch(&sub);
         self.delivery.forget(&sub.id);
         if let Some((waiting, _)) = sub.waiting {
-            let e = ApiError::new(409, "deleted", "deleted before it was ready");
+            let e = ApiError::new(ErrorCode::Deleted, "deleted before it was ready");
             self.respond(waiting, e.to_response());
         }
         Ok(Response::empty(204))
@@ -599,7 +597,8 @@ impl State {
                         let response = if durable {
                             created
                         } else {
-                            ApiError::new(500, "internal", "the journal write failed").to_response()
+                            ApiError::new(ErrorCode::Internal, "the journal write failed")
+                                .to_response()
                         };
                         if let Some(responder) = responder {
                             responder.respond(waiting, response);
@@ -684,8 +683,7 @@ impl State {
                 self.unwatch(&sub);
                 if let Some((waiting, _)) = sub.waiting {
                     let e = ApiError::new(
-                        504,
-                        "imap_timeout",
+                        ErrorCode::ImapTimeout,
                         "the IMAP session did not become ready in time",
                     );
                     self.respond(waiting, e.to_response());
@@ -813,12 +811,12 @@ struct PacedLogin {
 
 fn watch_error(e: WatchError) -> ApiError {
     match e {
-        WatchError::AtCapacity => ApiError::new(503, "at_capacity", "this server is full"),
-        WatchError::ShuttingDown => ApiError::new(503, "shutting_down", "shutting down"),
+        WatchError::AtCapacity => ApiError::new(ErrorCode::AtCapacity, "this server is full"),
+        WatchError::ShuttingDown => ApiError::new(ErrorCode::ShuttingDown, "shutting down"),
         WatchError::Spec(e) => ApiError::bad_request("imap", e.to_string()),
     }
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(404, "not_found", "no such subscription")
+    ApiError::new(ErrorCode::NotFound, "no such subscription")
 }

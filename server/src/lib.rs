@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod delivery;
 pub mod destination;
+pub mod error_code;
 pub mod journal;
 pub mod pacer;
 pub mod ratelimit;
