@@ -162,20 +162,36 @@ pub struct Registration {
 impl Registration {
     /// The key under which a registration replaces an earlier one.
     pub fn dedup_key(&self) -> [u8; 32] {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        for part in [
+        digest(&[
             self.host.to_ascii_lowercase().as_bytes(),
             &self.port.to_be_bytes(),
             self.username.as_bytes(),
             self.device_id.as_deref().unwrap_or("").as_bytes(),
-        ] {
-            ctx.update(&(part.len() as u32).to_be_bytes());
-            ctx.update(part);
-        }
-        let mut key = [0; 32];
-        key.copy_from_slice(ctx.finish().as_ref());
-        key
+        ])
     }
+
+    /// The account whose sessions are capped (`limits.sessions_per_account_max`): host,
+    /// port and username, whatever the device. The username is compared without case,
+    /// since providers do: `Alice` and `alice` are one mailbox to them.
+    pub fn account_key(&self) -> [u8; 32] {
+        digest(&[
+            self.host.to_ascii_lowercase().as_bytes(),
+            &self.port.to_be_bytes(),
+            self.username.to_lowercase().as_bytes(),
+        ])
+    }
+}
+
+/// SHA-256 of length-prefixed parts, so that no two part lists give one input.
+fn digest(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        ctx.update(&(part.len() as u32).to_be_bytes());
+        ctx.update(part);
+    }
+    let mut key = [0; 32];
+    key.copy_from_slice(ctx.finish().as_ref());
+    key
 }
 
 /// Parses and validates a `POST /v1/subscriptions` body, then zeroizes it.

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{select, Receiver};
-use engine::{Engine, EngineConfig, Event, WatchError, WatchOptions, WatchSpec};
+use engine::{Engine, EngineConfig, Event, SessionId, WatchError, WatchOptions, WatchSpec};
 use httpd::{Method, Request, Responder, Response};
 use ring::rand::SecureRandom;
 
@@ -25,6 +25,7 @@ use crate::journal::{Journal, JournalError, Record, TargetRecord};
 use crate::pacer::Pacer;
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Registry, State as SubState, Subscription};
+use crate::replacement::Promotion;
 
 /// How often the core thread checks registration deadlines.
 const CORE_TICK: Duration = Duration::from_millis(50);
@@ -360,6 +361,8 @@ impl State {
         self.check_rate(request.peer.ip())?;
         let registration = parse_registration(&mut request.body, &self.config)?;
         let key = registration.dedup_key();
+        let account = registration.account_key();
+        let host = registration.host.to_ascii_lowercase();
         let id = self.new_id()?;
         let now_unix = unix_now();
         let push = PushSubscription::new(
@@ -368,51 +371,13 @@ impl State {
             registration.reconnect.clone(),
             now_unix,
         );
-        let spec = WatchSpec {
-            host: registration.host.clone(),
-            port: registration.port,
-            security: registration.security,
-            username: registration.username.clone(),
-            secret: registration.secret,
-            mailboxes: registration.mailboxes.clone(),
-            since: registration.since,
-        };
-        let options = WatchOptions {
-            filter: registration.filter,
-            preview: registration.preview,
-        };
         let mut registry = self.registry();
-        // The same account and device again replaces the earlier subscription, without a
-        // reconnect push: never two IMAP sessions for one key.
-        if let Some(old) = registry.remove_by_key(&key) {
-            self.journal.remove(&old.id);
-            self.unwatch(&old);
-            self.delivery.forget(&old.id);
-            if let Some((waiting, _)) = old.waiting {
-                let e = ApiError::new(ErrorCode::Replaced, "replaced by a newer registration");
-                self.respond(waiting, e.to_response());
-            }
-        }
-        if registry.len() >= self.config.limits.sessions_max {
-            return Err(ApiError::new(ErrorCode::AtCapacity, "this server is full"));
-        }
-        let host = registration.host.to_ascii_lowercase();
-        if registry.host_count(&host) >= self.config.limits.sessions_per_host_max {
-            self.counters
-                .host_cap_rejections
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::new(
-                ErrorCode::AtCapacity,
-                "this server holds as many sessions to that IMAP host as it may",
-            ));
-        }
-        if registry.pending() >= self.config.limits.pending_registrations_max {
-            return Err(ApiError::rate_limited(
-                5,
-                "too many registrations in progress",
-            ));
-        }
-        let wait = self.pace(&spec.host)?;
+        // A registration of a key that is live already does not end the live one here: it
+        // logs in beside it and replaces it only once ready (see `crate::replacement`).
+        self.admit(&registry, &key, &account, &host)?;
+        let wait = self.pace(&host)?;
+        let (mailboxes, since) = (registration.mailboxes.clone(), registration.since);
+        let (spec, options) = watch_spec(registration);
         let session = if wait.is_zero() {
             Some(self.engine.watch_with(spec, options).map_err(watch_error)?)
         } else {
@@ -432,9 +397,10 @@ impl State {
             host,
             session,
             key,
+            account,
             push,
-            mailboxes: registration.mailboxes,
-            since: registration.since,
+            mailboxes,
+            since,
             state: SubState::Pending,
             idle: false,
             notify: false,
@@ -444,6 +410,47 @@ impl State {
             pushes_failed: 0,
             waiting: Some((request.id, deadline)),
         });
+        Ok(())
+    }
+
+    /// The caps a registration must pass before any login: sessions in all, devices per
+    /// account, sessions per IMAP host, registrations in progress. A re-registration of a
+    /// key the registry holds replaces rather than adds, so only the last cap applies to it.
+    fn admit(
+        &self,
+        registry: &Registry,
+        key: &[u8; 32],
+        account: &[u8; 32],
+        host: &str,
+    ) -> Result<(), ApiError> {
+        let limits = &self.config.limits;
+        if registry.pending() >= limits.pending_registrations_max {
+            return Err(ApiError::rate_limited(
+                5,
+                "too many registrations in progress",
+            ));
+        }
+        if registry.holds_key(key) {
+            return Ok(());
+        }
+        if registry.keys() >= limits.sessions_max {
+            return Err(ApiError::new(ErrorCode::AtCapacity, "this server is full"));
+        }
+        if !registry.account_admits(account, key, limits.sessions_per_account_max) {
+            return Err(ApiError::new(
+                ErrorCode::TooManySessions,
+                "this account has as many sessions as it may",
+            ));
+        }
+        if registry.host_count(host) >= limits.sessions_per_host_max {
+            self.counters
+                .host_cap_rejections
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::new(
+                ErrorCode::AtCapacity,
+                "this server holds as many sessions to that IMAP host as it may",
+            ));
+        }
         Ok(())
     }
 
@@ -562,50 +569,7 @@ impl State {
 
     fn on_event(&self, event: Event) {
         match event {
-            Event::Ready { id, ready } => {
-                self.counters.logins_ok.fetch_add(1, Ordering::Relaxed);
-                let mut registry = self.registry();
-                let waiting = registry.take_waiting(id);
-                let Some(sub) = registry.by_session_mut(id) else {
-                    return;
-                };
-                sub.state = if ready.idle {
-                    SubState::Idle
-                } else {
-                    SubState::Polling
-                };
-                sub.idle = ready.idle;
-                sub.notify = ready.notify;
-                let Some(waiting) = waiting else {
-                    return;
-                };
-                let body = serde_json::json!({
-                    "id": sub.id,
-                    "state": sub.state.as_str(),
-                    "capabilities": {"idle": ready.idle, "notify": ready.notify},
-                    "mailboxes": sub.mailboxes,
-                });
-                let location = format!("/v1/subscriptions/{}", sub.id);
-                let created =
-                    Response::json(201, body.to_string()).with_header("location", location);
-                let responder = self.responder.get().cloned();
-                // Answer only once the subscription is durable: a crash after a 201 must
-                // still reach this app with a restart push.
-                self.journal.insert(
-                    &record_of(sub),
-                    Box::new(move |durable| {
-                        let response = if durable {
-                            created
-                        } else {
-                            ApiError::new(ErrorCode::Internal, "the journal write failed")
-                                .to_response()
-                        };
-                        if let Some(responder) = responder {
-                            responder.respond(waiting, response);
-                        }
-                    }),
-                );
-            }
+            Event::Ready { id, ready } => self.on_ready(id, ready),
             Event::Failed { id, reason } => {
                 let counter = match reason {
                     engine::EndReason::AuthRejected | engine::EndReason::AuthUnavailable => {
@@ -649,6 +613,82 @@ impl State {
                 }
             }
         }
+    }
+
+    /// A session is ready: its subscription takes its key over (ending the one it
+    /// replaces) or gives way to a newer one; then its registration gets its 201 once the
+    /// record is durable.
+    fn on_ready(&self, session: SessionId, ready: engine::Ready) {
+        self.counters.logins_ok.fetch_add(1, Ordering::Relaxed);
+        let mut registry = self.registry();
+        let Some(id) = registry.by_session_mut(session).map(|s| s.id.clone()) else {
+            return;
+        };
+        match registry.promote(&id) {
+            Promotion::Promoted { replaced } => {
+                // The replaced app registered again: it gets no reconnect push (its
+                // SessionLost finds nothing in the registry).
+                if let Some(old) = replaced.and_then(|old| registry.remove(&old)) {
+                    self.journal.remove(&old.id);
+                    self.unwatch(&old);
+                    self.delivery.forget(&old.id);
+                }
+            }
+            // `Unknown` would be a registry out of step with its key table: ending the
+            // session is the safe way out, since only one session per key may stay.
+            Promotion::Superseded | Promotion::Unknown => {
+                if let Some(sub) = registry.remove(&id) {
+                    self.unwatch(&sub);
+                    if let Some((waiting, _)) = sub.waiting {
+                        let e =
+                            ApiError::new(ErrorCode::Replaced, "replaced by a newer registration");
+                        self.respond(waiting, e.to_response());
+                    }
+                }
+                return;
+            }
+        }
+        let waiting = registry.take_waiting(session);
+        let Some(sub) = registry.by_id_mut(&id) else {
+            return;
+        };
+        sub.state = if ready.idle {
+            SubState::Idle
+        } else {
+            SubState::Polling
+        };
+        sub.idle = ready.idle;
+        sub.notify = ready.notify;
+        if let Some(waiting) = waiting {
+            self.answer_created(sub, &ready, waiting);
+        }
+    }
+
+    /// Journals `sub` and answers its registration 201 once the record is durable: a crash
+    /// after a 201 must still reach this app with a restart push.
+    fn answer_created(&self, sub: &Subscription, ready: &engine::Ready, waiting: httpd::RequestId) {
+        let body = serde_json::json!({
+            "id": sub.id,
+            "state": sub.state.as_str(),
+            "capabilities": {"idle": ready.idle, "notify": ready.notify},
+            "mailboxes": sub.mailboxes,
+        });
+        let location = format!("/v1/subscriptions/{}", sub.id);
+        let created = Response::json(201, body.to_string()).with_header("location", location);
+        let responder = self.responder.get().cloned();
+        self.journal.insert(
+            &record_of(sub),
+            Box::new(move |durable| {
+                let response = if durable {
+                    created
+                } else {
+                    ApiError::new(ErrorCode::Internal, "the journal write failed").to_response()
+                };
+                if let Some(responder) = responder {
+                    responder.respond(waiting, response);
+                }
+            }),
+        );
     }
 
     fn on_report(&self, report: Report) {
@@ -799,6 +839,24 @@ fn restart_pushes(delivery: &Delivery, journal: &Journal, leftovers: &[Record]) 
             _ => journal.remove(&record.id),
         }
     }
+}
+
+/// What the engine needs of a registration; the secret moves into the spec.
+fn watch_spec(registration: crate::api::Registration) -> (WatchSpec, WatchOptions) {
+    let spec = WatchSpec {
+        host: registration.host,
+        port: registration.port,
+        security: registration.security,
+        username: registration.username,
+        secret: registration.secret,
+        mailboxes: registration.mailboxes,
+        since: registration.since,
+    };
+    let options = WatchOptions {
+        filter: registration.filter,
+        preview: registration.preview,
+    };
+    (spec, options)
 }
 
 /// A login waiting for its turn at its IMAP host.

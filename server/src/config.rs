@@ -11,6 +11,9 @@ use serde::Deserialize;
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:8080";
 /// Default data directory, beside the working directory.
 pub const DATA_DIR_DEFAULT: &str = "./data";
+/// Default for [`LimitsConfig::sessions_per_account_max`]: Dovecot's default cap of
+/// connections per user and address.
+pub const SESSIONS_PER_ACCOUNT_MAX_DEFAULT: usize = 10;
 /// How long a registration may wait for its IMAP session to become idle.
 pub const REGISTER_TIMEOUT_SECS_DEFAULT: u64 = 30;
 
@@ -78,6 +81,10 @@ pub struct LimitsConfig {
     pub pending_registrations_max: usize,
     /// Sessions to one IMAP host at once: 503 at_capacity past it.
     pub sessions_per_host_max: usize,
+    /// Devices (registration keys) of one account, the normalised (host, port, username),
+    /// live or logging in: 409 too_many_sessions past it, before any login. Providers cap
+    /// the connections of one mailbox (Dovecot 10 per user and address, Gmail 15).
+    pub sessions_per_account_max: usize,
     /// Logins started per IMAP host per second (bursts of as many are allowed).
     pub logins_per_second_per_host: u32,
     /// How long a registration may wait for its login turn: 429 with Retry-After past it.
@@ -94,6 +101,7 @@ impl Default for LimitsConfig {
             registrations_per_minute_per_ip: 120,
             pending_registrations_max: 10_000,
             sessions_per_host_max: 250_000,
+            sessions_per_account_max: SESSIONS_PER_ACCOUNT_MAX_DEFAULT,
             logins_per_second_per_host: 20,
             login_queue_secs: 10,
         }

@@ -3,6 +3,7 @@
 //! What it never does: log, store or echo a password, OAuth2 token, push key or full
 //! endpoint URL; follow a redirect; hold more than one IMAP session per subscription.
 
+pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod journal;
 pub mod pacer;
 pub mod ratelimit;
 pub mod registry;
+pub mod replacement;
 
 pub use app::App;
 pub use config::Config;
