@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::delivery::{Delivery, DeliveryConfig, PushSubscription, Report};
 use crate::destination::is_public;
 use crate::error_code::ErrorCode;
+use crate::fd_budget::{self, Budget, Demand, TooFewDescriptors};
 use crate::journal::{Journal, JournalError, Record, TargetRecord};
 use crate::pacer::Pacer;
 use crate::ratelimit::RateLimiter;
@@ -37,6 +38,10 @@ pub enum StartError {
     Vapid(push::VapidError),
     Journal(JournalError),
     Engine(engine::StartError),
+    /// RLIMIT_NOFILE could not be read.
+    Rlimit(std::io::Error),
+    /// The descriptor limit leaves no room for sessions.
+    Descriptors(TooFewDescriptors),
     Httpd(httpd::HttpdError),
     Thread(std::io::Error),
 }
@@ -48,6 +53,8 @@ impl std::fmt::Display for StartError {
             StartError::Vapid(e) => write!(f, "VAPID key: {e}"),
             StartError::Journal(e) => write!(f, "journal: {e}"),
             StartError::Engine(e) => write!(f, "IMAP engine: {e}"),
+            StartError::Rlimit(e) => write!(f, "RLIMIT_NOFILE: {e}"),
+            StartError::Descriptors(e) => write!(f, "{e}"),
             StartError::Httpd(e) => write!(f, "HTTP server: {e}"),
             StartError::Thread(e) => write!(f, "thread: {e}"),
         }
@@ -70,6 +77,8 @@ struct Counters {
 
 pub(crate) struct State {
     config: Config,
+    /// How the descriptors are handed out; `sessions_capacity` caps registrations.
+    budget: Budget,
     engine: Engine,
     delivery: Delivery,
     registry: Mutex<Registry>,
@@ -100,8 +109,15 @@ impl App {
         let vapid = push::VapidKey::load_or_generate(&config.data_dir.join("vapid.pk8"))
             .map_err(StartError::Vapid)?;
         let vapid_public_key = vapid.public_key_b64url().to_owned();
-        let mut sender = push::Sender::new(push::SenderConfig::default())
-            .with_vapid(vapid, config.vapid_subject.clone());
+        let sender_config = push::SenderConfig::default();
+        let limits = httpd_limits(&config);
+        let budget = descriptor_budget(&config, &sender_config, &limits)?;
+        let limits = httpd::Limits {
+            connections_max: budget.api_connections,
+            ..limits
+        };
+        let mut sender =
+            push::Sender::new(sender_config).with_vapid(vapid, config.vapid_subject.clone());
         if !config.allow_private_destinations {
             // Push endpoints are resolved once and only public addresses are connected to.
             sender = sender.with_address_filter(Arc::new(is_public));
@@ -119,13 +135,11 @@ impl App {
         let (journal, leftovers) =
             Journal::open(&config.data_dir.join("journal.redb")).map_err(StartError::Journal)?;
         restart_pushes(&delivery, &journal, &leftovers);
-        let engine = Engine::start(engine_config(&config)).map_err(StartError::Engine)?;
-        let limits = httpd::Limits {
-            body_bytes_max: config.limits.body_bytes_max,
-            headers_max: config.limits.headers_max,
-            header_bytes_max: config.limits.header_bytes_max,
-            ..httpd::Limits::default()
-        };
+        let engine = Engine::start(EngineConfig {
+            sessions_max: budget.engine_sessions_max,
+            ..engine_config(&config)
+        })
+        .map_err(StartError::Engine)?;
         let server = httpd::Server::bind(
             config.listen,
             httpd::Config {
@@ -148,6 +162,7 @@ impl App {
             )),
             paced: Mutex::new(Vec::new()),
             config,
+            budget,
             engine,
             delivery,
             registry: Mutex::new(Registry::default()),
@@ -186,6 +201,11 @@ impl App {
     /// The address the API listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The descriptor budget the server runs with (see [`crate::fd_budget`]).
+    pub fn budget(&self) -> Option<Budget> {
+        self.state.as_ref().map(|s| s.budget)
     }
 
     /// Stops accepting requests, logs every IMAP session out, sends each subscription its
@@ -246,6 +266,33 @@ impl Drop for App {
             self.stop_all();
         }
     }
+}
+
+fn httpd_limits(config: &Config) -> httpd::Limits {
+    httpd::Limits {
+        body_bytes_max: config.limits.body_bytes_max,
+        headers_max: config.limits.headers_max,
+        header_bytes_max: config.limits.header_bytes_max,
+        ..httpd::Limits::default()
+    }
+}
+
+/// Hands the soft RLIMIT_NOFILE out to the API, the pushes and the sessions.
+fn descriptor_budget(
+    config: &Config,
+    sender: &push::SenderConfig,
+    api: &httpd::Limits,
+) -> Result<Budget, StartError> {
+    let (nofile, _) = fd_budget::nofile_limit().map_err(StartError::Rlimit)?;
+    let demand = Demand {
+        api_connections: api.connections_max,
+        // A socket per sender thread at work, plus the idle keep-alive pool.
+        push_connections: config
+            .sender_threads
+            .saturating_add(sender.idle_connections_max),
+        sessions_max: config.limits.sessions_max,
+    };
+    fd_budget::plan(nofile, demand).map_err(StartError::Descriptors)
 }
 
 fn engine_config(config: &Config) -> EngineConfig {
@@ -433,7 +480,7 @@ impl State {
         if registry.holds_key(key) {
             return Ok(());
         }
-        if registry.keys() >= limits.sessions_max {
+        if registry.keys() >= self.budget.sessions_capacity {
             return Err(ApiError::new(ErrorCode::AtCapacity, "this server is full"));
         }
         if !registry.account_admits(account, key, limits.sessions_per_account_max) {
@@ -781,6 +828,14 @@ impl State {
             out,
             "imap_push_sessions_lost_total {}",
             load(&c.sessions_lost)
+        );
+        let _ = writeln!(out, "# TYPE imap_push_descriptors_limit gauge");
+        let _ = writeln!(out, "imap_push_descriptors_limit {}", self.budget.nofile);
+        let _ = writeln!(out, "# TYPE imap_push_sessions_capacity gauge");
+        let _ = writeln!(
+            out,
+            "imap_push_sessions_capacity {}",
+            self.budget.sessions_capacity
         );
         let _ = writeln!(out, "# TYPE imap_push_reactor_loop_turns_total counter");
         let _ = writeln!(

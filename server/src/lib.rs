@@ -10,6 +10,7 @@ pub mod config;
 pub mod delivery;
 pub mod destination;
 pub mod error_code;
+pub mod fd_budget;
 pub mod journal;
 pub mod pacer;
 pub mod ratelimit;
