@@ -105,7 +105,7 @@ pub struct App {
 
 impl App {
     pub fn start(config: Config) -> Result<App, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(StartError::DataDir)?;
+        create_private_dir(&config.data_dir).map_err(StartError::DataDir)?;
         let vapid = push::VapidKey::load_or_generate(&config.data_dir.join("vapid.pk8"))
             .map_err(StartError::Vapid)?;
         let vapid_public_key = vapid.public_key_b64url().to_owned();
@@ -266,6 +266,21 @@ impl Drop for App {
             self.stop_all();
         }
     }
+}
+
+/// Creates the data dir owner-only (0700): it holds the VAPID private key and the journal
+/// (endpoints and push keys). An existing dir with a wider mode is restricted too.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 fn httpd_limits(config: &Config) -> httpd::Limits {

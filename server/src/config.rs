@@ -17,7 +17,8 @@ pub const SESSIONS_PER_ACCOUNT_MAX_DEFAULT: usize = 10;
 /// How long a registration may wait for its IMAP session to become idle.
 pub const REGISTER_TIMEOUT_SECS_DEFAULT: u64 = 30;
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// `Debug` is written by hand: it never shows `api_token`.
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -130,6 +131,53 @@ impl Default for Config {
             tls: None,
             limits: LimitsConfig::default(),
         }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured without `..`: a new field must be placed here, and so be judged
+        // secret or not, before this compiles.
+        let Config {
+            listen,
+            data_dir,
+            reactor_threads,
+            sender_threads,
+            idle_refresh_secs,
+            poll_interval_secs,
+            allow_private_destinations,
+            allow_http_endpoints,
+            allow_plain_imap,
+            imap_bind_addresses,
+            imap_extra_ca_file,
+            vapid_subject,
+            coalesce_window_ms,
+            register_timeout_secs,
+            shutdown_grace_secs,
+            api_token,
+            tls,
+            limits,
+        } = self;
+        f.debug_struct("Config")
+            .field("listen", listen)
+            .field("data_dir", data_dir)
+            .field("reactor_threads", reactor_threads)
+            .field("sender_threads", sender_threads)
+            .field("idle_refresh_secs", idle_refresh_secs)
+            .field("poll_interval_secs", poll_interval_secs)
+            .field("allow_private_destinations", allow_private_destinations)
+            .field("allow_http_endpoints", allow_http_endpoints)
+            .field("allow_plain_imap", allow_plain_imap)
+            .field("imap_bind_addresses", imap_bind_addresses)
+            .field("imap_extra_ca_file", imap_extra_ca_file)
+            .field("vapid_subject", vapid_subject)
+            .field("coalesce_window_ms", coalesce_window_ms)
+            .field("register_timeout_secs", register_timeout_secs)
+            .field("shutdown_grace_secs", shutdown_grace_secs)
+            .field("api_token", &api_token.as_ref().map(|_| "<redacted>"))
+            .field("tls", tls)
+            .field("limits", limits)
+            .finish()
     }
 }
 
