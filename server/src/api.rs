@@ -80,6 +80,8 @@ impl ApiError {
             EndReason::MailboxRejected => ApiError::bad_request("mailboxes", msg),
             EndReason::Protocol(_) => ApiError::new(502, "imap_protocol_error", msg),
             EndReason::Shutdown => ApiError::new(503, "shutting_down", msg),
+            // Too many lookups waiting (a slow name server): worth a retry later.
+            EndReason::ResolverBusy => ApiError::new(503, "resolver_busy", msg),
             _ => ApiError::new(502, "imap_unreachable", msg),
         }
     }
@@ -554,6 +556,8 @@ mod tests {
             "imap_unreachable"
         );
         assert_eq!(code(EndReason::Forbidden), "forbidden_destination");
+        assert_eq!(code(EndReason::Timeout(Waiting::Resolve)), "imap_timeout");
+        assert_eq!(code(EndReason::ResolverBusy), "resolver_busy");
     }
 
     fn with(extra: &str, new_mail: &str) -> Vec<u8> {
