@@ -81,6 +81,8 @@ impl ApiError {
             EndReason::MailboxRejected => ApiError::bad_request("mailboxes", msg),
             EndReason::Protocol(_) => ApiError::new(ErrorCode::ImapProtocolError, msg),
             EndReason::Shutdown => ApiError::new(ErrorCode::ShuttingDown, msg),
+            // Too many lookups waiting (a slow name server): worth a retry later.
+            EndReason::ResolverBusy => ApiError::new(ErrorCode::ResolverBusy, msg),
             _ => ApiError::new(ErrorCode::ImapUnreachable, msg),
         }
     }
@@ -569,6 +571,8 @@ mod tests {
             "imap_unreachable"
         );
         assert_eq!(code(EndReason::Forbidden), "forbidden_destination");
+        assert_eq!(code(EndReason::Timeout(Waiting::Resolve)), "imap_timeout");
+        assert_eq!(code(EndReason::ResolverBusy), "resolver_busy");
     }
 
     fn with(extra: &str, new_mail: &str) -> Vec<u8> {

@@ -43,13 +43,15 @@ pub enum ErrorCode {
     AtCapacity,
     /// 503: the server is shutting down.
     ShuttingDown,
+    /// 503: too many host name lookups are waiting (a slow name server); retry later.
+    ResolverBusy,
     /// 504: the IMAP session did not become ready in time.
     ImapTimeout,
 }
 
 impl ErrorCode {
     /// Every code, in status order: the source of the documented error table.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::ForbiddenDestination,
@@ -67,6 +69,7 @@ impl ErrorCode {
         ErrorCode::ImapProtocolError,
         ErrorCode::AtCapacity,
         ErrorCode::ShuttingDown,
+        ErrorCode::ResolverBusy,
         ErrorCode::ImapTimeout,
     ];
 
@@ -86,7 +89,7 @@ impl ErrorCode {
             ErrorCode::ImapUnreachable
             | ErrorCode::ImapTlsFailed
             | ErrorCode::ImapProtocolError => 502,
-            ErrorCode::AtCapacity | ErrorCode::ShuttingDown => 503,
+            ErrorCode::AtCapacity | ErrorCode::ShuttingDown | ErrorCode::ResolverBusy => 503,
             ErrorCode::ImapTimeout => 504,
         }
     }
@@ -111,6 +114,7 @@ impl ErrorCode {
             ErrorCode::ImapProtocolError => "imap_protocol_error",
             ErrorCode::AtCapacity => "at_capacity",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::ResolverBusy => "resolver_busy",
             ErrorCode::ImapTimeout => "imap_timeout",
         }
     }
