@@ -9,7 +9,7 @@ use serde::Deserialize;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::config::Config;
-use crate::destination::is_public;
+use crate::destination::{is_public, normalize_host};
 use crate::error_code::ErrorCode;
 
 /// Longest `device_id`.
@@ -238,17 +238,15 @@ fn redact_serde(e: &serde_json::Error) -> String {
 
 fn validate(mut body: RegisterBody, config: &Config) -> Result<Registration, ApiError> {
     let imap = &mut body.imap;
-    let host = imap.host.trim().to_owned();
-    if host.is_empty() || host.len() > 253 || host.contains(|c: char| c.is_whitespace()) {
-        return Err(ApiError::bad_request("imap.host", "not a host name"));
-    }
-    if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
-        if !config.allow_private_destinations && !is_public(ip) {
-            return Err(ApiError::new(
-                ErrorCode::ForbiddenDestination,
-                "the IMAP host is not a public address",
-            ));
-        }
+    // Pacing, the per-host and per-account caps and the dedup key all key on the normal
+    // form: case, a trailing dot or an address spelling must not make a new host.
+    let host = normalize_host(imap.host.trim())
+        .map_err(|e| ApiError::bad_request("imap.host", format!("not a host name: {e}")))?;
+    if !config.allow_private_destinations && !host_may_be_public(&host) {
+        return Err(ApiError::new(
+            ErrorCode::ForbiddenDestination,
+            "the IMAP host is not a public address",
+        ));
     }
     let security = match imap.security.as_deref().unwrap_or("tls") {
         "tls" => Security::Tls,
@@ -436,22 +434,27 @@ fn endpoint(
         };
         ApiError::bad_request(at, e.to_string())
     })?;
-    if !config.allow_private_destinations && !host_may_be_public(target.host()) {
-        return Err(ApiError::new(
-            ErrorCode::ForbiddenDestination,
-            format!("the {field} endpoint is not a public address"),
-        ));
+    if !config.allow_private_destinations {
+        let host = normalize_host(target.host())
+            .map_err(|e| ApiError::bad_request(fields.0, format!("not a host name: {e}")))?;
+        if !host_may_be_public(&host) {
+            return Err(ApiError::new(
+                ErrorCode::ForbiddenDestination,
+                format!("the {field} endpoint is not a public address"),
+            ));
+        }
     }
     Ok(target)
 }
 
-/// Refuses host names that can only be local; names that resolve are checked again when a
-/// push is sent.
-fn host_may_be_public(host: &str) -> bool {
-    let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
-    if let Ok(ip) = host.parse::<IpAddr>() {
+/// Judges a normalised host without resolving it: an address literal by the destination
+/// rule, a name by whether it can only be local. Names that may be public are resolved
+/// before the login and their addresses judged (see [`crate::resolution`]).
+pub fn host_may_be_public(normalized: &str) -> bool {
+    if let Ok(ip) = normalized.parse::<IpAddr>() {
         return is_public(ip);
     }
+    let host = normalized;
     !(host == "localhost" || host.ends_with(".localhost") || host.ends_with(".local"))
 }
 

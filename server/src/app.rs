@@ -5,21 +5,22 @@
 //! queues); the core thread reads engine events and delivery reports, answers waiting
 //! registrations, and feeds the push pool.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::{select, Receiver, Sender};
 use engine::{Engine, EngineConfig, Event, SessionId, WatchError, WatchOptions, WatchSpec};
 use httpd::{Method, Request, Responder, Response};
 use ring::rand::SecureRandom;
 
-use crate::api::{parse_registration, ApiError};
+use crate::api::{parse_registration, ApiError, Registration};
 use crate::config::Config;
 use crate::delivery::{Delivery, DeliveryConfig, PushSubscription, Report};
-use crate::destination::is_public;
+use crate::destination::{is_public, normalize_host};
 use crate::error_code::ErrorCode;
 use crate::fd_budget::{self, Budget, Demand, TooFewDescriptors};
 use crate::journal::{Journal, JournalError, Record, TargetRecord};
@@ -27,6 +28,7 @@ use crate::pacer::Pacer;
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Registry, State as SubState, Subscription};
 use crate::replacement::Promotion;
+use crate::resolution::{Checks, Progress, Refusal, Target};
 
 /// How often the core thread checks registration deadlines.
 const CORE_TICK: Duration = Duration::from_millis(50);
@@ -86,6 +88,12 @@ pub(crate) struct State {
     pacer: Mutex<Pacer>,
     /// Logins waiting for their turn, with the spec (and secret) they will use.
     paced: Mutex<Vec<PacedLogin>>,
+    /// Registrations waiting for their host names to resolve, by resolution number.
+    resolving: Mutex<HashMap<u64, Resolving>>,
+    next_resolution: AtomicU64,
+    /// Where the resolver answers; the core thread reads `lookups`.
+    lookup_tx: Sender<engine::Lookup>,
+    lookups: Receiver<engine::Lookup>,
     counters: Counters,
     vapid_public_key: String,
     responder: OnceLock<Responder>,
@@ -152,6 +160,9 @@ impl App {
         )
         .map_err(StartError::Httpd)?;
         let addr = server.local_addr();
+        // Unbounded: the resolver's own queue bounds the lookups out, and a resolver
+        // thread must never wait for room to answer.
+        let (lookup_tx, lookups) = crossbeam_channel::unbounded();
         let state = Arc::new(State {
             limiter: Mutex::new(RateLimiter::new(
                 config.limits.registrations_per_minute_per_ip,
@@ -161,6 +172,10 @@ impl App {
                 Duration::from_secs(config.limits.login_queue_secs),
             )),
             paced: Mutex::new(Vec::new()),
+            resolving: Mutex::new(HashMap::new()),
+            next_resolution: AtomicU64::new(0),
+            lookup_tx,
+            lookups,
             config,
             budget,
             engine,
@@ -422,9 +437,97 @@ impl State {
     fn try_register(&self, request: &mut Request) -> Result<(), ApiError> {
         self.check_rate(request.peer.ip())?;
         let registration = parse_registration(&mut request.body, &self.config)?;
+        // What the caps refuse is refused now; they are checked again before the login.
+        self.admit(
+            &self.registry(),
+            &registration.dedup_key(),
+            &registration.account_key(),
+            &registration.host,
+        )?;
+        let lookups = self.lookups_for(&registration);
+        if lookups.is_empty() {
+            return self.start_login(request.id, registration);
+        }
+        self.resolve(request.id, registration, &lookups)
+    }
+
+    /// The host names of a registration to resolve and judge before its login: none when
+    /// private destinations are allowed, and none for address literals (judged already).
+    fn lookups_for(&self, registration: &Registration) -> Vec<(Target, String, u16)> {
+        if self.config.allow_private_destinations {
+            return Vec::new();
+        }
+        let endpoint_host = |target: &push::PushTarget| {
+            normalize_host(target.host()).unwrap_or_else(|_| target.host().to_owned())
+        };
+        let names = [
+            (Target::Imap, registration.host.clone(), registration.port),
+            (Target::NewMail, endpoint_host(&registration.new_mail), 443),
+            (
+                Target::Reconnect,
+                endpoint_host(&registration.reconnect),
+                443,
+            ),
+        ];
+        names
+            .into_iter()
+            .filter(|(_, host, _)| host.parse::<IpAddr>().is_err())
+            .collect()
+    }
+
+    /// Starts the lookups of a registration; the core thread carries on with the answers
+    /// (`on_lookup`). Never blocks: a full resolver queue is `503 resolver_busy` now.
+    fn resolve(
+        &self,
+        request: httpd::RequestId,
+        registration: Registration,
+        lookups: &[(Target, String, u16)],
+    ) -> Result<(), ApiError> {
+        let targets: Vec<Target> = lookups.iter().map(|(t, _, _)| *t).collect();
+        let n = self.next_resolution.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut resolving = self.resolving();
+            if resolving.len() >= self.config.limits.pending_registrations_max {
+                return Err(ApiError::rate_limited(
+                    5,
+                    "too many registrations in progress",
+                ));
+            }
+            let checks = Checks::new(&targets);
+            resolving.insert(
+                n,
+                Resolving {
+                    request,
+                    registration,
+                    checks,
+                },
+            );
+        }
+        for (target, host, port) in lookups {
+            let token = n << TARGET_BITS | target.index();
+            let sent = self
+                .engine
+                .resolver()
+                .lookup(host, *port, token, &self.lookup_tx);
+            if let Err(e) = sent {
+                // Answers to the lookups already started find no entry and are dropped.
+                self.resolving().remove(&n);
+                return Err(unresolved(*target, Some(e)));
+            }
+        }
+        Ok(())
+    }
+
+    /// A registration whose destinations passed: admitted by the caps, paced, and its
+    /// login started. Its answer comes when the session is ready or fails.
+    fn start_login(
+        &self,
+        request: httpd::RequestId,
+        registration: Registration,
+    ) -> Result<(), ApiError> {
         let key = registration.dedup_key();
         let account = registration.account_key();
-        let host = registration.host.to_ascii_lowercase();
+        let host = registration.host.clone();
         let id = self.new_id()?;
         let now_unix = unix_now();
         let push = PushSubscription::new(
@@ -470,9 +573,48 @@ impl State {
             last_new_mail: None,
             pushes_sent: 0,
             pushes_failed: 0,
-            waiting: Some((request.id, deadline)),
+            waiting: Some((request, deadline)),
         });
         Ok(())
+    }
+
+    fn resolving(&self) -> MutexGuard<'_, HashMap<u64, Resolving>> {
+        self.resolving.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One lookup answered: the registration waits for the others, is refused, or starts
+    /// its login.
+    fn on_lookup(&self, lookup: engine::Lookup) {
+        let n = lookup.token >> TARGET_BITS;
+        let Some(target) = Target::from_index(lookup.token & TARGET_MASK) else {
+            return;
+        };
+        let allowed = |ip| self.config.allow_private_destinations || is_public(ip);
+        let done = {
+            let mut resolving = self.resolving();
+            let Some(entry) = resolving.get_mut(&n) else {
+                return; // refused already; this answer is of no use.
+            };
+            let result = lookup.result.as_deref().map_err(|e| *e);
+            match entry.checks.answer(target, result, allowed) {
+                Progress::Waiting => return,
+                Progress::Passed => resolving.remove(&n).map(|e| (e, None)),
+                Progress::Refused(r) => resolving.remove(&n).map(|e| (e, Some(r))),
+            }
+        };
+        let Some((entry, refusal)) = done else {
+            return;
+        };
+        let result = match refusal {
+            None => self.start_login(entry.request, entry.registration),
+            Some(refusal) => Err(refusal_error(refusal)),
+        };
+        if let Err(e) = result {
+            self.counters
+                .registrations_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            self.respond(entry.request, e.to_response());
+        }
     }
 
     /// The caps a registration must pass before any login: sessions in all, devices per
@@ -618,10 +760,12 @@ impl State {
     fn core_loop(&self, stop: &AtomicBool) {
         let events = self.engine.events().clone();
         let reports = self.reports.clone();
+        let lookups = self.lookups.clone();
         while !stop.load(Ordering::Relaxed) {
             select! {
                 recv(events) -> event => if let Ok(event) = event { self.on_event(event) },
                 recv(reports) -> report => if let Ok(report) = report { self.on_report(report) },
+                recv(lookups) -> lookup => if let Ok(lookup) = lookup { self.on_lookup(lookup) },
                 default(CORE_TICK) => {}
             }
             self.start_paced_logins(Instant::now());
@@ -912,7 +1056,7 @@ fn restart_pushes(delivery: &Delivery, journal: &Journal, leftovers: &[Record]) 
 }
 
 /// What the engine needs of a registration; the secret moves into the spec.
-fn watch_spec(registration: crate::api::Registration) -> (WatchSpec, WatchOptions) {
+fn watch_spec(registration: Registration) -> (WatchSpec, WatchOptions) {
     let spec = WatchSpec {
         host: registration.host,
         port: registration.port,
@@ -927,6 +1071,62 @@ fn watch_spec(registration: crate::api::Registration) -> (WatchSpec, WatchOption
         preview: registration.preview,
     };
     (spec, options)
+}
+
+/// Bits of a lookup token that name the [`Target`]; the rest is the resolution number.
+const TARGET_BITS: u32 = 2;
+const TARGET_MASK: u64 = (1 << TARGET_BITS) - 1;
+
+/// A registration waiting for its lookups. Its secret is zeroized when it is dropped,
+/// whichever way it ends.
+struct Resolving {
+    request: httpd::RequestId,
+    registration: Registration,
+    checks: Checks,
+}
+
+/// How a failed lookup is answered: a name that does not resolve is the app's mistake
+/// (400 for an endpoint; for an IMAP host, unreachable as before), a slow or busy
+/// resolver is worth a retry.
+fn unresolved(target: Target, error: Option<engine::ResolveError>) -> ApiError {
+    use engine::ResolveError;
+    let what = match target {
+        Target::Imap => "the IMAP host",
+        Target::NewMail => "the new_mail endpoint's host",
+        Target::Reconnect => "the reconnect endpoint's host",
+    };
+    match (error, target) {
+        (Some(ResolveError::Busy), _) => ApiError::new(
+            ErrorCode::ResolverBusy,
+            "too many host name lookups are waiting",
+        ),
+        (Some(ResolveError::TimedOut), Target::Imap) => ApiError::new(
+            ErrorCode::ImapTimeout,
+            format!("{what} did not resolve in time"),
+        ),
+        (Some(ResolveError::TimedOut), _) => ApiError::new(
+            ErrorCode::ResolverBusy,
+            format!("{what} did not resolve in time"),
+        ),
+        (_, Target::Imap) => ApiError::new(
+            ErrorCode::ImapUnreachable,
+            format!("{what} name did not resolve"),
+        ),
+        (_, _) => ApiError::bad_request(target.field(), format!("{what} name did not resolve")),
+    }
+}
+
+fn refusal_error(refusal: Refusal<engine::ResolveError>) -> ApiError {
+    match refusal {
+        Refusal::Forbidden(target) => ApiError::new(
+            ErrorCode::ForbiddenDestination,
+            format!(
+                "{} resolves to an address that is not public",
+                target.field()
+            ),
+        ),
+        Refusal::Unresolved(target, error) => unresolved(target, error),
+    }
 }
 
 /// A login waiting for its turn at its IMAP host.

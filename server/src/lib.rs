@@ -16,6 +16,7 @@ pub mod pacer;
 pub mod ratelimit;
 pub mod registry;
 pub mod replacement;
+pub mod resolution;
 
 pub use app::App;
 pub use config::Config;
