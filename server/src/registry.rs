@@ -45,7 +45,8 @@ impl State {
 #[derive(Debug)]
 pub struct Subscription {
     pub id: String,
-    /// The IMAP host, lower-cased: sessions per host are capped.
+    /// The IMAP host in its normal form ([`crate::destination::normalize_host`]): sessions
+    /// per host are capped and logins paced on it.
     pub host: String,
     /// The engine session; `None` while the login waits for its turn (login pacing).
     pub session: Option<SessionId>,
