@@ -74,7 +74,9 @@ pub struct LimitsConfig {
     pub headers_max: usize,
     /// Largest request head.
     pub header_bytes_max: usize,
-    /// Most subscriptions (IMAP sessions) at once: 503 at_capacity past it.
+    /// Most subscriptions (IMAP sessions) at once: 503 at_capacity past it. The server
+    /// takes fewer if the descriptor limit allows fewer ([`crate::fd_budget`]); it prints
+    /// the capacity at start and exports it as `imap_push_sessions_capacity`.
     pub sessions_max: usize,
     /// Registrations per client IP per minute: 429 rate_limited past it.
     pub registrations_per_minute_per_ip: u32,
