@@ -1,6 +1,7 @@
 //! The embedding API: start an engine, watch and unwatch accounts, read events.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,7 +12,8 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::{Poll, Waker};
 
 use crate::reactor::{Command, Counters, KeepaliveConfig, Reactor, Shared};
-use crate::reason::EndReason;
+use crate::reason::{EndReason, Waiting};
+use crate::resolve::{literal, Lookup, ResolveError, Resolver, ResolverConfig};
 use crate::session::{ConfigError, Preview, Ready, SessionConfig};
 use crate::spec::{SpecError, WatchOptions, WatchSpec};
 use crate::tls::{client_config, TlsSetupError};
@@ -27,7 +29,7 @@ impl SessionId {
 }
 
 /// Decides whether the engine may connect to an address (an SSRF guard). Called with every
-/// resolved address, and again with the address actually connected to.
+/// resolved address, and again with each address right before its connect().
 pub type ConnectFilter = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
 
 /// What the engine reports. Each watched session yields `Ready` then any number of
@@ -90,6 +92,8 @@ pub struct EngineConfig {
     /// Local addresses to connect from, in turn; a source whose ports toward a
     /// destination are exhausted moves on to the next. Empty: the system chooses.
     pub bind_addresses: Vec<IpAddr>,
+    /// The pool that resolves IMAP host names ([`Engine::resolver`]).
+    pub resolver: ResolverConfig,
 }
 
 impl Default for EngineConfig {
@@ -105,6 +109,7 @@ impl Default for EngineConfig {
             sessions_max: SESSIONS_MAX,
             connect_filter: None,
             bind_addresses: Vec::new(),
+            resolver: ResolverConfig::default(),
         }
     }
 }
@@ -116,6 +121,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("session", &self.session)
             .field("sessions_max", &self.sessions_max)
             .field("connect_filter", &self.connect_filter.is_some())
+            .field("resolver", &self.resolver)
             .finish_non_exhaustive()
     }
 }
@@ -193,6 +199,7 @@ enum Dispatch {
 /// A running engine. Dropping it shuts it down (see [`Engine::shutdown`]).
 pub struct Engine {
     reactors: Arc<Vec<ReactorHandle>>,
+    resolver: Resolver,
     dispatch: Option<Sender<Dispatch>>,
     dispatcher: Option<JoinHandle<()>>,
     events: Receiver<Event>,
@@ -202,7 +209,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the reactor threads and the dispatcher that resolves host names.
+    /// Starts the reactor threads, the resolver pool and the dispatcher that hands
+    /// resolved sessions to the reactors.
     pub fn start(config: EngineConfig) -> Result<Engine, StartError> {
         config.session.validate().map_err(StartError::Config)?;
         let tls = client_config(
@@ -247,19 +255,27 @@ impl Engine {
             });
         }
         let reactors = Arc::new(reactors);
+        let resolver = Resolver::start(config.resolver).map_err(StartError::Io)?;
+        // Unbounded, but never longer than the sessions the engine holds (`sessions_max`):
+        // each entry is a `watch` or `unwatch` of a live session.
         let (dispatch, dispatch_rx) = crossbeam_channel::unbounded();
         let dispatcher = {
-            let reactors = reactors.clone();
-            let filter = config.connect_filter.clone();
-            let events = event_tx;
-            let live = live_sessions.clone();
+            let dispatcher = Dispatcher {
+                reactors: reactors.clone(),
+                resolver: resolver.clone(),
+                filter: config.connect_filter.clone(),
+                events: event_tx,
+                live: live_sessions.clone(),
+                resolving: HashMap::new(),
+            };
             std::thread::Builder::new()
                 .name("imap-dispatch".into())
-                .spawn(move || dispatch_loop(dispatch_rx, &reactors, filter, &events, &live))
+                .spawn(move || dispatcher.run(&dispatch_rx))
                 .map_err(StartError::Io)?
         };
         Ok(Engine {
             reactors,
+            resolver,
             dispatch: Some(dispatch),
             dispatcher: Some(dispatcher),
             events,
@@ -306,6 +322,12 @@ impl Engine {
         }
     }
 
+    /// The pool the engine resolves IMAP host names with, for callers that want to
+    /// resolve (and judge) a name themselves with the same bounds.
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
     /// The event stream. Read it steadily: when it is full, the reactors wait.
     pub fn events(&self) -> &Receiver<Event> {
         &self.events
@@ -335,9 +357,15 @@ impl Engine {
 
     fn stop(&mut self) -> Vec<Event> {
         let mut events = Vec::new();
-        // Closing the dispatch channel lets the dispatcher finish what is queued.
+        // Closing the dispatch channel lets the dispatcher finish what is queued; it never
+        // waits for a lookup, only (like the reactors) for room in the event queue.
         self.dispatch = None;
         if let Some(dispatcher) = self.dispatcher.take() {
+            while !dispatcher.is_finished() {
+                if let Ok(event) = self.events.recv_timeout(Duration::from_millis(5)) {
+                    events.push(event);
+                }
+            }
             let _ = dispatcher.join();
         }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
@@ -376,66 +404,127 @@ impl Drop for Engine {
     }
 }
 
-fn dispatch_loop(
-    rx: Receiver<Dispatch>,
-    reactors: &[ReactorHandle],
+/// Hands watches to the resolver pool and resolved ones to their reactor. Never blocks
+/// on a lookup, so an unwatch (or shutdown) is never queued behind one.
+struct Dispatcher {
+    reactors: Arc<Vec<ReactorHandle>>,
+    resolver: Resolver,
     filter: Option<ConnectFilter>,
-    events: &Sender<Event>,
-    live: &AtomicUsize,
-) {
-    let pick = |id: SessionId| &reactors[(id.0 % reactors.len() as u64) as usize];
-    for message in rx {
-        match message {
-            Dispatch::Watch(id, spec, options) => {
-                match resolve(&spec.host, spec.port, filter.as_ref()) {
-                    Ok(addrs) => {
-                        let reactor = pick(id);
-                        let _ = reactor.commands.send(Command::Watch {
-                            id,
-                            spec,
-                            options,
-                            addrs,
-                        });
-                        let _ = reactor.waker.wake();
+    events: Sender<Event>,
+    live: Arc<AtomicUsize>,
+    /// Watches whose host name is being resolved. An unwatch removes the entry, and the
+    /// late answer then finds nothing.
+    resolving: HashMap<SessionId, (WatchSpec, WatchOptions)>,
+}
+
+impl Dispatcher {
+    fn run(mut self, commands: &Receiver<Dispatch>) {
+        // Answers come at most once per entry of `resolving`, which `sessions_max` bounds.
+        let (lookups_tx, lookups) = crossbeam_channel::unbounded();
+        loop {
+            crossbeam_channel::select! {
+                recv(commands) -> command => match command {
+                    Ok(Dispatch::Watch(id, spec, options)) => {
+                        self.watch(id, spec, options, &lookups_tx);
                     }
-                    Err(reason) => {
-                        // `spec` (and its secret) is dropped here, zeroized.
-                        live.fetch_sub(1, Ordering::Relaxed);
-                        let _ = events.send(Event::Failed { id, reason });
+                    Ok(Dispatch::Unwatch(id)) => self.unwatch(id),
+                    Err(_) => break,
+                },
+                recv(lookups) -> lookup => {
+                    if let Ok(lookup) = lookup {
+                        self.on_lookup(lookup);
                     }
                 }
             }
-            Dispatch::Unwatch(id) => {
-                let reactor = pick(id);
-                let _ = reactor.commands.send(Command::Unwatch(id));
-                let _ = reactor.waker.wake();
-            }
         }
+        // Shutting down: watches still resolving end now, without waiting for the lookup.
+        let ids: Vec<SessionId> = self.resolving.keys().copied().collect();
+        for id in ids {
+            self.resolving.remove(&id);
+            self.fail(id, EndReason::Shutdown);
+        }
+    }
+
+    fn watch(
+        &mut self,
+        id: SessionId,
+        spec: WatchSpec,
+        options: WatchOptions,
+        lookups: &Sender<Lookup>,
+    ) {
+        if let Some(addr) = literal(&spec.host, spec.port) {
+            return self.resolved(id, spec, options, vec![addr]);
+        }
+        match self.resolver.lookup(&spec.host, spec.port, id.0, lookups) {
+            Ok(()) => {
+                self.resolving.insert(id, (spec, options));
+            }
+            // `spec` (and its secret) is dropped here, zeroized.
+            Err(e) => self.fail(id, resolve_reason(e)),
+        }
+    }
+
+    fn unwatch(&mut self, id: SessionId) {
+        if self.resolving.remove(&id).is_some() {
+            return self.fail(id, EndReason::Unwatched);
+        }
+        let reactor = self.pick(id);
+        let _ = reactor.commands.send(Command::Unwatch(id));
+        let _ = reactor.waker.wake();
+    }
+
+    fn on_lookup(&mut self, lookup: Lookup) {
+        let id = SessionId(lookup.token);
+        // Absent: unwatched while it resolved.
+        let Some((spec, options)) = self.resolving.remove(&id) else {
+            return;
+        };
+        match lookup.result {
+            Ok(addrs) => self.resolved(id, spec, options, addrs),
+            Err(e) => self.fail(id, resolve_reason(e)),
+        }
+    }
+
+    /// Keeps the addresses the filter allows (each is judged again right before its
+    /// connect) and hands the session to its reactor.
+    fn resolved(
+        &mut self,
+        id: SessionId,
+        spec: WatchSpec,
+        options: WatchOptions,
+        addrs: Vec<SocketAddr>,
+    ) {
+        let allowed: Vec<SocketAddr> = match &self.filter {
+            Some(filter) => addrs.into_iter().filter(|a| filter(a.ip())).collect(),
+            None => addrs,
+        };
+        if allowed.is_empty() {
+            return self.fail(id, EndReason::Forbidden);
+        }
+        let reactor = self.pick(id);
+        let _ = reactor.commands.send(Command::Watch {
+            id,
+            spec,
+            options,
+            addrs: allowed,
+        });
+        let _ = reactor.waker.wake();
+    }
+
+    fn fail(&self, id: SessionId, reason: EndReason) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        let _ = self.events.send(Event::Failed { id, reason });
+    }
+
+    fn pick(&self, id: SessionId) -> &ReactorHandle {
+        &self.reactors[(id.0 % self.reactors.len() as u64) as usize]
     }
 }
 
-/// Resolves `host` and keeps the addresses `filter` allows.
-fn resolve(
-    host: &str,
-    port: u16,
-    filter: Option<&ConnectFilter>,
-) -> Result<Vec<SocketAddr>, EndReason> {
-    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => (host, port)
-            .to_socket_addrs()
-            .map_err(|_| EndReason::Resolve)?
-            .collect(),
-    };
-    if addrs.is_empty() {
-        return Err(EndReason::Resolve);
+fn resolve_reason(e: ResolveError) -> EndReason {
+    match e {
+        ResolveError::NotFound => EndReason::Resolve,
+        ResolveError::TimedOut => EndReason::Timeout(Waiting::Resolve),
+        ResolveError::Busy => EndReason::ResolverBusy,
     }
-    let allowed: Vec<SocketAddr> = match filter {
-        Some(filter) => addrs.into_iter().filter(|a| filter(a.ip())).collect(),
-        None => addrs,
-    };
-    if allowed.is_empty() {
-        return Err(EndReason::Forbidden);
-    }
-    Ok(allowed)
 }

@@ -11,8 +11,11 @@
 //!   deadlines and events out. It is tested with a fake clock and scripted server bytes.
 //! - A reactor thread owns a `mio::Poll`, a slab of sessions with their sockets and TLS
 //!   state (rustls, behind [`tls`]), and a hashed timing wheel ([`wheel`]).
-//! - [`Engine`] starts the reactors and a dispatcher thread that resolves host names, and
-//!   hands out [`Event`]s on a bounded channel.
+//! - [`Engine`] starts the reactors, a bounded pool of resolver threads ([`resolve`]) and
+//!   a dispatcher thread that hands resolved sessions to the reactors; it hands out
+//!   [`Event`]s on a bounded channel. A reactor tries every resolved address, IPv6 and
+//!   IPv4 interleaved (Happy Eyeballs), each judged by the connect filter before
+//!   connect().
 //!
 //! # Example
 //! See `examples/watch.rs` for a complete program.
@@ -21,6 +24,7 @@ pub mod api;
 pub mod pool;
 pub mod reactor;
 pub mod reason;
+pub mod resolve;
 pub mod session;
 pub mod spec;
 pub mod time;
@@ -32,6 +36,7 @@ pub use api::{
 };
 pub use reactor::KeepaliveConfig;
 pub use reason::{EndReason, ProtocolError, TlsFailure, Waiting};
+pub use resolve::{Lookup, ResolveError, Resolver, ResolverConfig};
 pub use session::{MessageSummary, Preview, Ready, SessionConfig};
 pub use spec::{Filter, Secret, Security, Since, SpecError, WatchOptions, WatchSpec};
 pub use time::Tick;

@@ -18,6 +18,8 @@ pub enum EndReason {
     Io(io::ErrorKind),
     /// The host name did not resolve to any address.
     Resolve,
+    /// Too many host name lookups were waiting; the resolver pool refused this one.
+    ResolverBusy,
     /// Every address refused or failed the TCP connect.
     Connect(io::ErrorKind),
     /// The destination address is not allowed by the engine's connect filter.
@@ -85,6 +87,8 @@ pub enum ProtocolError {
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Waiting {
+    /// The host name lookup (the resolver pool's per-lookup timeout).
+    Resolve,
     Connect,
     Greeting,
     Capability,
@@ -116,6 +120,7 @@ impl EndReason {
             EndReason::Io(io::ErrorKind::ConnectionReset) => "connection_reset",
             EndReason::Io(_) => "io_error",
             EndReason::Resolve => "resolve_failed",
+            EndReason::ResolverBusy => "resolver_busy",
             EndReason::Connect(_) => "connect_failed",
             EndReason::Forbidden => "forbidden_destination",
             EndReason::Tls(_) => "tls_error",
@@ -137,6 +142,7 @@ impl fmt::Display for EndReason {
             EndReason::Closed => f.write_str("the server closed the connection"),
             EndReason::Io(kind) => write!(f, "socket error: {kind}"),
             EndReason::Resolve => f.write_str("the host name did not resolve"),
+            EndReason::ResolverBusy => f.write_str("too many host name lookups are waiting"),
             EndReason::Connect(kind) => write!(f, "could not connect: {kind}"),
             EndReason::Forbidden => f.write_str("the destination address is not allowed"),
             EndReason::Tls(t) => write!(f, "TLS failed: {t}"),
@@ -184,6 +190,7 @@ impl fmt::Display for ProtocolError {
 impl fmt::Display for Waiting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Waiting::Resolve => "the host name lookup",
             Waiting::Connect => "the TCP connection",
             Waiting::Greeting => "the greeting",
             Waiting::Capability => "CAPABILITY",

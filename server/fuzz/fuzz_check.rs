@@ -165,7 +165,12 @@ fn parse(data: &[u8], config: &Config) -> Outcome {
 fn check_outcome(outcome: &Outcome, sent: Option<&BodySecrets>, config: &Config) {
     match &outcome.result {
         Err(e) => {
-            let shape = (e.status, e.code, e.field.is_some(), e.retry_after_secs);
+            let shape = (
+                e.status(),
+                e.code.as_str(),
+                e.field.is_some(),
+                e.retry_after_secs,
+            );
             assert!(
                 matches!(
                     shape,
@@ -173,7 +178,7 @@ fn check_outcome(outcome: &Outcome, sent: Option<&BodySecrets>, config: &Config)
                 ),
                 "unexpected error {e:?}"
             );
-            if e.status == 403 {
+            if e.status() == 403 {
                 assert!(!config.allow_private_destinations, "403 though allowed");
             }
         }

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::config::Config;
-use crate::destination::is_public;
+use crate::destination::{is_public, normalize_host};
+use crate::error_code::ErrorCode;
 
 /// Longest `device_id`.
 pub const DEVICE_ID_LEN_MAX: usize = 128;
@@ -19,8 +20,7 @@ pub const MAILBOXES_MAX: usize = engine::spec::MAILBOXES_MAX;
 /// An API error: the JSON `{"error": CODE, "message": TEXT}` with its status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {
-    pub status: u16,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// The request field at fault, for `bad_request`.
     pub field: Option<&'static str>,
@@ -30,17 +30,13 @@ pub struct ApiError {
 impl ApiError {
     pub fn bad_request(field: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
-            status: 400,
-            code: "bad_request",
-            message: message.into(),
             field: Some(field),
-            retry_after_secs: None,
+            ..ApiError::new(ErrorCode::BadRequest, message)
         }
     }
 
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
-            status,
             code,
             message: message.into(),
             field: None,
@@ -51,16 +47,21 @@ impl ApiError {
     pub fn rate_limited(retry_after_secs: u64, message: &str) -> ApiError {
         ApiError {
             retry_after_secs: Some(retry_after_secs.max(1)),
-            ..ApiError::new(429, "rate_limited", message)
+            ..ApiError::new(ErrorCode::RateLimited, message)
         }
     }
 
+    /// The HTTP status, owned by the code.
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+
     pub fn to_response(&self) -> httpd::Response {
-        let mut body = serde_json::json!({"error": self.code, "message": self.message});
+        let mut body = serde_json::json!({"error": self.code.as_str(), "message": self.message});
         if let Some(field) = self.field {
             body["field"] = field.into();
         }
-        let mut response = httpd::Response::json(self.status, body.to_string());
+        let mut response = httpd::Response::json(self.status(), body.to_string());
         if let Some(secs) = self.retry_after_secs {
             response = response.with_header("retry-after", secs.to_string());
         }
@@ -72,15 +73,17 @@ impl ApiError {
         let msg = reason.to_string();
         match reason {
             EndReason::AuthRejected | EndReason::AuthUnavailable => {
-                ApiError::new(422, "imap_auth_failed", msg)
+                ApiError::new(ErrorCode::ImapAuthFailed, msg)
             }
-            EndReason::Forbidden => ApiError::new(403, "forbidden_destination", msg),
-            EndReason::Tls(_) => ApiError::new(502, "imap_tls_failed", msg),
-            EndReason::Timeout(_) => ApiError::new(504, "imap_timeout", msg),
+            EndReason::Forbidden => ApiError::new(ErrorCode::ForbiddenDestination, msg),
+            EndReason::Tls(_) => ApiError::new(ErrorCode::ImapTlsFailed, msg),
+            EndReason::Timeout(_) => ApiError::new(ErrorCode::ImapTimeout, msg),
             EndReason::MailboxRejected => ApiError::bad_request("mailboxes", msg),
-            EndReason::Protocol(_) => ApiError::new(502, "imap_protocol_error", msg),
-            EndReason::Shutdown => ApiError::new(503, "shutting_down", msg),
-            _ => ApiError::new(502, "imap_unreachable", msg),
+            EndReason::Protocol(_) => ApiError::new(ErrorCode::ImapProtocolError, msg),
+            EndReason::Shutdown => ApiError::new(ErrorCode::ShuttingDown, msg),
+            // Too many lookups waiting (a slow name server): worth a retry later.
+            EndReason::ResolverBusy => ApiError::new(ErrorCode::ResolverBusy, msg),
+            _ => ApiError::new(ErrorCode::ImapUnreachable, msg),
         }
     }
 }
@@ -161,20 +164,36 @@ pub struct Registration {
 impl Registration {
     /// The key under which a registration replaces an earlier one.
     pub fn dedup_key(&self) -> [u8; 32] {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        for part in [
+        digest(&[
             self.host.to_ascii_lowercase().as_bytes(),
             &self.port.to_be_bytes(),
             self.username.as_bytes(),
             self.device_id.as_deref().unwrap_or("").as_bytes(),
-        ] {
-            ctx.update(&(part.len() as u32).to_be_bytes());
-            ctx.update(part);
-        }
-        let mut key = [0; 32];
-        key.copy_from_slice(ctx.finish().as_ref());
-        key
+        ])
     }
+
+    /// The account whose sessions are capped (`limits.sessions_per_account_max`): host,
+    /// port and username, whatever the device. The username is compared without case,
+    /// since providers do: `Alice` and `alice` are one mailbox to them.
+    pub fn account_key(&self) -> [u8; 32] {
+        digest(&[
+            self.host.to_ascii_lowercase().as_bytes(),
+            &self.port.to_be_bytes(),
+            self.username.to_lowercase().as_bytes(),
+        ])
+    }
+}
+
+/// SHA-256 of length-prefixed parts, so that no two part lists give one input.
+fn digest(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        ctx.update(&(part.len() as u32).to_be_bytes());
+        ctx.update(part);
+    }
+    let mut key = [0; 32];
+    key.copy_from_slice(ctx.finish().as_ref());
+    key
 }
 
 /// Parses and validates a `POST /v1/subscriptions` body, then zeroizes it.
@@ -219,18 +238,15 @@ fn redact_serde(e: &serde_json::Error) -> String {
 
 fn validate(mut body: RegisterBody, config: &Config) -> Result<Registration, ApiError> {
     let imap = &mut body.imap;
-    let host = imap.host.trim().to_owned();
-    if host.is_empty() || host.len() > 253 || host.contains(|c: char| c.is_whitespace()) {
-        return Err(ApiError::bad_request("imap.host", "not a host name"));
-    }
-    if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
-        if !config.allow_private_destinations && !is_public(ip) {
-            return Err(ApiError::new(
-                403,
-                "forbidden_destination",
-                "the IMAP host is not a public address",
-            ));
-        }
+    // Pacing, the per-host and per-account caps and the dedup key all key on the normal
+    // form: case, a trailing dot or an address spelling must not make a new host.
+    let host = normalize_host(imap.host.trim())
+        .map_err(|e| ApiError::bad_request("imap.host", format!("not a host name: {e}")))?;
+    if !config.allow_private_destinations && !host_may_be_public(&host) {
+        return Err(ApiError::new(
+            ErrorCode::ForbiddenDestination,
+            "the IMAP host is not a public address",
+        ));
     }
     let security = match imap.security.as_deref().unwrap_or("tls") {
         "tls" => Security::Tls,
@@ -418,23 +434,27 @@ fn endpoint(
         };
         ApiError::bad_request(at, e.to_string())
     })?;
-    if !config.allow_private_destinations && !host_may_be_public(target.host()) {
-        return Err(ApiError::new(
-            403,
-            "forbidden_destination",
-            format!("the {field} endpoint is not a public address"),
-        ));
+    if !config.allow_private_destinations {
+        let host = normalize_host(target.host())
+            .map_err(|e| ApiError::bad_request(fields.0, format!("not a host name: {e}")))?;
+        if !host_may_be_public(&host) {
+            return Err(ApiError::new(
+                ErrorCode::ForbiddenDestination,
+                format!("the {field} endpoint is not a public address"),
+            ));
+        }
     }
     Ok(target)
 }
 
-/// Refuses host names that can only be local; names that resolve are checked again when a
-/// push is sent.
-fn host_may_be_public(host: &str) -> bool {
-    let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
-    if let Ok(ip) = host.parse::<IpAddr>() {
+/// Judges a normalised host without resolving it: an address literal by the destination
+/// rule, a name by whether it can only be local. Names that may be public are resolved
+/// before the login and their addresses judged (see [`crate::resolution`]).
+pub fn host_may_be_public(normalized: &str) -> bool {
+    if let Ok(ip) = normalized.parse::<IpAddr>() {
         return is_public(ip);
     }
+    let host = normalized;
     !(host == "localhost" || host.ends_with(".localhost") || host.ends_with(".local"))
 }
 
@@ -496,7 +516,7 @@ mod tests {
         for (imap, endpoint, field) in cases {
             let e = parse_registration(&mut body(imap, endpoint), &config()).unwrap_err();
             assert_eq!(
-                (e.status, e.field),
+                (e.status(), e.field),
                 (400, Some(*field)),
                 "{imap} {endpoint}: {e:?}"
             );
@@ -518,7 +538,7 @@ mod tests {
         let at = b.len() - 3;
         b[at] = 0xff;
         let e = parse_registration(&mut b, &config()).unwrap_err();
-        assert_eq!((e.status, e.field), (400, Some("body")));
+        assert_eq!((e.status(), e.field), (400, Some("body")));
         assert!(b.iter().all(|&x| x == 0));
     }
 
@@ -526,11 +546,11 @@ mod tests {
     fn private_destinations_are_forbidden_unless_allowed() {
         let imap = r#"{"host": "127.0.0.1", "username": "a", "password": "p"}"#;
         let e = parse_registration(&mut body(imap, "https://p.example/x"), &config()).unwrap_err();
-        assert_eq!((e.status, e.code), (403, "forbidden_destination"));
+        assert_eq!(e.code, ErrorCode::ForbiddenDestination);
         let e = parse_registration(&mut body(IMAP, "https://10.0.0.1/x"), &config()).unwrap_err();
-        assert_eq!((e.status, e.code), (403, "forbidden_destination"));
+        assert_eq!(e.code, ErrorCode::ForbiddenDestination);
         let e = parse_registration(&mut body(IMAP, "https://localhost/x"), &config()).unwrap_err();
-        assert_eq!(e.status, 403);
+        assert_eq!(e.status(), 403);
         let open = Config {
             allow_private_destinations: true,
             allow_http_endpoints: true,
@@ -542,7 +562,7 @@ mod tests {
     #[test]
     fn end_reasons_map_to_documented_codes() {
         use engine::{TlsFailure, Waiting};
-        let code = |r| ApiError::from_end_reason(r).code;
+        let code = |r| ApiError::from_end_reason(r).code.as_str();
         assert_eq!(code(EndReason::AuthRejected), "imap_auth_failed");
         assert_eq!(
             code(EndReason::Tls(TlsFailure::Certificate)),
@@ -554,6 +574,8 @@ mod tests {
             "imap_unreachable"
         );
         assert_eq!(code(EndReason::Forbidden), "forbidden_destination");
+        assert_eq!(code(EndReason::Timeout(Waiting::Resolve)), "imap_timeout");
+        assert_eq!(code(EndReason::ResolverBusy), "resolver_busy");
     }
 
     fn with(extra: &str, new_mail: &str) -> Vec<u8> {
@@ -610,7 +632,7 @@ mod tests {
         ];
         for (extra, new_mail, field) in cases {
             let e = parse_registration(&mut with(extra, new_mail), &config()).unwrap_err();
-            assert_eq!((e.status, e.field), (400, Some(*field)), "{extra}: {e:?}");
+            assert_eq!((e.status(), e.field), (400, Some(*field)), "{extra}: {e:?}");
         }
     }
 

@@ -5,25 +5,30 @@
 //! queues); the core thread reads engine events and delivery reports, answers waiting
 //! registrations, and feeds the push pool.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{select, Receiver};
-use engine::{Engine, EngineConfig, Event, WatchError, WatchOptions, WatchSpec};
+use crossbeam_channel::{select, Receiver, Sender};
+use engine::{Engine, EngineConfig, Event, SessionId, WatchError, WatchOptions, WatchSpec};
 use httpd::{Method, Request, Responder, Response};
 use ring::rand::SecureRandom;
 
-use crate::api::{parse_registration, ApiError};
+use crate::api::{parse_registration, ApiError, Registration};
 use crate::config::Config;
 use crate::delivery::{Delivery, DeliveryConfig, PushSubscription, Report};
-use crate::destination::is_public;
+use crate::destination::{is_public, normalize_host};
+use crate::error_code::ErrorCode;
+use crate::fd_budget::{self, Budget, Demand, TooFewDescriptors};
 use crate::journal::{Journal, JournalError, Record, TargetRecord};
 use crate::pacer::Pacer;
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Registry, State as SubState, Subscription};
+use crate::replacement::Promotion;
+use crate::resolution::{Checks, Progress, Refusal, Target};
 
 /// How often the core thread checks registration deadlines.
 const CORE_TICK: Duration = Duration::from_millis(50);
@@ -35,6 +40,10 @@ pub enum StartError {
     Vapid(push::VapidError),
     Journal(JournalError),
     Engine(engine::StartError),
+    /// RLIMIT_NOFILE could not be read.
+    Rlimit(std::io::Error),
+    /// The descriptor limit leaves no room for sessions.
+    Descriptors(TooFewDescriptors),
     Httpd(httpd::HttpdError),
     Thread(std::io::Error),
 }
@@ -46,6 +55,8 @@ impl std::fmt::Display for StartError {
             StartError::Vapid(e) => write!(f, "VAPID key: {e}"),
             StartError::Journal(e) => write!(f, "journal: {e}"),
             StartError::Engine(e) => write!(f, "IMAP engine: {e}"),
+            StartError::Rlimit(e) => write!(f, "RLIMIT_NOFILE: {e}"),
+            StartError::Descriptors(e) => write!(f, "{e}"),
             StartError::Httpd(e) => write!(f, "HTTP server: {e}"),
             StartError::Thread(e) => write!(f, "thread: {e}"),
         }
@@ -68,6 +79,8 @@ struct Counters {
 
 pub(crate) struct State {
     config: Config,
+    /// How the descriptors are handed out; `sessions_capacity` caps registrations.
+    budget: Budget,
     engine: Engine,
     delivery: Delivery,
     registry: Mutex<Registry>,
@@ -75,6 +88,12 @@ pub(crate) struct State {
     pacer: Mutex<Pacer>,
     /// Logins waiting for their turn, with the spec (and secret) they will use.
     paced: Mutex<Vec<PacedLogin>>,
+    /// Registrations waiting for their host names to resolve, by resolution number.
+    resolving: Mutex<HashMap<u64, Resolving>>,
+    next_resolution: AtomicU64,
+    /// Where the resolver answers; the core thread reads `lookups`.
+    lookup_tx: Sender<engine::Lookup>,
+    lookups: Receiver<engine::Lookup>,
     counters: Counters,
     vapid_public_key: String,
     responder: OnceLock<Responder>,
@@ -94,12 +113,19 @@ pub struct App {
 
 impl App {
     pub fn start(config: Config) -> Result<App, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(StartError::DataDir)?;
+        create_private_dir(&config.data_dir).map_err(StartError::DataDir)?;
         let vapid = push::VapidKey::load_or_generate(&config.data_dir.join("vapid.pk8"))
             .map_err(StartError::Vapid)?;
         let vapid_public_key = vapid.public_key_b64url().to_owned();
-        let mut sender = push::Sender::new(push::SenderConfig::default())
-            .with_vapid(vapid, config.vapid_subject.clone());
+        let sender_config = push::SenderConfig::default();
+        let limits = httpd_limits(&config);
+        let budget = descriptor_budget(&config, &sender_config, &limits)?;
+        let limits = httpd::Limits {
+            connections_max: budget.api_connections,
+            ..limits
+        };
+        let mut sender =
+            push::Sender::new(sender_config).with_vapid(vapid, config.vapid_subject.clone());
         if !config.allow_private_destinations {
             // Push endpoints are resolved once and only public addresses are connected to.
             sender = sender.with_address_filter(Arc::new(is_public));
@@ -117,13 +143,11 @@ impl App {
         let (journal, leftovers) =
             Journal::open(&config.data_dir.join("journal.redb")).map_err(StartError::Journal)?;
         restart_pushes(&delivery, &journal, &leftovers);
-        let engine = Engine::start(engine_config(&config)).map_err(StartError::Engine)?;
-        let limits = httpd::Limits {
-            body_bytes_max: config.limits.body_bytes_max,
-            headers_max: config.limits.headers_max,
-            header_bytes_max: config.limits.header_bytes_max,
-            ..httpd::Limits::default()
-        };
+        let engine = Engine::start(EngineConfig {
+            sessions_max: budget.engine_sessions_max,
+            ..engine_config(&config)
+        })
+        .map_err(StartError::Engine)?;
         let server = httpd::Server::bind(
             config.listen,
             httpd::Config {
@@ -136,6 +160,9 @@ impl App {
         )
         .map_err(StartError::Httpd)?;
         let addr = server.local_addr();
+        // Unbounded: the resolver's own queue bounds the lookups out, and a resolver
+        // thread must never wait for room to answer.
+        let (lookup_tx, lookups) = crossbeam_channel::unbounded();
         let state = Arc::new(State {
             limiter: Mutex::new(RateLimiter::new(
                 config.limits.registrations_per_minute_per_ip,
@@ -145,7 +172,12 @@ impl App {
                 Duration::from_secs(config.limits.login_queue_secs),
             )),
             paced: Mutex::new(Vec::new()),
+            resolving: Mutex::new(HashMap::new()),
+            next_resolution: AtomicU64::new(0),
+            lookup_tx,
+            lookups,
             config,
+            budget,
             engine,
             delivery,
             registry: Mutex::new(Registry::default()),
@@ -184,6 +216,11 @@ impl App {
     /// The address the API listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The descriptor budget the server runs with (see [`crate::fd_budget`]).
+    pub fn budget(&self) -> Option<Budget> {
+        self.state.as_ref().map(|s| s.budget)
     }
 
     /// Stops accepting requests, logs every IMAP session out, sends each subscription its
@@ -244,6 +281,48 @@ impl Drop for App {
             self.stop_all();
         }
     }
+}
+
+/// Creates the data dir owner-only (0700): it holds the VAPID private key and the journal
+/// (endpoints and push keys). An existing dir with a wider mode is restricted too.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+fn httpd_limits(config: &Config) -> httpd::Limits {
+    httpd::Limits {
+        body_bytes_max: config.limits.body_bytes_max,
+        headers_max: config.limits.headers_max,
+        header_bytes_max: config.limits.header_bytes_max,
+        ..httpd::Limits::default()
+    }
+}
+
+/// Hands the soft RLIMIT_NOFILE out to the API, the pushes and the sessions.
+fn descriptor_budget(
+    config: &Config,
+    sender: &push::SenderConfig,
+    api: &httpd::Limits,
+) -> Result<Budget, StartError> {
+    let (nofile, _) = fd_budget::nofile_limit().map_err(StartError::Rlimit)?;
+    let demand = Demand {
+        api_connections: api.connections_max,
+        // A socket per sender thread at work, plus the idle keep-alive pool.
+        push_connections: config
+            .sender_threads
+            .saturating_add(sender.idle_connections_max),
+        sessions_max: config.limits.sessions_max,
+    };
+    fd_budget::plan(nofile, demand).map_err(StartError::Descriptors)
 }
 
 fn engine_config(config: &Config) -> EngineConfig {
@@ -313,11 +392,10 @@ impl State {
             (Method::Delete, ["v1", "subscriptions", id]) => self.delete(id).map(Some),
             (_, ["healthz" | "metrics"] | ["v1", "vapid-public-key" | "subscriptions"])
             | (_, ["v1", "subscriptions", _]) => Err(ApiError::new(
-                405,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "method not allowed",
             )),
-            _ => Err(ApiError::new(404, "not_found", "no such resource")),
+            _ => Err(ApiError::new(ErrorCode::NotFound, "no such resource")),
         }
     }
 
@@ -340,8 +418,7 @@ impl State {
             Ok(())
         } else {
             Err(ApiError::new(
-                401,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "a valid bearer token is required",
             ))
         }
@@ -360,7 +437,97 @@ impl State {
     fn try_register(&self, request: &mut Request) -> Result<(), ApiError> {
         self.check_rate(request.peer.ip())?;
         let registration = parse_registration(&mut request.body, &self.config)?;
+        // What the caps refuse is refused now; they are checked again before the login.
+        self.admit(
+            &self.registry(),
+            &registration.dedup_key(),
+            &registration.account_key(),
+            &registration.host,
+        )?;
+        let lookups = self.lookups_for(&registration);
+        if lookups.is_empty() {
+            return self.start_login(request.id, registration);
+        }
+        self.resolve(request.id, registration, &lookups)
+    }
+
+    /// The host names of a registration to resolve and judge before its login: none when
+    /// private destinations are allowed, and none for address literals (judged already).
+    fn lookups_for(&self, registration: &Registration) -> Vec<(Target, String, u16)> {
+        if self.config.allow_private_destinations {
+            return Vec::new();
+        }
+        let endpoint_host = |target: &push::PushTarget| {
+            normalize_host(target.host()).unwrap_or_else(|_| target.host().to_owned())
+        };
+        let names = [
+            (Target::Imap, registration.host.clone(), registration.port),
+            (Target::NewMail, endpoint_host(&registration.new_mail), 443),
+            (
+                Target::Reconnect,
+                endpoint_host(&registration.reconnect),
+                443,
+            ),
+        ];
+        names
+            .into_iter()
+            .filter(|(_, host, _)| host.parse::<IpAddr>().is_err())
+            .collect()
+    }
+
+    /// Starts the lookups of a registration; the core thread carries on with the answers
+    /// (`on_lookup`). Never blocks: a full resolver queue is `503 resolver_busy` now.
+    fn resolve(
+        &self,
+        request: httpd::RequestId,
+        registration: Registration,
+        lookups: &[(Target, String, u16)],
+    ) -> Result<(), ApiError> {
+        let targets: Vec<Target> = lookups.iter().map(|(t, _, _)| *t).collect();
+        let n = self.next_resolution.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut resolving = self.resolving();
+            if resolving.len() >= self.config.limits.pending_registrations_max {
+                return Err(ApiError::rate_limited(
+                    5,
+                    "too many registrations in progress",
+                ));
+            }
+            let checks = Checks::new(&targets);
+            resolving.insert(
+                n,
+                Resolving {
+                    request,
+                    registration,
+                    checks,
+                },
+            );
+        }
+        for (target, host, port) in lookups {
+            let token = n << TARGET_BITS | target.index();
+            let sent = self
+                .engine
+                .resolver()
+                .lookup(host, *port, token, &self.lookup_tx);
+            if let Err(e) = sent {
+                // Answers to the lookups already started find no entry and are dropped.
+                self.resolving().remove(&n);
+                return Err(unresolved(*target, Some(e)));
+            }
+        }
+        Ok(())
+    }
+
+    /// A registration whose destinations passed: admitted by the caps, paced, and its
+    /// login started. Its answer comes when the session is ready or fails.
+    fn start_login(
+        &self,
+        request: httpd::RequestId,
+        registration: Registration,
+    ) -> Result<(), ApiError> {
         let key = registration.dedup_key();
+        let account = registration.account_key();
+        let host = registration.host.clone();
         let id = self.new_id()?;
         let now_unix = unix_now();
         let push = PushSubscription::new(
@@ -369,52 +536,13 @@ impl State {
             registration.reconnect.clone(),
             now_unix,
         );
-        let spec = WatchSpec {
-            host: registration.host.clone(),
-            port: registration.port,
-            security: registration.security,
-            username: registration.username.clone(),
-            secret: registration.secret,
-            mailboxes: registration.mailboxes.clone(),
-            since: registration.since,
-        };
-        let options = WatchOptions {
-            filter: registration.filter,
-            preview: registration.preview,
-        };
         let mut registry = self.registry();
-        // The same account and device again replaces the earlier subscription, without a
-        // reconnect push: never two IMAP sessions for one key.
-        if let Some(old) = registry.remove_by_key(&key) {
-            self.journal.remove(&old.id);
-            self.unwatch(&old);
-            self.delivery.forget(&old.id);
-            if let Some((waiting, _)) = old.waiting {
-                let e = ApiError::new(409, "replaced", "replaced by a newer registration");
-                self.respond(waiting, e.to_response());
-            }
-        }
-        if registry.len() >= self.config.limits.sessions_max {
-            return Err(ApiError::new(503, "at_capacity", "this server is full"));
-        }
-        let host = registration.host.to_ascii_lowercase();
-        if registry.host_count(&host) >= self.config.limits.sessions_per_host_max {
-            self.counters
-                .host_cap_rejections
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::new(
-                503,
-                "at_capacity",
-                "this server holds as many sessions to that IMAP host as it may",
-            ));
-        }
-        if registry.pending() >= self.config.limits.pending_registrations_max {
-            return Err(ApiError::rate_limited(
-                5,
-                "too many registrations in progress",
-            ));
-        }
-        let wait = self.pace(&spec.host)?;
+        // A registration of a key that is live already does not end the live one here: it
+        // logs in beside it and replaces it only once ready (see `crate::replacement`).
+        self.admit(&registry, &key, &account, &host)?;
+        let wait = self.pace(&host)?;
+        let (mailboxes, since) = (registration.mailboxes.clone(), registration.since);
+        let (spec, options) = watch_spec(registration);
         let session = if wait.is_zero() {
             Some(self.engine.watch_with(spec, options).map_err(watch_error)?)
         } else {
@@ -434,9 +562,10 @@ impl State {
             host,
             session,
             key,
+            account,
             push,
-            mailboxes: registration.mailboxes,
-            since: registration.since,
+            mailboxes,
+            since,
             state: SubState::Pending,
             idle: false,
             notify: false,
@@ -444,8 +573,88 @@ impl State {
             last_new_mail: None,
             pushes_sent: 0,
             pushes_failed: 0,
-            waiting: Some((request.id, deadline)),
+            waiting: Some((request, deadline)),
         });
+        Ok(())
+    }
+
+    fn resolving(&self) -> MutexGuard<'_, HashMap<u64, Resolving>> {
+        self.resolving.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One lookup answered: the registration waits for the others, is refused, or starts
+    /// its login.
+    fn on_lookup(&self, lookup: engine::Lookup) {
+        let n = lookup.token >> TARGET_BITS;
+        let Some(target) = Target::from_index(lookup.token & TARGET_MASK) else {
+            return;
+        };
+        let allowed = |ip| self.config.allow_private_destinations || is_public(ip);
+        let done = {
+            let mut resolving = self.resolving();
+            let Some(entry) = resolving.get_mut(&n) else {
+                return; // refused already; this answer is of no use.
+            };
+            let result = lookup.result.as_deref().map_err(|e| *e);
+            match entry.checks.answer(target, result, allowed) {
+                Progress::Waiting => return,
+                Progress::Passed => resolving.remove(&n).map(|e| (e, None)),
+                Progress::Refused(r) => resolving.remove(&n).map(|e| (e, Some(r))),
+            }
+        };
+        let Some((entry, refusal)) = done else {
+            return;
+        };
+        let result = match refusal {
+            None => self.start_login(entry.request, entry.registration),
+            Some(refusal) => Err(refusal_error(refusal)),
+        };
+        if let Err(e) = result {
+            self.counters
+                .registrations_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            self.respond(entry.request, e.to_response());
+        }
+    }
+
+    /// The caps a registration must pass before any login: sessions in all, devices per
+    /// account, sessions per IMAP host, registrations in progress. A re-registration of a
+    /// key the registry holds replaces rather than adds, so only the last cap applies to it.
+    fn admit(
+        &self,
+        registry: &Registry,
+        key: &[u8; 32],
+        account: &[u8; 32],
+        host: &str,
+    ) -> Result<(), ApiError> {
+        let limits = &self.config.limits;
+        if registry.pending() >= limits.pending_registrations_max {
+            return Err(ApiError::rate_limited(
+                5,
+                "too many registrations in progress",
+            ));
+        }
+        if registry.holds_key(key) {
+            return Ok(());
+        }
+        if registry.keys() >= self.budget.sessions_capacity {
+            return Err(ApiError::new(ErrorCode::AtCapacity, "this server is full"));
+        }
+        if !registry.account_admits(account, key, limits.sessions_per_account_max) {
+            return Err(ApiError::new(
+                ErrorCode::TooManySessions,
+                "this account has as many sessions as it may",
+            ));
+        }
+        if registry.host_count(host) >= limits.sessions_per_host_max {
+            self.counters
+                .host_cap_rejections
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::new(
+                ErrorCode::AtCapacity,
+                "this server holds as many sessions to that IMAP host as it may",
+            ));
+        }
         Ok(())
     }
 
@@ -514,7 +723,7 @@ impl State {
         let mut bytes = [0u8; 16];
         self.rng
             .fill(&mut bytes)
-            .map_err(|_| ApiError::new(500, "internal", "no randomness"))?;
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "no randomness"))?;
         Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
     }
 
@@ -540,7 +749,7 @@ impl State {
         self.unwatch(&sub);
         self.delivery.forget(&sub.id);
         if let Some((waiting, _)) = sub.waiting {
-            let e = ApiError::new(409, "deleted", "deleted before it was ready");
+            let e = ApiError::new(ErrorCode::Deleted, "deleted before it was ready");
             self.respond(waiting, e.to_response());
         }
         Ok(Response::empty(204))
@@ -551,10 +760,12 @@ impl State {
     fn core_loop(&self, stop: &AtomicBool) {
         let events = self.engine.events().clone();
         let reports = self.reports.clone();
+        let lookups = self.lookups.clone();
         while !stop.load(Ordering::Relaxed) {
             select! {
                 recv(events) -> event => if let Ok(event) = event { self.on_event(event) },
                 recv(reports) -> report => if let Ok(report) = report { self.on_report(report) },
+                recv(lookups) -> lookup => if let Ok(lookup) = lookup { self.on_lookup(lookup) },
                 default(CORE_TICK) => {}
             }
             self.start_paced_logins(Instant::now());
@@ -564,49 +775,7 @@ impl State {
 
     fn on_event(&self, event: Event) {
         match event {
-            Event::Ready { id, ready } => {
-                self.counters.logins_ok.fetch_add(1, Ordering::Relaxed);
-                let mut registry = self.registry();
-                let waiting = registry.take_waiting(id);
-                let Some(sub) = registry.by_session_mut(id) else {
-                    return;
-                };
-                sub.state = if ready.idle {
-                    SubState::Idle
-                } else {
-                    SubState::Polling
-                };
-                sub.idle = ready.idle;
-                sub.notify = ready.notify;
-                let Some(waiting) = waiting else {
-                    return;
-                };
-                let body = serde_json::json!({
-                    "id": sub.id,
-                    "state": sub.state.as_str(),
-                    "capabilities": {"idle": ready.idle, "notify": ready.notify},
-                    "mailboxes": sub.mailboxes,
-                });
-                let location = format!("/v1/subscriptions/{}", sub.id);
-                let created =
-                    Response::json(201, body.to_string()).with_header("location", location);
-                let responder = self.responder.get().cloned();
-                // Answer only once the subscription is durable: a crash after a 201 must
-                // still reach this app with a restart push.
-                self.journal.insert(
-                    &record_of(sub),
-                    Box::new(move |durable| {
-                        let response = if durable {
-                            created
-                        } else {
-                            ApiError::new(500, "internal", "the journal write failed").to_response()
-                        };
-                        if let Some(responder) = responder {
-                            responder.respond(waiting, response);
-                        }
-                    }),
-                );
-            }
+            Event::Ready { id, ready } => self.on_ready(id, ready),
             Event::Failed { id, reason } => {
                 let counter = match reason {
                     engine::EndReason::AuthRejected | engine::EndReason::AuthUnavailable => {
@@ -652,6 +821,82 @@ impl State {
         }
     }
 
+    /// A session is ready: its subscription takes its key over (ending the one it
+    /// replaces) or gives way to a newer one; then its registration gets its 201 once the
+    /// record is durable.
+    fn on_ready(&self, session: SessionId, ready: engine::Ready) {
+        self.counters.logins_ok.fetch_add(1, Ordering::Relaxed);
+        let mut registry = self.registry();
+        let Some(id) = registry.by_session_mut(session).map(|s| s.id.clone()) else {
+            return;
+        };
+        match registry.promote(&id) {
+            Promotion::Promoted { replaced } => {
+                // The replaced app registered again: it gets no reconnect push (its
+                // SessionLost finds nothing in the registry).
+                if let Some(old) = replaced.and_then(|old| registry.remove(&old)) {
+                    self.journal.remove(&old.id);
+                    self.unwatch(&old);
+                    self.delivery.forget(&old.id);
+                }
+            }
+            // `Unknown` would be a registry out of step with its key table: ending the
+            // session is the safe way out, since only one session per key may stay.
+            Promotion::Superseded | Promotion::Unknown => {
+                if let Some(sub) = registry.remove(&id) {
+                    self.unwatch(&sub);
+                    if let Some((waiting, _)) = sub.waiting {
+                        let e =
+                            ApiError::new(ErrorCode::Replaced, "replaced by a newer registration");
+                        self.respond(waiting, e.to_response());
+                    }
+                }
+                return;
+            }
+        }
+        let waiting = registry.take_waiting(session);
+        let Some(sub) = registry.by_id_mut(&id) else {
+            return;
+        };
+        sub.state = if ready.idle {
+            SubState::Idle
+        } else {
+            SubState::Polling
+        };
+        sub.idle = ready.idle;
+        sub.notify = ready.notify;
+        if let Some(waiting) = waiting {
+            self.answer_created(sub, &ready, waiting);
+        }
+    }
+
+    /// Journals `sub` and answers its registration 201 once the record is durable: a crash
+    /// after a 201 must still reach this app with a restart push.
+    fn answer_created(&self, sub: &Subscription, ready: &engine::Ready, waiting: httpd::RequestId) {
+        let body = serde_json::json!({
+            "id": sub.id,
+            "state": sub.state.as_str(),
+            "capabilities": {"idle": ready.idle, "notify": ready.notify},
+            "mailboxes": sub.mailboxes,
+        });
+        let location = format!("/v1/subscriptions/{}", sub.id);
+        let created = Response::json(201, body.to_string()).with_header("location", location);
+        let responder = self.responder.get().cloned();
+        self.journal.insert(
+            &record_of(sub),
+            Box::new(move |durable| {
+                let response = if durable {
+                    created
+                } else {
+                    ApiError::new(ErrorCode::Internal, "the journal write failed").to_response()
+                };
+                if let Some(responder) = responder {
+                    responder.respond(waiting, response);
+                }
+            }),
+        );
+    }
+
     fn on_report(&self, report: Report) {
         if let Some(id) = settled_reconnect(&report) {
             self.journal.remove(id);
@@ -684,8 +929,7 @@ impl State {
                 self.unwatch(&sub);
                 if let Some((waiting, _)) = sub.waiting {
                     let e = ApiError::new(
-                        504,
-                        "imap_timeout",
+                        ErrorCode::ImapTimeout,
                         "the IMAP session did not become ready in time",
                     );
                     self.respond(waiting, e.to_response());
@@ -743,6 +987,14 @@ impl State {
             out,
             "imap_push_sessions_lost_total {}",
             load(&c.sessions_lost)
+        );
+        let _ = writeln!(out, "# TYPE imap_push_descriptors_limit gauge");
+        let _ = writeln!(out, "imap_push_descriptors_limit {}", self.budget.nofile);
+        let _ = writeln!(out, "# TYPE imap_push_sessions_capacity gauge");
+        let _ = writeln!(
+            out,
+            "imap_push_sessions_capacity {}",
+            self.budget.sessions_capacity
         );
         let _ = writeln!(out, "# TYPE imap_push_reactor_loop_turns_total counter");
         let _ = writeln!(
@@ -803,6 +1055,80 @@ fn restart_pushes(delivery: &Delivery, journal: &Journal, leftovers: &[Record]) 
     }
 }
 
+/// What the engine needs of a registration; the secret moves into the spec.
+fn watch_spec(registration: Registration) -> (WatchSpec, WatchOptions) {
+    let spec = WatchSpec {
+        host: registration.host,
+        port: registration.port,
+        security: registration.security,
+        username: registration.username,
+        secret: registration.secret,
+        mailboxes: registration.mailboxes,
+        since: registration.since,
+    };
+    let options = WatchOptions {
+        filter: registration.filter,
+        preview: registration.preview,
+    };
+    (spec, options)
+}
+
+/// Bits of a lookup token that name the [`Target`]; the rest is the resolution number.
+const TARGET_BITS: u32 = 2;
+const TARGET_MASK: u64 = (1 << TARGET_BITS) - 1;
+
+/// A registration waiting for its lookups. Its secret is zeroized when it is dropped,
+/// whichever way it ends.
+struct Resolving {
+    request: httpd::RequestId,
+    registration: Registration,
+    checks: Checks,
+}
+
+/// How a failed lookup is answered: a name that does not resolve is the app's mistake
+/// (400 for an endpoint; for an IMAP host, unreachable as before), a slow or busy
+/// resolver is worth a retry.
+fn unresolved(target: Target, error: Option<engine::ResolveError>) -> ApiError {
+    use engine::ResolveError;
+    let what = match target {
+        Target::Imap => "the IMAP host",
+        Target::NewMail => "the new_mail endpoint's host",
+        Target::Reconnect => "the reconnect endpoint's host",
+    };
+    match (error, target) {
+        (Some(ResolveError::Busy), _) => ApiError::new(
+            ErrorCode::ResolverBusy,
+            "too many host name lookups are waiting",
+        ),
+        (Some(ResolveError::TimedOut), Target::Imap) => ApiError::new(
+            ErrorCode::ImapTimeout,
+            format!("{what} did not resolve in time"),
+        ),
+        (Some(ResolveError::TimedOut), _) => ApiError::new(
+            ErrorCode::ResolverBusy,
+            format!("{what} did not resolve in time"),
+        ),
+        (_, Target::Imap) => ApiError::new(
+            ErrorCode::ImapUnreachable,
+            format!("{what} name did not resolve"),
+        ),
+        (_, _) => ApiError::bad_request(target.field(), format!("{what} name did not resolve")),
+    }
+}
+
+fn refusal_error(refusal: Refusal<engine::ResolveError>) -> ApiError {
+    match refusal {
+        Refusal::Forbidden(target) => ApiError::new(
+            ErrorCode::ForbiddenDestination,
+            format!(
+                "{} resolves to an address that is not public",
+                target.field()
+            ),
+        ),
+        Refusal::Unresolved(target, error) => unresolved(target, error),
+    }
+}
+
 /// A login waiting for its turn at its IMAP host.
 struct PacedLogin {
     due: Instant,
@@ -813,12 +1139,12 @@ struct PacedLogin {
 
 fn watch_error(e: WatchError) -> ApiError {
     match e {
-        WatchError::AtCapacity => ApiError::new(503, "at_capacity", "this server is full"),
-        WatchError::ShuttingDown => ApiError::new(503, "shutting_down", "shutting down"),
+        WatchError::AtCapacity => ApiError::new(ErrorCode::AtCapacity, "this server is full"),
+        WatchError::ShuttingDown => ApiError::new(ErrorCode::ShuttingDown, "shutting down"),
         WatchError::Spec(e) => ApiError::bad_request("imap", e.to_string()),
     }
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(404, "not_found", "no such subscription")
+    ApiError::new(ErrorCode::NotFound, "no such subscription")
 }

@@ -11,10 +11,14 @@ use serde::Deserialize;
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:8080";
 /// Default data directory, beside the working directory.
 pub const DATA_DIR_DEFAULT: &str = "./data";
+/// Default for [`LimitsConfig::sessions_per_account_max`]: Dovecot's default cap of
+/// connections per user and address.
+pub const SESSIONS_PER_ACCOUNT_MAX_DEFAULT: usize = 10;
 /// How long a registration may wait for its IMAP session to become idle.
 pub const REGISTER_TIMEOUT_SECS_DEFAULT: u64 = 30;
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// `Debug` is written by hand: it never shows `api_token`.
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -70,7 +74,9 @@ pub struct LimitsConfig {
     pub headers_max: usize,
     /// Largest request head.
     pub header_bytes_max: usize,
-    /// Most subscriptions (IMAP sessions) at once: 503 at_capacity past it.
+    /// Most subscriptions (IMAP sessions) at once: 503 at_capacity past it. The server
+    /// takes fewer if the descriptor limit allows fewer ([`crate::fd_budget`]); it prints
+    /// the capacity at start and exports it as `imap_push_sessions_capacity`.
     pub sessions_max: usize,
     /// Registrations per client IP per minute: 429 rate_limited past it.
     pub registrations_per_minute_per_ip: u32,
@@ -78,6 +84,10 @@ pub struct LimitsConfig {
     pub pending_registrations_max: usize,
     /// Sessions to one IMAP host at once: 503 at_capacity past it.
     pub sessions_per_host_max: usize,
+    /// Devices (registration keys) of one account, the normalised (host, port, username),
+    /// live or logging in: 409 too_many_sessions past it, before any login. Providers cap
+    /// the connections of one mailbox (Dovecot 10 per user and address, Gmail 15).
+    pub sessions_per_account_max: usize,
     /// Logins started per IMAP host per second (bursts of as many are allowed).
     pub logins_per_second_per_host: u32,
     /// How long a registration may wait for its login turn: 429 with Retry-After past it.
@@ -94,6 +104,7 @@ impl Default for LimitsConfig {
             registrations_per_minute_per_ip: 120,
             pending_registrations_max: 10_000,
             sessions_per_host_max: 250_000,
+            sessions_per_account_max: SESSIONS_PER_ACCOUNT_MAX_DEFAULT,
             logins_per_second_per_host: 20,
             login_queue_secs: 10,
         }
@@ -122,6 +133,53 @@ impl Default for Config {
             tls: None,
             limits: LimitsConfig::default(),
         }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured without `..`: a new field must be placed here, and so be judged
+        // secret or not, before this compiles.
+        let Config {
+            listen,
+            data_dir,
+            reactor_threads,
+            sender_threads,
+            idle_refresh_secs,
+            poll_interval_secs,
+            allow_private_destinations,
+            allow_http_endpoints,
+            allow_plain_imap,
+            imap_bind_addresses,
+            imap_extra_ca_file,
+            vapid_subject,
+            coalesce_window_ms,
+            register_timeout_secs,
+            shutdown_grace_secs,
+            api_token,
+            tls,
+            limits,
+        } = self;
+        f.debug_struct("Config")
+            .field("listen", listen)
+            .field("data_dir", data_dir)
+            .field("reactor_threads", reactor_threads)
+            .field("sender_threads", sender_threads)
+            .field("idle_refresh_secs", idle_refresh_secs)
+            .field("poll_interval_secs", poll_interval_secs)
+            .field("allow_private_destinations", allow_private_destinations)
+            .field("allow_http_endpoints", allow_http_endpoints)
+            .field("allow_plain_imap", allow_plain_imap)
+            .field("imap_bind_addresses", imap_bind_addresses)
+            .field("imap_extra_ca_file", imap_extra_ca_file)
+            .field("vapid_subject", vapid_subject)
+            .field("coalesce_window_ms", coalesce_window_ms)
+            .field("register_timeout_secs", register_timeout_secs)
+            .field("shutdown_grace_secs", shutdown_grace_secs)
+            .field("api_token", &api_token.as_ref().map(|_| "<redacted>"))
+            .field("tls", tls)
+            .field("limits", limits)
+            .finish()
     }
 }
 

@@ -132,8 +132,9 @@ pub struct Journal {
 impl Journal {
     /// Opens (or creates) the journal at `path` and returns what the previous run left.
     pub fn open(path: &Path) -> Result<(Journal, Vec<Record>), JournalError> {
+        // The file exists, owner-only, before redb opens it.
+        drop(open_private(path).map_err(|e| JournalError::Open(e.to_string()))?);
         let db = Database::create(path).map_err(|e| JournalError::Open(e.to_string()))?;
-        restrict_permissions(path);
         let leftovers = read_all(&db)?;
         let (ops, rx) = crossbeam_channel::unbounded();
         let stats = std::sync::Arc::new(JournalStats::default());
@@ -191,10 +192,23 @@ impl Drop for Journal {
     }
 }
 
-fn restrict_permissions(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    // Push keys are in there: owner only.
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+/// Opens the journal file, creating it owner-only (0600) from the first instant: push
+/// keys and endpoints are in there, and a file created with the umask's mode and
+/// restricted afterwards could be opened by anyone in between. A file left by an older
+/// version with a wider mode is restricted too.
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
 }
 
 fn read_all(db: &Database) -> Result<Vec<Record>, JournalError> {

@@ -3,15 +3,20 @@
 //! What it never does: log, store or echo a password, OAuth2 token, push key or full
 //! endpoint URL; follow a redirect; hold more than one IMAP session per subscription.
 
+pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod config;
 pub mod delivery;
 pub mod destination;
+pub mod error_code;
+pub mod fd_budget;
 pub mod journal;
 pub mod pacer;
 pub mod ratelimit;
 pub mod registry;
+pub mod replacement;
+pub mod resolution;
 
 pub use app::App;
 pub use config::Config;

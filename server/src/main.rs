@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use imap_push_proxy::{App, Config};
+use imap_push_proxy::{fd_budget, App, Config};
 
 const USAGE: &str = "\
 imap-push-proxy: IMAP IDLE to Web Push
@@ -71,7 +71,21 @@ fn serve(args: &[String]) -> Result<(), String> {
     config.validate().map_err(|e| e.to_string())?;
     // Signals are taken by this thread alone: every thread started below inherits the mask.
     let signals = block_termination_signals()?;
+    // Descriptors are the ceiling of sessions: take all the hard limit allows.
+    match fd_budget::raise_nofile_limit() {
+        Ok((before, after)) if before != after => {
+            eprintln!("imap-push-proxy: descriptor limit raised from {before} to {after}")
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("imap-push-proxy: descriptor limit not raised: {e}"),
+    }
     let app = App::start(config).map_err(|e| e.to_string())?;
+    if let Some(budget) = app.budget() {
+        eprintln!(
+            "imap-push-proxy: descriptor limit {}, session capacity {}, API connections {}",
+            budget.nofile, budget.sessions_capacity, budget.api_connections
+        );
+    }
     eprintln!("imap-push-proxy: listening on http://{}", app.local_addr());
     let signal = wait_for(&signals);
     eprintln!("imap-push-proxy: signal {signal}, shutting down");

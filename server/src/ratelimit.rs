@@ -1,4 +1,8 @@
-//! Registrations per client IP: a token bucket each, in a bounded table.
+//! Registrations per client: a token bucket each, in a bounded table.
+//!
+//! A client is an IPv4 address or an IPv6 /64 ([`client_key`]): one IPv6 host is
+//! routinely given a whole /64 (2^64 addresses), so keying on the full address would
+//! give it as many buckets.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -6,6 +10,23 @@ use std::time::{Duration, Instant};
 
 /// Most client addresses tracked; past it, buckets that are full again are dropped.
 pub const CLIENTS_MAX: usize = 100_000;
+/// The prefix length under which IPv6 addresses are one client.
+pub const IPV6_CLIENT_PREFIX_LEN: u32 = 64;
+
+/// The identity limits apply to: an IPv4 address as is (also when IPv4-mapped), an IPv6
+/// address reduced to its /64.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mask = u128::MAX << (128 - IPV6_CLIENT_PREFIX_LEN);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        },
+    }
+}
 
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -27,8 +48,10 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for `ip`, or says how long until one is free.
+    /// Takes one token for `ip`'s client ([`client_key`]), or says how long until one is
+    /// free.
     pub fn check(&mut self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let ip = client_key(ip);
         let capacity = f64::from(self.per_minute);
         let rate = capacity / 60.0;
         if self.buckets.len() >= CLIENTS_MAX && !self.buckets.contains_key(&ip) {
@@ -71,5 +94,29 @@ mod tests {
         limiter.check(ip, t0 + Duration::from_secs(1)).unwrap();
         // Other clients are not affected.
         limiter.check("192.0.2.2".parse().unwrap(), t0).unwrap();
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_client() {
+        let mut limiter = RateLimiter::new(1);
+        let t0 = Instant::now();
+        limiter.check("2a00:1:2:3::1".parse().unwrap(), t0).unwrap();
+        let same_64 = "2a00:1:2:3:ffff:ffff:ffff:ffff".parse().unwrap();
+        assert!(limiter.check(same_64, t0).is_err());
+        limiter.check("2a00:1:2:4::1".parse().unwrap(), t0).unwrap();
+        // IPv4-mapped is the IPv4 client.
+        limiter.check("192.0.2.9".parse().unwrap(), t0).unwrap();
+        assert!(limiter
+            .check("::ffff:192.0.2.9".parse().unwrap(), t0)
+            .is_err());
+    }
+
+    #[test]
+    fn client_keys() {
+        let key = |s: &str| client_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("2a00:1:2:3:4:5:6:7"), "2a00:1:2:3::");
+        assert_eq!(key("::ffff:10.1.2.3"), "10.1.2.3");
+        assert_eq!(key("10.1.2.3"), "10.1.2.3");
+        assert_eq!(key("::1"), "::");
     }
 }

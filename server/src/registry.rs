@@ -1,5 +1,9 @@
 //! The live subscriptions, by public id, by engine session and by dedup key.
 //! Holds no credential: those went to the engine and are gone.
+//!
+//! The rules it keeps are in modules of their own: who holds a key
+//! ([`crate::replacement`]) and how many keys an account has ([`crate::accounts`]).
+//! The registry keeps them in step with the subscriptions it holds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,7 +11,16 @@ use std::time::Instant;
 
 use engine::{SessionId, Since};
 
+use crate::accounts::AccountCounter;
 use crate::delivery::PushSubscription;
+use crate::replacement::{Promotion, Replacements};
+
+/// A registration key: SHA-256 of (host, port, username, device_id), see
+/// [`crate::api::Registration::dedup_key`].
+pub type Key = [u8; 32];
+/// An account: SHA-256 of the normalised (host, port, username), see
+/// [`crate::api::Registration::account_key`].
+pub type Account = [u8; 32];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -32,11 +45,13 @@ impl State {
 #[derive(Debug)]
 pub struct Subscription {
     pub id: String,
-    /// The IMAP host, lower-cased: sessions per host are capped.
+    /// The IMAP host in its normal form ([`crate::destination::normalize_host`]): sessions
+    /// per host are capped and logins paced on it.
     pub host: String,
     /// The engine session; `None` while the login waits for its turn (login pacing).
     pub session: Option<SessionId>,
-    pub key: [u8; 32],
+    pub key: Key,
+    pub account: Account,
     pub push: Arc<PushSubscription>,
     pub mailboxes: Vec<String>,
     pub since: Option<Since>,
@@ -56,7 +71,10 @@ pub struct Subscription {
 pub struct Registry {
     by_id: HashMap<String, Subscription>,
     by_session: HashMap<SessionId, String>,
-    by_key: HashMap<[u8; 32], String>,
+    /// The live subscription and the candidates of each key.
+    keys: Replacements<Key, String>,
+    /// Keys (devices) per account, live or logging in.
+    accounts: AccountCounter<Account, Key>,
     per_host: HashMap<String, usize>,
     /// Deadlines of the registrations still waiting for their session: kept apart so
     /// neither the deadline check nor the pending count walks every subscription.
@@ -84,7 +102,8 @@ impl Registry {
         if let Some(session) = sub.session {
             self.by_session.insert(session, sub.id.clone());
         }
-        self.by_key.insert(sub.key, sub.id.clone());
+        self.keys.begin(sub.key, sub.id.clone());
+        self.accounts.add(sub.account, sub.key);
         *self.per_host.entry(sub.host.clone()).or_default() += 1;
         if let Some((_, deadline)) = sub.waiting {
             self.waiting.insert(sub.id.clone(), deadline);
@@ -116,9 +135,8 @@ impl Registry {
         if let Some(session) = sub.session {
             self.by_session.remove(&session);
         }
-        if self.by_key.get(&sub.key).is_some_and(|k| k == id) {
-            self.by_key.remove(&sub.key);
-        }
+        self.keys.forget(&sub.key, &sub.id);
+        self.accounts.remove(&sub.account, &sub.key);
         if let Some(n) = self.per_host.get_mut(&sub.host) {
             *n -= 1;
             if *n == 0 {
@@ -141,9 +159,31 @@ impl Registry {
         self.remove(&id)
     }
 
-    pub fn remove_by_key(&mut self, key: &[u8; 32]) -> Option<Subscription> {
-        let id = self.by_key.get(key)?.clone();
-        self.remove(&id)
+    /// Subscription `id`'s session is ready: it takes its key over, or gives way to a newer
+    /// registration of the key (see [`crate::replacement`]).
+    pub fn promote(&mut self, id: &str) -> Promotion<String> {
+        match self.by_id.get(id) {
+            Some(sub) => self.keys.ready(&sub.key, &id.to_owned()),
+            None => Promotion::Unknown,
+        }
+    }
+
+    /// True if `key` has a live subscription or one logging in: a registration of it
+    /// replaces rather than adds.
+    pub fn holds_key(&self, key: &Key) -> bool {
+        self.keys.contains(key)
+    }
+
+    /// Keys with a live subscription or one logging in: the sessions as apps see them
+    /// (a replacement in progress briefly holds two for one key).
+    pub fn keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True if a registration of `key` under `account` may go ahead with at most `max`
+    /// devices per account (see [`crate::accounts`]).
+    pub fn account_admits(&self, account: &Account, key: &Key, max: usize) -> bool {
+        self.accounts.admits(account, key, max)
     }
 
     /// Registrations whose deadline has passed.

@@ -512,6 +512,8 @@ fn logins_to_one_host_are_paced_and_the_overflow_told_when_to_return() {
     let mut cfg = config(&dir, Some(&dovecot));
     cfg.limits.logins_per_second_per_host = 4;
     cfg.limits.login_queue_secs = 1;
+    // Twelve devices of one account: this test is about pacing, not the account cap.
+    cfg.limits.sessions_per_account_max = 12;
     let app = App::start(cfg).unwrap();
     let addr = app.local_addr();
     let started = Instant::now();

@@ -150,6 +150,8 @@ allow_plain_imap = true
 registrations_per_minute_per_ip = 1000000
 # This test is about restarts, not about pacing logins.
 logins_per_second_per_host = 1000000
+# ...nor about the cap of devices per account (every subscription is alice's).
+sessions_per_account_max = 1000000
 "#,
         dir.join("data").display()
     );

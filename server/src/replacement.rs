@@ -1,0 +1,209 @@
+//! Replace only after the new session is ready: the rule that keeps a re-registration from
+//! switching off someone else's notifications.
+//!
+//! A registration names a key (account and device). Knowing a key proves nothing; a login
+//! that succeeded does. So a registration of a key that is already live starts as a
+//! *candidate* beside the live subscription, and only when the candidate's session is
+//! ready does it take the key over. A candidate that fails leaves the live one untouched.
+//!
+//! Candidates of one key may log in at the same time. Arrival order decides between them:
+//! a ready candidate replaces the live subscription only if it arrived later, otherwise it
+//! is itself superseded. Whatever the order of the logins, one subscription per key
+//! remains, and it is the newest one that logged in.
+//!
+//! Pure bookkeeping: no clock, no I/O. The caller ends the sessions this module names.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+/// The live subscription and the candidates of every key.
+#[derive(Debug)]
+pub struct Replacements<K, I> {
+    keys: HashMap<K, Slot<I>>,
+    /// Arrival order of registrations; never reused.
+    next_arrival: u64,
+}
+
+#[derive(Debug)]
+struct Slot<I> {
+    live: Option<(u64, I)>,
+    candidates: Vec<(u64, I)>,
+}
+
+/// What a candidate's readiness means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Promotion<I> {
+    /// The candidate is the key's live subscription now. `replaced` is the one it replaces,
+    /// which the caller MUST end (without a reconnect push: its app registered again).
+    Promoted { replaced: Option<I> },
+    /// A newer registration of the key is live already: the caller MUST end this candidate.
+    Superseded,
+    /// The id is no candidate of this key (it was deleted or ended meanwhile).
+    Unknown,
+}
+
+impl<K: Hash + Eq + Clone, I: PartialEq> Default for Replacements<K, I> {
+    fn default() -> Self {
+        Replacements {
+            keys: HashMap::new(),
+            next_arrival: 0,
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, I: PartialEq> Replacements<K, I> {
+    /// A registration of `key` starts logging in as `id`.
+    pub fn begin(&mut self, key: K, id: I) {
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        let slot = self.keys.entry(key).or_insert(Slot {
+            live: None,
+            candidates: Vec::new(),
+        });
+        slot.candidates.push((arrival, id));
+    }
+
+    /// Candidate `id` of `key` has a ready session.
+    pub fn ready(&mut self, key: &K, id: &I) -> Promotion<I> {
+        let Some(slot) = self.keys.get_mut(key) else {
+            return Promotion::Unknown;
+        };
+        let Some(at) = slot.candidates.iter().position(|(_, c)| c == id) else {
+            return Promotion::Unknown;
+        };
+        let candidate = slot.candidates.swap_remove(at);
+        if slot
+            .live
+            .as_ref()
+            .is_some_and(|(live, _)| *live > candidate.0)
+        {
+            self.drop_if_empty(key);
+            return Promotion::Superseded;
+        }
+        let replaced = slot.live.replace(candidate).map(|(_, old)| old);
+        Promotion::Promoted { replaced }
+    }
+
+    /// `id` (live or candidate) is gone: deleted, failed, timed out or lost. Unknown ids
+    /// are ignored, so callers may forget an id twice.
+    pub fn forget(&mut self, key: &K, id: &I) {
+        let Some(slot) = self.keys.get_mut(key) else {
+            return;
+        };
+        if slot.live.as_ref().is_some_and(|(_, live)| live == id) {
+            slot.live = None;
+        }
+        slot.candidates.retain(|(_, c)| c != id);
+        self.drop_if_empty(key);
+    }
+
+    /// The live subscription of `key`.
+    pub fn live(&self, key: &K) -> Option<&I> {
+        self.keys.get(key)?.live.as_ref().map(|(_, id)| id)
+    }
+
+    /// True if `key` has a live subscription or a candidate: a registration of it replaces
+    /// rather than adds.
+    pub fn contains(&self, key: &K) -> bool {
+        self.keys.contains_key(key)
+    }
+
+    /// Keys with a live subscription or a candidate.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn drop_if_empty(&mut self, key: &K) {
+        let empty = self
+            .keys
+            .get(key)
+            .is_some_and(|s| s.live.is_none() && s.candidates.is_empty());
+        if empty {
+            self.keys.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Only the public API: the sans-IO core of the next issue calls exactly this.
+    use super::{Promotion, Replacements};
+
+    #[test]
+    fn a_failed_candidate_leaves_the_live_one_alone() {
+        let mut r = Replacements::default();
+        r.begin("k", "victim");
+        assert_eq!(
+            r.ready(&"k", &"victim"),
+            Promotion::Promoted { replaced: None }
+        );
+        r.begin("k", "attacker");
+        // The attacker's login fails.
+        r.forget(&"k", &"attacker");
+        assert_eq!(r.live(&"k"), Some(&"victim"));
+        assert!(r.contains(&"k"));
+    }
+
+    #[test]
+    fn a_ready_candidate_replaces_the_live_one() {
+        let mut r = Replacements::default();
+        r.begin("k", 1);
+        assert_eq!(r.ready(&"k", &1), Promotion::Promoted { replaced: None });
+        r.begin("k", 2);
+        assert_eq!(r.live(&"k"), Some(&1), "still 1 while 2 logs in");
+        assert_eq!(r.ready(&"k", &2), Promotion::Promoted { replaced: Some(1) });
+        assert_eq!(r.live(&"k"), Some(&2));
+        // The replaced one's end is no news.
+        r.forget(&"k", &1);
+        assert_eq!(r.live(&"k"), Some(&2));
+    }
+
+    #[test]
+    fn concurrent_candidates_leave_the_newest_whatever_the_order() {
+        for newest_first in [false, true] {
+            let mut r = Replacements::default();
+            r.begin("k", "older");
+            r.begin("k", "newer");
+            let (first, second) = if newest_first {
+                ("newer", "older")
+            } else {
+                ("older", "newer")
+            };
+            assert_eq!(
+                r.ready(&"k", &first),
+                Promotion::Promoted { replaced: None }
+            );
+            let expected = if newest_first {
+                Promotion::Superseded
+            } else {
+                Promotion::Promoted {
+                    replaced: Some("older"),
+                }
+            };
+            assert_eq!(r.ready(&"k", &second), expected);
+            assert_eq!(r.live(&"k"), Some(&"newer"));
+            assert_eq!(r.len(), 1);
+        }
+    }
+
+    #[test]
+    fn forgotten_ids_are_unknown_and_keys_are_dropped() {
+        let mut r: Replacements<&str, u32> = Replacements::default();
+        r.begin("k", 1);
+        r.forget(&"k", &1);
+        assert_eq!(r.ready(&"k", &1), Promotion::Unknown);
+        assert!(!r.contains(&"k") && r.is_empty());
+        r.begin("k", 2);
+        r.begin("other", 3);
+        assert_eq!(r.ready(&"other", &2), Promotion::Unknown, "keys do not mix");
+        assert_eq!(r.ready(&"k", &2), Promotion::Promoted { replaced: None });
+        r.forget(&"k", &2);
+        assert_eq!(r.live(&"k"), None);
+        assert_eq!(r.len(), 1);
+    }
+}
