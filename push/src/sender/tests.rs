@@ -370,3 +370,36 @@ fn refused_addresses_are_never_connected_to() {
 fn sender_allowing_all() -> Sender {
     sender().with_address_filter(std::sync::Arc::new(|_| true))
 }
+
+/// A filter with the hole issue 9 found: it judges an IPv6 address as written, so an
+/// IPv4-mapped spelling of a local address passes it.
+fn filter_judging_v6_as_written() -> AddressFilter {
+    std::sync::Arc::new(|ip| match ip {
+        std::net::IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_unspecified(),
+        std::net::IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unspecified(),
+    })
+}
+
+#[test]
+fn mapped_spellings_of_local_addresses_are_never_connected_to() {
+    let server = TestServer::start();
+    let port = server.addr.port();
+    let sender = sender().with_address_filter(filter_judging_v6_as_written());
+    // Linux connects `::ffff:0.0.0.0` (and `0.0.0.0`) to the local host.
+    for host in ["[::ffff:0.0.0.0]", "[::ffff:127.0.0.1]"] {
+        let url = format!("http://{host}:{port}/201");
+        let target = PushTarget::web_push_unencrypted(&url).unwrap();
+        let outcome = sender.send(&target, &new_mail(b"{}", None), NOW);
+        assert_eq!(
+            outcome,
+            Outcome::Unsendable(Unsendable::ForbiddenDestination),
+            "{url}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        server.connections(),
+        0,
+        "no connection reached the listener"
+    );
+}
