@@ -109,6 +109,7 @@ impl App {
             DeliveryConfig {
                 threads: config.sender_threads,
                 coalesce_window: Duration::from_millis(config.coalesce_window_ms),
+                permits_per_origin: config.limits.push_permits_per_origin,
                 ..DeliveryConfig::default()
             },
             Arc::new(sender),

@@ -24,9 +24,10 @@
 //!    [`Delivery::reconnect`] and [`Delivery::forget`]. The first two take a
 //!    queue permit first and block while `queue_max` jobs are outstanding.
 //! 2. One scheduler thread owns all state: a slot per subscription (the
-//!    coalescing state), per-origin `Retry-After` holds, the ready queues
-//!    (reconnect before new mail) and a timer heap. It hands a job to a
-//!    worker only when a worker is idle, so priority holds up to the wire.
+//!    coalescing state), per-endpoint `Retry-After` holds, the ready queues
+//!    (per origin, under a per-origin cap, reconnect before new mail; see
+//!    [`origins`]) and a timer heap. It hands a job to a worker only when a
+//!    worker is idle, so priority holds up to the wire.
 //! 3. `threads` workers call [`push::Sender::send`] and hand the outcome
 //!    back to the scheduler, which decides: done, retry later, shrink, or
 //!    give up.
@@ -38,7 +39,7 @@
 //! | 2xx                      | done, [`Report::Delivered`]                             |
 //! | 404, 410                 | [`Report::Gone`]; pending new mail for it is dropped    |
 //! | 413 (or payload too big) | once more with [`minimal_payload`], then failed         |
-//! | 429                      | hold the endpoint's origin for `Retry-After`; retry     |
+//! | 429                      | hold that endpoint for `Retry-After`; retry             |
 //! | 5xx, network error       | retry with [`push::Backoff`] within the retry budget    |
 //! | 3xx                      | failed (counted as `redirect` too), never followed      |
 //! | other 4xx, unsendable    | failed                                                  |
@@ -50,6 +51,20 @@
 //! subscription has at most one new-mail push in flight and one pending.
 //! Reconnect pushes are never merged or dropped, and they drop the
 //! subscription's pending new mail (the IMAP session it described is gone).
+//!
+//! # Isolation
+//!
+//! One slow or hostile push service must not delay another's pushes. No origin
+//! (scheme, host, port of the endpoint) has more than
+//! [`DeliveryConfig::permits_per_origin`] requests in flight, and never every
+//! worker: the jobs past its cap wait in its queue without a worker, and the
+//! origins take turns. With the push crate's short connect and response
+//! timeouts, a tarpit holds its few workers for seconds at most per attempt,
+//! while the other workers serve everyone else at once. A 429 holds only the
+//! endpoint that answered it (the UnifiedPush server rules treat 429 per
+//! endpoint): one endpoint cannot pause every user of a shared push service.
+
+mod origins;
 
 use crossbeam_channel::{never, select, Receiver, Sender};
 use engine::Preview;
@@ -57,12 +72,17 @@ use hdrhistogram::Histogram;
 use push::{message, Backoff, Kind, Notification, Outcome, Protocol, PushTarget, Topic};
 use ring::rand::{SecureRandom as _, SystemRandom};
 use std::cmp::{Ordering as CmpOrdering, Reverse};
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use origins::{Class, OriginQueues};
+
+/// [`DeliveryConfig::permits_per_origin`] by default: half of the default 8 workers.
+pub const PERMITS_PER_ORIGIN_DEFAULT: usize = 4;
 
 /// Pool settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +100,10 @@ pub struct DeliveryConfig {
     /// No retry starts later than this after a job's first attempt. The
     /// effective budget is the smaller of this and `backoff.give_up_after`.
     pub retry_budget: Duration,
+    /// Requests in flight to one origin at most. The cap in force is the smaller of
+    /// this and `threads - 1` (at least 1), so that with two workers or more one
+    /// origin never holds them all.
+    pub permits_per_origin: usize,
 }
 
 impl Default for DeliveryConfig {
@@ -90,6 +114,7 @@ impl Default for DeliveryConfig {
             queue_max: 100_000,
             backoff: Backoff::default(),
             retry_budget: Duration::from_secs(600),
+            permits_per_origin: PERMITS_PER_ORIGIN_DEFAULT,
         }
     }
 }
@@ -508,6 +533,12 @@ impl Drop for Delivery {
     fn drop(&mut self) {
         self.stop(Duration::ZERO);
     }
+}
+
+/// The per-origin cap in force: `permits`, but below `threads` when there are two
+/// workers or more, so one origin never holds every worker.
+fn origin_cap(permits: usize, threads: usize) -> usize {
+    permits.min(threads.saturating_sub(1)).max(1)
 }
 
 /// How long shutdown waits for idle workers to notice the closed channel.
@@ -1063,29 +1094,42 @@ impl Ord for Timer {
     }
 }
 
-/// Per-origin `Retry-After`: no request to the origin before the instant.
+/// Per-endpoint `Retry-After`: no request to the endpoint before the instant.
 #[derive(Default)]
-struct Holds(HashMap<String, Instant>);
+struct Holds {
+    until: HashMap<String, Instant>,
+    /// Entries after the last pruning; the map is pruned when it doubles, so pruning
+    /// costs O(1) per hold on average however many endpoints are held.
+    pruned_len: usize,
+}
 
 impl Holds {
-    fn until(&mut self, origin: &str, now: Instant) -> Option<Instant> {
-        match self.0.get(origin) {
+    fn until(&mut self, endpoint: &str, now: Instant) -> Option<Instant> {
+        match self.until.get(endpoint) {
             Some(&until) if until > now => Some(until),
             Some(_) => {
-                self.0.remove(origin);
+                self.until.remove(endpoint);
                 None
             }
             None => None,
         }
     }
 
-    fn hold(&mut self, origin: &str, until: Instant, now: Instant) {
-        // Push services are few; pruning here keeps the map to the ones
-        // currently rate-limiting us.
-        self.0.retain(|_, u| *u > now);
-        let entry = self.0.entry(origin.to_owned()).or_insert(until);
+    fn hold(&mut self, endpoint: &str, until: Instant, now: Instant) {
+        if self.until.len() >= 2 * self.pruned_len.max(8) {
+            self.until.retain(|_, u| *u > now);
+            self.pruned_len = self.until.len();
+        }
+        let entry = self.until.entry(endpoint.to_owned()).or_insert(until);
         *entry = (*entry).max(until);
     }
+}
+
+/// Work waiting for a worker, in its origin's queue.
+enum Ready {
+    Reconnect(Job),
+    /// The subscription whose pending new mail is due.
+    NewMail(String),
 }
 
 struct Scheduler {
@@ -1093,9 +1137,7 @@ struct Scheduler {
     backoff: Backoff,
     slots: HashMap<String, Slot>,
     holds: Holds,
-    ready_reconnect: VecDeque<Job>,
-    /// Subscription ids whose pending new mail is due.
-    ready_new_mail: VecDeque<String>,
+    ready: OriginQueues<Ready>,
     timers: BinaryHeap<Reverse<Timer>>,
     idle_workers: usize,
     /// Feeds job ids, slot epochs and timer sequence numbers.
@@ -1126,8 +1168,7 @@ impl Scheduler {
             },
             slots: HashMap::new(),
             holds: Holds::default(),
-            ready_reconnect: VecDeque::new(),
-            ready_new_mail: VecDeque::new(),
+            ready: OriginQueues::new(origin_cap(config.permits_per_origin, threads)),
             timers: BinaryHeap::new(),
             idle_workers: threads,
             next_seq: 1,
@@ -1215,7 +1256,7 @@ impl Scheduler {
             Command::Reconnect { sub, reason } => {
                 self.drop_pending(&sub.id, false);
                 let job = Job::new(sub, What::Reconnect { reason }, 0);
-                self.ready_reconnect.push_back(job);
+                self.queue_reconnect(job, false);
             }
             Command::Forget { subscription } => self.drop_pending(&subscription, true),
             Command::Shutdown { deadline } => self.begin_shutdown(deadline, now),
@@ -1273,9 +1314,11 @@ impl Scheduler {
         };
         match slot.due(flushing) {
             Some(due) if due <= now => {
-                if !slot.queued {
+                if let (false, Some(pending)) = (slot.queued, &slot.pending) {
                     slot.queued = true;
-                    self.ready_new_mail.push_back(id.to_owned());
+                    let origin = pending.job.target().origin().to_owned();
+                    let ready = Ready::NewMail(id.to_owned());
+                    self.ready.push_back(&origin, Class::NewMail, ready);
                 }
             }
             Some(due) => self.push_timer(due, TimerWhat::Slot(id.to_owned())),
@@ -1302,65 +1345,79 @@ impl Scheduler {
             };
             match timer.what {
                 TimerWhat::Slot(id) => self.poll_slot(&id, now),
-                TimerWhat::Reconnect(job) => self.ready_reconnect.push_back(job),
+                TimerWhat::Reconnect(job) => self.queue_reconnect(job, false),
             }
         }
     }
 
-    /// Hands ready jobs to idle workers, reconnect pushes first.
+    /// Hands ready jobs to idle workers: reconnect pushes first, origins in turn,
+    /// none past its origin's cap.
     fn dispatch(&mut self, now: Instant) {
         while self.idle_workers > 0 {
-            let next = match self.next_reconnect(now) {
-                Some(job) => Some(job),
-                None => self.next_new_mail(now),
-            };
-            let Some(mut job) = next else {
+            let Some((origin, ready)) = self.ready.pop() else {
                 return;
+            };
+            let job = match ready {
+                Ready::Reconnect(job) => self.unheld(job, now),
+                Ready::NewMail(id) => self.next_new_mail(&id, now),
+            };
+            let Some(mut job) = job else {
+                // Nothing to send after all: the permit goes back at once.
+                self.ready.release(&origin);
+                continue;
             };
             job.first_attempt_at.get_or_insert(now);
             // Cannot block: fewer jobs are in the channel than idle workers.
             if self.work.send(job).is_err() {
+                self.ready.release(&origin);
                 return;
             }
             self.idle_workers -= 1;
         }
     }
 
-    fn next_reconnect(&mut self, now: Instant) -> Option<Job> {
-        while let Some(job) = self.ready_reconnect.pop_front() {
-            match self.holds.until(job.target().origin(), now) {
-                Some(until) => self.push_timer(until, TimerWhat::Reconnect(job)),
-                None => return Some(job),
-            }
+    fn queue_reconnect(&mut self, job: Job, front: bool) {
+        let origin = job.target().origin().to_owned();
+        let ready = Ready::Reconnect(job);
+        if front {
+            self.ready.push_front(&origin, Class::Reconnect, ready);
+        } else {
+            self.ready.push_back(&origin, Class::Reconnect, ready);
         }
-        None
     }
 
-    fn next_new_mail(&mut self, now: Instant) -> Option<Job> {
-        let flushing = self.deadline.is_some();
-        while let Some(id) = self.ready_new_mail.pop_front() {
-            let job_id = self.seq();
-            let Some(slot) = self.slots.get_mut(&id) else {
-                continue;
-            };
-            slot.queued = false;
-            let ready = slot.due(flushing).is_some_and(|due| due <= now);
-            let Some(pending) = slot.pending.as_mut().filter(|_| ready) else {
-                self.poll_slot(&id, now);
-                continue;
-            };
-            if let Some(until) = self.holds.until(pending.job.target().origin(), now) {
-                // Stay pending (newer mail keeps merging) until the hold ends.
-                pending.not_before = until;
-                self.poll_slot(&id, now);
-                continue;
+    /// The reconnect job, unless its endpoint is held: then it waits on a timer.
+    fn unheld(&mut self, job: Job, now: Instant) -> Option<Job> {
+        match self.holds.until(job.target().endpoint(), now) {
+            Some(until) => {
+                self.push_timer(until, TimerWhat::Reconnect(job));
+                None
             }
-            let mut job = slot.pending.take()?.job;
-            job.id = job_id;
-            slot.in_flight = Some(job_id);
-            return Some(job);
+            None => Some(job),
         }
-        None
+    }
+
+    /// The subscription's pending new mail if it is due and its endpoint not held.
+    fn next_new_mail(&mut self, id: &str, now: Instant) -> Option<Job> {
+        let flushing = self.deadline.is_some();
+        let job_id = self.seq();
+        let slot = self.slots.get_mut(id)?;
+        slot.queued = false;
+        let ready = slot.due(flushing).is_some_and(|due| due <= now);
+        let Some(pending) = slot.pending.as_mut().filter(|_| ready) else {
+            self.poll_slot(id, now);
+            return None;
+        };
+        if let Some(until) = self.holds.until(pending.job.target().endpoint(), now) {
+            // Stay pending (newer mail keeps merging) until the hold ends.
+            pending.not_before = until;
+            self.poll_slot(id, now);
+            return None;
+        }
+        let mut job = slot.pending.take()?.job;
+        job.id = job_id;
+        slot.in_flight = Some(job_id);
+        Some(job)
     }
 
     fn handle_done(&mut self, done: Done, now: Instant) {
@@ -1370,10 +1427,11 @@ impl Scheduler {
             outcome,
             answered_at,
         } = done;
+        self.ready.release(job.target().origin());
         self.count_attempt(&outcome);
         if let Outcome::RateLimited { retry_after } = outcome {
             self.holds
-                .hold(job.target().origin(), answered_at + retry_after, now);
+                .hold(job.target().endpoint(), answered_at + retry_after, now);
         }
         // New mail: the slot is looked at again once the job is settled.
         let sub = (job.kind() == Kind::NewMail).then(|| Arc::clone(&job.sub));
@@ -1445,7 +1503,7 @@ impl Scheduler {
     /// stale (reconnect, forget, gone).
     fn requeue(&mut self, job: Job, not_before: Instant, now: Instant) {
         match job.kind() {
-            Kind::Reconnect if not_before <= now => self.ready_reconnect.push_front(job),
+            Kind::Reconnect if not_before <= now => self.queue_reconnect(job, true),
             Kind::Reconnect => self.push_timer(not_before, TimerWhat::Reconnect(job)),
             Kind::NewMail => self.requeue_mail(job, not_before),
         }
@@ -1690,12 +1748,26 @@ mod tests {
     fn holds_expire_and_only_grow() {
         let t0 = Instant::now();
         let mut holds = Holds::default();
-        holds.hold("https://a", t0 + MS(100), t0);
-        holds.hold("https://a", t0 + MS(50), t0);
-        assert_eq!(holds.until("https://a", t0), Some(t0 + MS(100)));
-        assert_eq!(holds.until("https://b", t0), None);
-        assert_eq!(holds.until("https://a", t0 + MS(100)), None);
-        assert!(holds.0.is_empty());
+        holds.hold("https://a/1", t0 + MS(100), t0);
+        holds.hold("https://a/1", t0 + MS(50), t0);
+        assert_eq!(holds.until("https://a/1", t0), Some(t0 + MS(100)));
+        assert_eq!(holds.until("https://a/2", t0), None, "per endpoint");
+        assert_eq!(holds.until("https://a/1", t0 + MS(100)), None);
+        assert!(holds.until.is_empty());
+        // Expired holds are pruned as the map grows.
+        for i in 0..1_000 {
+            holds.hold(&format!("https://a/{i}"), t0 + MS(1), t0 + MS(i));
+        }
+        assert!(holds.until.len() < 20, "{}", holds.until.len());
+    }
+
+    #[test]
+    fn one_origin_never_holds_every_worker() {
+        assert_eq!(origin_cap(4, 8), 4);
+        assert_eq!(origin_cap(8, 8), 7, "one worker stays for the others");
+        assert_eq!(origin_cap(4, 2), 1);
+        assert_eq!(origin_cap(4, 1), 1, "one worker: nothing to share");
+        assert_eq!(origin_cap(0, 8), 1);
     }
 
     #[test]
