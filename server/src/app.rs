@@ -364,10 +364,11 @@ impl State {
         let key = registration.dedup_key();
         let id = self.new_id()?;
         let now_unix = unix_now();
-        let push = PushSubscription::new(
+        let push = PushSubscription::new_tagged(
             id.clone(),
             registration.new_mail.clone(),
             registration.reconnect.clone(),
+            registration.tag.clone(),
             now_unix,
         );
         let spec = WatchSpec {
@@ -785,6 +786,7 @@ fn record_of(sub: &Subscription) -> Record {
         new_mail: TargetRecord::from_target(&sub.push.new_mail),
         reconnect: TargetRecord::from_target(&sub.push.reconnect),
         created_unix: sub.created_unix,
+        tag: sub.push.tag.clone(),
     }
 }
 
@@ -795,7 +797,13 @@ fn restart_pushes(delivery: &Delivery, journal: &Journal, leftovers: &[Record]) 
     for record in leftovers {
         match (record.new_mail.to_target(), record.reconnect.to_target()) {
             (Ok(new_mail), Ok(reconnect)) => {
-                let sub = PushSubscription::new(record.id.clone(), new_mail, reconnect, now);
+                let sub = PushSubscription::new_tagged(
+                    record.id.clone(),
+                    new_mail,
+                    reconnect,
+                    record.tag.clone(),
+                    now,
+                );
                 delivery.reconnect(&sub, "server_restart");
             }
             // A record we cannot use can never be pushed: drop it rather than retry forever.

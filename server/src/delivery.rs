@@ -69,7 +69,8 @@ mod origins;
 use crossbeam_channel::{never, select, Receiver, Sender};
 use engine::Preview;
 use hdrhistogram::Histogram;
-use push::{message, Backoff, Kind, Notification, Outcome, Protocol, PushTarget, Topic};
+use push::message::{self, About, Tag};
+use push::{Backoff, Kind, Notification, Outcome, Protocol, PushTarget, Topic};
 use ring::rand::{SecureRandom as _, SystemRandom};
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
@@ -121,10 +122,13 @@ impl Default for DeliveryConfig {
 
 /// A subscription's push side, shared between the registry and the pool.
 pub struct PushSubscription {
-    /// The public subscription id; it goes into every payload.
+    /// The public subscription id: a capability (GET and DELETE need nothing else), so
+    /// it goes only into payloads encrypted to the device ([`About::new`]).
     pub id: String,
     pub new_mail: PushTarget,
     pub reconnect: PushTarget,
+    /// The app's own label, carried back in every payload.
+    pub tag: Option<Tag>,
     topic: Topic,
     /// The last SimplePush version handed out.
     simple_push_version: AtomicU64,
@@ -139,11 +143,23 @@ impl PushSubscription {
         reconnect: PushTarget,
         now_unix: u64,
     ) -> Arc<Self> {
+        Self::new_tagged(id, new_mail, reconnect, None, now_unix)
+    }
+
+    /// [`PushSubscription::new`] with the app's `tag`.
+    pub fn new_tagged(
+        id: String,
+        new_mail: PushTarget,
+        reconnect: PushTarget,
+        tag: Option<Tag>,
+        now_unix: u64,
+    ) -> Arc<Self> {
         Arc::new(Self {
             topic: Topic::for_subscription(&id),
             id,
             new_mail,
             reconnect,
+            tag,
             simple_push_version: AtomicU64::new(now_unix),
         })
     }
@@ -336,22 +352,28 @@ fn seconds(us: u64) -> f64 {
 }
 
 /// The smallest useful payload of a kind, sent once after a 413:
-/// `{"type":"new_mail","subscription":ID}` or the same with `reconnect`.
-/// The app learns what happened and for which account, and fetches the rest.
-pub fn minimal_payload(kind: Kind, subscription: &str) -> String {
+/// `{"type":"new_mail","subscription":ID,"tag":TAG}` or the same with `reconnect`,
+/// `subscription` and `tag` present as `about` says. The app learns what happened and
+/// for which account, and fetches the rest.
+pub fn minimal_payload(kind: Kind, about: About<'_>) -> String {
     #[derive(serde::Serialize)]
     struct Minimal<'a> {
         r#type: &'static str,
-        subscription: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subscription: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tag: Option<&'a str>,
     }
     let r#type = match kind {
         Kind::NewMail => message::TYPE_NEW_MAIL,
         Kind::Reconnect => message::TYPE_RECONNECT,
     };
     // Serializing two strings into a String has no failure path.
+    let (subscription, tag) = about.parts();
     serde_json::to_string(&Minimal {
         r#type,
         subscription,
+        tag,
     })
     .unwrap_or_default()
 }
@@ -628,7 +650,7 @@ impl Job {
 
     fn payload(&self) -> String {
         match &self.what {
-            _ if self.minimal => minimal_payload(self.kind(), &self.sub.id),
+            _ if self.minimal => minimal_payload(self.kind(), self.about()),
             What::NewMail {
                 mailbox,
                 exists,
@@ -645,7 +667,7 @@ impl Job {
                     })
                     .collect();
                 message::new_mail_with_preview(
-                    &self.sub.id,
+                    self.about(),
                     mailbox,
                     *exists,
                     &messages,
@@ -654,9 +676,15 @@ impl Job {
             }
             What::NewMail {
                 mailbox, exists, ..
-            } => message::new_mail(&self.sub.id, mailbox, *exists),
-            What::Reconnect { reason } => message::reconnect(&self.sub.id, reason),
+            } => message::new_mail(self.about(), mailbox, *exists),
+            What::Reconnect { reason } => message::reconnect(self.about(), reason),
         }
+    }
+
+    /// Who the payload is about: the id only if it is encrypted to the device.
+    fn about(&self) -> About<'_> {
+        let encrypted = self.target().keys().is_some();
+        About::new(&self.sub.id, self.sub.tag.as_ref(), encrypted)
     }
 
     fn event_at(&self) -> Option<Instant> {
@@ -1629,7 +1657,10 @@ mod tests {
     fn previews_go_only_encrypted_and_merge_newest_first() {
         // Never in clear: a target without keys gets the plain payload.
         let clear = previewed(&sub("s1"), "INBOX", 1);
-        assert_eq!(clear.payload(), message::new_mail("s1", "INBOX", 1));
+        assert_eq!(
+            clear.payload(),
+            message::new_mail(About::new("s1", None, false), "INBOX", 1)
+        );
         let phone = push::testing::Subscriber::generate();
         let target = phone.target("https://push.example.net/x").unwrap();
         let keyed = PushSubscription::new("s2".into(), target.clone(), target, 1_000);
@@ -1655,18 +1686,25 @@ mod tests {
     #[test]
     fn minimal_payloads() {
         assert_eq!(
-            minimal_payload(Kind::NewMail, "s1"),
+            minimal_payload(Kind::NewMail, About::new("s1", None, true)),
             r#"{"type":"new_mail","subscription":"s1"}"#
         );
-        let v: serde_json::Value =
-            serde_json::from_str(&minimal_payload(Kind::Reconnect, "a\"b")).unwrap();
+        let tag = Tag::new("t").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&minimal_payload(
+            Kind::Reconnect,
+            About::new("a\"b", Some(&tag), true),
+        ))
+        .unwrap();
         assert_eq!(v["type"], "reconnect");
         assert_eq!(v["subscription"], "a\"b");
+        assert_eq!(v["tag"], "t");
+        // The test subscriptions are keyless: no id in clear.
         let s = sub("s1");
         let mut job = mail(&s, 7, Instant::now());
         assert!(job.payload().contains("\"exists\":7"));
+        assert!(!job.payload().contains("s1"));
         job.minimal = true;
-        assert_eq!(job.payload(), minimal_payload(Kind::NewMail, "s1"));
+        assert_eq!(job.payload(), r#"{"type":"new_mail"}"#);
     }
 
     #[test]

@@ -89,6 +89,11 @@ impl Harness {
     }
 }
 
+/// Every harness subscription is encrypted to its browser: payloads name the id.
+fn sealed(id: &str) -> message::About<'_> {
+    message::About::new(id, None, true)
+}
+
 fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap()
 }
@@ -107,7 +112,10 @@ fn new_mail_is_delivered_encrypted_and_timed() {
     let requests = h.sink.wait_for(1, WAIT);
     assert_eq!(paths(&requests), ["/a"]);
     let r = &requests[0];
-    assert_eq!(h.json(r), json(&message::new_mail("sub-1", "INBOX", 3)));
+    assert_eq!(
+        h.json(r),
+        json(&message::new_mail(sealed("sub-1"), "INBOX", 3))
+    );
     assert_eq!(r.method, "POST");
     assert_eq!(r.header("topic"), Some(sub.topic().as_str()));
     assert_eq!(r.header("urgency"), Some("high"));
@@ -326,7 +334,7 @@ fn too_large_is_retried_once_with_the_minimal_payload() {
     assert_eq!(h.json(&requests[0])["exists"], 4);
     assert_eq!(
         h.json(&requests[1]),
-        json(&minimal_payload(Kind::NewMail, "big"))
+        json(&minimal_payload(Kind::NewMail, sealed("big")))
     );
     assert!(matches!(h.report(), Report::Delivered { .. }));
 
@@ -350,7 +358,7 @@ fn too_large_is_retried_once_with_the_minimal_payload() {
     assert_eq!(huge_requests.len(), 2);
     assert_eq!(
         h.json(&huge_requests[1]),
-        json(&minimal_payload(Kind::Reconnect, "huge"))
+        json(&minimal_payload(Kind::Reconnect, sealed("huge")))
     );
     let stats = h.delivery.stats();
     assert_eq!((stats.too_large, stats.delivered, stats.failed), (3, 1, 1));
@@ -420,7 +428,7 @@ fn reconnect_goes_out_and_drops_pending_new_mail() {
     assert!(requests[1].at - asked < MS(500), "not held by the window");
     assert_eq!(
         h.json(&requests[1]),
-        json(&message::reconnect("rc", "auth_failed"))
+        json(&message::reconnect(sealed("rc"), "auth_failed"))
     );
     assert_eq!(requests[1].header("topic"), None);
     // Past the window: the pending new mail never goes.

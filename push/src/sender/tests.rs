@@ -43,7 +43,7 @@ fn encrypted_new_mail_with_vapid() {
     let sender = sender().with_vapid(key, SUBJECT);
     let subscriber = Subscriber::generate();
     let target = subscriber.target(&server.url("/push/abc/201")).unwrap();
-    let payload = message::new_mail("sub-7", "INBOX", 3);
+    let payload = message::new_mail(message::About::new("sub-7", None, true), "INBOX", 3);
     let topic = Topic::for_subscription("sub-7");
 
     let outcome = sender.send(&target, &new_mail(payload.as_bytes(), Some(&topic)), NOW);
@@ -73,7 +73,7 @@ fn reconnect_is_normal_urgency_with_long_ttl() {
     let server = TestServer::start();
     let subscriber = Subscriber::generate();
     let target = subscriber.target(&server.url("/201")).unwrap();
-    let payload = message::reconnect("sub-7", "auth_failed");
+    let payload = message::reconnect(message::About::new("sub-7", None, true), "auth_failed");
     let n = Notification {
         kind: Kind::Reconnect,
         payload_json: payload.as_bytes(),
@@ -93,7 +93,7 @@ fn reconnect_is_normal_urgency_with_long_ttl() {
 fn unencrypted_web_push_sends_json_in_clear() {
     let server = TestServer::start();
     let target = PushTarget::web_push_unencrypted(&server.url("/up/201")).unwrap();
-    let payload = message::new_mail("s", "INBOX", 1);
+    let payload = message::new_mail(message::About::new("s", None, false), "INBOX", 1);
     assert_eq!(
         sender().send(&target, &new_mail(payload.as_bytes(), None), NOW),
         Outcome::Delivered
