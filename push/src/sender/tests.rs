@@ -403,3 +403,54 @@ fn mapped_spellings_of_local_addresses_are_never_connected_to() {
         "no connection reached the listener"
     );
 }
+
+#[test]
+fn connect_and_response_timeouts_apply_each() {
+    let server = TestServer::start();
+    let sender = Sender::new(SenderConfig {
+        use_env_proxy: false,
+        timeout_ms: 10_000,
+        connect_timeout_ms: 300,
+        response_timeout_ms: 300,
+        ..SenderConfig::default()
+    });
+    // The response never comes in time (`/slow` answers after 2 s).
+    let target = PushTarget::web_push_unencrypted(&server.url("/slow")).unwrap();
+    let started = std::time::Instant::now();
+    let outcome = sender.send(&target, &new_mail(b"{}", None), NOW);
+    let took = started.elapsed();
+    assert_eq!(outcome, Outcome::Retry { status: None });
+    assert!(took < Duration::from_millis(1_000), "response: {took:?}");
+
+    // The connection is never accepted (a full accept queue drops the SYN).
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(0).unwrap();
+    let tarpit: std::net::TcpListener = socket.into();
+    let addr = tarpit.local_addr().unwrap();
+    let _filler = std::net::TcpStream::connect(addr).unwrap();
+    let target = PushTarget::web_push_unencrypted(&format!("http://{addr}/201")).unwrap();
+    let started = std::time::Instant::now();
+    let outcome = sender.send(&target, &new_mail(b"{}", None), NOW);
+    let took = started.elapsed();
+    assert_eq!(outcome, Outcome::Retry { status: None });
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1_000),
+        "connect: {took:?}"
+    );
+}
+
+#[test]
+fn default_timeouts_are_short() {
+    let config = SenderConfig::default();
+    assert_eq!(config.connect_timeout_ms, CONNECT_TIMEOUT_MS_DEFAULT);
+    assert_eq!(config.response_timeout_ms, RESPONSE_TIMEOUT_MS_DEFAULT);
+    assert!(config.connect_timeout_ms + config.response_timeout_ms <= config.timeout_ms);
+}
