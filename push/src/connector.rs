@@ -113,7 +113,11 @@ pub fn race(
                     attempts.push(Some(stream));
                     next_start = now + stagger;
                 }
-                Err(e) => last_error = Some(e),
+                Err(e) => {
+                    last_error = Some(e);
+                    // A connect() that fails at once starts the next attempt at once too.
+                    next_start = now;
+                }
             }
             continue;
         }
