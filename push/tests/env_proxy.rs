@@ -60,4 +60,15 @@ fn an_environment_proxy_is_not_used_when_a_filter_is_set() {
     );
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(seen.load(Ordering::SeqCst), 0, "the proxy saw a connection");
+
+    // Without a filter (an operator who allows private destinations) the proxy is used:
+    // it gets the connection, and its silence ends the push as a retry.
+    let unfiltered = Sender::new(SenderConfig {
+        use_env_proxy: true,
+        timeout_ms: 500,
+        ..SenderConfig::default()
+    });
+    let outcome = unfiltered.send(&target, &notification, 1_700_000_000);
+    assert_eq!(outcome, Outcome::Retry { status: None });
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "through the proxy");
 }
