@@ -24,11 +24,14 @@
 //! 4. [`vapid`]: RFC 8292 application-server identification.
 //! 5. [`sender`]: the HTTP request (RFC 8030, or SimplePush) and its
 //!    [`Outcome`]; [`backoff`] says when to try again.
+//! 6. [`connector`]: the TCP step under [`sender`]: every resolved address judged by
+//!    the address filter right before `connect()`, raced as RFC 8305 says.
 //!
 //! With the `testing` feature, [`testing::Subscriber`] plays a browser: it
 //! makes a key pair and auth secret and decrypts bodies.
 
 pub mod backoff;
+pub mod connector;
 pub mod ece;
 pub mod endpoint;
 pub mod message;

@@ -25,6 +25,10 @@ use ring::digest;
 use ring::rand::SystemRandom;
 use std::fmt;
 use std::time::Duration;
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{ConnectProxyConnector, Connector as _, RustlsConnector};
+
+use crate::connector::{Forbidden, GuardedConnector, CONNECTION_ATTEMPT_DELAY};
 
 /// What a push is about; sets `TTL` and `Urgency`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,56 +137,13 @@ pub enum Unsendable {
 /// Decides whether the sender may connect to an address. See [`Sender::with_address_filter`].
 pub type AddressFilter = std::sync::Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
 
-/// Resolves like ureq's default resolver, then keeps only the addresses the filter allows.
-/// ureq connects only to what the resolver returned, so a DNS answer that changes between
-/// a check and the connect cannot slip past: there is only one answer, and it is checked.
-struct FilteringResolver {
-    inner: ureq::unversioned::resolver::DefaultResolver,
-    filter: AddressFilter,
-}
-
-impl fmt::Debug for FilteringResolver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("FilteringResolver")
-    }
-}
-
-/// The error a refused destination is reported with, recognised by `classify_error`.
-#[derive(Debug)]
-struct Forbidden;
-
-impl fmt::Display for Forbidden {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("destination address not allowed")
-    }
-}
-
-impl std::error::Error for Forbidden {}
-
-impl ureq::unversioned::resolver::Resolver for FilteringResolver {
-    fn resolve(
-        &self,
-        uri: &ureq::http::Uri,
-        config: &ureq::config::Config,
-        timeout: ureq::unversioned::transport::NextTimeout,
-    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
-        let all = self.inner.resolve(uri, config, timeout)?;
-        let mut allowed = self.empty();
-        for addr in all.iter().filter(|a| (self.filter)(a.ip())) {
-            allowed.push(*addr);
-        }
-        if allowed.is_empty() {
-            return Err(ureq::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                Forbidden,
-            )));
-        }
-        Ok(allowed)
-    }
-}
-
 /// Sender settings. Defaults suit a proxy talking to a handful of large push
 /// services.
+///
+/// The timeouts bound how long one request can hold a sender thread: a push service
+/// answers within a few hundred milliseconds, so a connection that takes seconds to set
+/// up or to answer is failing, and the push is retried later with backoff rather than
+/// waited for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SenderConfig {
     /// `TTL` for [`Kind::NewMail`]: one day; the next change sends a fresh
@@ -191,21 +152,38 @@ pub struct SenderConfig {
     /// `TTL` for [`Kind::Reconnect`]: one week, so a phone that was off still
     /// learns it must log in again.
     pub reconnect_ttl_s: u32,
-    /// Whole-request deadline: connect, TLS, send, response.
+    /// Whole-request deadline: DNS, connect, TLS, send, response. The phases below are
+    /// each bounded too.
     pub timeout_ms: u64,
+    /// DNS lookup, and then connect (every address, raced as in
+    /// [`crate::connector`]) with the TLS handshake: each at most this long.
+    pub connect_timeout_ms: u64,
+    /// From the end of the handshake to the end of the response: sending the request,
+    /// waiting for the response head, reading its (small) body.
+    pub response_timeout_ms: u64,
     pub idle_connections_max: usize,
     pub idle_connections_per_host_max: usize,
     pub idle_age_s: u64,
-    /// Honour `HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` from the environment.
+    /// Honour `HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` from the environment. Ignored (no
+    /// proxy) once [`Sender::with_address_filter`] is set: see there why.
     pub use_env_proxy: bool,
 }
+
+/// [`SenderConfig::connect_timeout_ms`] by default.
+pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 3_000;
+/// [`SenderConfig::response_timeout_ms`] by default.
+pub const RESPONSE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// [`SenderConfig::timeout_ms`] by default: the two phases above, and DNS.
+pub const TIMEOUT_MS_DEFAULT: u64 = 10_000;
 
 impl Default for SenderConfig {
     fn default() -> Self {
         Self {
             new_mail_ttl_s: 86_400,
             reconnect_ttl_s: 604_800,
-            timeout_ms: 10_000,
+            timeout_ms: TIMEOUT_MS_DEFAULT,
+            connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
+            response_timeout_ms: RESPONSE_TIMEOUT_MS_DEFAULT,
             idle_connections_max: 64,
             idle_connections_per_host_max: 16,
             idle_age_s: 50,
@@ -264,10 +242,18 @@ impl Sender {
         }
     }
 
-    /// Refuses to connect to any address `filter` rejects: the endpoint's host is resolved
-    /// once, the refused addresses are dropped, and a host left with none gives
-    /// `Outcome::Unsendable(Unsendable::ForbiddenDestination)`. With an HTTP proxy from the
-    /// environment (`use_env_proxy`) the proxy is what gets resolved.
+    /// Refuses to connect to any address `filter` rejects. Every resolved address is
+    /// judged immediately before its `connect()` (see [`crate::connector`]), so a name
+    /// whose answer changes after an earlier check (DNS rebinding) still reaches no
+    /// refused address; a host left with no allowed address gives
+    /// `Outcome::Unsendable(Unsendable::ForbiddenDestination)`.
+    ///
+    /// A proxy from the environment is not used from then on. Through an HTTP proxy the
+    /// proxy, not this process, resolves the endpoint's name and connects to it, so
+    /// neither the answer nor the address connected to could be judged; checking the
+    /// name beforehand would leave exactly the rebinding window this filter closes. An
+    /// operator who must send through a proxy runs without a filter and makes the proxy
+    /// enforce the destination rule.
     pub fn with_address_filter(mut self, filter: AddressFilter) -> Self {
         self.agent = build_agent(&self.config, Some(filter));
         self
@@ -426,30 +412,35 @@ pub fn classify(status: u16, retry_after: Option<&str>, now_unix: u64) -> Outcom
 }
 
 fn build_agent(config: &SenderConfig, filter: Option<AddressFilter>) -> ureq::Agent {
-    let timeout = Duration::from_millis(config.timeout_ms);
+    let ms = Duration::from_millis;
+    let response = Some(ms(config.response_timeout_ms));
     let mut builder = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
-        .timeout_global(Some(timeout))
+        .timeout_global(Some(ms(config.timeout_ms)))
+        .timeout_resolve(Some(ms(config.connect_timeout_ms)))
+        .timeout_connect(Some(ms(config.connect_timeout_ms)))
+        .timeout_send_request(response)
+        .timeout_send_body(response)
+        .timeout_recv_response(response)
+        .timeout_recv_body(response)
         .max_idle_connections(config.idle_connections_max)
         .max_idle_connections_per_host(config.idle_connections_per_host_max)
         .max_idle_age(Duration::from_secs(config.idle_age_s))
         .user_agent(concat!("imap-push/", env!("CARGO_PKG_VERSION")));
-    if !config.use_env_proxy {
+    if !config.use_env_proxy || filter.is_some() {
         builder = builder.proxy(None);
     }
-    let agent_config = builder.build();
-    match filter {
-        None => agent_config.into(),
-        Some(filter) => ureq::Agent::with_parts(
-            agent_config,
-            ureq::unversioned::transport::DefaultConnector::default(),
-            FilteringResolver {
-                inner: ureq::unversioned::resolver::DefaultResolver::default(),
-                filter,
-            },
-        ),
-    }
+    // ureq's default chain with its TCP step replaced: an HTTP CONNECT proxy (only ever
+    // configured without a filter), the guarded race, then TLS.
+    let connector = ()
+        .chain(ConnectProxyConnector::default())
+        .chain(GuardedConnector {
+            filter,
+            stagger: CONNECTION_ATTEMPT_DELAY,
+        })
+        .chain(RustlsConnector::default());
+    ureq::Agent::with_parts(builder.build(), connector, DefaultResolver::default())
 }
 
 fn classify_error(error: &ureq::Error) -> Outcome {

@@ -14,6 +14,8 @@ use crate::error_code::ErrorCode;
 
 /// Longest `device_id`.
 pub const DEVICE_ID_LEN_MAX: usize = 128;
+/// Longest `tag`, in bytes: an app's label for the account, carried back in every push.
+pub const TAG_LEN_MAX: usize = push::message::Tag::LEN_MAX;
 /// Most mailboxes one subscription may name (all watched over its one IMAP connection).
 pub const MAILBOXES_MAX: usize = engine::spec::MAILBOXES_MAX;
 
@@ -99,6 +101,7 @@ struct RegisterBody {
     reconnect: EndpointBody,
     filter: Option<FilterBody>,
     preview: Option<bool>,
+    tag: Option<String>,
 }
 
 /// Push only for new messages that carry one of `headers` or come from one of `senders`.
@@ -159,6 +162,8 @@ pub struct Registration {
     /// From, Subject and UID of the newest messages in the new-mail push (first mailbox;
     /// only with `new_mail.keys`, so it is encrypted end to end).
     pub preview: bool,
+    /// The app's label, carried back in every push (see [`push::message`]).
+    pub tag: Option<push::message::Tag>,
 }
 
 impl Registration {
@@ -305,6 +310,14 @@ fn validate(mut body: RegisterBody, config: &Config) -> Result<Registration, Api
             return Err(ApiError::bad_request("device_id", "must be 1 to 128 bytes"));
         }
     }
+    let tag = body
+        .tag
+        .as_deref()
+        .map(|t| push::message::Tag::new(t).ok_or(()))
+        .transpose()
+        .map_err(|()| {
+            ApiError::bad_request("tag", format!("must be at most {TAG_LEN_MAX} bytes"))
+        })?;
     let new_mail = endpoint(&body.new_mail, "new_mail", config)?;
     let reconnect = endpoint(&body.reconnect, "reconnect", config)?;
     let filter = body.filter.take().map(validate_filter).transpose()?;
@@ -332,6 +345,7 @@ fn validate(mut body: RegisterBody, config: &Config) -> Result<Registration, Api
         reconnect,
         filter,
         preview,
+        tag,
     })
 }
 

@@ -135,6 +135,7 @@ impl App {
             DeliveryConfig {
                 threads: config.sender_threads,
                 coalesce_window: Duration::from_millis(config.coalesce_window_ms),
+                permits_per_origin: config.limits.push_permits_per_origin,
                 ..DeliveryConfig::default()
             },
             Arc::new(sender),
@@ -530,10 +531,11 @@ impl State {
         let host = registration.host.clone();
         let id = self.new_id()?;
         let now_unix = unix_now();
-        let push = PushSubscription::new(
+        let push = PushSubscription::new_tagged(
             id.clone(),
             registration.new_mail.clone(),
             registration.reconnect.clone(),
+            registration.tag.clone(),
             now_unix,
         );
         let mut registry = self.registry();
@@ -1036,6 +1038,7 @@ fn record_of(sub: &Subscription) -> Record {
         new_mail: TargetRecord::from_target(&sub.push.new_mail),
         reconnect: TargetRecord::from_target(&sub.push.reconnect),
         created_unix: sub.created_unix,
+        tag: sub.push.tag.clone(),
     }
 }
 
@@ -1046,7 +1049,13 @@ fn restart_pushes(delivery: &Delivery, journal: &Journal, leftovers: &[Record]) 
     for record in leftovers {
         match (record.new_mail.to_target(), record.reconnect.to_target()) {
             (Ok(new_mail), Ok(reconnect)) => {
-                let sub = PushSubscription::new(record.id.clone(), new_mail, reconnect, now);
+                let sub = PushSubscription::new_tagged(
+                    record.id.clone(),
+                    new_mail,
+                    reconnect,
+                    record.tag.clone(),
+                    now,
+                );
                 delivery.reconnect(&sub, "server_restart");
             }
             // A record we cannot use can never be pushed: drop it rather than retry forever.

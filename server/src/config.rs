@@ -92,6 +92,9 @@ pub struct LimitsConfig {
     pub logins_per_second_per_host: u32,
     /// How long a registration may wait for its login turn: 429 with Retry-After past it.
     pub login_queue_secs: u64,
+    /// Push requests in flight to one push service (origin) at most; its other pushes
+    /// wait without a sender thread. Never more than `sender_threads - 1` apply.
+    pub push_permits_per_origin: usize,
 }
 
 impl Default for LimitsConfig {
@@ -107,6 +110,7 @@ impl Default for LimitsConfig {
             sessions_per_account_max: SESSIONS_PER_ACCOUNT_MAX_DEFAULT,
             logins_per_second_per_host: 20,
             login_queue_secs: 10,
+            push_permits_per_origin: crate::delivery::PERMITS_PER_ORIGIN_DEFAULT,
         }
     }
 }
@@ -254,6 +258,9 @@ impl Config {
         if self.limits.sessions_max == 0 {
             return invalid("limits.sessions_max", "must be at least 1");
         }
+        if self.limits.push_permits_per_origin == 0 {
+            return invalid("limits.push_permits_per_origin", "must be at least 1");
+        }
         if self.api_token.as_deref().is_some_and(|t| t.len() < 16) {
             return invalid("api_token", "must be at least 16 characters");
         }
@@ -295,12 +302,23 @@ mod tests {
             [limits]
             body_bytes_max = 4096
             sessions_max = 10
+            push_permits_per_origin = 3
         "#;
         let config: Config = toml::from_str(text).unwrap();
         config.validate().unwrap();
         assert_eq!(config.reactor_threads, 2);
         assert_eq!(config.limits.sessions_max, 10);
+        assert_eq!(config.limits.push_permits_per_origin, 3);
         assert_eq!(config.limits.headers_max, httpd::limits::HEADERS_MAX);
+    }
+
+    #[test]
+    fn push_permits_per_origin_is_at_least_one() {
+        let mut config = Config::default();
+        config.limits.push_permits_per_origin = 1;
+        config.validate().unwrap();
+        config.limits.push_permits_per_origin = 0;
+        assert!(config.validate().is_err());
     }
 
     #[test]

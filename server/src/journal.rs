@@ -36,6 +36,10 @@ pub struct Record {
     pub new_mail: TargetRecord,
     pub reconnect: TargetRecord,
     pub created_unix: u64,
+    /// The app's tag, so the restart push carries it too. Absent in records written
+    /// before tags existed, which still read (as no tag). `Debug` shows only its length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<push::message::Tag>,
 }
 
 /// A push target as stored. The keys are the subscription's public key and auth secret,
@@ -298,7 +302,23 @@ mod tests {
                 simplepush: true,
             },
             created_unix: 1,
+            tag: None,
         }
+    }
+
+    #[test]
+    fn a_record_without_a_tag_still_reads_and_a_tag_round_trips() {
+        let old = r#"{"id":"a","key_hash":"00","new_mail":{"endpoint":"https://p/n","p256dh":null,"auth":null,"simplepush":false},"reconnect":{"endpoint":"https://p/r","p256dh":null,"auth":null,"simplepush":false},"created_unix":1}"#;
+        let read: Record = serde_json::from_str(old).unwrap();
+        assert_eq!(read.tag, None);
+        let tagged = Record {
+            tag: push::message::Tag::new("work"),
+            ..record("b")
+        };
+        let json = serde_json::to_string(&tagged).unwrap();
+        assert!(json.contains(r#""tag":"work""#), "{json}");
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), tagged);
+        assert!(!format!("{tagged:?}").contains("work"), "never logged");
     }
 
     #[test]

@@ -12,6 +12,8 @@ mod capability;
 mod descriptors;
 #[path = "hostile/destinations.rs"]
 mod destinations;
+#[path = "hostile/push_rebinding.rs"]
+mod push_rebinding;
 #[path = "hostile/small.rs"]
 mod small;
 #[path = "hostile/takeover.rs"]

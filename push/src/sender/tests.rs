@@ -43,7 +43,7 @@ fn encrypted_new_mail_with_vapid() {
     let sender = sender().with_vapid(key, SUBJECT);
     let subscriber = Subscriber::generate();
     let target = subscriber.target(&server.url("/push/abc/201")).unwrap();
-    let payload = message::new_mail("sub-7", "INBOX", 3);
+    let payload = message::new_mail(message::About::new("sub-7", None, true), "INBOX", 3);
     let topic = Topic::for_subscription("sub-7");
 
     let outcome = sender.send(&target, &new_mail(payload.as_bytes(), Some(&topic)), NOW);
@@ -73,7 +73,7 @@ fn reconnect_is_normal_urgency_with_long_ttl() {
     let server = TestServer::start();
     let subscriber = Subscriber::generate();
     let target = subscriber.target(&server.url("/201")).unwrap();
-    let payload = message::reconnect("sub-7", "auth_failed");
+    let payload = message::reconnect(message::About::new("sub-7", None, true), "auth_failed");
     let n = Notification {
         kind: Kind::Reconnect,
         payload_json: payload.as_bytes(),
@@ -93,7 +93,7 @@ fn reconnect_is_normal_urgency_with_long_ttl() {
 fn unencrypted_web_push_sends_json_in_clear() {
     let server = TestServer::start();
     let target = PushTarget::web_push_unencrypted(&server.url("/up/201")).unwrap();
-    let payload = message::new_mail("s", "INBOX", 1);
+    let payload = message::new_mail(message::About::new("s", None, false), "INBOX", 1);
     assert_eq!(
         sender().send(&target, &new_mail(payload.as_bytes(), None), NOW),
         Outcome::Delivered
@@ -369,4 +369,88 @@ fn refused_addresses_are_never_connected_to() {
 
 fn sender_allowing_all() -> Sender {
     sender().with_address_filter(std::sync::Arc::new(|_| true))
+}
+
+/// A filter with the hole issue 9 found: it judges an IPv6 address as written, so an
+/// IPv4-mapped spelling of a local address passes it.
+fn filter_judging_v6_as_written() -> AddressFilter {
+    std::sync::Arc::new(|ip| match ip {
+        std::net::IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_unspecified(),
+        std::net::IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unspecified(),
+    })
+}
+
+#[test]
+fn mapped_spellings_of_local_addresses_are_never_connected_to() {
+    let server = TestServer::start();
+    let port = server.addr.port();
+    let sender = sender().with_address_filter(filter_judging_v6_as_written());
+    // Linux connects `::ffff:0.0.0.0` (and `0.0.0.0`) to the local host.
+    for host in ["[::ffff:0.0.0.0]", "[::ffff:127.0.0.1]"] {
+        let url = format!("http://{host}:{port}/201");
+        let target = PushTarget::web_push_unencrypted(&url).unwrap();
+        let outcome = sender.send(&target, &new_mail(b"{}", None), NOW);
+        assert_eq!(
+            outcome,
+            Outcome::Unsendable(Unsendable::ForbiddenDestination),
+            "{url}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        server.connections(),
+        0,
+        "no connection reached the listener"
+    );
+}
+
+#[test]
+fn connect_and_response_timeouts_apply_each() {
+    let server = TestServer::start();
+    let sender = Sender::new(SenderConfig {
+        use_env_proxy: false,
+        timeout_ms: 10_000,
+        connect_timeout_ms: 300,
+        response_timeout_ms: 300,
+        ..SenderConfig::default()
+    });
+    // The response never comes in time (`/slow` answers after 2 s).
+    let target = PushTarget::web_push_unencrypted(&server.url("/slow")).unwrap();
+    let started = std::time::Instant::now();
+    let outcome = sender.send(&target, &new_mail(b"{}", None), NOW);
+    let took = started.elapsed();
+    assert_eq!(outcome, Outcome::Retry { status: None });
+    assert!(took < Duration::from_millis(1_000), "response: {took:?}");
+
+    // The connection is never accepted (a full accept queue drops the SYN).
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(0).unwrap();
+    let tarpit: std::net::TcpListener = socket.into();
+    let addr = tarpit.local_addr().unwrap();
+    let _filler = std::net::TcpStream::connect(addr).unwrap();
+    let target = PushTarget::web_push_unencrypted(&format!("http://{addr}/201")).unwrap();
+    let started = std::time::Instant::now();
+    let outcome = sender.send(&target, &new_mail(b"{}", None), NOW);
+    let took = started.elapsed();
+    assert_eq!(outcome, Outcome::Retry { status: None });
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1_000),
+        "connect: {took:?}"
+    );
+}
+
+#[test]
+fn default_timeouts_are_short() {
+    let config = SenderConfig::default();
+    assert_eq!(config.connect_timeout_ms, CONNECT_TIMEOUT_MS_DEFAULT);
+    assert_eq!(config.response_timeout_ms, RESPONSE_TIMEOUT_MS_DEFAULT);
+    assert!(config.connect_timeout_ms + config.response_timeout_ms <= config.timeout_ms);
 }

@@ -1,0 +1,232 @@
+//! The pool's counters and its event-to-push latency histogram, and their
+//! Prometheus text.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Event-to-push latency quantiles, microseconds, for delivered new-mail
+/// pushes. A coalesced push counts from its oldest event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub sum_us: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+/// A snapshot of the pool's counters.
+///
+/// Per attempt: `delivered`, `gone`, `too_large`, `rate_limited`, `retried`
+/// (5xx or network error, tried again) and `redirect`. Per job that ended
+/// without delivery: `failed`, `coalesced`, `dropped`, `undelivered`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryStats {
+    pub delivered: u64,
+    pub gone: u64,
+    pub too_large: u64,
+    pub rate_limited: u64,
+    pub retried: u64,
+    pub redirect: u64,
+    pub failed: u64,
+    /// New-mail jobs merged into a newer pending push.
+    pub coalesced: u64,
+    /// Pending new mail dropped by a reconnect, `forget` or `Gone`.
+    pub dropped: u64,
+    /// Jobs still queued or in flight when shutdown's grace ran out, or
+    /// offered after the pool stopped.
+    pub undelivered: u64,
+    /// Calls that blocked because `queue_max` jobs were outstanding.
+    pub backpressure_waits: u64,
+    /// Jobs accepted and not yet finished (gauge).
+    pub queue_depth: u64,
+    pub latency: LatencySummary,
+}
+
+impl DeliveryStats {
+    /// [`DeliveryStats::render_prometheus`] into a new string.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        self.render_prometheus(&mut out);
+        out
+    }
+
+    /// Appends the Prometheus text exposition (format 0.0.4). Counters are
+    /// `imap_push_delivery_*_total`; the latency is a *summary* (quantiles
+    /// 0.5, 0.9, 0.99, 0.999 plus `_sum` and `_count`, in seconds) because
+    /// the HDR histogram already holds exact quantiles and buckets would
+    /// have to be chosen up front.
+    pub fn render_prometheus(&self, out: &mut String) {
+        let outcomes = [
+            ("delivered", self.delivered),
+            ("gone", self.gone),
+            ("too_large", self.too_large),
+            ("rate_limited", self.rate_limited),
+            ("retried", self.retried),
+            ("redirect", self.redirect),
+        ];
+        let _ = writeln!(
+            out,
+            "# HELP imap_push_delivery_attempts_total Push requests by outcome.\n\
+             # TYPE imap_push_delivery_attempts_total counter"
+        );
+        for (outcome, value) in outcomes {
+            let _ = writeln!(
+                out,
+                "imap_push_delivery_attempts_total{{outcome=\"{outcome}\"}} {value}"
+            );
+        }
+        let ends = [
+            ("failed", self.failed),
+            ("coalesced", self.coalesced),
+            ("dropped", self.dropped),
+            ("undelivered", self.undelivered),
+        ];
+        let _ = writeln!(
+            out,
+            "# HELP imap_push_delivery_jobs_unsent_total Jobs that ended without their own delivery.\n\
+             # TYPE imap_push_delivery_jobs_unsent_total counter"
+        );
+        for (end, value) in ends {
+            let _ = writeln!(
+                out,
+                "imap_push_delivery_jobs_unsent_total{{end=\"{end}\"}} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP imap_push_delivery_backpressure_waits_total Calls that blocked on a full queue.\n\
+             # TYPE imap_push_delivery_backpressure_waits_total counter\n\
+             imap_push_delivery_backpressure_waits_total {}\n\
+             # HELP imap_push_delivery_queue_depth Jobs accepted and not yet finished.\n\
+             # TYPE imap_push_delivery_queue_depth gauge\n\
+             imap_push_delivery_queue_depth {}",
+            self.backpressure_waits, self.queue_depth
+        );
+        self.render_latency(out);
+    }
+
+    fn render_latency(&self, out: &mut String) {
+        const NAME: &str = "imap_push_delivery_latency_seconds";
+        let l = &self.latency;
+        let _ = writeln!(
+            out,
+            "# HELP {NAME} Engine event to 2xx from the push service, new mail only.\n\
+             # TYPE {NAME} summary"
+        );
+        for (q, us) in [
+            ("0.5", l.p50_us),
+            ("0.9", l.p90_us),
+            ("0.99", l.p99_us),
+            ("0.999", l.p999_us),
+        ] {
+            let _ = writeln!(out, "{NAME}{{quantile=\"{q}\"}} {}", seconds(us));
+        }
+        let _ = writeln!(out, "{NAME}_sum {}", seconds(l.sum_us));
+        let _ = writeln!(out, "{NAME}_count {}", l.count);
+    }
+}
+
+fn seconds(us: u64) -> f64 {
+    // Exact for any latency below 2^53 µs (285 years).
+    us as f64 / 1e6
+}
+
+/// Latencies above a day are recorded as a day.
+const LATENCY_US_MAX: u64 = 86_400_000_000;
+
+// Shared counters and the queue bound.
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) delivered: AtomicU64,
+    pub(super) gone: AtomicU64,
+    pub(super) too_large: AtomicU64,
+    pub(super) rate_limited: AtomicU64,
+    pub(super) retried: AtomicU64,
+    pub(super) redirect: AtomicU64,
+    pub(super) failed: AtomicU64,
+    pub(super) coalesced: AtomicU64,
+    pub(super) dropped: AtomicU64,
+    pub(super) undelivered: AtomicU64,
+    pub(super) backpressure_waits: AtomicU64,
+}
+
+struct Latency {
+    histogram: Histogram<u64>,
+    sum_us: u64,
+}
+
+pub(super) struct Metrics {
+    pub(super) counters: Counters,
+    latency: Mutex<Latency>,
+}
+
+impl Metrics {
+    pub(super) fn new() -> Self {
+        let histogram = Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)
+            .expect("constant histogram bounds are valid");
+        Self {
+            counters: Counters::default(),
+            latency: Mutex::new(Latency {
+                histogram,
+                sum_us: 0,
+            }),
+        }
+    }
+
+    pub(super) fn add(&self, counter: impl Fn(&Counters) -> &AtomicU64, n: u64) {
+        counter(&self.counters).fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn record_latency(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let mut l = lock(&self.latency);
+        l.histogram.saturating_record(us.max(1));
+        l.sum_us = l.sum_us.saturating_add(us);
+    }
+
+    pub(super) fn snapshot(&self, queue_depth: usize) -> DeliveryStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let latency = {
+            let l = lock(&self.latency);
+            let h = &l.histogram;
+            LatencySummary {
+                count: h.len(),
+                sum_us: l.sum_us,
+                p50_us: h.value_at_quantile(0.5),
+                p90_us: h.value_at_quantile(0.9),
+                p99_us: h.value_at_quantile(0.99),
+                p999_us: h.value_at_quantile(0.999),
+                max_us: h.max(),
+            }
+        };
+        DeliveryStats {
+            delivered: get(&c.delivered),
+            gone: get(&c.gone),
+            too_large: get(&c.too_large),
+            rate_limited: get(&c.rate_limited),
+            retried: get(&c.retried),
+            redirect: get(&c.redirect),
+            failed: get(&c.failed),
+            coalesced: get(&c.coalesced),
+            dropped: get(&c.dropped),
+            undelivered: get(&c.undelivered),
+            backpressure_waits: get(&c.backpressure_waits),
+            queue_depth: queue_depth as u64,
+            latency,
+        }
+    }
+}
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Counters stay meaningful after a panic elsewhere; keep going.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
