@@ -4,6 +4,7 @@
 //! ticks. Tokens carry the slab key and a generation, so an event for a slot that has since
 //! been reused is recognised and dropped.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,6 +22,7 @@ use zeroize::Zeroize;
 use crate::api::{ConnectFilter, Event, SessionId};
 use crate::pool::BufPool;
 use crate::reason::EndReason;
+use crate::resolve::{connect_order, CONNECTION_ATTEMPT_DELAY};
 use crate::session::{Session, SessionConfig, SessionEvent, TX_BUF_LEN};
 use crate::spec::{Security, WatchOptions, WatchSpec};
 use crate::time::{Clock, Tick};
@@ -115,8 +117,8 @@ struct Slot {
     session: Session,
     sock: TcpStream,
     tls: Option<Box<Tls>>,
-    /// Addresses still to try if the current connect fails.
-    fallback: Option<Box<[SocketAddr]>>,
+    /// Happy Eyeballs state until the connection is up; `sock` is the oldest attempt.
+    dialer: Option<Box<Dialer>>,
     connected: bool,
     /// Plain TCP: bytes the socket did not take yet.
     parked: Option<Vec<u8>>,
@@ -124,6 +126,81 @@ struct Slot {
     starttls_host: Option<Box<str>>,
     /// The deadline this slot is filed under in the wheel, or NEVER.
     filed: Tick,
+}
+
+/// Happy Eyeballs (RFC 8305) for a slot whose connection is not up yet. The slot's `sock`
+/// is the oldest attempt in flight, `racers` the later ones (all registered under the
+/// slot's token), `pending` the addresses not tried yet, in [`connect_order`].
+struct Dialer {
+    pending: VecDeque<SocketAddr>,
+    racers: Vec<TcpStream>,
+    /// When the next address is tried although earlier attempts are still in flight.
+    next_at: Tick,
+    /// Reported if every attempt fails.
+    last_error: io::ErrorKind,
+    /// Whether any address passed the connect filter; if none did, the end is `Forbidden`.
+    any_allowed: bool,
+    /// Whether the slot's `sock` is an attempt still in flight (not one that failed).
+    primary_alive: bool,
+}
+
+impl Dialer {
+    fn new(addrs: Vec<SocketAddr>) -> Dialer {
+        Dialer {
+            pending: connect_order(&addrs).into(),
+            racers: Vec::new(),
+            next_at: Tick::NEVER,
+            last_error: io::ErrorKind::NotFound,
+            any_allowed: false,
+            primary_alive: true,
+        }
+    }
+
+    /// Starts a connect to the next address the filter allows, judging each one right
+    /// before its connect(). None when no address is left.
+    fn start_next(&mut self, shared: &Shared) -> Option<TcpStream> {
+        while let Some(addr) = self.pending.pop_front() {
+            if let Some(filter) = &shared.connect_filter {
+                if !filter(addr.ip()) {
+                    continue;
+                }
+            }
+            self.any_allowed = true;
+            match connect(addr, &shared.keepalive, &shared.sources) {
+                Ok(sock) => return Some(sock),
+                Err(e) => self.last_error = e.kind(),
+            }
+        }
+        None
+    }
+
+    /// Why the session ends when no attempt is left.
+    fn failure(&self) -> EndReason {
+        if self.any_allowed {
+            EndReason::Connect(self.last_error)
+        } else {
+            EndReason::Forbidden
+        }
+    }
+}
+
+/// Where a connect attempt stands.
+enum Attempt {
+    InProgress,
+    Connected,
+    Failed(io::ErrorKind),
+}
+
+fn attempt_state(sock: &TcpStream) -> Attempt {
+    match sock.take_error() {
+        Ok(Some(e)) | Err(e) => return Attempt::Failed(e.kind()),
+        Ok(None) => {}
+    }
+    match sock.peer_addr() {
+        Ok(_) => Attempt::Connected,
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Attempt::InProgress,
+        Err(e) => Attempt::Failed(e.kind()),
+    }
 }
 
 pub(crate) struct Shared {
@@ -296,19 +373,14 @@ impl Reactor {
         } else {
             None
         };
-        let mut addrs = addrs.into_iter();
-        let mut last_error = io::ErrorKind::NotFound;
-        let sock = loop {
-            let Some(addr) = addrs.next() else {
-                session.handle_transport_closed(now, EndReason::Connect(last_error));
-                return self.emit_end(id, session);
-            };
-            match connect(addr, &self.shared.keepalive, &self.shared.sources) {
-                Ok(sock) => break sock,
-                Err(e) => last_error = e.kind(),
-            }
+        let mut dialer = Box::new(Dialer::new(addrs));
+        let Some(sock) = dialer.start_next(&self.shared) else {
+            session.handle_transport_closed(now, dialer.failure());
+            return self.emit_end(id, session);
         };
-        let rest: Box<[SocketAddr]> = addrs.collect();
+        if !dialer.pending.is_empty() {
+            dialer.next_at = now + CONNECTION_ATTEMPT_DELAY;
+        }
         let entry = self.slots.vacant_entry();
         let key = entry.key();
         let generation = self.next_generation;
@@ -319,7 +391,7 @@ impl Reactor {
             session,
             sock,
             tls,
-            fallback: (!rest.is_empty()).then_some(rest),
+            dialer: Some(dialer),
             connected: false,
             parked: None,
             starttls_host: (security == Security::StartTls).then(|| host.into_boxed_str()),
@@ -362,73 +434,102 @@ impl Reactor {
         self.drive(now, key);
     }
 
-    /// Checks whether a pending connect completed; tries the next address if it failed.
+    /// Checks the connect attempts in flight: the first one up wins and the others are
+    /// closed; a failed one makes room for the next address at once (RFC 8305 section 5).
     /// Returns true once connected.
     fn finish_connect(&mut self, now: Tick, key: usize) -> bool {
         let slot = &mut self.slots[key];
-        let failed = match slot.sock.take_error() {
-            Ok(Some(e)) | Err(e) => Some(e.kind()),
-            Ok(None) => None,
+        let Some(dialer) = slot.dialer.as_mut() else {
+            return false;
         };
-        let peer = match failed {
-            Some(kind) => Err(kind),
-            None => match slot.sock.peer_addr() {
-                Ok(peer) => Ok(peer),
-                // Still in progress: a spurious wake-up.
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return false,
-                Err(e) => Err(e.kind()),
-            },
-        };
-        match peer {
-            Ok(peer) => {
-                // Re-check the address actually connected to (the resolver checked the
-                // names; this catches anything that changed between check and connect).
-                if let Some(filter) = &self.shared.connect_filter {
-                    if !filter(peer.ip()) {
-                        slot.session
-                            .handle_transport_closed(now, EndReason::Forbidden);
-                        return false;
-                    }
+        let registry = self.poll.registry();
+        let mut failed = false;
+        if dialer.primary_alive {
+            match attempt_state(&slot.sock) {
+                Attempt::Connected => return self.connected(now, key),
+                Attempt::InProgress => {}
+                Attempt::Failed(kind) => {
+                    let _ = registry.deregister(&mut slot.sock);
+                    dialer.primary_alive = false;
+                    dialer.last_error = kind;
+                    failed = true;
                 }
-                slot.connected = true;
-                slot.fallback = None;
-                slot.session.handle_connected(now);
-                true
-            }
-            Err(kind) => {
-                self.connect_next(now, key, kind);
-                false
             }
         }
+        let mut i = 0;
+        while i < dialer.racers.len() {
+            match attempt_state(&dialer.racers[i]) {
+                Attempt::InProgress => i += 1,
+                Attempt::Connected => {
+                    let winner = dialer.racers.swap_remove(i);
+                    let mut old = std::mem::replace(&mut slot.sock, winner);
+                    let _ = registry.deregister(&mut old);
+                    return self.connected(now, key);
+                }
+                Attempt::Failed(kind) => {
+                    let mut sock = dialer.racers.swap_remove(i);
+                    let _ = registry.deregister(&mut sock);
+                    dialer.last_error = kind;
+                    failed = true;
+                }
+            }
+        }
+        if !dialer.primary_alive && !dialer.racers.is_empty() {
+            // The oldest racer takes the place of the failed first attempt.
+            let next = dialer.racers.remove(0);
+            slot.sock = next;
+            dialer.primary_alive = true;
+        }
+        if failed {
+            self.start_attempt(now, key);
+        }
+        false
     }
 
-    fn connect_next(&mut self, now: Tick, key: usize, mut last: io::ErrorKind) {
+    /// The slot's socket is up: the other attempts are closed. Returns true.
+    fn connected(&mut self, now: Tick, key: usize) -> bool {
         let slot = &mut self.slots[key];
-        let mut rest = slot.fallback.take().map(Vec::from).unwrap_or_default();
-        while !rest.is_empty() {
-            let addr = rest.remove(0);
-            match connect(addr, &self.shared.keepalive, &self.shared.sources) {
-                Ok(mut sock) => {
-                    let _ = self.poll.registry().deregister(&mut slot.sock);
-                    let token = token_for(key, slot.generation);
-                    match self.poll.registry().register(
-                        &mut sock,
-                        token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        Ok(()) => {
-                            slot.sock = sock;
-                            slot.fallback = (!rest.is_empty()).then(|| rest.into_boxed_slice());
-                            return;
-                        }
-                        Err(e) => last = e.kind(),
-                    }
-                }
-                Err(e) => last = e.kind(),
+        if let Some(mut dialer) = slot.dialer.take() {
+            for mut racer in dialer.racers.drain(..) {
+                let _ = self.poll.registry().deregister(&mut racer);
             }
         }
-        slot.session
-            .handle_transport_closed(now, EndReason::Connect(last));
+        slot.connected = true;
+        slot.session.handle_connected(now);
+        true
+    }
+
+    /// Starts a connect to the next address while the others stay in flight; ends the
+    /// session when no address is left and nothing is in flight.
+    fn start_attempt(&mut self, now: Tick, key: usize) {
+        let slot = &mut self.slots[key];
+        let Some(dialer) = slot.dialer.as_mut() else {
+            return;
+        };
+        let token = token_for(key, slot.generation);
+        while let Some(mut sock) = dialer.start_next(&self.shared) {
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) = self.poll.registry().register(&mut sock, token, interest) {
+                dialer.last_error = e.kind();
+                continue;
+            }
+            if dialer.primary_alive {
+                dialer.racers.push(sock);
+            } else {
+                slot.sock = sock;
+                dialer.primary_alive = true;
+            }
+            dialer.next_at = match dialer.pending.is_empty() {
+                true => Tick::NEVER,
+                false => now + CONNECTION_ATTEMPT_DELAY,
+            };
+            return;
+        }
+        dialer.next_at = Tick::NEVER;
+        if !dialer.primary_alive && dialer.racers.is_empty() {
+            let reason = dialer.failure();
+            slot.session.handle_transport_closed(now, reason);
+        }
     }
 
     /// Reads until the socket would block, feeding the session.
@@ -554,7 +655,8 @@ impl Reactor {
                 }
             }
         }
-        let deadline = slot.session.poll_timeout();
+        let stagger = slot.dialer.as_ref().map_or(Tick::NEVER, |d| d.next_at);
+        let deadline = slot.session.poll_timeout().min(stagger);
         if deadline < slot.filed {
             slot.filed = deadline;
             self.wheel
@@ -592,12 +694,21 @@ impl Reactor {
         }
         slot.filed = Tick::NEVER;
         slot.session.handle_timeout(now);
+        if slot.dialer.as_ref().is_some_and(|d| d.next_at <= now) && !slot.session.is_ended() {
+            // Happy Eyeballs: the attempts in flight get company, not a cancellation.
+            self.start_attempt(now, key);
+        }
         self.drive(now, key);
     }
 
     fn remove(&mut self, key: usize) {
         let mut slot = self.slots.remove(key);
         let _ = self.poll.registry().deregister(&mut slot.sock);
+        if let Some(mut dialer) = slot.dialer.take() {
+            for mut racer in dialer.racers.drain(..) {
+                let _ = self.poll.registry().deregister(&mut racer);
+            }
+        }
         slot.session.release(&mut self.pool);
         if let Some(tls) = slot.tls.as_mut() {
             tls.release(&mut self.records);

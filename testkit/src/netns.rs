@@ -111,3 +111,56 @@ impl Drop for HostsFile {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// Any file of this mount namespace replaced by a private one: a temporary file
+/// bind-mounted over `target` (for instance `/etc/resolv.conf`, to point name lookups at
+/// a name server the test controls). Only call it inside [`run_inside`]'s namespaces,
+/// where the mount is private; the mount goes when the value is dropped.
+pub struct MountedFile {
+    path: PathBuf,
+    target: PathBuf,
+}
+
+impl MountedFile {
+    /// Bind-mounts a file with `contents` over `target`, which must exist.
+    pub fn install(target: impl Into<PathBuf>, contents: &str) -> MountedFile {
+        assert!(
+            inside(),
+            "MountedFile only inside testkit::netns::run_inside"
+        );
+        let target = target.into();
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "testkit-mounted-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::write(&path, contents).expect("write the private file");
+        let status = Command::new("mount")
+            .args(["--bind"])
+            .arg(&path)
+            .arg(&target)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mount --bind over {target:?} failed");
+        MountedFile { path, target }
+    }
+
+    /// Replaces the contents in place (the bind mount follows the inode, not the name).
+    pub fn set(&self, contents: &str) {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&self.path)
+            .expect("open the private file");
+        file.write_all(contents.as_bytes())
+            .expect("write the private file");
+    }
+}
+
+impl Drop for MountedFile {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.target).status();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
