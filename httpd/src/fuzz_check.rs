@@ -505,7 +505,7 @@ impl<'a> Run<'a> {
         assert_eq!(request.peer, PEER.parse::<SocketAddr>().unwrap());
         let body_start = framed.start + framed.head_len;
         assert!(
-            request.body == self.stream[body_start..framed.end()],
+            *request.body == self.stream[body_start..framed.end()],
             "request {k}: the body is not the bytes after its head"
         );
         assert_eq!(

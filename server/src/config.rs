@@ -49,9 +49,51 @@ pub struct Config {
     /// On shutdown, how long queued pushes (the `shutdown` reconnects first) may take.
     pub shutdown_grace_secs: u64,
     /// If set, every API request but /healthz needs `Authorization: Bearer <token>`.
-    pub api_token: Option<String>,
+    pub api_token: Option<ApiToken>,
     pub tls: Option<TlsConfig>,
     pub limits: LimitsConfig,
+}
+
+/// The API bearer token: wiped when dropped, compared in constant time, redacted in `Debug`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct ApiToken(zeroize::Zeroizing<String>);
+
+impl ApiToken {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `given` is the token. Both are hashed first and the digests compared, so
+    /// the time taken tells nothing about the token, not even its length.
+    pub fn matches(&self, given: &str) -> bool {
+        use ring::digest::{digest, SHA256};
+        let (a, b) = (
+            digest(&SHA256, given.as_bytes()),
+            digest(&SHA256, self.0.as_bytes()),
+        );
+        a.as_ref()
+            .iter()
+            .zip(b.as_ref())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+    }
+}
+
+impl From<&str> for ApiToken {
+    fn from(token: &str) -> ApiToken {
+        ApiToken(zeroize::Zeroizing::new(token.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -196,7 +238,7 @@ impl Config {
         if self.limits.sessions_max == 0 {
             return invalid("limits.sessions_max", "must be at least 1");
         }
-        if self.api_token.as_deref().is_some_and(|t| t.len() < 16) {
+        if self.api_token.as_ref().is_some_and(|t| t.len() < 16) {
             return invalid("api_token", "must be at least 16 characters");
         }
         Ok(())
