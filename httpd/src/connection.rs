@@ -118,8 +118,6 @@ pub(crate) struct Connection {
     discarded_bytes: usize,
 }
 
-// The reactor starts using the admission helpers in the next commit.
-#[allow(dead_code)]
 impl Connection {
     /// A connection just accepted at `now`. Its first request must be
     /// complete within `request_timeout` of now, which also bounds a TLS
@@ -154,6 +152,10 @@ impl Connection {
             && self.recv.is_empty()
             && !self.send_pending()
             && !self.peer_eof
+    }
+
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     /// The client the next requests are from, as a trusted proxy told.

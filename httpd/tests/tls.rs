@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::{get, post, Client, TestServer, PATIENCE};
-use httpd::{Config, Limits, TlsFiles};
+use httpd::{Config, TlsFiles};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
@@ -64,8 +64,8 @@ impl Drop for TestCert {
 
 fn tls_server(cert: &TestCert) -> TestServer {
     TestServer::start_with(Config {
-        limits: Limits::default(),
         tls: Some(cert.files.clone()),
+        ..Config::default()
     })
 }
 

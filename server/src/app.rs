@@ -37,6 +37,7 @@ pub enum StartError {
     Engine(engine::StartError),
     Httpd(httpd::HttpdError),
     Thread(std::io::Error),
+    Config(crate::config::ConfigError),
 }
 
 impl std::fmt::Display for StartError {
@@ -47,6 +48,7 @@ impl std::fmt::Display for StartError {
             StartError::Journal(e) => write!(f, "journal: {e}"),
             StartError::Engine(e) => write!(f, "IMAP engine: {e}"),
             StartError::Httpd(e) => write!(f, "HTTP server: {e}"),
+            StartError::Config(e) => write!(f, "{e}"),
             StartError::Thread(e) => write!(f, "thread: {e}"),
         }
     }
@@ -122,8 +124,11 @@ impl App {
             body_bytes_max: config.limits.body_bytes_max,
             headers_max: config.limits.headers_max,
             header_bytes_max: config.limits.header_bytes_max,
+            connections_max: config.limits.api_connections_max,
+            connections_per_client_max: config.limits.api_connections_per_client_max,
             ..httpd::Limits::default()
         };
+        let trusted_proxies = config.trusted_proxies().map_err(StartError::Config)?;
         let server = httpd::Server::bind(
             config.listen,
             httpd::Config {
@@ -132,6 +137,7 @@ impl App {
                     cert_file: t.cert_file.clone(),
                     key_file: t.key_file.clone(),
                 }),
+                trusted_proxies,
             },
         )
         .map_err(StartError::Httpd)?;

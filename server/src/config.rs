@@ -51,6 +51,10 @@ pub struct Config {
     /// If set, every API request but /healthz needs `Authorization: Bearer <token>`.
     pub api_token: Option<ApiToken>,
     pub tls: Option<TlsConfig>,
+    /// Reverse proxies (CIDRs, such as "10.0.0.0/8" or "::1") whose word on the client is
+    /// taken: a PROXY protocol v2 header, or else X-Forwarded-For, from these peers only.
+    /// Per-client limits then apply to the real client. Empty: every peer is the client.
+    pub trusted_proxies: Vec<String>,
     pub limits: LimitsConfig,
 }
 
@@ -124,6 +128,11 @@ pub struct LimitsConfig {
     pub logins_per_second_per_host: u32,
     /// How long a registration may wait for its login turn: 429 with Retry-After past it.
     pub login_queue_secs: u64,
+    /// Open API connections in total; at it, the longest idle one is closed for a newcomer
+    /// (503 when none is idle).
+    pub api_connections_max: usize,
+    /// Open API connections per client (IPv4 address or IPv6 /64): 503 past it.
+    pub api_connections_per_client_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -138,6 +147,8 @@ impl Default for LimitsConfig {
             sessions_per_host_max: 250_000,
             logins_per_second_per_host: 20,
             login_queue_secs: 10,
+            api_connections_max: httpd::limits::CONNECTIONS_MAX,
+            api_connections_per_client_max: httpd::limits::CONNECTIONS_PER_CLIENT_MAX,
         }
     }
 }
@@ -162,6 +173,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             api_token: None,
             tls: None,
+            trusted_proxies: Vec::new(),
             limits: LimitsConfig::default(),
         }
     }
@@ -238,10 +250,24 @@ impl Config {
         if self.limits.sessions_max == 0 {
             return invalid("limits.sessions_max", "must be at least 1");
         }
+        self.trusted_proxies()?;
         if self.api_token.as_ref().is_some_and(|t| t.len() < 16) {
             return invalid("api_token", "must be at least 16 characters");
         }
         Ok(())
+    }
+
+    /// `trusted_proxies`, parsed.
+    pub fn trusted_proxies(&self) -> Result<Vec<httpd::Cidr>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|c| {
+                c.parse().map_err(|e| ConfigError::Invalid {
+                    key: "trusted_proxies",
+                    message: format!("{c:?}: {e}"),
+                })
+            })
+            .collect()
     }
 
     pub fn session(&self) -> engine::SessionConfig {

@@ -73,7 +73,10 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(limits: Limits) -> TestServer {
-        TestServer::start_with(Config { limits, tls: None })
+        TestServer::start_with(Config {
+            limits,
+            ..Config::default()
+        })
     }
 
     pub fn start_with(config: Config) -> TestServer {
