@@ -44,6 +44,7 @@
 //! ```
 
 pub mod admission;
+pub mod alloc;
 mod buffer;
 mod connection;
 mod date;

@@ -463,3 +463,177 @@ fn no_password_is_left_after_refused_registrations() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Requests per kind of refusal over TLS (each is a curl process).
+const TLS_REFUSALS: usize = 30;
+
+/// One HTTPS request through curl from `local`; the status (0: none).
+fn curl_from(
+    local: std::net::Ipv4Addr,
+    url: &str,
+    ca: &std::path::Path,
+    method: &str,
+    token: &str,
+    body: &str,
+) -> u16 {
+    let mut child = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .args(["--interface", &local.to_string(), "-X", method])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+            url,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("curl runs");
+    let _ = child.stdin.take().unwrap().write_all(body.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn no_password_is_left_after_refused_registrations_over_tls() {
+    use std::net::Ipv4Addr;
+    let dir = std::env::temp_dir().join(format!("ipp-memscan-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pki = testkit::TestPki::generate().unwrap();
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    std::fs::write(&cert, &pki.leaf_pem).unwrap();
+    std::fs::write(&key, &pki.leaf_key_pem).unwrap();
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{addr}\"\ndata_dir = \"{}\"\napi_token = \"{API_TOKEN}\"\n\
+             allow_private_destinations = true\nallow_http_endpoints = true\n\
+             [tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\
+             [limits]\nregistrations_per_minute_per_ip = 1\nbody_bytes_max = 4096\n",
+            dir.join("data").display(),
+            cert.display(),
+            key.display(),
+        ),
+    )
+    .unwrap();
+    let server = start_server(&config, addr);
+    let url = |path: &str| format!("https://127.0.0.1:{}{path}", addr.port());
+    let password =
+        |kind: &str, n: usize| format!("{REFUSED_MARKER}tls{kind}-{n:04}-{:08x}", n * 7919);
+    let mut seen: std::collections::BTreeMap<(&str, u16), usize> = Default::default();
+    let lo = Ipv4Addr::LOCALHOST;
+    let subscriptions = url("/v1/subscriptions");
+    for n in 0..TLS_REFUSALS {
+        let token = format!("{TOKEN_MARKER}tls{n:04}-wrong-token");
+        let body = registration(&password("401", n), "tls");
+        *seen
+            .entry((
+                "401",
+                curl_from(lo, &subscriptions, &ca, "POST", &token, &body),
+            ))
+            .or_default() += 1;
+        let from = Ipv4Addr::new(127, 0, 2, 1 + n as u8);
+        let mut body = registration(&password("400", n), "bogus");
+        if n % 2 == 1 {
+            body.truncate(body.find("new_mail").unwrap());
+        }
+        *seen
+            .entry((
+                "400",
+                curl_from(from, &subscriptions, &ca, "POST", API_TOKEN, &body),
+            ))
+            .or_default() += 1;
+        let body = format!(
+            "{}{}",
+            registration(&password("413", n), "tls"),
+            " ".repeat(5000)
+        );
+        *seen
+            .entry((
+                "413",
+                curl_from(lo, &subscriptions, &ca, "POST", API_TOKEN, &body),
+            ))
+            .or_default() += 1;
+        let body = registration(&password("404", n), "tls");
+        *seen
+            .entry((
+                "404",
+                curl_from(lo, &url("/v1/nowhere"), &ca, "POST", API_TOKEN, &body),
+            ))
+            .or_default() += 1;
+    }
+    let from = Ipv4Addr::new(127, 0, 0, 3);
+    assert_eq!(
+        curl_from(from, &subscriptions, &ca, "POST", API_TOKEN, "{}"),
+        400
+    );
+    for n in 0..TLS_REFUSALS {
+        let body = registration(&password("429", n), "tls");
+        *seen
+            .entry((
+                "429",
+                curl_from(from, &subscriptions, &ca, "POST", API_TOKEN, &body),
+            ))
+            .or_default() += 1;
+    }
+    eprintln!("TLS refusals seen (kind, status): count = {seen:?}");
+    for (kind, status) in [
+        ("401", 401),
+        ("400", 400),
+        ("413", 413),
+        ("404", 404),
+        ("429", 429),
+    ] {
+        assert_eq!(
+            seen.get(&(kind, status)),
+            Some(&TLS_REFUSALS),
+            "{kind}: {seen:?}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    let needles = vec![
+        REFUSED_MARKER.as_bytes().to_vec(),
+        TOKEN_MARKER.as_bytes().to_vec(),
+    ];
+    let (scanned, hits) = scan(server.0.id(), &needles);
+    eprintln!("scanned {} MiB of the server's memory", scanned >> 20);
+    assert!(scanned > 1 << 20, "the scan read the process memory");
+    assert!(
+        hits.is_empty(),
+        "{} secrets found: {:?}",
+        hits.len(),
+        &hits[..hits.len().min(10)]
+    );
+    let (_, found) = scan(server.0.id(), &[API_TOKEN.as_bytes().to_vec()]);
+    assert!(!found.is_empty(), "control: a known string must be found");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
