@@ -26,7 +26,7 @@ use crate::error::HttpdError;
 use crate::forwarded::{forwarded_client, is_trusted, Cidr};
 use crate::limits::{Limits, PROXY_HEADER_BYTES_MAX};
 use crate::proxy_header::{self, Parsed};
-use crate::request::RequestId;
+use crate::request::{Request, RequestId};
 use crate::response::{self, Framing, Persistence, Response};
 use crate::server::{Handler, Responder};
 use crate::stats::Stats;
@@ -314,7 +314,8 @@ impl<H: Handler> Reactor<H> {
             forwarded,
             ..
         } = entry;
-        let mut evict = None;
+        // Slots to close for this connection's clients, once its borrow ends.
+        let mut evict = Vec::new();
         loop {
             let mut progress = match transport {
                 Transport::Plain => pump_read(socket, conn, now.instant),
@@ -327,25 +328,14 @@ impl<H: Handler> Reactor<H> {
             if let Some(mut request) = conn.poll_request(id, now, &mut self.stats) {
                 self.next_seq += 1;
                 progress = true;
-                let admitted = !*forwarded || {
-                    let peer = request.peer.ip();
-                    let values = request
-                        .headers()
-                        .filter(|(name, _)| *name == "x-forwarded-for")
-                        .map(|(_, value)| value);
-                    request.client = forwarded_client(values, peer, &self.trusted_proxies);
-                    let key = ClientKey::of(request.client);
-                    let decision =
-                        self.admission
-                            .decide_attribution(slot, key, Attribution::Request);
-                    if let Decision::EvictThenAdmit(other) = decision {
-                        evict = Some(other);
-                    }
-                    if decision != Decision::Refuse(Refusal::ClientAtCap) {
-                        self.admission.handle_attributed(slot, key);
-                    }
-                    decision != Decision::Refuse(Refusal::ClientAtCap)
-                };
+                let admitted = !*forwarded
+                    || attribute_forwarded(
+                        &mut self.admission,
+                        &self.trusted_proxies,
+                        slot,
+                        &mut request,
+                        &mut evict,
+                    );
                 if admitted {
                     self.handler.handle(request, &self.responder);
                 } else {
@@ -362,7 +352,7 @@ impl<H: Handler> Reactor<H> {
                 break;
             }
         }
-        if let Some(other) = evict {
+        for other in evict {
             self.evict(other);
         }
         self.settle(slot);
@@ -502,6 +492,32 @@ impl<H> Drop for Reactor<H> {
             *published = self.stats;
         }
     }
+}
+
+/// Names the client of a request forwarded by a trusted proxy (its
+/// `X-Forwarded-For`) and moves the connection to that client in the
+/// admission table. Returns false when the client is at its cap with no idle
+/// connection of its own to close; slots to close first go to `evict`.
+fn attribute_forwarded(
+    admission: &mut Admission,
+    trusted: &[Cidr],
+    slot: usize,
+    request: &mut Request,
+    evict: &mut Vec<usize>,
+) -> bool {
+    let values = request
+        .headers()
+        .filter(|(name, _)| *name == "x-forwarded-for")
+        .map(|(_, value)| value);
+    request.client = forwarded_client(values, request.peer.ip(), trusted);
+    let key = ClientKey::of(request.client);
+    match admission.decide_attribution(slot, key, Attribution::Request) {
+        Decision::Refuse(_) => return false,
+        Decision::EvictThenAdmit(other) => evict.push(other),
+        Decision::Admit => {}
+    }
+    admission.handle_attributed(slot, key);
+    true
 }
 
 fn count_refusal(stats: &mut Stats, refusal: Refusal) {

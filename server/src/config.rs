@@ -314,6 +314,44 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_and_api_connection_caps_parse() {
+        let text = r#"
+            trusted_proxies = ["10.0.0.0/8", "::1"]
+            [limits]
+            api_connections_max = 2048
+            api_connections_per_client_max = 16
+        "#;
+        let config: Config = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.trusted_proxies().unwrap().len(), 2);
+        assert_eq!(config.limits.api_connections_per_client_max, 16);
+        let bad = Config {
+            trusted_proxies: vec!["10.0.0.1/8".into()],
+            ..Config::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid {
+                key: "trusted_proxies",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_api_token_is_redacted_and_matched_whole() {
+        let config = Config {
+            api_token: Some("s3cret-token-0123456789".into()),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let token = config.api_token.unwrap();
+        assert!(token.matches("s3cret-token-0123456789"));
+        assert!(!token.matches("s3cret-token-012345678"));
+        assert!(!token.matches(""));
+    }
+
+    #[test]
     fn a_typo_is_an_error() {
         let e = toml::from_str::<Config>("idle_refresh_sec = 10").unwrap_err();
         assert!(e.to_string().contains("idle_refresh_sec"), "{e}");
