@@ -6,9 +6,9 @@
 //! live region is moved to the front, and when the storage is replaced by a
 //! larger one or dropped. A body is copied out exactly once, into a `Vec` of
 //! exactly its length (so it never reallocates and leaves a copy behind), and
-//! that `Vec` is moved to the application.
+//! that `Vec`, itself zeroized on drop, is moved to the application.
 
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Bytes a read should at least be offered before the buffer is compacted or
 /// grown; below this a read would return a trickle per syscall.
@@ -86,10 +86,10 @@ impl ReadBuf {
     }
 
     /// Moves the first `n` live bytes out into a `Vec` of capacity exactly
-    /// `n`, zeroizing their place here.
-    pub(crate) fn take_front(&mut self, n: usize) -> Vec<u8> {
+    /// `n` that zeroizes itself on drop, zeroizing their place here.
+    pub(crate) fn take_front(&mut self, n: usize) -> Zeroizing<Vec<u8>> {
         assert!(n <= self.len(), "take past the live bytes");
-        let mut out = Vec::with_capacity(n);
+        let mut out = Zeroizing::new(Vec::with_capacity(n));
         out.extend_from_slice(&self.data[self.start..self.start + n]);
         self.consume(n);
         out
@@ -181,7 +181,7 @@ mod tests {
         buf.consume(head.len());
         let taken = buf.take_front(body.len());
 
-        assert_eq!(taken, body);
+        assert_eq!(*taken, body);
         assert_eq!(taken.capacity(), body.len(), "no spare capacity to leak");
         assert_eq!(buf.filled(), next);
         assert_zero_outside_live(&buf);

@@ -34,7 +34,7 @@
 //! the application is noticed only when its response is written.
 
 use std::mem;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use zeroize::Zeroize;
@@ -101,6 +101,9 @@ enum Timer {
 #[derive(Debug)]
 pub(crate) struct Connection {
     peer: SocketAddr,
+    /// Who the requests are from: the peer's address unless a trusted proxy
+    /// said otherwise (see [`Connection::set_client`]).
+    client: IpAddr,
     limits: Limits,
     recv: ReadBuf,
     send: Vec<u8>,
@@ -122,6 +125,7 @@ impl Connection {
     pub(crate) fn new(peer: SocketAddr, limits: Limits, now: Instant) -> Connection {
         Connection {
             peer,
+            client: peer.ip().to_canonical(),
             limits,
             recv: ReadBuf::new(limits.read_buffer_bytes_max()),
             send: Vec::new(),
@@ -137,6 +141,26 @@ impl Connection {
 
     pub(crate) fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)
+    }
+
+    /// Idle: waiting for a request with no byte of one received, nothing in
+    /// flight and nothing left to send. Closing such a connection loses
+    /// nothing but the connection (RFC 9112, section 9.8: a client "SHOULD
+    /// be able to retry" on a keep-alive connection closed while idle).
+    pub(crate) fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::ReadingHead)
+            && self.recv.is_empty()
+            && !self.send_pending()
+            && !self.peer_eof
+    }
+
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The client the next requests are from, as a trusted proxy told.
+    pub(crate) fn set_client(&mut self, client: IpAddr) {
+        self.client = client.to_canonical();
     }
 
     fn send_pending(&self) -> bool {
@@ -305,6 +329,7 @@ impl Connection {
             query,
             body,
             peer: self.peer,
+            client: self.client,
             headers,
         }
     }
@@ -319,10 +344,37 @@ impl Connection {
         now: &Now,
         stats: &mut Stats,
     ) -> bool {
-        let pending = match &self.phase {
+        self.answer(seq, response, false, now, stats)
+    }
+
+    /// Answers request `seq` on the server's behalf (the application never
+    /// saw it) and closes the connection after the response.
+    #[must_use]
+    pub(crate) fn handle_refusal(
+        &mut self,
+        seq: u64,
+        response: Response,
+        now: &Now,
+        stats: &mut Stats,
+    ) -> bool {
+        self.answer(seq, response, true, now, stats)
+    }
+
+    fn answer(
+        &mut self,
+        seq: u64,
+        response: Response,
+        close: bool,
+        now: &Now,
+        stats: &mut Stats,
+    ) -> bool {
+        let mut pending = match &self.phase {
             Phase::Responding(pending) if pending.seq == seq => *pending,
             _ => return false,
         };
+        if close {
+            pending.persistence = Persistence::Close;
+        }
         let response = match response::validate(&response) {
             Ok(()) => response,
             Err(_) => {
@@ -535,9 +587,9 @@ mod tests {
             out.extend(drain(&mut conn));
             match conn.poll_request(id(seq), &now, &mut stats) {
                 Some(request) => {
-                    let response = Response::empty(200).with_body(request.body.clone());
+                    let response = Response::empty(200).with_body(request.body.to_vec());
                     assert!(conn.handle_response(seq, response, &now, &mut stats));
-                    seen.push((request.method, request.path, request.body));
+                    seen.push((request.method, request.path.clone(), request.body.to_vec()));
                     seq += 1;
                 }
                 None if fed == input.len() => return (seen, out),
@@ -705,7 +757,7 @@ mod tests {
         assert_eq!(drain(&mut conn), response::CONTINUE);
         feed(&mut conn, b"ok", base);
         assert_eq!(
-            conn.poll_request(id(0), &now, &mut stats).unwrap().body,
+            *conn.poll_request(id(0), &now, &mut stats).unwrap().body,
             b"ok"
         );
         assert_eq!(stats.responses_1xx, 1);

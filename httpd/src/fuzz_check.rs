@@ -505,7 +505,7 @@ impl<'a> Run<'a> {
         assert_eq!(request.peer, PEER.parse::<SocketAddr>().unwrap());
         let body_start = framed.start + framed.head_len;
         assert!(
-            request.body == self.stream[body_start..framed.end()],
+            *request.body == self.stream[body_start..framed.end()],
             "request {k}: the body is not the bytes after its head"
         );
         assert_eq!(
@@ -824,4 +824,61 @@ fn response_framing(fields: &[httparse::Header<'_>], status: u16) -> ResponseFra
         content_length,
         close,
     }
+}
+
+/// The checks of the `proxy_header` fuzz target: the PROXY v2 parser and the
+/// `X-Forwarded-For` rule on arbitrary bytes.
+/// - nothing panics;
+/// - a header is no longer than the input nor the limit, and every strict
+///   prefix of it is incomplete, never absent or malformed;
+/// - an incomplete input asks for more than it has;
+/// - absent means the input is not a prefix of the signature;
+/// - a source re-encodes to a header that parses to the same source;
+/// - the forwarded client is the same for the same input, and the peer when
+///   the input holds no address at all.
+pub fn proxy_header(data: &[u8]) {
+    use crate::forwarded::{forwarded_client, Cidr};
+    use crate::limits::PROXY_HEADER_BYTES_MAX;
+    use crate::proxy_header::{encode, parse, Parsed, SIGNATURE};
+
+    let limit = PROXY_HEADER_BYTES_MAX;
+    match parse(data, limit) {
+        Ok(Parsed::Header { len, source }) => {
+            assert!(len <= data.len() && len <= limit);
+            let prefix_checks = len.min(PREFIX_CHECK_LEN_MAX);
+            for n in 0..prefix_checks {
+                assert!(
+                    matches!(parse(&data[..n], limit), Ok(Parsed::Incomplete { needed }) if needed > n),
+                    "prefix of {n} bytes"
+                );
+            }
+            if let Some(source) = source {
+                let again = parse(&encode(source, source), limit);
+                assert!(
+                    matches!(again, Ok(Parsed::Header { source: Some(s), .. }) if s == source),
+                    "{source} does not round-trip"
+                );
+            }
+        }
+        Ok(Parsed::Incomplete { needed }) => assert!(needed > data.len()),
+        Ok(Parsed::Absent) => {
+            let seen = data.len().min(SIGNATURE.len());
+            assert_ne!(data[..seen], SIGNATURE[..seen]);
+        }
+        Err(_) => assert!(data.len() >= crate::proxy_header::FIXED_BYTES),
+    }
+
+    let text = String::from_utf8_lossy(data);
+    let trusted: Vec<Cidr> = ["10.0.0.0/8", "2001:db8::/32"]
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    let peer = std::net::IpAddr::from([10, 0, 0, 1]);
+    let client = forwarded_client(text.split('\n'), peer, &trusted);
+    assert_eq!(client, forwarded_client(text.split('\n'), peer, &trusted));
+    // Without a '.' or a ':' no element is an address: the peer it is.
+    if !text.contains(['.', ':']) {
+        assert_eq!(client, peer, "{client} came from nowhere");
+    }
+    let _ = text.parse::<Cidr>();
 }

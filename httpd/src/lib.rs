@@ -10,7 +10,10 @@
 //!   percent-decoding, no compression. Requests carry a `Content-Length`
 //!   body or none; `Transfer-Encoding` is answered 411 (see `parse.rs`).
 //! - No per-client rate limiting: that is the application's business, with
-//!   [`Request::peer`] to key it on.
+//!   [`Request::client`] to key it on. Connections, though, are capped per
+//!   client and in total ([`admission`]).
+//! - No trust in what a peer says about who it is, unless the peer is in
+//!   [`Config::trusted_proxies`] ([`forwarded`], [`proxy_header`]).
 //! - Never panics on peer input: a misbehaving connection is answered (400,
 //!   408, 411, 413, 431, 501, 505) or just closed, and counted.
 //!
@@ -40,14 +43,18 @@
 //! # Ok::<(), httpd::HttpdError>(())
 //! ```
 
+pub mod admission;
+pub mod alloc;
 mod buffer;
 mod connection;
 mod date;
 mod error;
+pub mod forwarded;
 #[doc(hidden)]
 pub mod fuzz_check;
 pub mod limits;
 mod parse;
+pub mod proxy_header;
 mod reactor;
 mod request;
 mod response;
@@ -56,6 +63,7 @@ mod stats;
 mod tls;
 
 pub use error::HttpdError;
+pub use forwarded::Cidr;
 pub use limits::Limits;
 pub use request::{Method, Request, RequestId};
 pub use response::Response;

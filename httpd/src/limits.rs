@@ -21,6 +21,15 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default for [`Limits::connections_max`].
 pub const CONNECTIONS_MAX: usize = 1024;
+/// Default for [`Limits::connections_per_client_max`]: a mail app needs one
+/// or two connections; 64 leaves room for many devices behind one NAT
+/// address while one client holds at most 1/16 of the default total.
+pub const CONNECTIONS_PER_CLIENT_MAX: usize = 64;
+
+/// The longest PROXY protocol v2 header accepted from a trusted proxy (16
+/// fixed bytes, the addresses, and TLVs such as TLS details or a cloud
+/// endpoint id). A longer one closes the connection.
+pub const PROXY_HEADER_BYTES_MAX: usize = 1024;
 
 /// Requests a connection may have in flight. Not configurable: the server
 /// stops reading a connection while its request is with the application and
@@ -61,10 +70,19 @@ pub struct Limits {
     /// sends (so the kernel does not reset the connection and destroy the
     /// response), for at most this long.
     pub linger_timeout: Duration,
-    /// Open connections. A connection accepted past this is answered 503 (TLS:
-    /// closed without a word, since plaintext would be garbage to the client)
-    /// and closed. At most [`CONNECTIONS_MAX_CEILING`].
+    /// Open connections in total. When a connection is accepted at this
+    /// count, the connection idle longest (no request bytes pending, nothing
+    /// in flight or unsent) is closed to make room; with none idle, the
+    /// newcomer is answered 503 (TLS: closed without a word, since plaintext
+    /// would be garbage to the client) and closed. At most
+    /// [`CONNECTIONS_MAX_CEILING`]. See [`admission`](crate::admission).
     pub connections_max: usize,
+    /// Open connections per client (an IPv4 address or an IPv6 /64; behind a
+    /// trusted proxy, the client it names). One more from that client is
+    /// answered 503 and closed like a connection past `connections_max`,
+    /// even when the server has room. A value above `connections_max` acts
+    /// as `connections_max`.
+    pub connections_per_client_max: usize,
 }
 
 impl Default for Limits {
@@ -78,6 +96,7 @@ impl Default for Limits {
             response_timeout: RESPONSE_TIMEOUT,
             linger_timeout: LINGER_TIMEOUT,
             connections_max: CONNECTIONS_MAX,
+            connections_per_client_max: CONNECTIONS_PER_CLIENT_MAX,
         }
     }
 }
@@ -91,6 +110,9 @@ impl Limits {
         }
         if self.connections_max == 0 || self.connections_max > CONNECTIONS_MAX_CEILING {
             return Err("connections_max must be within 1..=CONNECTIONS_MAX_CEILING");
+        }
+        if self.connections_per_client_max == 0 {
+            return Err("connections_per_client_max must be at least 1");
         }
         // The read buffer holds one head and one body at most.
         if self

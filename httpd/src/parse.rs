@@ -16,7 +16,7 @@
 //! smuggling ambiguity.
 
 use crate::limits::Limits;
-use crate::request::Method;
+use crate::request::{Headers, Method};
 
 /// Why the server answers a request itself, and closes the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +86,9 @@ pub(crate) struct Head {
     pub(crate) method: Method,
     pub(crate) path: String,
     pub(crate) query: Option<String>,
-    pub(crate) headers: Vec<(String, String)>,
+    /// Wiped on drop: a refused or abandoned head takes its bearer token
+    /// with it.
+    pub(crate) headers: Headers,
     pub(crate) content_length: usize,
     /// `HTTP/1.1` (otherwise `HTTP/1.0`).
     pub(crate) http11: bool,
@@ -135,10 +137,13 @@ fn build_head(req: &httparse::Request<'_, '_>, limits: &Limits) -> Result<Head, 
     let target = req.path.ok_or(Rejection::BadRequest)?;
     let (path, query) = split_target(method, target).ok_or(Rejection::BadRequest)?;
 
-    let mut headers = Vec::with_capacity(req.headers.len());
+    // Exact capacity, so the vector never moves (and leaves no copy behind).
+    let mut headers = Headers(Vec::with_capacity(req.headers.len()));
     for field in req.headers.iter() {
         let value = std::str::from_utf8(field.value).map_err(|_| Rejection::BadRequest)?;
-        headers.push((field.name.to_ascii_lowercase(), value.to_owned()));
+        headers
+            .0
+            .push((field.name.to_ascii_lowercase(), value.to_owned()));
     }
     let framing = read_framing(&headers, http11)?;
     if framing.content_length > limits.body_bytes_max {

@@ -19,11 +19,14 @@ use mio::{Events, Interest, Poll, Token};
 use rustls::ServerConfig;
 use slab::Slab;
 
+use crate::admission::{Admission, Attribution, ClientKey, Decision, Refusal};
 use crate::connection::{Connection, Now};
 use crate::date::http_date;
 use crate::error::HttpdError;
-use crate::limits::Limits;
-use crate::request::RequestId;
+use crate::forwarded::{forwarded_client, is_trusted, Cidr};
+use crate::limits::{Limits, PROXY_HEADER_BYTES_MAX};
+use crate::proxy_header::{self, Parsed};
+use crate::request::{Request, RequestId};
 use crate::response::{self, Framing, Persistence, Response};
 use crate::server::{Handler, Responder};
 use crate::stats::Stats;
@@ -63,6 +66,12 @@ struct Entry {
     transport: Transport,
     conn: Connection,
     generation: usize,
+    /// From a trusted proxy: the PROXY header read so far, until it is known
+    /// whether one comes. `None` once decided (and always for other peers).
+    preamble: Option<Vec<u8>>,
+    /// From a trusted proxy that sent no PROXY header: each request's
+    /// `X-Forwarded-For` names its client.
+    forwarded: bool,
 }
 
 /// Everything the loop owns; moved onto the server thread.
@@ -71,12 +80,15 @@ pub(crate) struct Reactor<H> {
     listener: TcpListener,
     limits: Limits,
     tls: Option<Arc<ServerConfig>>,
+    trusted_proxies: Vec<Cidr>,
     handler: H,
     responder: Responder,
     responses: mpsc::Receiver<(RequestId, Response)>,
     stop: Arc<AtomicBool>,
     published: Arc<Mutex<Stats>>,
     entries: Slab<Entry>,
+    /// Who holds the slots: the per-client and total caps.
+    admission: Admission,
     stats: Stats,
     next_generation: usize,
     next_seq: u64,
@@ -91,6 +103,7 @@ pub(crate) struct Parts<H> {
     pub(crate) listener: TcpListener,
     pub(crate) limits: Limits,
     pub(crate) tls: Option<Arc<ServerConfig>>,
+    pub(crate) trusted_proxies: Vec<Cidr>,
     pub(crate) handler: H,
     pub(crate) responder: Responder,
     pub(crate) responses: mpsc::Receiver<(RequestId, Response)>,
@@ -105,6 +118,7 @@ impl<H> Reactor<H> {
             listener,
             limits,
             tls,
+            trusted_proxies,
             handler,
             responder,
             responses,
@@ -116,6 +130,8 @@ impl<H> Reactor<H> {
             listener,
             limits,
             tls,
+            trusted_proxies,
+            admission: Admission::new(limits.connections_max, limits.connections_per_client_max),
             handler,
             responder,
             responses,
@@ -197,9 +213,18 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, now: &Now) {
-        if self.entries.len() >= self.limits.connections_max {
-            self.reject_busy(&socket, now);
-            return;
+        let trusted = is_trusted(&self.trusted_proxies, peer.ip());
+        // A trusted proxy's connection counts for nobody until it says whose
+        // it is (PROXY header or X-Forwarded-For).
+        let client = (!trusted).then(|| ClientKey::of(peer.ip()));
+        match self.admission.decide(client) {
+            Decision::Admit => {}
+            Decision::EvictThenAdmit(slot) => self.evict(slot),
+            Decision::Refuse(refusal) => {
+                count_refusal(&mut self.stats, refusal);
+                write_refusal(&socket, self.tls.is_some(), refusal, now, &mut self.stats);
+                return;
+            }
         }
         let transport = match &self.tls {
             None => Transport::Plain,
@@ -226,41 +251,35 @@ impl<H: Handler> Reactor<H> {
             self.stats.accept_errors += 1;
             return;
         }
+        let slot = vacant.key();
         vacant.insert(Entry {
             socket,
             transport,
             conn: Connection::new(peer, self.limits, now.instant),
             generation,
+            preamble: trusted.then(Vec::new),
+            forwarded: false,
         });
+        self.admission.handle_opened(slot, client);
         self.stats.connections_accepted += 1;
         self.stats.connections_open += 1;
         // Registration reports current readiness, so the first event comes
         // by itself.
     }
 
-    /// Past `connections_max`: a plain client gets a 503 (the fresh socket's
-    /// send buffer is empty, so one write suffices), a TLS client just a
-    /// close. Dropping `socket` closes it.
-    fn reject_busy(&mut self, mut socket: &TcpStream, now: &Now) {
-        self.stats.connections_rejected += 1;
-        if self.tls.is_some() {
-            return;
+    /// Closes the idle connection in `slot` to make room for a newcomer.
+    fn evict(&mut self, slot: usize) {
+        self.stats.connections_evicted += 1;
+        self.remove(slot);
+    }
+
+    /// Drops the connection in `slot` (closing its socket) and forgets it.
+    fn remove(&mut self, slot: usize) {
+        if let Some(mut entry) = self.entries.try_remove(slot) {
+            let _ = self.poll.registry().deregister(&mut entry.socket);
+            self.stats.connections_open -= 1;
         }
-        let mut out = Vec::with_capacity(128);
-        let framing = Framing {
-            persistence: Persistence::Close,
-            head_only: false,
-            date: &now.date,
-        };
-        response::encode(
-            &mut out,
-            &Response::empty(503).with_header("retry-after", "1"),
-            framing,
-        );
-        if socket.write(&out).is_ok() {
-            self.stats.count_response(503);
-        }
-        let _ = socket.shutdown(Shutdown::Write);
+        self.admission.handle_closed(slot);
     }
 
     fn handle_event(&mut self, token: Token, event: &Event, now: &Now) {
@@ -281,6 +300,10 @@ impl<H: Handler> Reactor<H> {
     /// (the order of calls in [`Connection`]'s docs), then drops it if it
     /// closed.
     fn drive(&mut self, slot: usize, now: &Now) {
+        if !self.drive_preamble(slot, now) {
+            self.settle(slot);
+            return;
+        }
         let Some(entry) = self.entries.get_mut(slot) else {
             return;
         };
@@ -288,8 +311,11 @@ impl<H: Handler> Reactor<H> {
             socket,
             transport,
             conn,
+            forwarded,
             ..
         } = entry;
+        // Slots to close for this connection's clients, once its borrow ends.
+        let mut evict = Vec::new();
         loop {
             let mut progress = match transport {
                 Transport::Plain => pump_read(socket, conn, now.instant),
@@ -299,10 +325,24 @@ impl<H: Handler> Reactor<H> {
                 slot: slot as u32,
                 seq: self.next_seq,
             };
-            if let Some(request) = conn.poll_request(id, now, &mut self.stats) {
+            if let Some(mut request) = conn.poll_request(id, now, &mut self.stats) {
                 self.next_seq += 1;
-                self.handler.handle(request, &self.responder);
                 progress = true;
+                let admitted = !*forwarded
+                    || attribute_forwarded(
+                        &mut self.admission,
+                        &self.trusted_proxies,
+                        slot,
+                        &mut request,
+                        &mut evict,
+                    );
+                if admitted {
+                    self.handler.handle(request, &self.responder);
+                } else {
+                    self.stats.connections_rejected_per_client += 1;
+                    let refused = refusal_response(Refusal::ClientAtCap);
+                    let _ = conn.handle_refusal(request.id.seq, refused, now, &mut self.stats);
+                }
             }
             progress |= match transport {
                 Transport::Plain => pump_write(socket, conn),
@@ -312,10 +352,81 @@ impl<H: Handler> Reactor<H> {
                 break;
             }
         }
-        if conn.is_closed() {
-            let mut entry = self.entries.remove(slot);
-            let _ = self.poll.registry().deregister(&mut entry.socket);
-            self.stats.connections_open -= 1;
+        for other in evict {
+            self.evict(other);
+        }
+        self.settle(slot);
+    }
+
+    /// After a drive: drops the connection if it closed, or tells the
+    /// admission table whether it is idle.
+    fn settle(&mut self, slot: usize) {
+        let Some(entry) = self.entries.get(slot) else {
+            return;
+        };
+        if entry.conn.is_closed() {
+            self.remove(slot);
+        } else {
+            let idle = entry.conn.is_idle();
+            self.admission.handle_idle(slot, idle);
+        }
+    }
+
+    /// For a trusted proxy's connection: reads its PROXY header, if one
+    /// comes, and attributes the connection. Returns whether HTTP (or TLS)
+    /// bytes may flow now; false while the header is incomplete or when the
+    /// connection was closed.
+    fn drive_preamble(&mut self, slot: usize, now: &Now) -> bool {
+        let Some(entry) = self.entries.get_mut(slot) else {
+            return false;
+        };
+        let Some(preamble) = &mut entry.preamble else {
+            return true;
+        };
+        let source = match read_preamble(&mut entry.socket, preamble) {
+            PreambleStep::Pending => return false,
+            PreambleStep::Absent => {
+                entry.preamble = None;
+                entry.forwarded = true;
+                return true;
+            }
+            PreambleStep::Header(source) => source,
+            PreambleStep::Malformed => {
+                self.stats.proxy_headers_malformed += 1;
+                entry.conn.handle_transport_error();
+                return false;
+            }
+            PreambleStep::Failed => {
+                entry.conn.handle_transport_error();
+                return false;
+            }
+        };
+        entry.preamble = None;
+        // LOCAL (or no address): the proxy's own connection, such as a health
+        // check, counted for the proxy.
+        let client = source.map_or(entry.conn.peer().ip().to_canonical(), |s| {
+            s.ip().to_canonical()
+        });
+        let key = ClientKey::of(client);
+        match self
+            .admission
+            .decide_attribution(slot, key, Attribution::Connection)
+        {
+            Decision::Refuse(refusal) => {
+                count_refusal(&mut self.stats, refusal);
+                let tls = matches!(entry.transport, Transport::Tls(_));
+                write_refusal(&entry.socket, tls, refusal, now, &mut self.stats);
+                entry.conn.handle_transport_error();
+                false
+            }
+            decision => {
+                entry.conn.set_client(client);
+                self.admission.handle_attributed(slot, key);
+                if let Decision::EvictThenAdmit(other) = decision {
+                    self.evict(other);
+                }
+                true
+            }
         }
     }
 
@@ -379,6 +490,136 @@ impl<H> Drop for Reactor<H> {
         self.stats.connections_open = 0;
         if let Ok(mut published) = self.published.lock() {
             *published = self.stats;
+        }
+    }
+}
+
+/// Names the client of a request forwarded by a trusted proxy (its
+/// `X-Forwarded-For`) and moves the connection to that client in the
+/// admission table. Returns false when the client is at its cap with no idle
+/// connection of its own to close; slots to close first go to `evict`.
+fn attribute_forwarded(
+    admission: &mut Admission,
+    trusted: &[Cidr],
+    slot: usize,
+    request: &mut Request,
+    evict: &mut Vec<usize>,
+) -> bool {
+    let values = request
+        .headers()
+        .filter(|(name, _)| *name == "x-forwarded-for")
+        .map(|(_, value)| value);
+    request.client = forwarded_client(values, request.peer.ip(), trusted);
+    let key = ClientKey::of(request.client);
+    match admission.decide_attribution(slot, key, Attribution::Request) {
+        Decision::Refuse(_) => return false,
+        Decision::EvictThenAdmit(other) => evict.push(other),
+        Decision::Admit => {}
+    }
+    admission.handle_attributed(slot, key);
+    true
+}
+
+fn count_refusal(stats: &mut Stats, refusal: Refusal) {
+    match refusal {
+        Refusal::ClientAtCap => stats.connections_rejected_per_client += 1,
+        Refusal::ServerFull => stats.connections_rejected += 1,
+    }
+}
+
+/// The server's answer to a connection (or request) it refuses for a cap.
+fn refusal_response(refusal: Refusal) -> Response {
+    let body = match refusal {
+        Refusal::ClientAtCap => {
+            r#"{"error":"too_many_connections","message":"this client holds too many connections"}"#
+        }
+        Refusal::ServerFull => {
+            r#"{"error":"at_capacity","message":"this server holds too many connections"}"#
+        }
+    };
+    Response::json(503, body).with_header("retry-after", "1")
+}
+
+/// Refuses a connection that has sent no request yet (or only a PROXY
+/// header): a plain client gets a 503 (the fresh socket's send buffer is
+/// empty, so one write suffices), a TLS client just a close. The caller
+/// drops (closes) the socket.
+fn write_refusal(
+    mut socket: &TcpStream,
+    tls: bool,
+    refusal: Refusal,
+    now: &Now,
+    stats: &mut Stats,
+) {
+    if !tls {
+        let mut out = Vec::with_capacity(256);
+        let framing = Framing {
+            persistence: Persistence::Close,
+            head_only: false,
+            date: &now.date,
+        };
+        response::encode(&mut out, &refusal_response(refusal), framing);
+        if socket.write(&out).is_ok() {
+            stats.count_response(503);
+        }
+    }
+    let _ = socket.shutdown(Shutdown::Write);
+}
+
+/// What reading a trusted proxy's connection start gave.
+enum PreambleStep {
+    /// The header has begun but is not complete: wait for more bytes.
+    Pending,
+    /// No PROXY header: the bytes are HTTP (or TLS); none were consumed.
+    Absent,
+    /// A complete header was consumed, naming this source (`None`: LOCAL).
+    Header(Option<SocketAddr>),
+    Malformed,
+    /// The socket failed or closed before the header was complete.
+    Failed,
+}
+
+/// Reads a PROXY v2 header off `socket` without consuming anything else:
+/// the first bytes are peeked until they decide whether a header comes, and
+/// then exactly the header's length is read into `buf`.
+fn read_preamble(socket: &mut TcpStream, buf: &mut Vec<u8>) -> PreambleStep {
+    loop {
+        let parsed = match proxy_header::parse(buf, PROXY_HEADER_BYTES_MAX) {
+            Ok(parsed) => parsed,
+            Err(_) => return PreambleStep::Malformed,
+        };
+        let needed = match parsed {
+            Parsed::Header { source, .. } => return PreambleStep::Header(source),
+            Parsed::Absent => return PreambleStep::Absent,
+            Parsed::Incomplete { needed } => needed,
+        };
+        if buf.is_empty() {
+            // Nothing consumed yet: peek, so bytes that are not a header stay
+            // in the socket for the HTTP or TLS layer.
+            let mut probe = [0u8; proxy_header::FIXED_BYTES];
+            match socket.peek(&mut probe) {
+                Ok(0) => return PreambleStep::Absent, // EOF: let the layer see it
+                Ok(n) => match proxy_header::parse(&probe[..n], PROXY_HEADER_BYTES_MAX) {
+                    Ok(Parsed::Absent) => return PreambleStep::Absent,
+                    Err(_) => return PreambleStep::Malformed,
+                    // A header: consume its fixed part below, once all here.
+                    Ok(_) if n < proxy_header::FIXED_BYTES => return PreambleStep::Pending,
+                    Ok(_) => {}
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return PreambleStep::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return PreambleStep::Failed,
+            }
+        }
+        let want = needed.max(proxy_header::FIXED_BYTES) - buf.len();
+        let mut chunk = [0u8; 256];
+        let take = want.min(chunk.len());
+        match socket.read(&mut chunk[..take]) {
+            Ok(0) => return PreambleStep::Failed,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return PreambleStep::Pending,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return PreambleStep::Failed,
         }
     }
 }

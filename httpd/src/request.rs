@@ -1,7 +1,10 @@
 //! What the application receives: a complete request and its opaque id.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
+
+use zeroize::{Zeroize, Zeroizing};
 
 /// The request methods this server accepts. Any other method is answered
 /// with 501 by the server itself (RFC 9110, section 9.1: "An origin server
@@ -67,12 +70,47 @@ pub struct RequestId {
     pub(crate) seq: u64,
 }
 
+/// Header fields, names lower-cased, values trimmed. Values may be
+/// credentials (`Authorization`), so every string is zeroized when the
+/// fields are dropped, on whatever path that happens (a refused head, a
+/// request the application never looks at), and `Debug` shows names only.
+#[derive(Default, PartialEq, Eq)]
+pub(crate) struct Headers(pub(crate) Vec<(String, String)>);
+
+impl Deref for Headers {
+    type Target = [(String, String)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for Headers {
+    fn drop(&mut self) {
+        for (name, value) in &mut self.0 {
+            name.zeroize();
+            value.zeroize();
+        }
+    }
+}
+
+impl fmt::Debug for Headers {
+    /// Redacted: values may be credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _)| n))
+            .finish()
+    }
+}
+
 /// One complete request, handed to the [`Handler`](crate::Handler).
 ///
 /// The body may hold credentials: it was moved out of the connection's read
-/// buffer (whose copy was zeroized) and is never logged; `Debug` shows only
-/// its length, and header values are redacted too. Zeroizing it after use is
-/// the application's duty.
+/// buffer (whose copy was zeroized) into a [`Zeroizing`] buffer, so it is
+/// wiped wherever the request is dropped, refused or not. Header values
+/// (the bearer token) are wiped on drop too. Neither is ever logged; `Debug`
+/// shows only the body's length and the header names. The path and query are
+/// not wiped: secrets do not belong in URLs, which proxies log.
 pub struct Request {
     /// Pass this back with the response.
     pub id: RequestId,
@@ -85,11 +123,21 @@ pub struct Request {
     /// percent-encoded; `None` when there is no `?`.
     pub query: Option<String>,
     /// Exactly `Content-Length` bytes; empty when that header is absent.
-    pub body: Vec<u8>,
-    /// The TCP peer. Per-IP limits are the application's business.
+    /// Zeroized on drop.
+    pub body: Zeroizing<Vec<u8>>,
+    /// The TCP peer (a trusted reverse proxy, or the client itself).
     pub peer: SocketAddr,
+    /// The client this request is from, IPv4-mapped IPv6 addresses shown as
+    /// IPv4: the peer's address, unless the peer is one of
+    /// [`Config::trusted_proxies`](crate::Config::trusted_proxies), in which
+    /// case it is the source in the connection's PROXY protocol v2 header,
+    /// or, without one, the right-most `X-Forwarded-For` address that is not
+    /// itself trusted (see [`forwarded`](crate::forwarded)). Per-client
+    /// limits (rate limits in the application, connection caps in the
+    /// server) key on this.
+    pub client: IpAddr,
     /// Field names lower-cased; values with surrounding whitespace removed.
-    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) headers: Headers,
 }
 
 impl Request {
@@ -119,6 +167,7 @@ impl fmt::Debug for Request {
             .field("header_names", &names)
             .field("body_len", &self.body.len())
             .field("peer", &self.peer)
+            .field("client", &self.client)
             .finish()
     }
 }

@@ -11,6 +11,7 @@ use mio::{Interest, Poll, Waker};
 use rustls::ServerConfig;
 
 use crate::error::HttpdError;
+use crate::forwarded::Cidr;
 use crate::limits::Limits;
 use crate::reactor::{Parts, Reactor, LISTENER, WAKER};
 use crate::request::{Request, RequestId};
@@ -65,6 +66,13 @@ pub struct Config {
     pub limits: Limits,
     /// Serve HTTPS with this certificate and key; plain HTTP when `None`.
     pub tls: Option<TlsFiles>,
+    /// Reverse proxies whose word on the client is taken: from a peer in one
+    /// of these ranges only, a PROXY protocol v2 header at the start of the
+    /// connection (before TLS) names the client of the whole connection, or,
+    /// without one, each request's `X-Forwarded-For` names its client (see
+    /// [`forwarded`](crate::forwarded)). Everybody else's headers are
+    /// ignored. Empty (the default): every peer is the client.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// A bound, not yet running server. Everything that can fail at startup
@@ -77,6 +85,7 @@ pub struct Server {
     local_addr: SocketAddr,
     limits: Limits,
     tls: Option<Arc<ServerConfig>>,
+    trusted_proxies: Vec<Cidr>,
 }
 
 impl Server {
@@ -104,6 +113,7 @@ impl Server {
             local_addr,
             limits: config.limits,
             tls,
+            trusted_proxies: config.trusted_proxies,
         })
     }
 
@@ -125,6 +135,7 @@ impl Server {
             listener: self.listener,
             limits: self.limits,
             tls: self.tls,
+            trusted_proxies: self.trusted_proxies,
             handler,
             responder: responder.clone(),
             responses,

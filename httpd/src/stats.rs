@@ -13,8 +13,17 @@ pub struct Stats {
     pub connections_accepted: u64,
     /// Connections currently in a slot.
     pub connections_open: u64,
-    /// Connections accepted past `connections_max`, answered 503 and closed.
+    /// Connections accepted at `connections_max` with none idle to close,
+    /// answered 503 and closed.
     pub connections_rejected: u64,
+    /// Connections (or, behind a proxy, requests) refused because their
+    /// client held `connections_per_client_max` connections: 503 and closed.
+    pub connections_rejected_per_client: u64,
+    /// Idle connections closed to make room for a newcomer.
+    pub connections_evicted: u64,
+    /// Connections from trusted proxies closed for a malformed or overlong
+    /// PROXY protocol header.
+    pub proxy_headers_malformed: u64,
     /// `accept` failures other than "would block" (such as running out of
     /// file descriptors); accepting is retried shortly after.
     pub accept_errors: u64,

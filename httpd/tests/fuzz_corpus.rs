@@ -29,3 +29,8 @@ fn replay(target: &str, check: fn(&[u8])) -> usize {
 fn request_corpus() {
     assert!(replay("request", fuzz_check::request) > 10);
 }
+
+#[test]
+fn proxy_header_corpus() {
+    assert!(replay("proxy_header", fuzz_check::proxy_header) >= 8);
+}

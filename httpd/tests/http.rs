@@ -84,7 +84,7 @@ fn request_fields_reach_the_handler() {
     );
     assert_eq!(request.header("x-token"), Some("abc"));
     assert_eq!(request.header("HOST"), Some("h"));
-    assert_eq!(request.body, b"xyz");
+    assert_eq!(*request.body, b"xyz");
     assert_eq!(request.peer, client.stream.local_addr().unwrap());
     let debug = format!("{request:?}");
     assert!(

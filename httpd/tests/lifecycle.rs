@@ -89,7 +89,14 @@ fn startup_errors_are_typed() {
         connections_max: 0,
         ..Limits::default()
     };
-    let err = Server::bind(any_port(), Config { limits, tls: None }).unwrap_err();
+    let err = Server::bind(
+        any_port(),
+        Config {
+            limits,
+            ..Config::default()
+        },
+    )
+    .unwrap_err();
     assert!(matches!(err, HttpdError::InvalidLimits { .. }), "{err}");
 
     let taken = Server::bind(any_port(), Config::default()).unwrap();
@@ -106,8 +113,8 @@ fn startup_errors_are_typed() {
     let err = Server::bind(
         any_port(),
         Config {
-            limits: Limits::default(),
             tls: Some(tls),
+            ..Config::default()
         },
     )
     .unwrap_err();

@@ -146,16 +146,19 @@ fn idle_keep_alive_connection_is_closed() {
 }
 
 #[test]
-fn connections_past_the_limit_get_503() {
+fn connections_past_the_limit_get_503_when_none_is_idle() {
     let limits = Limits {
         connections_max: 2,
         ..Limits::default()
     };
     let server = TestServer::start(limits);
+    // Both connections have a request in flight: neither is idle.
     let mut first = server.connect();
     let mut second = server.connect();
-    assert_eq!(first.exchange(&get("/echo")).status, 200);
-    assert_eq!(second.exchange(&get("/echo")).status, 200);
+    first.send(&get("/hold"));
+    let held_first = server.held_request();
+    second.send(&get("/hold"));
+    let held_second = server.held_request();
 
     let mut third = server.connect();
     let reply = third.try_reply(false);
@@ -166,10 +169,65 @@ fn connections_past_the_limit_get_503() {
     third.expect_closed();
     server.wait_stats("a rejected connection", |s| s.connections_rejected == 1);
 
+    respond_ok(&server.responder(), held_first.id);
+    respond_ok(&server.responder(), held_second.id);
+    assert_eq!(first.reply().status, 200);
+    assert_eq!(second.reply().status, 200);
     drop(first);
     server.wait_stats("a free slot", |s| s.connections_open == 1);
     assert_eq!(server.connect().exchange(&get("/echo")).status, 200);
     assert_eq!(second.exchange(&get("/echo")).status, 200);
+}
+
+#[test]
+fn at_the_limit_the_longest_idle_connection_is_closed_for_a_newcomer() {
+    let limits = Limits {
+        connections_max: 3,
+        ..Limits::default()
+    };
+    let server = TestServer::start(limits);
+    let mut clients: Vec<_> = (0..3).map(|_| server.connect()).collect();
+    // Idle in the order 1, 0, 2; then 2 gets a request in flight.
+    for n in [1, 0, 2] {
+        assert_eq!(clients[n].exchange(&get("/echo")).status, 200);
+    }
+    clients[2].send(&get("/hold"));
+    let held = server.held_request();
+
+    let mut newcomer = server.connect();
+    assert_eq!(newcomer.exchange(&get("/echo")).status, 200);
+    clients[1].expect_closed();
+    server.wait_stats("an eviction", |s| s.connections_evicted == 1);
+    // Next in line is 0, not 2 (busy), and not the newcomer (idle since later).
+    let mut another = server.connect();
+    assert_eq!(another.exchange(&get("/echo")).status, 200);
+    clients[0].expect_closed();
+    respond_ok(&server.responder(), held.id);
+    assert_eq!(clients[2].reply().status, 200);
+    assert_eq!(newcomer.exchange(&get("/echo")).status, 200);
+}
+
+#[test]
+fn one_connection_past_the_per_client_limit_gets_503() {
+    let limits = Limits {
+        connections_per_client_max: 2,
+        ..Limits::default()
+    };
+    let server = TestServer::start(limits);
+    let mut first = server.connect();
+    let mut second = server.connect();
+    assert_eq!(first.exchange(&get("/echo")).status, 200);
+    assert_eq!(second.exchange(&get("/echo")).status, 200);
+    let mut third = server.connect();
+    let reply = third.try_reply(false).expect("a 503");
+    assert_eq!(reply.status, 503);
+    assert!(String::from_utf8_lossy(&reply.body).contains("too_many_connections"));
+    third.expect_closed();
+    server.wait_stats("a refusal", |s| s.connections_rejected_per_client == 1);
+    assert_eq!(server.handle.stats().connections_evicted, 0);
+    drop(first);
+    server.wait_stats("a free slot", |s| s.connections_open == 1);
+    assert_eq!(server.connect().exchange(&get("/echo")).status, 200);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::{get, post, Client, TestServer, PATIENCE};
-use httpd::{Config, Limits, TlsFiles};
+use httpd::{Config, TlsFiles};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
@@ -64,8 +64,8 @@ impl Drop for TestCert {
 
 fn tls_server(cert: &TestCert) -> TestServer {
     TestServer::start_with(Config {
-        limits: Limits::default(),
         tls: Some(cert.files.clone()),
+        ..Config::default()
     })
 }
 
@@ -125,4 +125,28 @@ fn plaintext_on_a_tls_port_is_a_tls_failure() {
     server.wait_stats("a TLS failure", |s| {
         s.tls_failures == 1 && s.connections_open == 0
     });
+}
+
+#[test]
+fn a_trusted_proxy_s_proxy_header_comes_before_the_tls_handshake() {
+    use httpd::proxy_header;
+    let cert = TestCert::new();
+    let server = TestServer::start_with(Config {
+        tls: Some(cert.files.clone()),
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        ..Config::default()
+    });
+    let mut tcp = TcpStream::connect(server.addr()).unwrap();
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    let header = proxy_header::encode("198.51.100.7:5555".parse().unwrap(), server.addr());
+    tcp.write_all(&header).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(cert.client_config(), name).unwrap();
+    let mut client = Client::new(StreamOwned::new(conn, tcp));
+    client.send(&get("/hold"));
+    let request = server.held_request();
+    assert_eq!(request.client.to_string(), "198.51.100.7");
+    assert_eq!(request.peer.ip().to_string(), "127.0.0.1");
+    common::respond_ok(&server.responder(), request.id);
+    assert_eq!(client.reply().status, 200);
 }

@@ -46,6 +46,7 @@ pub enum StartError {
     Descriptors(TooFewDescriptors),
     Httpd(httpd::HttpdError),
     Thread(std::io::Error),
+    Config(crate::config::ConfigError),
 }
 
 impl std::fmt::Display for StartError {
@@ -58,6 +59,7 @@ impl std::fmt::Display for StartError {
             StartError::Rlimit(e) => write!(f, "RLIMIT_NOFILE: {e}"),
             StartError::Descriptors(e) => write!(f, "{e}"),
             StartError::Httpd(e) => write!(f, "HTTP server: {e}"),
+            StartError::Config(e) => write!(f, "{e}"),
             StartError::Thread(e) => write!(f, "thread: {e}"),
         }
     }
@@ -149,6 +151,7 @@ impl App {
             ..engine_config(&config)
         })
         .map_err(StartError::Engine)?;
+        let trusted_proxies = config.trusted_proxies().map_err(StartError::Config)?;
         let server = httpd::Server::bind(
             config.listen,
             httpd::Config {
@@ -157,6 +160,7 @@ impl App {
                     cert_file: t.cert_file.clone(),
                     key_file: t.key_file.clone(),
                 }),
+                trusted_proxies,
             },
         )
         .map_err(StartError::Httpd)?;
@@ -304,6 +308,8 @@ fn httpd_limits(config: &Config) -> httpd::Limits {
         body_bytes_max: config.limits.body_bytes_max,
         headers_max: config.limits.headers_max,
         header_bytes_max: config.limits.header_bytes_max,
+        connections_max: config.limits.api_connections_max,
+        connections_per_client_max: config.limits.api_connections_per_client_max,
         ..httpd::Limits::default()
     }
 }
@@ -408,14 +414,7 @@ impl State {
             .header("authorization")
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        // Constant time in the token's content (the length is not secret).
-        let equal = given.len() == token.len()
-            && given
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if equal {
+        if token.matches(given) {
             Ok(())
         } else {
             Err(ApiError::new(
@@ -436,7 +435,7 @@ impl State {
     }
 
     fn try_register(&self, request: &mut Request) -> Result<(), ApiError> {
-        self.check_rate(request.peer.ip())?;
+        self.check_rate(request.client)?;
         let registration = parse_registration(&mut request.body, &self.config)?;
         // What the caps refuse is refused now; they are checked again before the login.
         self.admit(

@@ -53,9 +53,55 @@ pub struct Config {
     /// On shutdown, how long queued pushes (the `shutdown` reconnects first) may take.
     pub shutdown_grace_secs: u64,
     /// If set, every API request but /healthz needs `Authorization: Bearer <token>`.
-    pub api_token: Option<String>,
+    pub api_token: Option<ApiToken>,
     pub tls: Option<TlsConfig>,
+    /// Reverse proxies (CIDRs, such as "10.0.0.0/8" or "::1") whose word on the client is
+    /// taken: a PROXY protocol v2 header, or else X-Forwarded-For, from these peers only.
+    /// Per-client limits then apply to the real client. Empty: every peer is the client.
+    pub trusted_proxies: Vec<String>,
     pub limits: LimitsConfig,
+}
+
+/// The API bearer token: wiped when dropped, compared in constant time, redacted in `Debug`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct ApiToken(zeroize::Zeroizing<String>);
+
+impl ApiToken {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `given` is the token. Both are hashed first and the digests compared, so
+    /// the time taken tells nothing about the token, not even its length.
+    pub fn matches(&self, given: &str) -> bool {
+        use ring::digest::{digest, SHA256};
+        let (a, b) = (
+            digest(&SHA256, given.as_bytes()),
+            digest(&SHA256, self.0.as_bytes()),
+        );
+        a.as_ref()
+            .iter()
+            .zip(b.as_ref())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+    }
+}
+
+impl From<&str> for ApiToken {
+    fn from(token: &str) -> ApiToken {
+        ApiToken(zeroize::Zeroizing::new(token.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -95,6 +141,11 @@ pub struct LimitsConfig {
     /// Push requests in flight to one push service (origin) at most; its other pushes
     /// wait without a sender thread. Never more than `sender_threads - 1` apply.
     pub push_permits_per_origin: usize,
+    /// Open API connections in total; at it, the longest idle one is closed for a newcomer
+    /// (503 when none is idle).
+    pub api_connections_max: usize,
+    /// Open API connections per client (IPv4 address or IPv6 /64): 503 past it.
+    pub api_connections_per_client_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -111,6 +162,8 @@ impl Default for LimitsConfig {
             logins_per_second_per_host: 20,
             login_queue_secs: 10,
             push_permits_per_origin: crate::delivery::PERMITS_PER_ORIGIN_DEFAULT,
+            api_connections_max: httpd::limits::CONNECTIONS_MAX,
+            api_connections_per_client_max: httpd::limits::CONNECTIONS_PER_CLIENT_MAX,
         }
     }
 }
@@ -135,6 +188,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             api_token: None,
             tls: None,
+            trusted_proxies: Vec::new(),
             limits: LimitsConfig::default(),
         }
     }
@@ -161,6 +215,7 @@ impl std::fmt::Debug for Config {
             register_timeout_secs,
             shutdown_grace_secs,
             api_token,
+            trusted_proxies,
             tls,
             limits,
         } = self;
@@ -181,6 +236,7 @@ impl std::fmt::Debug for Config {
             .field("register_timeout_secs", register_timeout_secs)
             .field("shutdown_grace_secs", shutdown_grace_secs)
             .field("api_token", &api_token.as_ref().map(|_| "<redacted>"))
+            .field("trusted_proxies", trusted_proxies)
             .field("tls", tls)
             .field("limits", limits)
             .finish()
@@ -261,10 +317,24 @@ impl Config {
         if self.limits.push_permits_per_origin == 0 {
             return invalid("limits.push_permits_per_origin", "must be at least 1");
         }
-        if self.api_token.as_deref().is_some_and(|t| t.len() < 16) {
+        self.trusted_proxies()?;
+        if self.api_token.as_ref().is_some_and(|t| t.len() < 16) {
             return invalid("api_token", "must be at least 16 characters");
         }
         Ok(())
+    }
+
+    /// `trusted_proxies`, parsed.
+    pub fn trusted_proxies(&self) -> Result<Vec<httpd::Cidr>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|c| {
+                c.parse().map_err(|e| ConfigError::Invalid {
+                    key: "trusted_proxies",
+                    message: format!("{c:?}: {e}"),
+                })
+            })
+            .collect()
     }
 
     pub fn session(&self) -> engine::SessionConfig {
@@ -319,6 +389,44 @@ mod tests {
         config.validate().unwrap();
         config.limits.push_permits_per_origin = 0;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_and_api_connection_caps_parse() {
+        let text = r#"
+            trusted_proxies = ["10.0.0.0/8", "::1"]
+            [limits]
+            api_connections_max = 2048
+            api_connections_per_client_max = 16
+        "#;
+        let config: Config = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.trusted_proxies().unwrap().len(), 2);
+        assert_eq!(config.limits.api_connections_per_client_max, 16);
+        let bad = Config {
+            trusted_proxies: vec!["10.0.0.1/8".into()],
+            ..Config::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid {
+                key: "trusted_proxies",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_api_token_is_redacted_and_matched_whole() {
+        let config = Config {
+            api_token: Some("s3cret-token-0123456789".into()),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let token = config.api_token.unwrap();
+        assert!(token.matches("s3cret-token-0123456789"));
+        assert!(!token.matches("s3cret-token-012345678"));
+        assert!(!token.matches(""));
     }
 
     #[test]

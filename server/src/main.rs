@@ -5,6 +5,12 @@ use std::process::ExitCode;
 
 use imap_push_proxy::{fd_budget, App, Config};
 
+/// Every freed heap block is wiped: passwords and tokens pass through buffers of rustls,
+/// serde and std that no code here can reach (see `httpd::alloc`).
+#[global_allocator]
+static HEAP: httpd::alloc::Wiping<std::alloc::System> =
+    httpd::alloc::Wiping::new(std::alloc::System);
+
 const USAGE: &str = "\
 imap-push-proxy: IMAP IDLE to Web Push
 

@@ -61,7 +61,7 @@ fn echo(request: &Request) -> Response {
     Response::empty(200)
         .with_header("x-method", request.method.as_str())
         .with_header("x-query", request.query.clone().unwrap_or_default())
-        .with_body(request.body.clone())
+        .with_body(request.body.to_vec())
 }
 
 /// A running server with the test application.
@@ -73,7 +73,10 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(limits: Limits) -> TestServer {
-        TestServer::start_with(Config { limits, tls: None })
+        TestServer::start_with(Config {
+            limits,
+            ..Config::default()
+        })
     }
 
     pub fn start_with(config: Config) -> TestServer {

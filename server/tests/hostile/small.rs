@@ -47,12 +47,10 @@ fn the_data_dir_and_its_files_are_owner_only() {
 }
 
 #[test]
-// `.into()` fits `api_token` as a String and as a zeroizing wrapper alike.
-#[allow(clippy::useless_conversion)]
 fn config_debug_never_shows_the_api_token() {
     let token = "tok-3f9a1c0e7b2d4e6f8a";
     let config = Config {
-        api_token: Some(String::from(token).into()),
+        api_token: Some(token.into()),
         ..Config::default()
     };
     let shown = format!("{config:?} {config:#?}");
