@@ -345,6 +345,7 @@ fn engine_config(config: &Config) -> EngineConfig {
         sessions_max: config.limits.sessions_max,
         connect_filter: filter,
         bind_addresses: config.imap_bind_addresses.clone(),
+        resolver: config.resolver(),
         ..EngineConfig::default()
     }
 }

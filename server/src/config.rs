@@ -134,6 +134,12 @@ pub struct LimitsConfig {
     /// live or logging in: 409 too_many_sessions past it, before any login. Providers cap
     /// the connections of one mailbox (Dovecot 10 per user and address, Gmail 15).
     pub sessions_per_account_max: usize,
+    /// Host name lookups (IMAP hosts at login, names checked at registration): threads
+    /// calling getaddrinfo, lookups queued past them (`503 resolver_busy` beyond), and the
+    /// time one lookup may take (`504` past it).
+    pub resolver_threads: usize,
+    pub resolver_queue_len: usize,
+    pub resolve_timeout_ms: u64,
     /// Logins started per IMAP host per second (bursts of as many are allowed).
     pub logins_per_second_per_host: u32,
     /// How long a registration may wait for its login turn: 429 with Retry-After past it.
@@ -159,6 +165,9 @@ impl Default for LimitsConfig {
             pending_registrations_max: 10_000,
             sessions_per_host_max: 250_000,
             sessions_per_account_max: SESSIONS_PER_ACCOUNT_MAX_DEFAULT,
+            resolver_threads: engine::resolve::RESOLVER_THREADS,
+            resolver_queue_len: engine::resolve::RESOLVER_QUEUE_LEN,
+            resolve_timeout_ms: engine::resolve::RESOLVE_TIMEOUT.as_millis() as u64,
             logins_per_second_per_host: 20,
             login_queue_secs: 10,
             push_permits_per_origin: crate::delivery::PERMITS_PER_ORIGIN_DEFAULT,
@@ -314,6 +323,15 @@ impl Config {
         if self.limits.sessions_max == 0 {
             return invalid("limits.sessions_max", "must be at least 1");
         }
+        if self.limits.resolver_threads == 0 || self.limits.resolver_queue_len == 0 {
+            return invalid(
+                "limits.resolver_threads",
+                "resolver_threads and resolver_queue_len must be at least 1",
+            );
+        }
+        if self.limits.resolve_timeout_ms == 0 {
+            return invalid("limits.resolve_timeout_ms", "must be at least 1");
+        }
         if self.limits.push_permits_per_origin == 0 {
             return invalid("limits.push_permits_per_origin", "must be at least 1");
         }
@@ -322,6 +340,15 @@ impl Config {
             return invalid("api_token", "must be at least 16 characters");
         }
         Ok(())
+    }
+
+    /// The resolver pool's settings from `[limits]`.
+    pub fn resolver(&self) -> engine::ResolverConfig {
+        engine::ResolverConfig {
+            threads: self.limits.resolver_threads,
+            queue_len: self.limits.resolver_queue_len,
+            timeout: Duration::from_millis(self.limits.resolve_timeout_ms),
+        }
     }
 
     /// `trusted_proxies`, parsed.
@@ -427,6 +454,32 @@ mod tests {
         assert!(token.matches("s3cret-token-0123456789"));
         assert!(!token.matches("s3cret-token-012345678"));
         assert!(!token.matches(""));
+    }
+
+    #[test]
+    fn resolver_settings_parse_and_zero_is_refused() {
+        let config: Config = toml::from_str(
+            "[limits]\nresolver_threads = 2\nresolver_queue_len = 8\nresolve_timeout_ms = 1500",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.resolver(),
+            engine::ResolverConfig {
+                threads: 2,
+                queue_len: 8,
+                timeout: Duration::from_millis(1500),
+            }
+        );
+        for key in [
+            "resolver_threads",
+            "resolver_queue_len",
+            "resolve_timeout_ms",
+        ] {
+            let text = format!("[limits]\n{key} = 0");
+            let config: Config = toml::from_str(&text).unwrap();
+            assert!(config.validate().is_err(), "{key} = 0 must be refused");
+        }
     }
 
     #[test]
