@@ -14,7 +14,7 @@ use crate::reactor::{Command, Counters, KeepaliveConfig, Reactor, Shared};
 use crate::reason::EndReason;
 use crate::session::{ConfigError, Preview, Ready, SessionConfig};
 use crate::spec::{SpecError, WatchOptions, WatchSpec};
-use crate::tls::{client_config, TlsSetupError};
+use crate::tls::{client_config_with_suites, TlsClient, TlsSetupError};
 
 /// Identifies one watched account for the life of the engine. Never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -84,6 +84,9 @@ pub struct EngineConfig {
     pub extra_ca_file: Option<PathBuf>,
     /// Extra trusted roots, DER (for embedders and tests).
     pub extra_roots_der: Vec<Vec<u8>>,
+    /// The TLS cipher suites offered, and so the protocol versions; empty: every suite of
+    /// rustls's ring provider (TLS 1.3 and 1.2, AES-GCM and ChaCha20-Poly1305).
+    pub tls_cipher_suites: Vec<rustls::SupportedCipherSuite>,
     pub event_queue_len: usize,
     pub sessions_max: usize,
     pub connect_filter: Option<ConnectFilter>,
@@ -101,6 +104,7 @@ impl Default for EngineConfig {
             webpki_roots: true,
             extra_ca_file: None,
             extra_roots_der: Vec::new(),
+            tls_cipher_suites: Vec::new(),
             event_queue_len: EVENT_QUEUE_LEN,
             sessions_max: SESSIONS_MAX,
             connect_filter: None,
@@ -176,6 +180,9 @@ pub struct Stats {
     pub line_buffers_lent: usize,
     /// TLS record buffers lent to connections with a partial record (0 when all are idle).
     pub record_buffers_lent: usize,
+    /// TLS sessions running on the compact record layer (rustls dropped after the
+    /// handshake; see `SessionConfig::tls_compact`).
+    pub tls_compact_sessions: usize,
 }
 
 struct ReactorHandle {
@@ -205,12 +212,14 @@ impl Engine {
     /// Starts the reactor threads and the dispatcher that resolves host names.
     pub fn start(config: EngineConfig) -> Result<Engine, StartError> {
         config.session.validate().map_err(StartError::Config)?;
-        let tls = client_config(
+        let tls = client_config_with_suites(
             config.webpki_roots,
             config.extra_ca_file.as_deref(),
             &config.extra_roots_der,
+            &config.tls_cipher_suites,
         )
         .map_err(StartError::Tls)?;
+        let tls = TlsClient::new(tls, config.session.tls_compact);
         let threads = match config.reactor_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -322,6 +331,7 @@ impl Engine {
             stats.loop_turns += r.counters.loop_turns.load(Ordering::Relaxed);
             stats.line_buffers_lent += r.counters.line_buffers_lent.load(Ordering::Relaxed);
             stats.record_buffers_lent += r.counters.record_buffers_lent.load(Ordering::Relaxed);
+            stats.tls_compact_sessions += r.counters.tls_compact.load(Ordering::Relaxed);
         }
         stats
     }

@@ -13,7 +13,6 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
-use rustls::ClientConfig;
 use slab::Slab;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use zeroize::Zeroize;
@@ -24,7 +23,7 @@ use crate::reason::EndReason;
 use crate::session::{Session, SessionConfig, SessionEvent, TX_BUF_LEN};
 use crate::spec::{Security, WatchOptions, WatchSpec};
 use crate::time::{Clock, Tick};
-use crate::tls::{write_some, RecordPool, Tls, TlsError, TlsRead};
+use crate::tls::{write_some, RecordPool, Tls, TlsClient, TlsError, TlsRead};
 use crate::wheel::{Entry, Wheel};
 
 /// Token of the reactor's waker.
@@ -107,6 +106,8 @@ pub(crate) struct Counters {
     pub line_buffers_lent: AtomicUsize,
     /// TLS record buffers lent to connections with a partial record, likewise.
     pub record_buffers_lent: AtomicUsize,
+    /// Sessions whose TLS switched to the compact record layer, now.
+    pub tls_compact: AtomicUsize,
 }
 
 struct Slot {
@@ -114,7 +115,8 @@ struct Slot {
     generation: u32,
     session: Session,
     sock: TcpStream,
-    tls: Option<Box<Tls>>,
+    /// Inline: after the handshake it is the session's only TLS memory (see `tls`).
+    tls: Option<Tls>,
     /// Addresses still to try if the current connect fails.
     fallback: Option<Box<[SocketAddr]>>,
     connected: bool,
@@ -129,7 +131,7 @@ struct Slot {
 pub(crate) struct Shared {
     pub config: Arc<SessionConfig>,
     pub keepalive: KeepaliveConfig,
-    pub tls: Arc<ClientConfig>,
+    pub tls: TlsClient,
     pub events: Sender<Event>,
     pub connect_filter: Option<ConnectFilter>,
     pub counters: Arc<Counters>,
@@ -286,8 +288,8 @@ impl Reactor {
             return self.emit_end(id, session);
         }
         let tls = if security == Security::Tls {
-            match Tls::new(self.shared.tls.clone(), &host) {
-                Ok(tls) => Some(Box::new(tls)),
+            match Tls::new(&self.shared.tls, &host) {
+                Ok(tls) => Some(tls),
                 Err(failure) => {
                     session.handle_transport_closed(now, EndReason::Tls(failure));
                     return self.emit_end(id, session);
@@ -437,6 +439,7 @@ impl Reactor {
         let session = &mut slot.session;
         let pool = &mut self.pool;
         if let Some(tls) = slot.tls.as_mut() {
+            let was_compact = tls.is_compact();
             let result = tls.pump(
                 &mut slot.sock,
                 &mut self.records,
@@ -455,6 +458,10 @@ impl Reactor {
             }
             if tls.take_established() {
                 session.handle_tls_established(now);
+            }
+            if !was_compact && tls.is_compact() {
+                let compact = &self.shared.counters.tls_compact;
+                compact.fetch_add(1, Ordering::Relaxed);
             }
             return;
         }
@@ -569,9 +576,9 @@ impl Reactor {
         }
         // The name was kept for this moment only.
         let name = slot.starttls_host.take().unwrap_or_default();
-        match Tls::new(self.shared.tls.clone(), &name) {
+        match Tls::new(&self.shared.tls, &name) {
             Ok(tls) => {
-                slot.tls = Some(Box::new(tls));
+                slot.tls = Some(tls);
                 // Sends the ClientHello (and takes anything already there).
                 self.read(now, key);
             }
@@ -601,6 +608,10 @@ impl Reactor {
         slot.session.release(&mut self.pool);
         if let Some(tls) = slot.tls.as_mut() {
             tls.release(&mut self.records);
+            if tls.is_compact() {
+                let compact = &self.shared.counters.tls_compact;
+                compact.fetch_sub(1, Ordering::Relaxed);
+            }
         }
         if let Some(mut parked) = slot.parked.take() {
             parked.zeroize();
