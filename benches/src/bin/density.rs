@@ -395,7 +395,7 @@ fn summarize(kernel: &Value, floors: &[Value], variants: &[Value], busy: &[Strin
             "idle_cpu_within_target": cpu < TARGET_IDLE_CPU_PCT,
         });
         println!(
-            "{:<16} {:>7.0} {:>9} {:>8.0} {:>7.1} {:>7.4} {:>9.0} {:>9.0} {:>9.0} {:>8.2} {:>9.2} {:>7.2}% {:>7}",
+            "{:<28} {:>7.0} {:>9} {:>8.0} {:>7.1} {:>7.4} {:>9.0} {:>9.0} {:>9.0} {:>8.2} {:>9.2} {:>7.2}% {:>7}",
             v["name"].as_str().unwrap_or("?"),
             user,
             format!("{} {}", target, verdict(user <= target)),

@@ -681,11 +681,12 @@ mod switch {
             | CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => Suite::Chacha20Poly1305,
             _ => return None,
         };
+        let log = hs.secrets.as_ref()?;
+        let random = hs.client_random.as_ref()?;
+        // Taken in both versions, so that nothing of this connection stays in the log.
+        let taken = log.take(random);
         let secrets = match version {
-            Version::Tls13 => {
-                let log = hs.secrets.as_ref()?;
-                Some(log.take(hs.client_random.as_ref()?)?)
-            }
+            Version::Tls13 => Some(taken?),
             Version::Tls12 => None,
         };
         Some(Plan {

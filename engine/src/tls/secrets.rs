@@ -105,6 +105,13 @@ impl KeyLog for SecretLog {
     }
 
     fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        // rustls does not always ask `will_log` first (TLS 1.2's CLIENT_RANDOM): an entry
+        // for another label would never be taken.
+        let is_client = match label {
+            CLIENT_LABEL => true,
+            SERVER_LABEL => false,
+            _ => return,
+        };
         let (Ok(random), Some(secret)) = (
             <[u8; 32]>::try_from(client_random),
             TrafficSecret::new(secret),
@@ -116,10 +123,10 @@ impl KeyLog for SecretLog {
             return;
         }
         let entry = pending.entry(random).or_default();
-        match label {
-            CLIENT_LABEL => entry.client = secret,
-            SERVER_LABEL => entry.server = secret,
-            _ => {}
+        if is_client {
+            entry.client = secret;
+        } else {
+            entry.server = secret;
         }
     }
 }
