@@ -35,6 +35,8 @@ use rustls::{ClientConfig, RootCertStore, SupportedCipherSuite};
 use crate::reason::TlsFailure;
 
 pub mod compact;
+#[doc(hidden)]
+pub mod fuzz_check;
 pub mod record;
 pub mod secrets;
 
