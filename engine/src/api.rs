@@ -183,6 +183,8 @@ pub struct Stats {
     /// TLS sessions running on the compact record layer (rustls dropped after the
     /// handshake; see `SessionConfig::tls_compact`).
     pub tls_compact_sessions: usize,
+    /// Times free heap was given back after compact switches (`reactor::HEAP_TRIM_DELAY`).
+    pub heap_trims: u64,
 }
 
 struct ReactorHandle {
@@ -332,6 +334,7 @@ impl Engine {
             stats.line_buffers_lent += r.counters.line_buffers_lent.load(Ordering::Relaxed);
             stats.record_buffers_lent += r.counters.record_buffers_lent.load(Ordering::Relaxed);
             stats.tls_compact_sessions += r.counters.tls_compact.load(Ordering::Relaxed);
+            stats.heap_trims += r.counters.heap_trims.load(Ordering::Relaxed);
         }
         stats
     }

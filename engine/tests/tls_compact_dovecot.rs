@@ -146,3 +146,49 @@ fn starttls_switches_too() {
         login_idle_deliver(&dovecot, name, suites, true, Security::StartTls);
     }
 }
+
+/// A burst of compact switches gives free heap back once, not once per session; rustls
+/// sessions never trigger it.
+#[test]
+fn a_burst_of_switches_trims_the_heap_once() {
+    const SESSIONS: usize = 12;
+    let dovecot = Dovecot::start(DovecotConfig::default()).expect("Dovecot starts");
+    for compact in [true, false] {
+        let engine = Engine::start(EngineConfig {
+            reactor_threads: 1,
+            session: SessionConfig {
+                tls_compact: compact,
+                ..SessionConfig::default()
+            },
+            webpki_roots: false,
+            extra_roots_der: vec![dovecot.ca_der().to_vec()],
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let started = Instant::now();
+        for _ in 0..SESSIONS {
+            engine.watch(spec(&dovecot, Security::Tls)).unwrap();
+        }
+        let mut ready = 0;
+        while ready < SESSIONS {
+            match engine.events().recv_timeout(Duration::from_secs(10)) {
+                Ok(Event::Ready { .. }) => ready += 1,
+                other => panic!("expected Ready, got {other:?}"),
+            }
+        }
+        let burst = started.elapsed();
+        // Past the delay, with margin; nothing switches meanwhile.
+        std::thread::sleep(engine::reactor::HEAP_TRIM_DELAY * 2);
+        let trims = engine.stats().heap_trims;
+        if compact {
+            assert_eq!(engine.stats().tls_compact_sessions, SESSIONS);
+            let most = burst.as_millis() / engine::reactor::HEAP_TRIM_DELAY.as_millis() + 1;
+            assert!(
+                (1..=most as u64).contains(&trims),
+                "{trims} trims for {SESSIONS} switches in {burst:?}"
+            );
+        } else {
+            assert_eq!(trims, 0, "rustls sessions do not trim");
+        }
+    }
+}

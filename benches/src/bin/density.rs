@@ -857,6 +857,7 @@ fn engine_density(
         r["line_buffers_lent"] = json!(stats.line_buffers_lent);
         r["record_buffers_lent"] = json!(stats.record_buffers_lent);
         r["tls_compact_sessions"] = json!(stats.tls_compact_sessions);
+        r["heap_trims"] = json!(stats.heap_trims);
         eprintln!(
             "  engine {} {}: {step} started, {ready} ready, {failed} failed in {setup_s:.1} s; buffers lent {}+{}; compact {}",
             if tls { "tls" } else { "plain" },
