@@ -177,6 +177,11 @@ impl TlsClient {
         &self.config
     }
 
+    /// Sessions switch to the compact record layer after their handshake.
+    pub fn is_compact(&self) -> bool {
+        self.secrets.is_some()
+    }
+
     /// TLS 1.3 secrets captured and not yet taken (0 between handshakes).
     pub fn secrets_pending(&self) -> usize {
         self.secrets.as_ref().map_or(0, |log| log.pending())
@@ -188,6 +193,8 @@ impl TlsClient {
 pub struct RecordPool {
     free: Vec<Box<[u8]>>,
     lent: usize,
+    /// Buffers given back to the allocator because the pool was full.
+    dropped: u64,
 }
 
 impl RecordPool {
@@ -202,7 +209,14 @@ impl RecordPool {
         self.lent = self.lent.saturating_sub(1);
         if self.free.len() < RECORD_POOL_FREE_MAX {
             self.free.push(buf);
+        } else {
+            self.dropped += 1;
         }
+    }
+
+    /// Buffers freed so far because the pool was full (after a burst of handshakes).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Buffers currently lent out.
