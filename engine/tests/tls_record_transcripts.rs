@@ -463,3 +463,17 @@ fn the_tls_state_fits_its_budget() {
     eprintln!("Tls: {size} bytes inline in the slot");
     assert!(size <= engine::tls::TLS_STATE_BYTES_MAX);
 }
+
+#[test]
+fn a_traffic_secret_of_another_generation_is_refused() {
+    for suite in [Suite::Aes128Gcm, Suite::Aes256Gcm, Suite::Chacha20Poly1305] {
+        let secret = vec![7u8; suite.secret_len()];
+        let unrelated =
+            DirectionKeys::new(suite, &vec![1; suite.key_len()], &[1; 12], 0, &secret).unwrap();
+        assert!(!unrelated.derives_from(suite, &secret), "{suite:?}");
+        assert!(
+            !unrelated.derives_from(suite, &secret[1..]),
+            "{suite:?}: length"
+        );
+    }
+}

@@ -259,6 +259,14 @@ fn same_ciphertext_and_plaintext_as_rustls_for_every_suite() {
         };
         let (tx_seq, tx) = (&extracted.tx.0, raw(&extracted.tx.1));
         let (rx_seq, rx) = (&extracted.rx.0, raw(&extracted.rx.1));
+        if version == Version::Tls13 {
+            // The captured secrets are of the same generation as rustls's keys.
+            let tx_now = DirectionKeys::new(suite, tx.0, tx.1, *tx_seq, tx_secret).unwrap();
+            let rx_now = DirectionKeys::new(suite, rx.0, rx.1, *rx_seq, rx_secret).unwrap();
+            assert!(tx_now.derives_from(suite, tx_secret), "{name}");
+            assert!(rx_now.derives_from(suite, rx_secret), "{name}");
+            assert!(!tx_now.derives_from(suite, rx_secret), "{name}");
+        }
         let records_sent: u64 = sent
             .iter()
             .map(|(plain, _)| plain.len().div_ceil(16384) as u64)

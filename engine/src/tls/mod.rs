@@ -747,7 +747,10 @@ mod switch {
             }
             _ => return None,
         };
-        DirectionKeys::new(suite, key.as_ref(), iv.as_ref(), seq, secret)
+        let keys = DirectionKeys::new(suite, key.as_ref(), iv.as_ref(), seq, secret)?;
+        // A secret of another generation (a KeyUpdate rustls handled before the switch)
+        // would derive wrong keys at the next KeyUpdate: refuse it now.
+        (secret.is_empty() || keys.derives_from(suite, secret)).then_some(keys)
     }
 
     /// The random of the ClientHello record at the start of `bytes` (RFC 8446 4.1.2:

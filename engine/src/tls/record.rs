@@ -146,6 +146,22 @@ impl DirectionKeys {
         self.seq
     }
 
+    /// True if `secret` (TLS 1.3) derives exactly this key and IV (RFC 8446 7.3), i.e.
+    /// the secret is of the same generation as the keys.
+    pub fn derives_from(&self, suite: Suite, secret: &[u8]) -> bool {
+        if secret.len() != suite.secret_len() {
+            return false;
+        }
+        let mut key = [0u8; KEY_LEN_MAX];
+        let mut iv = [0u8; IV_LEN];
+        expand_label(suite, secret, b"key", &mut key[..suite.key_len()]);
+        expand_label(suite, secret, b"iv", &mut iv);
+        let same = key == self.key && iv == self.iv;
+        key.zeroize();
+        iv.zeroize();
+        same
+    }
+
     /// Expands the ring key for one record.
     fn ring_key(&self, suite: Suite) -> Option<LessSafeKey> {
         UnboundKey::new(suite.algorithm(), &self.key[..suite.key_len()])
