@@ -38,9 +38,10 @@ const EVENTS_CAPACITY: usize = 1024;
 pub const READ_BUDGET: usize = 256 * 1024;
 /// After a TLS session switches to the compact record layer, the heap its handshake used
 /// (the rustls connection, the peer's chain: 5 to 9 KB) is free, and so are the record
-/// buffers a burst of handshakes needed beyond the pool's bound; but glibc keeps the pages
-/// resident between the sessions that stay. This long after the first switch or dropped
-/// record buffer of a burst the reactor gives free pages back (`malloc_trim`): at most one
+/// and line buffers a burst of logins needed beyond the pools' bounds; but glibc keeps the
+/// pages resident between the sessions that stay. This long after the first switch, dropped
+/// record buffer or session ready of a burst the reactor gives free pages back
+/// (`malloc_trim`): at most one
 /// trim per interval per reactor, however many handshakes finish, and only when sessions
 /// are compact (`tls_compact`). Without it an idle compact session costs 2.7 to 4.6 KB of
 /// RSS instead of under 1 KB (density bench).
@@ -472,6 +473,7 @@ impl Reactor {
         let pool = &mut self.pool;
         if let Some(tls) = slot.tls.as_mut() {
             let was_compact = tls.is_compact();
+            let was_ready = session.was_ready();
             let result = tls.pump(
                 &mut slot.sock,
                 &mut self.records,
@@ -491,9 +493,13 @@ impl Reactor {
             if tls.take_established() {
                 session.handle_tls_established(now);
             }
-            if !was_compact && tls.is_compact() {
+            let switched = !was_compact && tls.is_compact();
+            if switched {
                 let compact = &self.shared.counters.tls_compact;
                 compact.fetch_add(1, Ordering::Relaxed);
+            }
+            // The switch frees the handshake; reaching IDLE frees the login's buffers.
+            if switched || (!was_ready && session.was_ready()) {
                 self.schedule_trim(now);
             }
             return;
