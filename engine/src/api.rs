@@ -16,7 +16,7 @@ use crate::reason::{EndReason, Waiting};
 use crate::resolve::{literal, Lookup, ResolveError, Resolver, ResolverConfig};
 use crate::session::{ConfigError, Preview, Ready, SessionConfig};
 use crate::spec::{SpecError, WatchOptions, WatchSpec};
-use crate::tls::{client_config, TlsSetupError};
+use crate::tls::{client_config_with_suites, TlsClient, TlsSetupError};
 
 /// Identifies one watched account for the life of the engine. Never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,6 +86,9 @@ pub struct EngineConfig {
     pub extra_ca_file: Option<PathBuf>,
     /// Extra trusted roots, DER (for embedders and tests).
     pub extra_roots_der: Vec<Vec<u8>>,
+    /// The TLS cipher suites offered, and so the protocol versions; empty: every suite of
+    /// rustls's ring provider (TLS 1.3 and 1.2, AES-GCM and ChaCha20-Poly1305).
+    pub tls_cipher_suites: Vec<rustls::SupportedCipherSuite>,
     pub event_queue_len: usize,
     pub sessions_max: usize,
     pub connect_filter: Option<ConnectFilter>,
@@ -105,6 +108,7 @@ impl Default for EngineConfig {
             webpki_roots: true,
             extra_ca_file: None,
             extra_roots_der: Vec::new(),
+            tls_cipher_suites: Vec::new(),
             event_queue_len: EVENT_QUEUE_LEN,
             sessions_max: SESSIONS_MAX,
             connect_filter: None,
@@ -182,6 +186,11 @@ pub struct Stats {
     pub line_buffers_lent: usize,
     /// TLS record buffers lent to connections with a partial record (0 when all are idle).
     pub record_buffers_lent: usize,
+    /// TLS sessions running on the compact record layer (rustls dropped after the
+    /// handshake; see `SessionConfig::tls_compact`).
+    pub tls_compact_sessions: usize,
+    /// Times free heap was given back after compact switches (`reactor::HEAP_TRIM_DELAY`).
+    pub heap_trims: u64,
 }
 
 struct ReactorHandle {
@@ -213,12 +222,14 @@ impl Engine {
     /// resolved sessions to the reactors.
     pub fn start(config: EngineConfig) -> Result<Engine, StartError> {
         config.session.validate().map_err(StartError::Config)?;
-        let tls = client_config(
+        let tls = client_config_with_suites(
             config.webpki_roots,
             config.extra_ca_file.as_deref(),
             &config.extra_roots_der,
+            &config.tls_cipher_suites,
         )
         .map_err(StartError::Tls)?;
+        let tls = TlsClient::new(tls, config.session.tls_compact);
         let threads = match config.reactor_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -344,6 +355,8 @@ impl Engine {
             stats.loop_turns += r.counters.loop_turns.load(Ordering::Relaxed);
             stats.line_buffers_lent += r.counters.line_buffers_lent.load(Ordering::Relaxed);
             stats.record_buffers_lent += r.counters.record_buffers_lent.load(Ordering::Relaxed);
+            stats.tls_compact_sessions += r.counters.tls_compact.load(Ordering::Relaxed);
+            stats.heap_trims += r.counters.heap_trims.load(Ordering::Relaxed);
         }
         stats
     }

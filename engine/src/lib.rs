@@ -10,7 +10,8 @@
 //! - [`session::Session`] is a sans-IO state machine: bytes and [`Tick`]s in; bytes,
 //!   deadlines and events out. It is tested with a fake clock and scripted server bytes.
 //! - A reactor thread owns a `mio::Poll`, a slab of sessions with their sockets and TLS
-//!   state (rustls, behind [`tls`]), and a hashed timing wheel ([`wheel`]).
+//!   state (rustls for the handshake, then by default only the record keys and our own
+//!   record layer; see [`tls`]), and a hashed timing wheel ([`wheel`]).
 //! - [`Engine`] starts the reactors, a bounded pool of resolver threads ([`resolve`]) and
 //!   a dispatcher thread that hands resolved sessions to the reactors; it hands out
 //!   [`Event`]s on a bounded channel. A reactor tries every resolved address, IPv6 and

@@ -57,6 +57,18 @@ pub enum TlsFailure {
     ServerName,
     /// Any other handshake or record error.
     Other,
+    /// After the handshake, a record did not authenticate (bad MAC, reordered, replayed).
+    BadRecordMac,
+    /// After the handshake, a record was longer than its version allows or too short.
+    BadRecordLength,
+    /// After the handshake, a record type or handshake message with no place there.
+    UnexpectedMessage,
+    /// The server asked for a client certificate after the handshake (TLS 1.3).
+    PostHandshakeAuth,
+    /// The server asked to renegotiate (TLS 1.2 HelloRequest).
+    Renegotiation,
+    /// A sequence number reached its limit: the keys may seal or open no more records.
+    SequenceExhausted,
 }
 
 /// How the server broke the protocol.
@@ -167,6 +179,12 @@ impl fmt::Display for TlsFailure {
             TlsFailure::StartTlsRefused => "STARTTLS is not offered or was refused",
             TlsFailure::ServerName => "the host is not a valid TLS server name",
             TlsFailure::Other => "handshake or record error",
+            TlsFailure::BadRecordMac => "a record did not authenticate",
+            TlsFailure::BadRecordLength => "a record had a bad length",
+            TlsFailure::UnexpectedMessage => "an unexpected record or message after the handshake",
+            TlsFailure::PostHandshakeAuth => "the server asked for a client certificate",
+            TlsFailure::Renegotiation => "the server asked to renegotiate",
+            TlsFailure::SequenceExhausted => "the record sequence numbers ran out",
         })
     }
 }

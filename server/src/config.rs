@@ -44,6 +44,9 @@ pub struct Config {
     pub imap_bind_addresses: Vec<std::net::IpAddr>,
     /// Extra trusted root certificates (PEM) for IMAP servers.
     pub imap_extra_ca_file: Option<PathBuf>,
+    /// After each IMAP TLS handshake, keep only the record keys (under 1 KB per idle
+    /// session) instead of the whole rustls connection (6 to 8 KB). `false` keeps rustls.
+    pub tls_compact: bool,
     /// VAPID `sub` claim: how a push service reaches the operator.
     pub vapid_subject: String,
     /// A burst of new mail within this window becomes one push.
@@ -191,6 +194,7 @@ impl Default for Config {
             allow_plain_imap: false,
             imap_bind_addresses: Vec::new(),
             imap_extra_ca_file: None,
+            tls_compact: true,
             vapid_subject: "mailto:postmaster@localhost".into(),
             coalesce_window_ms: 1000,
             register_timeout_secs: REGISTER_TIMEOUT_SECS_DEFAULT,
@@ -225,6 +229,7 @@ impl std::fmt::Debug for Config {
             shutdown_grace_secs,
             api_token,
             trusted_proxies,
+            tls_compact,
             tls,
             limits,
         } = self;
@@ -246,6 +251,7 @@ impl std::fmt::Debug for Config {
             .field("shutdown_grace_secs", shutdown_grace_secs)
             .field("api_token", &api_token.as_ref().map(|_| "<redacted>"))
             .field("trusted_proxies", trusted_proxies)
+            .field("tls_compact", tls_compact)
             .field("tls", tls)
             .field("limits", limits)
             .finish()
@@ -371,6 +377,7 @@ impl Config {
             // Spread refreshes over the last twelfth of the interval (2 min of 24).
             idle_refresh_jitter: refresh / 12,
             poll_interval: Duration::from_secs(self.poll_interval_secs),
+            tls_compact: self.tls_compact,
             ..engine::SessionConfig::default()
         }
     }
@@ -498,5 +505,12 @@ mod tests {
         config.session().validate().unwrap();
         config.idle_refresh_secs = 29 * 60;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn tls_compact_defaults_on_and_reaches_the_engine() {
+        assert!(Config::default().session().tls_compact);
+        let config: Config = toml::from_str("tls_compact = false").unwrap();
+        assert!(!config.session().tls_compact);
     }
 }

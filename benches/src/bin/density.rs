@@ -4,8 +4,9 @@
 //! cargo run --release -p imap-push-benches --bin density [-- --max 19000 --plain|--tls --chain small|realistic]
 //! ```
 //!
-//! Default: every variant (TLS with the small and the realistic chain, plain TCP), each
-//! measured at N = 1k, 5k, 10k, 19k sessions, plus the floor measured in the same run.
+//! Default: every variant (TLS with the small and the realistic chain, each on the compact
+//! record layer and on rustls for the whole session (`tls_compact = false`), plain TCP),
+//! each measured at N = 1k, 5k, 10k, 19k sessions, plus the floor measured in the same run.
 //! Prints the tables and writes `target/bench/density.json`.
 //!
 //! Every measurement runs in a fresh child process (this binary re-run with `--measure`),
@@ -23,7 +24,9 @@
 //! - **Floor**: N loopback TCP pairs registered in one epoll (kernel per end), and N bare
 //!   rustls `UnbufferedClientConnection`s (inside `engine::tls::Tls`, 48 bytes more) after a
 //!   handshake against the same mock with no buffer held (user space per connection); the
-//!   buffered `rustls::ClientConnection` is measured alongside for reference.
+//!   buffered `rustls::ClientConnection` is measured alongside for reference. For the
+//!   compact path the user-space floor is the TLS state that must exist: the size of
+//!   `engine::tls::Tls` (raw keys, IVs, sequence numbers, TLS 1.3 secrets), inline in a slot.
 //! - **Idle CPU**: utime + stime of the bench process over 30 s with every session idle.
 //!
 //! Loops are bounded in count and time; children are killed by PID if anything panics.
@@ -36,7 +39,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::tls::{RecordPool, Tls};
+use engine::tls::{RecordPool, Tls, TlsClient};
 use engine::{Engine, EngineConfig, Event, Secret, Security, WatchSpec};
 use imap_push_benches::proc::{self, Chain, Child, MockServer, Slab};
 use serde_json::{json, Value};
@@ -93,7 +96,8 @@ const FLOOR_PAIRS: usize = 9_000;
 /// Connections handshaking at once in the rustls floor.
 const HANDSHAKE_BATCH: usize = 64;
 
-/// Targets from the issue.
+/// Targets from the issues: the compact TLS path (issue 11), rustls kept (the old target).
+const TARGET_TLS_COMPACT_USER_BYTES: f64 = 1_024.0;
 const TARGET_TLS_USER_BYTES: f64 = 6_000.0;
 const TARGET_PLAIN_USER_BYTES: f64 = 1_000.0;
 const TARGET_IDLE_CPU_PCT: f64 = 1.0;
@@ -214,18 +218,22 @@ fn parent(args: &[String]) -> Result<(), String> {
                     kind,
                 ]))?);
             }
-            variants.push(run_child(&strings(&[
-                "--measure",
-                "engine",
-                "--security",
-                "tls",
-                "--chain",
-                c,
-                "--max",
-                &max,
-                "--idle-secs",
-                &idle,
-            ]))?);
+            for compact in ["true", "false"] {
+                variants.push(run_child(&strings(&[
+                    "--measure",
+                    "engine",
+                    "--security",
+                    "tls",
+                    "--chain",
+                    c,
+                    "--max",
+                    &max,
+                    "--idle-secs",
+                    &idle,
+                    "--compact",
+                    compact,
+                ]))?);
+            }
         }
     }
     if o.plain {
@@ -291,13 +299,13 @@ fn summarize(kernel: &Value, floors: &[Value], variants: &[Value], busy: &[Strin
     println!();
     println!("Per-step readings (bench process; kernel = both socket ends)");
     println!(
-        "{:<22} {:>6} {:>10} {:>10} {:>10} {:>8} {:>10} {:>10}",
+        "{:<28} {:>6} {:>10} {:>10} {:>10} {:>8} {:>10} {:>10}",
         "variant", "N", "RSS MiB", "priv MiB", "heap MiB", "blocks", "slab MiB", "mock MiB"
     );
     for v in floors.iter().chain(variants) {
         for s in v["steps"].as_array().into_iter().flatten() {
             println!(
-                "{:<22} {:>6} {:>10.1} {:>10.1} {:>10.1} {:>8} {:>10.1} {:>10.1}",
+                "{:<28} {:>6} {:>10.1} {:>10.1} {:>10.1} {:>8} {:>10.1} {:>10.1}",
                 v["name"].as_str().unwrap_or("?"),
                 s["n"],
                 f(s, "rss") / 1048576.0,
@@ -329,7 +337,7 @@ fn summarize(kernel: &Value, floors: &[Value], variants: &[Value], busy: &[Strin
     println!();
     println!("Density (per idle session; user = bench process RSS slope 1k..19k; kernel = per socket end)");
     println!(
-        "{:<16} {:>7} {:>9} {:>8} {:>7} {:>7} {:>9} {:>9} {:>9} {:>8} {:>9} {:>8} {:>7}",
+        "{:<28} {:>7} {:>9} {:>8} {:>7} {:>7} {:>9} {:>9} {:>9} {:>8} {:>9} {:>8} {:>7}",
         "variant",
         "user B",
         "target",
@@ -347,16 +355,23 @@ fn summarize(kernel: &Value, floors: &[Value], variants: &[Value], busy: &[Strin
     let mut rows = Vec::new();
     for v in variants {
         let tls = v["security"] == "tls";
+        let compact = v["compact"] == true;
         let chain = v["chain"].as_str().unwrap_or("small");
-        let floor_user = floors
-            .iter()
-            .find(|fl| fl["chain"] == chain && fl["kind"] == "unbuffered")
-            .map_or(0.0, |fl| f(fl, "rss_slope"));
+        let floor_user = if compact {
+            std::mem::size_of::<Tls>() as f64
+        } else {
+            floors
+                .iter()
+                .find(|fl| fl["chain"] == chain && fl["kind"] == "unbuffered")
+                .map_or(0.0, |fl| f(fl, "rss_slope"))
+        };
         let user = f(v, "rss_slope");
         let kern = f(v, "kernel_named_per_end");
         let floor = kernel_end + if tls { floor_user } else { 0.0 };
         let total = user + kern;
-        let target = if tls {
+        let target = if compact {
+            TARGET_TLS_COMPACT_USER_BYTES
+        } else if tls {
             TARGET_TLS_USER_BYTES
         } else {
             TARGET_PLAIN_USER_BYTES
@@ -380,7 +395,7 @@ fn summarize(kernel: &Value, floors: &[Value], variants: &[Value], busy: &[Strin
             "idle_cpu_within_target": cpu < TARGET_IDLE_CPU_PCT,
         });
         println!(
-            "{:<16} {:>7.0} {:>9} {:>8.0} {:>7.1} {:>7.4} {:>9.0} {:>9.0} {:>9.0} {:>8.2} {:>9.2} {:>7.2}% {:>7}",
+            "{:<28} {:>7.0} {:>9} {:>8.0} {:>7.1} {:>7.4} {:>9.0} {:>9.0} {:>9.0} {:>8.2} {:>9.2} {:>7.2}% {:>7}",
             v["name"].as_str().unwrap_or("?"),
             user,
             format!("{} {}", target, verdict(user <= target)),
@@ -410,8 +425,8 @@ fn summarize(kernel: &Value, floors: &[Value], variants: &[Value], busy: &[Strin
     };
     let mut chain_cost = Value::Null;
     if let (Some(small), Some(real), Some(fs), Some(fr)) = (
-        slope_of("engine-tls-small"),
-        slope_of("engine-tls-realistic"),
+        slope_of("engine-tls-small-rustls"),
+        slope_of("engine-tls-realistic-rustls"),
         floor_of("small"),
         floor_of("realistic"),
     ) {
@@ -480,6 +495,7 @@ fn measure(args: &[String]) -> Result<Value, String> {
             arg(args, "--idle-secs")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(IDLE_CPU_WINDOW.as_secs()),
+            arg(args, "--compact") != Some("false"),
         ),
         other => Err(format!("unknown measurement {other:?}")),
     }
@@ -595,6 +611,8 @@ fn rustls_floor(chain: Chain, steps: &[usize], buffered: bool) -> Result<Value, 
     let mock = MockServer::start(chain, 4, true)?;
     let config = engine::tls::client_config(false, None, std::slice::from_ref(&mock.ca_der))
         .map_err(|e| e.to_string())?;
+    // The bare rustls floor: rustls kept for the whole connection.
+    let client = TlsClient::new((*config).clone(), false);
     let max = steps.last().copied().unwrap_or(0);
     let mut unbuffered: Vec<(TcpStream, Box<Tls>)> = Vec::with_capacity(max);
     let mut buffered_conns: Vec<(TcpStream, Box<rustls::ClientConnection>)> =
@@ -613,7 +631,7 @@ fn rustls_floor(chain: Chain, steps: &[usize], buffered: bool) -> Result<Value, 
             if buffered {
                 buffered_conns.extend(handshake_buffered(&config, &addrs)?);
             } else {
-                unbuffered.extend(handshake_unbuffered(&config, &addrs, &mut pool)?);
+                unbuffered.extend(handshake_unbuffered(&client, &addrs, &mut pool)?);
             }
             i += batch;
         }
@@ -662,13 +680,13 @@ fn connect_nonblocking(addr: SocketAddr) -> Result<TcpStream, String> {
 /// Handshakes on `addrs` at once with `engine::tls::Tls` until each has received the IMAP
 /// greeting (so the server's session tickets have been processed too).
 fn handshake_unbuffered(
-    config: &Arc<rustls::ClientConfig>,
+    client: &TlsClient,
     addrs: &[SocketAddr],
     pool: &mut RecordPool,
 ) -> Result<Vec<(TcpStream, Box<Tls>)>, String> {
     let mut conns = Vec::with_capacity(addrs.len());
     for &a in addrs {
-        let tls = Tls::new(config.clone(), "127.0.0.1").map_err(|e| format!("{e:?}"))?;
+        let tls = Tls::new(client, "127.0.0.1").map_err(|e| format!("{e:?}"))?;
         conns.push((connect_nonblocking(a)?, Box::new(tls), false));
     }
     let mut scratch = Vec::new();
@@ -784,10 +802,15 @@ fn engine_density(
     steps: &[usize],
     tls: bool,
     idle_secs: u64,
+    compact: bool,
 ) -> Result<Value, String> {
     let mock = MockServer::start(chain, 4, true)?;
     let engine = Engine::start(EngineConfig {
         reactor_threads: 2,
+        session: engine::SessionConfig {
+            tls_compact: compact,
+            ..engine::SessionConfig::default()
+        },
         webpki_roots: false,
         extra_roots_der: vec![mock.ca_der.clone()],
         ..EngineConfig::default()
@@ -833,12 +856,15 @@ fn engine_density(
         r["setup_s"] = json!(setup_s);
         r["line_buffers_lent"] = json!(stats.line_buffers_lent);
         r["record_buffers_lent"] = json!(stats.record_buffers_lent);
+        r["tls_compact_sessions"] = json!(stats.tls_compact_sessions);
+        r["heap_trims"] = json!(stats.heap_trims);
         eprintln!(
-            "  engine {} {}: {step} started, {ready} ready, {failed} failed in {setup_s:.1} s; buffers lent {}+{}",
+            "  engine {} {}: {step} started, {ready} ready, {failed} failed in {setup_s:.1} s; buffers lent {}+{}; compact {}",
             if tls { "tls" } else { "plain" },
             chain.name(),
             stats.line_buffers_lent,
-            stats.record_buffers_lent
+            stats.record_buffers_lent,
+            stats.tls_compact_sessions
         );
         readings.push(r);
         if failed > 0 {
@@ -853,14 +879,17 @@ fn engine_density(
     let cpu = (proc::cpu_self() - cpu0).as_secs_f64();
     let mock_cpu = (proc::cpu_pid(mock.pid()) - mock_cpu0).as_secs_f64();
     let turns = engine.stats().loop_turns - turns0;
-    let name = if tls {
+    let name = if tls && compact {
         format!("engine-tls-{}", chain.name())
+    } else if tls {
+        format!("engine-tls-{}-rustls", chain.name())
     } else {
         "engine-plain".to_string()
     };
     let base = json!({
         "name": name,
         "security": if tls { "tls" } else { "plain" },
+        "compact": tls && compact,
         "chain": if tls { chain.name() } else { "none" },
         "chain_certs": mock.chain.0,
         "chain_bytes": mock.chain.1,

@@ -65,7 +65,8 @@ pub const TX_BUF_LEN: usize = 16 * 1024;
 /// them off. The refresh interval must stay below this.
 pub const IDLE_REFRESH_LIMIT: Duration = Duration::from_secs(29 * 60);
 
-/// Timing of one session. Every field is a named, documented limit.
+/// How one session runs: its timing (every duration is a named, documented limit) and
+/// its TLS record layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionConfig {
     /// How long IDLE runs before DONE and IDLE again. Must be below [`IDLE_REFRESH_LIMIT`].
@@ -87,6 +88,10 @@ pub struct SessionConfig {
     /// How long a response that has started arriving may take to complete. Bounds what a
     /// slow-drip server can hold: a lent buffer, for this long at most.
     pub partial_response_timeout: Duration,
+    /// After the TLS handshake, keep only the record keys and run our own record layer
+    /// (see `engine::tls`): under 1 KB of user space per idle TLS session. `false` keeps
+    /// rustls for the whole session (about 6 to 8 KB).
+    pub tls_compact: bool,
 }
 
 impl Default for SessionConfig {
@@ -100,6 +105,7 @@ impl Default for SessionConfig {
             login_timeout: Duration::from_secs(60),
             logout_timeout: Duration::from_secs(5),
             partial_response_timeout: Duration::from_secs(60),
+            tls_compact: true,
         }
     }
 }
