@@ -86,6 +86,7 @@ fn check_config(args: &[String]) -> Result<(), Failure> {
     }
     let config = load(config_file.as_deref())?;
     check_files(&config)?;
+    let config_file_path = config_file.clone();
     // Debug is the redacting view: its destructuring makes every new field be judged
     // secret or not before it compiles.
     println!(
@@ -94,8 +95,35 @@ fn check_config(args: &[String]) -> Result<(), Failure> {
     );
     println!("{config:#?}");
     print!("{}", capacity::assess(&config, &capacity::Kernel::read()));
+    for warning in secret_file_warnings(&config, config_file_path.as_deref()) {
+        println!("WARNING: {warning}");
+    }
     println!("config ok");
     Ok(())
+}
+
+/// Files holding a secret that every user of the box may read: the token file, and the
+/// config itself when it holds `api_token`. Only the path and mode are named.
+fn secret_file_warnings(config: &Config, config_file: Option<&std::path::Path>) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let inline = config.api_token.is_some() && config.api_token_file.is_none();
+    let holders = config
+        .api_token_file
+        .as_deref()
+        .into_iter()
+        .chain(config_file.filter(|_| inline));
+    holders
+        .filter_map(|path| {
+            let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+            (mode & 0o004 != 0).then(|| {
+                format!(
+                    "{} holds the API token and every user may read it (mode {mode:04o}): \
+                     chmod 0640, group of the service's user",
+                    path.display()
+                )
+            })
+        })
+        .collect()
 }
 
 fn flag_value<'a>(flag: &str, value: Option<&'a String>) -> Result<&'a String, Failure> {

@@ -140,6 +140,39 @@ fn no_secret_is_printed_inline_from_a_file_or_in_an_error() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("tok-5ecret"));
 }
 
+#[test]
+fn a_secret_every_user_may_read_is_warned_about_by_path_only() {
+    let dir = TempDir::new();
+    let token = write(&dir, "token", &format!("{SECRET}\n"), 0o644);
+    let config = write(
+        &dir,
+        "c.toml",
+        &format!("api_token_file = {token:?}\n"),
+        0o644,
+    );
+    let out = check_config(&["--config", &config]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("WARNING: {token} holds the API token")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&format!("WARNING: {config}")), "{stdout}");
+    assert_no_secret(&out);
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = check_config(&["--config", &config]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("WARNING"));
+    // Inline, the config file is the one that holds it.
+    let inline = write(&dir, "i.toml", &format!("api_token = {SECRET:?}\n"), 0o644);
+    let out = check_config(&["--config", &inline]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("WARNING: {inline} holds")),
+        "{stdout}"
+    );
+    assert_no_secret(&out);
+}
+
 fn load_with_token_file(dir: &TempDir, contents: &str) -> Result<Config, String> {
     let token = write(dir, "token", contents, 0o640);
     let config = write(
