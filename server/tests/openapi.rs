@@ -203,6 +203,8 @@ fn every_body_a_running_server_answers_validates() {
     let dir = TempDir::new();
     let mut config = loopback_config(&dir, Some(&dovecot));
     config.api_token = Some(TOKEN.into());
+    // One device per account, so that a second device meets 409 too_many_sessions.
+    config.limits.sessions_per_account_max = 1;
     let app = App::start(config).unwrap();
     let api = Api {
         addr: app.local_addr(),
@@ -233,14 +235,6 @@ fn every_body_a_running_server_answers_validates() {
         new_mail,
         &sink.url("/re"),
     );
-    assert!(request_is_valid("/v1/subscriptions", "post", &good));
-    let created = api.register(&good);
-    assert_eq!(created.status, 201, "{}", created.body);
-    let id = created.json()["id"].as_str().unwrap().to_owned();
-    let one = format!("/v1/subscriptions/{id}");
-    let described = api.call("GET", "/v1/subscriptions/{id}", &one, "");
-    assert_eq!(described.status, 200);
-
     let mut wrong_password = good.clone();
     wrong_password["imap"]["password"] = "not-her-password".into();
     wrong_password["device_id"] = "phone-2".into();
@@ -250,6 +244,13 @@ fn every_body_a_running_server_answers_validates() {
         &wrong_password
     ));
     assert_eq!(api.register(&wrong_password).status, 422);
+    assert!(request_is_valid("/v1/subscriptions", "post", &good));
+    let created = api.register(&good);
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let one = format!("/v1/subscriptions/{id}");
+    let described = api.call("GET", "/v1/subscriptions/{id}", &one, "");
+    assert_eq!(described.status, 200);
 
     // Bodies the server refuses for their shape are refused by the schema too.
     let mut bad_security = good.clone();
@@ -269,6 +270,15 @@ fn every_body_a_running_server_answers_validates() {
         assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
         assert!(reply.json()["field"].is_string());
     }
+    let mut second_device = good.clone();
+    second_device["device_id"] = "tablet".into();
+    let reply = api.register(&second_device);
+    assert_eq!(reply.error(), "too_many_sessions", "{}", reply.body);
+    let mut closed_port = good.clone();
+    closed_port["imap"]["port"] = 1.into();
+    closed_port["imap"]["username"] = "nobody".into();
+    let reply = api.register(&closed_port);
+    assert_eq!(reply.error(), "imap_unreachable", "{}", reply.body);
     let huge = json!({"imap": {"host": "x".repeat(20_000)}});
     assert_eq!(api.register(&huge).status, 413);
 
@@ -278,5 +288,31 @@ fn every_body_a_running_server_answers_validates() {
     assert_eq!(gone.status, 404);
     let metrics = api.call("GET", "/metrics", "/metrics", "");
     assert_eq!(metrics.status, 200);
+    app.shutdown();
+}
+
+#[test]
+fn refusals_of_a_strict_server_validate() {
+    let dir = TempDir::new();
+    let mut config = loopback_config(&dir, None);
+    config.allow_private_destinations = false;
+    config.api_token = Some(TOKEN.into());
+    config.limits.registrations_per_minute_per_ip = 1;
+    let app = App::start(config).unwrap();
+    let api = Api {
+        addr: app.local_addr(),
+    };
+    let local = registration(
+        993,
+        "pw",
+        json!({"endpoint": "https://push.example/n"}),
+        "https://push.example/r",
+    );
+    assert!(request_is_valid("/v1/subscriptions", "post", &local));
+    let reply = api.register(&local);
+    assert_eq!(reply.error(), "forbidden_destination", "{}", reply.body);
+    let reply = api.register(&local);
+    assert_eq!(reply.error(), "rate_limited", "{}", reply.body);
+    assert!(reply.header("retry-after").is_some());
     app.shutdown();
 }
