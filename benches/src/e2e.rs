@@ -20,6 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 
+use crate::progress::{Progress, Ticker};
+
 /// `CLOCK_REALTIME` now, nanoseconds (the clock mock-imapd and push-sink stamp with).
 pub fn unix_ns() -> u64 {
     SystemTime::now()
@@ -455,7 +457,9 @@ impl Tail {
         let wanted: std::collections::HashSet<usize> = want.iter().copied().collect();
         let mut got = Collected::default();
         let deadline = Instant::now() + timeout;
+        let mut progress = Progress::new("bench: pushes arriving", wanted.len(), Instant::now());
         loop {
+            progress.tick(got.first.len());
             for a in self.read() {
                 if a.reconnect {
                     got.reconnects += 1;
@@ -565,6 +569,13 @@ pending_registrations_max = 100000
     pub fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.proc.pid())).map_or(0, |d| d.count())
     }
+}
+
+/// Sessions ready on the proxy (idle or polling), from its metrics.
+pub fn live_sessions(metrics: &str) -> usize {
+    let idle = metric(metrics, "imap_push_sessions{state=\"idle\"}");
+    let polling = metric(metrics, "imap_push_sessions{state=\"polling\"}");
+    (idle + polling) as usize
 }
 
 /// The value of the first line of Prometheus `text` starting with `name`.
@@ -699,7 +710,14 @@ impl Setup {
             "bench: registering {} accounts ({})",
             o.sessions, o.security
         );
-        let registration = loadgen(&dir, &args)?;
+        // loadgen's own progress goes to its log: here, the sessions the proxy holds.
+        let api = proxy.api;
+        let ticker = Ticker::start("bench: registering", o.sessions, move || {
+            live_sessions(&http_get(api, "/metrics").unwrap_or_default())
+        });
+        let registration = loadgen(&dir, &args);
+        drop(ticker);
+        let registration = registration?;
         let created = registration["created"].as_u64().unwrap_or(0) as usize;
         eprintln!(
             "bench: {created} created in {:.1} s ({:.0}/s)",

@@ -3,3 +3,4 @@
 
 pub mod e2e;
 pub mod proc;
+pub mod progress;

@@ -395,6 +395,10 @@ impl State {
                 200,
                 serde_json::json!({"public_key": self.vapid_public_key}).to_string(),
             ))),
+            (Method::Get, ["v1", "openapi.json"]) => Ok(Some(Response::json(
+                200,
+                include_str!("../../docs/openapi.json"),
+            ))),
             (Method::Post, ["v1", "subscriptions"]) => self.register(request).map(|()| None),
             (Method::Get, ["v1", "subscriptions", id]) => self.describe(id).map(Some),
             (Method::Delete, ["v1", "subscriptions", id]) => self.delete(id).map(Some),

@@ -57,6 +57,11 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// If set, every API request but /healthz needs `Authorization: Bearer <token>`.
     pub api_token: Option<ApiToken>,
+    /// A file holding the API token (one line; a trailing newline is trimmed), so that the
+    /// config file itself holds no secret and may be world-readable while this file is
+    /// mode 0640 (root:imap-push-proxy). Read once by [`Config::load`]; setting both this
+    /// and `api_token` is an error.
+    pub api_token_file: Option<PathBuf>,
     pub tls: Option<TlsConfig>,
     /// Reverse proxies (CIDRs, such as "10.0.0.0/8" or "::1") whose word on the client is
     /// taken: a PROXY protocol v2 header, or else X-Forwarded-For, from these peers only.
@@ -200,6 +205,7 @@ impl Default for Config {
             register_timeout_secs: REGISTER_TIMEOUT_SECS_DEFAULT,
             shutdown_grace_secs: 10,
             api_token: None,
+            api_token_file: None,
             tls: None,
             trusted_proxies: Vec::new(),
             limits: LimitsConfig::default(),
@@ -228,6 +234,7 @@ impl std::fmt::Debug for Config {
             register_timeout_secs,
             shutdown_grace_secs,
             api_token,
+            api_token_file,
             trusted_proxies,
             tls_compact,
             tls,
@@ -250,6 +257,8 @@ impl std::fmt::Debug for Config {
             .field("register_timeout_secs", register_timeout_secs)
             .field("shutdown_grace_secs", shutdown_grace_secs)
             .field("api_token", &api_token.as_ref().map(|_| "<redacted>"))
+            // The path is no secret; what the file holds is never kept apart from api_token.
+            .field("api_token_file", api_token_file)
             .field("trusted_proxies", trusted_proxies)
             .field("tls_compact", tls_compact)
             .field("tls", tls)
@@ -293,12 +302,43 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
+        config.read_api_token_file()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads `api_token_file` into `api_token`. The token is one line: a trailing `\n` or
+    /// `\r\n` (what editors and `echo` leave) is trimmed, nothing else, so a token with a
+    /// space inside stays whole. The file's mode is not checked: 0640 is the expected one.
+    pub fn read_api_token_file(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = &self.api_token_file else {
+            return Ok(());
+        };
+        if self.api_token.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "api_token_file",
+                message: "set either api_token or api_token_file, not both".into(),
+            });
+        }
+        // Zeroizing: the bytes read are wiped when dropped, on the error paths too.
+        let mut text =
+            zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+                ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                }
+            })?);
+        let kept = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .map_or(text.len(), str::len);
+        text.truncate(kept);
+        self.api_token = Some(ApiToken(text));
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

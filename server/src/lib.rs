@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod api;
 pub mod app;
+pub mod capacity;
 pub mod config;
 pub mod delivery;
 pub mod destination;

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use engine::tls::{RecordPool, Tls, TlsClient};
 use engine::{Engine, EngineConfig, Event, Secret, Security, WatchSpec};
 use imap_push_benches::proc::{self, Chain, Child, MockServer, Slab};
+use imap_push_benches::progress::Progress;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
@@ -623,7 +624,10 @@ fn rustls_floor(chain: Chain, steps: &[usize], buffered: bool) -> Result<Value, 
     let start = Instant::now();
     for &step in steps {
         let mut i = unbuffered.len() + buffered_conns.len();
+        let phase = format!("  ramping rustls {} to {step}", chain.name());
+        let mut progress = Progress::new(phase, step, Instant::now());
         while i < step {
+            progress.tick(i);
             let batch = HANDSHAKE_BATCH.min(step - i);
             let addrs: Vec<SocketAddr> = (i..i + batch)
                 .map(|k| mock.tls[k % mock.tls.len()])
@@ -835,7 +839,10 @@ fn engine_density(
             started += 1;
         }
         let deadline = t + STEP_TIMEOUT;
+        let phase = format!("  ramping engine {} to {step}", chain.name());
+        let mut progress = Progress::new(phase, step, Instant::now());
         while ready + failed < step && Instant::now() < deadline {
+            progress.tick(ready + failed);
             match engine.events().recv_timeout(Duration::from_millis(200)) {
                 Ok(Event::Ready { .. }) => ready += 1,
                 Ok(Event::Failed { reason, .. } | Event::SessionLost { reason, .. }) => {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use engine::{Engine, EngineConfig, Event, Secret, Security, WatchSpec};
 use hdrhistogram::Histogram;
 use imap_push_benches::proc::{self, Chain, Child, MockServer};
+use imap_push_benches::progress::Progress;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
@@ -208,7 +209,9 @@ fn measure(args: &[String]) -> Result<Value, String> {
     let watch_s = t0.elapsed().as_secs_f64();
     let (mut ready, mut failed, mut first_failure) = (0usize, 0usize, String::new());
     let deadline = t0 + CASE_TIMEOUT;
+    let mut progress = Progress::new("setup: sessions ready", n, Instant::now());
     while ready + failed < n && Instant::now() < deadline {
+        progress.tick(ready + failed);
         match engine.events().recv_timeout(Duration::from_millis(100)) {
             Ok(Event::Ready { id, .. }) => {
                 ready += 1;

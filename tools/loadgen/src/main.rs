@@ -18,7 +18,8 @@
 //! `/n/ PRIVATE AUTH` (the format `push-sink --decrypt-keys` reads) if FILE
 //! exists, else a freshly drawn pair that is written there.
 //!
-//! Output: a table on stderr and one `result {json}` line on stdout.
+//! Output: a progress line on stderr at least every 2 s (answered, rate, left), a table
+//! on stderr at the end, and one `result {json}` line on stdout.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -30,6 +31,12 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use hdrhistogram::Histogram;
 use ring::rand::SecureRandom as _;
+
+// The benches' progress lines, shared by source: loadgen is a tool of its own, without
+// the benches' dependencies.
+#[path = "../../../benches/src/progress.rs"]
+#[allow(dead_code)]
+mod progress;
 
 const USAGE: &str = "\
 loadgen: register N subscriptions through the proxy's REST API at a set rate
@@ -304,6 +311,11 @@ fn run(cli: &Cli) -> Result<serde_json::Value, String> {
         None => None,
     };
     let next = AtomicUsize::new(0);
+    let answered = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&answered);
+    let ticker = progress::Ticker::start("loadgen: registering", cli.count, move || {
+        count.load(Ordering::Relaxed)
+    });
     let tally = Mutex::new(Tally {
         latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?,
         by_status: Default::default(),
@@ -339,17 +351,12 @@ fn run(cli: &Cli) -> Result<serde_json::Value, String> {
                     let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
                     let _ = t.latency_us.record(us.max(1));
                     *t.by_status.entry(status).or_default() += 1;
-                    let done: usize = t.by_status.values().sum();
-                    if done / 1000 != (done - 1) / 1000 {
-                        eprintln!(
-                            "loadgen: {done} answered in {:.1} s",
-                            started.elapsed().as_secs_f64()
-                        );
-                    }
+                    answered.fetch_add(1, Ordering::Relaxed);
                 }
             });
         }
     });
+    drop(ticker);
     let elapsed = started.elapsed().as_secs_f64();
     let t = tally.into_inner().unwrap_or_else(|e| e.into_inner());
     let ok = t.by_status.get(&201).copied().unwrap_or(0);
