@@ -8,11 +8,24 @@
 use crate::fd_budget::{self, Budget, Demand, TooFewDescriptors};
 use crate::Config;
 
-/// User-space memory per idle TLS session, measured: the README's density bench,
-/// `engine-tls-small` (RSS slope of the bench process from 1k to 19k idle sessions):
-/// 6,382 B. A provider with a larger certificate chain costs more (`engine-tls-realistic`,
-/// a 3.3 KB chain: 8,017 B), since rustls keeps the peer's chain for the connection's life.
-pub const USER_BYTES_PER_SESSION: u64 = 6_382;
+/// User-space memory per idle TLS session with compact TLS (`tls_compact = true`, the
+/// default), measured: the README's density bench of 2026-12-04, compact path, small chain
+/// (RSS slope of the bench process from 1k to 10k idle sessions): 1,075 B. The certificate
+/// chain no longer counts (realistic chain: 1,063 B).
+pub const USER_BYTES_PER_SESSION_COMPACT: u64 = 1_075;
+/// The same with rustls kept for the session's life (`tls_compact = false`), measured in
+/// the same run: 6,737 B with the small chain; a 3.3 KB chain costs more (8,393 B), since
+/// rustls keeps the peer's chain for the connection's life.
+pub const USER_BYTES_PER_SESSION_RUSTLS: u64 = 6_737;
+
+/// User-space bytes per idle session that `config` asks for.
+pub fn user_bytes_per_session(config: &Config) -> u64 {
+    if config.tls_compact {
+        USER_BYTES_PER_SESSION_COMPACT
+    } else {
+        USER_BYTES_PER_SESSION_RUSTLS
+    }
+}
 /// Kernel memory per TCP socket end, measured by the same bench: 3,910 B (TCP socket,
 /// inode, file, dentry, epoll entry) for an idle connection with empty buffers. A session
 /// holds one end on this box; data queued in socket buffers comes on top and is bounded by
@@ -94,6 +107,8 @@ pub struct Shortfall {
 /// Memory at full capacity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Memory {
+    /// User-space bytes per idle session ([`user_bytes_per_session`]).
+    pub user_bytes_per_session: u64,
     pub user_bytes: u64,
     pub kernel_bytes: u64,
 }
@@ -153,8 +168,10 @@ pub fn assess(config: &Config, kernel: &Kernel) -> Report {
     let demand = demand(config);
     let sessions_max = demand.sessions_max as u64;
     let needed = nofile_needed(demand);
+    let per_session = user_bytes_per_session(config);
     let memory = Memory {
-        user_bytes: sessions_max.saturating_mul(USER_BYTES_PER_SESSION),
+        user_bytes_per_session: per_session,
+        user_bytes: sessions_max.saturating_mul(per_session),
         kernel_bytes: sessions_max.saturating_mul(KERNEL_BYTES_PER_SESSION),
     };
     let mut report = Report {
@@ -242,7 +259,7 @@ fn memory_limit(report: &mut Report, kernel: &Kernel) {
     };
     let usable = total - total / MEMORY_HEADROOM_DIVISOR;
     if report.memory.total_bytes() > usable {
-        let per_session = USER_BYTES_PER_SESSION + KERNEL_BYTES_PER_SESSION;
+        let per_session = report.memory.user_bytes_per_session + KERNEL_BYTES_PER_SESSION;
         report.shortfalls.push(Shortfall {
             limit: "memory",
             value: format!("{} MemTotal", human_bytes(total)),
@@ -283,10 +300,11 @@ impl std::fmt::Display for Report {
         }
         writeln!(
             f,
-            "memory at full capacity: {} ({} user space at {USER_BYTES_PER_SESSION} B and {} \
+            "memory at full capacity: {} ({} user space at {} B and {} \
              kernel at {KERNEL_BYTES_PER_SESSION} B per idle TLS session, measured)",
             human_bytes(self.memory.total_bytes()),
             human_bytes(self.memory.user_bytes),
+            self.memory.user_bytes_per_session,
             human_bytes(self.memory.kernel_bytes),
         )?;
         if self.shortfalls.is_empty() {
@@ -348,8 +366,17 @@ mod tests {
         assert!(r.nofile_needed <= 1_100_000, "{r}");
         assert_eq!(r.shortfalls, [], "{r}");
         assert!(r.unknown.is_empty());
-        // 1M x (6382 + 3910) B = 9.6 GiB.
-        assert_eq!(r.memory.total_bytes(), 10_292_000_000);
+        // Compact TLS (the default): 1M x (1075 + 3910) B = 4.6 GiB.
+        assert_eq!(r.memory.total_bytes(), 4_985_000_000);
+        // rustls kept: 1M x (6737 + 3910) B = 9.9 GiB.
+        let rustls = Config {
+            tls_compact: false,
+            ..config(1_000_000, 16)
+        };
+        assert_eq!(
+            assess(&rustls, &big_box()).memory.total_bytes(),
+            10_647_000_000
+        );
     }
 
     #[test]
@@ -359,7 +386,8 @@ mod tests {
             nr_open: Some(1_048_576),
             file_max: Some(9_000_000),
             port_range: Some((32768, 60999)),
-            mem_total_bytes: Some(8 << 30),
+            // 4.6 GiB wanted at a million compact sessions; 4 GiB less a tenth is short.
+            mem_total_bytes: Some(4 << 30),
         };
         let r = assess(&config(1_000_000, 0), &kernel);
         let names: Vec<_> = r.shortfalls.iter().map(|s| s.limit).collect();
@@ -375,7 +403,7 @@ mod tests {
         );
         assert_eq!(r.shortfalls[2].sessions, 28_232, "one bind address");
         let memory = &r.shortfalls[3];
-        assert_eq!(memory.sessions, (8u64 << 30) * 9 / 10 / 10_292);
+        assert_eq!(memory.sessions, (4u64 << 30) * 9 / 10 / (1_075 + 3_910));
         let rlimit = &r.shortfalls[0];
         assert_eq!(
             rlimit.sessions,
