@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod core;
 pub mod delivery;
 pub mod destination;
 pub mod error_code;
