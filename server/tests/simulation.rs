@@ -159,6 +159,8 @@ struct Sim {
     deleted: HashSet<String>,
     /// DELETE requests waiting for their answer, with the id they delete.
     deleting: HashMap<u64, String>,
+    /// GET requests of a subscription, with its id.
+    reading: HashMap<u64, String>,
     /// Ids whose journal insert was committed at least once.
     committed: HashSet<String>,
     steps: u64,
@@ -234,6 +236,7 @@ impl Sim {
             journal_pending: Vec::new(),
             deleted: HashSet::new(),
             deleting: HashMap::new(),
+            reading: HashMap::new(),
             committed: HashSet::new(),
             steps: 0,
             crashes: 0,
@@ -432,6 +435,7 @@ impl Sim {
 
     fn read(&mut self) {
         if let Some(id) = self.some_known() {
+            self.reading.insert(self.next_request, id.clone());
             self.request(Method::Get, format!("/v1/subscriptions/{id}"), Vec::new());
         }
     }
@@ -818,6 +822,12 @@ impl Sim {
                 Output::Respond { request, response } => {
                     if let Err(e) = self.respond(request, &response) {
                         panic!("{e}");
+                    }
+                    if let Some(id) = self.reading.remove(&request) {
+                        let status = response.status;
+                        if self.deleted.contains(&id) && status != 404 {
+                            panic!("GET of {id} answered {status} after its DELETE's 204");
+                        }
                     }
                     if let Some(id) = self.deleting.remove(&request) {
                         if response.status == 204 {
