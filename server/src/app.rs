@@ -1,37 +1,63 @@
-//! The running server: the REST API on httpd, the IMAP engine, the push pool, and the core
-//! thread that joins them.
+//! The running server's IO edge: the REST API on httpd, the IMAP engine, the push pool,
+//! the journal, and the owner thread that runs [`Core`] between them.
 //!
-//! Threads: httpd's reactor calls [`State::handle`] (never blocks: `Engine::watch` only
-//! queues); the core thread reads engine events and delivery reports, answers waiting
-//! registrations, and feeds the push pool.
+//! The other threads only move bytes and talk to the owner over bounded channels:
+//! httpd forwards each request (a full queue is `503` at once, from the httpd thread);
+//! the engine's reactors send session events; resolver threads send lookup answers; the
+//! journal thread says when a write is durable; the push pool sends reports. No lock
+//! guards server state: the owner alone holds it.
+//!
+//! ```text
+//! registration:  httpd ──request──▶ owner: Core ──Watch──▶ engine reactor (login)
+//!                reactor ──Ready──▶ owner: Core ──JournalInsert──▶ journal thread (fsync)
+//!                journal ──durable──▶ owner: Core ──201──▶ httpd
+//! new mail:      reactor ──NewMail──▶ owner: Core ──Push──▶ push scheduler ──▶ worker
+//!                worker ──▶ scheduler ──Report──▶ owner: Core (counts, 410 ends it)
+//! ```
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{select, Receiver, Sender};
-use engine::{Engine, EngineConfig, Event, SessionId, WatchError, WatchOptions, WatchSpec};
-use httpd::{Method, Request, Responder, Response};
+use crossbeam_channel::{select, Receiver, Sender, TrySendError};
+use engine::{Engine, EngineConfig, Event};
+use httpd::{Request, Responder};
 use ring::rand::SecureRandom;
+use zeroize::Zeroizing;
 
-use crate::api::{parse_registration, ApiError, Registration};
+use crate::api::ApiError;
 use crate::config::Config;
-use crate::delivery::{Delivery, DeliveryConfig, PushSubscription, Report};
-use crate::destination::{is_public, normalize_host};
+use crate::core::{ApiRequest, Core, Input, Now, Output, PushJob, SessionEvent};
+use crate::delivery::{Delivery, DeliveryConfig, Report};
+use crate::destination::is_public;
 use crate::error_code::ErrorCode;
 use crate::fd_budget::{self, Budget, Demand, TooFewDescriptors};
-use crate::journal::{Journal, JournalError, Record, TargetRecord};
-use crate::pacer::Pacer;
-use crate::ratelimit::RateLimiter;
-use crate::registry::{Registry, State as SubState, Subscription};
-use crate::replacement::Promotion;
-use crate::resolution::{Checks, Progress, Refusal, Target};
+use crate::journal::{Journal, JournalError};
 
-/// How often the core thread checks registration deadlines.
-const CORE_TICK: Duration = Duration::from_millis(50);
+/// API requests waiting for the owner. One more is answered `503` by the httpd thread at
+/// once: a burst beyond this is more than the owner can answer in good time anyway, and
+/// the httpd reactor must never wait.
+pub const REQUESTS_QUEUE_MAX: usize = 1024;
+
+/// Resolver answers waiting for the owner. At most `pending_registrations_max` (default
+/// 64) registrations resolve at once, three names each, so the queue fills only when the
+/// owner is stalled; a resolver thread then waits, which no other thread waits for.
+pub const LOOKUPS_QUEUE_MAX: usize = 1024;
+
+/// Journal outcomes waiting for the owner. The journal thread waits when it is full; the
+/// owner never waits for the journal thread while it runs (its op queue takes every op),
+/// so the two cannot wait for each other.
+pub const DURABLE_QUEUE_MAX: usize = 1024;
+
+/// How long the owner sleeps with no deadline and no input: it wakes for nothing but a
+/// check that costs nothing.
+const IDLE_WAKE: Duration = Duration::from_secs(60);
+
+type ServerCore = Core<engine::SessionId, httpd::RequestId>;
+type Forwarded = ApiRequest<httpd::RequestId>;
+/// A journal write's ticket and whether it is durable.
+type Durable = (u64, bool);
 
 /// Why the server did not start.
 #[derive(Debug)]
@@ -67,50 +93,82 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// Process-wide counters for /metrics.
-#[derive(Debug, Default)]
-struct Counters {
-    logins_ok: AtomicU64,
-    logins_auth_failed: AtomicU64,
-    logins_failed: AtomicU64,
-    registrations_rejected: AtomicU64,
-    logins_paced: AtomicU64,
-    host_cap_rejections: AtomicU64,
-    sessions_lost: AtomicU64,
+/// The bounded channel the httpd thread forwards requests on.
+pub fn request_channel<R>() -> (Sender<ApiRequest<R>>, Receiver<ApiRequest<R>>) {
+    crossbeam_channel::bounded(REQUESTS_QUEUE_MAX)
 }
 
-pub(crate) struct State {
-    config: Config,
-    /// How the descriptors are handed out; `sessions_capacity` caps registrations.
-    budget: Budget,
-    engine: Engine,
-    delivery: Delivery,
-    registry: Mutex<Registry>,
-    limiter: Mutex<RateLimiter>,
-    pacer: Mutex<Pacer>,
-    /// Logins waiting for their turn, with the spec (and secret) they will use.
-    paced: Mutex<Vec<PacedLogin>>,
-    /// Registrations waiting for their host names to resolve, by resolution number.
-    resolving: Mutex<HashMap<u64, Resolving>>,
-    next_resolution: AtomicU64,
-    /// Where the resolver answers; the core thread reads `lookups`.
-    lookup_tx: Sender<engine::Lookup>,
-    lookups: Receiver<engine::Lookup>,
-    counters: Counters,
-    vapid_public_key: String,
-    responder: OnceLock<Responder>,
-    rng: ring::rand::SystemRandom,
-    journal: Journal,
-    reports: Receiver<Report>,
+/// The bounded channel resolver threads answer on.
+fn lookup_channel() -> (Sender<engine::Lookup>, Receiver<engine::Lookup>) {
+    crossbeam_channel::bounded(LOOKUPS_QUEUE_MAX)
+}
+
+/// The bounded channel the journal thread says on which writes are durable.
+fn durable_channel() -> (Sender<Durable>, Receiver<Durable>) {
+    crossbeam_channel::bounded(DURABLE_QUEUE_MAX)
+}
+
+/// What the httpd thread does with a request: hand it to the owner, or, when the owner's
+/// queue is full or gone, answer `503` at once.
+pub fn forward(requests: &Sender<Forwarded>, request: Request, responder: &Responder) {
+    let id = request.id;
+    let forwarded = ApiRequest {
+        id,
+        method: request.method,
+        client: request.client,
+        authorization: request
+            .header("authorization")
+            .map(|v| Zeroizing::new(v.to_owned())),
+        path: request.path.clone(),
+        body: request.body.clone(),
+    };
+    drop(request);
+    if let Err(e) = requests.try_send(forwarded) {
+        let reason = match e {
+            TrySendError::Full(_) => "the server is busy; try again",
+            TrySendError::Disconnected(_) => "shutting down",
+        };
+        responder.respond(id, busy(reason).to_response());
+    }
+}
+
+fn busy(reason: &str) -> ApiError {
+    ApiError {
+        retry_after_secs: Some(1),
+        ..ApiError::new(ErrorCode::AtCapacity, reason)
+    }
 }
 
 /// A running server.
 pub struct App {
-    state: Option<Arc<State>>,
     httpd: Option<httpd::ServerHandle>,
-    core: Option<JoinHandle<()>>,
-    stop: Arc<AtomicBool>,
+    owner: Option<JoinHandle<(Owner, Receiver<Report>)>>,
+    stop: Sender<()>,
     addr: SocketAddr,
+    budget: Budget,
+    grace: Duration,
+}
+
+/// The owner thread's state: the core and the handles of the threads that move bytes.
+struct Owner {
+    core: ServerCore,
+    engine: Engine,
+    delivery: Delivery,
+    journal: Journal,
+    responder: Responder,
+    lookup_tx: Sender<engine::Lookup>,
+    durable_tx: Sender<Durable>,
+    rng: ring::rand::SystemRandom,
+}
+
+/// The channels the owner reads.
+struct Inlets {
+    stop: Receiver<()>,
+    requests: Receiver<Forwarded>,
+    events: Receiver<Event>,
+    reports: Receiver<Report>,
+    lookups: Receiver<engine::Lookup>,
+    durable: Receiver<Durable>,
 }
 
 impl App {
@@ -132,6 +190,9 @@ impl App {
             // Push endpoints are resolved once and only public addresses are connected to.
             sender = sender.with_address_filter(Arc::new(is_public));
         }
+        // Unbounded, as `Delivery::start` requires of a channel drained by the thread that
+        // queues pushes: the scheduler waits on a full report channel while the owner may
+        // wait for room in the push queue.
         let (report_tx, reports) = crossbeam_channel::unbounded();
         let delivery = Delivery::start(
             DeliveryConfig {
@@ -145,7 +206,6 @@ impl App {
         );
         let (journal, leftovers) =
             Journal::open(&config.data_dir.join("journal.redb")).map_err(StartError::Journal)?;
-        restart_pushes(&delivery, &journal, &leftovers);
         let engine = Engine::start(EngineConfig {
             sessions_max: budget.engine_sessions_max,
             ..engine_config(&config)
@@ -165,56 +225,47 @@ impl App {
         )
         .map_err(StartError::Httpd)?;
         let addr = server.local_addr();
-        // Unbounded: the resolver's own queue bounds the lookups out, and a resolver
-        // thread must never wait for room to answer.
-        let (lookup_tx, lookups) = crossbeam_channel::unbounded();
-        let state = Arc::new(State {
-            limiter: Mutex::new(RateLimiter::new(
-                config.limits.registrations_per_minute_per_ip,
-            )),
-            pacer: Mutex::new(Pacer::new(
-                config.limits.logins_per_second_per_host,
-                Duration::from_secs(config.limits.login_queue_secs),
-            )),
-            paced: Mutex::new(Vec::new()),
-            resolving: Mutex::new(HashMap::new()),
-            next_resolution: AtomicU64::new(0),
-            lookup_tx,
-            lookups,
-            config,
-            budget,
-            engine,
-            delivery,
-            registry: Mutex::new(Registry::default()),
-            counters: Counters::default(),
-            vapid_public_key,
-            responder: OnceLock::new(),
-            rng: ring::rand::SystemRandom::new(),
-            journal,
-            reports,
-        });
-        let handler_state = state.clone();
+        let (requests_tx, requests) = request_channel();
         let httpd = server
             .spawn(move |request: Request, responder: &Responder| {
-                handler_state.handle(request, responder)
+                forward(&requests_tx, request, responder);
             })
             .map_err(StartError::Httpd)?;
-        let _ = state.responder.set(httpd.responder());
-        let stop = Arc::new(AtomicBool::new(false));
-        let core = {
-            let state = state.clone();
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("core".into())
-                .spawn(move || state.core_loop(&stop))
-                .map_err(StartError::Thread)?
+        let (lookup_tx, lookups) = lookup_channel();
+        let (durable_tx, durable) = durable_channel();
+        let (stop, stop_rx) = crossbeam_channel::bounded(1);
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+        let inlets = Inlets {
+            stop: stop_rx,
+            requests,
+            events: engine.events().clone(),
+            reports,
+            lookups,
+            durable,
         };
+        let mut owner = Owner {
+            core: Core::new(config, budget, vapid_public_key, leftovers, now()),
+            engine,
+            delivery,
+            journal,
+            responder: httpd.responder(),
+            lookup_tx,
+            durable_tx,
+            rng: ring::rand::SystemRandom::new(),
+        };
+        // The restart pushes, queued by `Core::new`, go out before anything else.
+        owner.carry_out();
+        let owner = std::thread::Builder::new()
+            .name("owner".into())
+            .spawn(move || owner.run(inlets))
+            .map_err(StartError::Thread)?;
         Ok(App {
-            state: Some(state),
             httpd: Some(httpd),
-            core: Some(core),
+            owner: Some(owner),
             stop,
             addr,
+            budget,
+            grace,
         })
     }
 
@@ -225,7 +276,7 @@ impl App {
 
     /// The descriptor budget the server runs with (see [`crate::fd_budget`]).
     pub fn budget(&self) -> Option<Budget> {
-        self.state.as_ref().map(|s| s.budget)
+        Some(self.budget)
     }
 
     /// Stops accepting requests, logs every IMAP session out, sends each subscription its
@@ -239,52 +290,222 @@ impl App {
             // An error here means the httpd thread panicked; shutdown goes on regardless.
             let _ = httpd.shutdown();
         }
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(core) = self.core.take() {
-            let _ = core.join();
-        }
-        let Some(state) = self.state.take() else {
+        let _ = self.stop.try_send(());
+        let Some(owner) = self.owner.take() else {
             return;
         };
-        // Every session still registered ends with `shutdown`; tell its app.
-        let subscriptions: Vec<Subscription> = {
-            let mut registry = state.registry();
-            let ids = registry.ids();
-            ids.iter().filter_map(|id| registry.remove(id)).collect()
-        };
-        // Those still waiting for their session never got a 201 and are not journalled.
-        for sub in subscriptions.iter().filter(|s| s.waiting.is_none()) {
-            state.delivery.reconnect(&sub.push, "shutdown");
-        }
-        // httpd and the core thread, the other owners, have stopped.
-        let Some(state) = Arc::into_inner(state) else {
+        // The owner has queued every `shutdown` push and returns its state.
+        let Ok((owner, reports)) = owner.join() else {
             return;
         };
-        let _ = state.engine.shutdown();
-        let grace = Duration::from_secs(state.config.shutdown_grace_secs);
-        let State {
-            delivery,
-            journal,
-            reports,
-            ..
-        } = state;
-        let _ = delivery.shutdown(grace);
-        // Delivered reconnect pushes leave the journal; undelivered ones stay and get
-        // `server_restart` on the next start, so nobody is dropped silently.
-        for report in reports.try_iter() {
-            if let Some(id) = settled_reconnect(&report) {
-                journal.remove(id);
-            }
-        }
-        journal.flush();
+        owner.finish(self.grace, &reports);
     }
 }
 
 impl Drop for App {
     fn drop(&mut self) {
-        if self.core.is_some() {
+        if self.owner.is_some() {
             self.stop_all();
         }
+    }
+}
+
+fn now() -> Now {
+    Now {
+        instant: Instant::now(),
+        unix: unix_now(),
+    }
+}
+
+impl Owner {
+    /// The owner's loop: one input at a time into the core, its outputs carried out, until
+    /// the stop message; then the `shutdown` pushes are queued.
+    fn run(mut self, inlets: Inlets) -> (Owner, Receiver<Report>) {
+        loop {
+            let wait = self
+                .core
+                .poll_timeout()
+                .map_or(IDLE_WAKE, |at| at.saturating_duration_since(Instant::now()));
+            let input = select! {
+                recv(inlets.stop) -> _ => break,
+                recv(inlets.requests) -> r => r.ok().map(Input::Request),
+                recv(inlets.events) -> e => e.ok().map(|e| Input::Session(session_event(e))),
+                recv(inlets.reports) -> r => r.ok().map(Input::PushSettled),
+                recv(inlets.lookups) -> l => l.ok().map(Input::Lookup),
+                recv(inlets.durable) -> d => d.ok().map(|(ticket, ok)| Input::JournalDurable { ticket, ok }),
+                default(wait) => Some(Input::Tick),
+            };
+            if let Some(input) = input {
+                self.handle(input);
+            }
+            if self
+                .core
+                .poll_timeout()
+                .is_some_and(|at| at <= Instant::now())
+            {
+                self.handle(Input::Tick);
+            }
+        }
+        self.handle(Input::Shutdown);
+        (self, inlets.reports)
+    }
+
+    fn handle(&mut self, input: Input<engine::SessionId, httpd::RequestId>) {
+        // Only a new subscription uses the random bytes (its id).
+        let random = match &input {
+            Input::Request(_) | Input::Lookup(_) => {
+                let mut bytes = [0u8; 16];
+                self.rng.fill(&mut bytes).ok().map(|()| bytes)
+            }
+            _ => None,
+        };
+        self.core.handle(input, now(), random);
+        self.carry_out();
+    }
+
+    /// Carries every output of the core out; an engine answer goes back in at once.
+    fn carry_out(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Respond { request, response } => self.responder.respond(request, response),
+                Output::RespondMetrics { request, text } => {
+                    let text = self.metrics(text);
+                    let response = httpd::Response::text(200, text)
+                        .with_header("content-type", "text/plain; version=0.0.4");
+                    self.responder.respond(request, response);
+                }
+                Output::Watch {
+                    subscription,
+                    spec,
+                    options,
+                } => {
+                    let result = self.engine.watch_with(spec, options);
+                    let input = Input::Watched {
+                        subscription,
+                        result,
+                    };
+                    self.core.handle(input, now(), None);
+                }
+                Output::Unwatch(session) => self.engine.unwatch(session),
+                Output::Lookup { token, host, port } => {
+                    let resolver = self.engine.resolver();
+                    if let Err(e) = resolver.lookup(&host, port, token, &self.lookup_tx) {
+                        // Refused at once (a full resolver queue): the same answer as a
+                        // failed lookup.
+                        let lookup = engine::Lookup {
+                            token,
+                            result: Err(e),
+                        };
+                        self.core.handle(Input::Lookup(lookup), now(), None);
+                    }
+                }
+                Output::JournalInsert { ticket, record } => {
+                    let durable = self.durable_tx.clone();
+                    self.journal.insert(
+                        &record,
+                        Box::new(move |ok| {
+                            let _ = durable.send((ticket, ok));
+                        }),
+                    );
+                }
+                Output::JournalRemove { id, ticket: None } => self.journal.remove(&id),
+                Output::JournalRemove {
+                    id,
+                    ticket: Some(ticket),
+                } => {
+                    let durable = self.durable_tx.clone();
+                    self.journal.remove_then(
+                        &id,
+                        Box::new(move |ok| {
+                            let _ = durable.send((ticket, ok));
+                        }),
+                    );
+                }
+                Output::Push(job) => self.push(job),
+            }
+        }
+    }
+
+    fn push(&self, job: PushJob) {
+        match job {
+            PushJob::NewMail {
+                push,
+                mailbox,
+                exists,
+                preview,
+                event_at,
+            } => self
+                .delivery
+                .new_mail_with_preview(&push, &mailbox, exists, preview, event_at),
+            PushJob::Reconnect { push, reason } => self.delivery.reconnect(&push, reason),
+            PushJob::Forget { subscription } => self.delivery.forget(&subscription),
+        }
+    }
+
+    /// After the owner's loop: the engine logs out, the push pool sends what it can within
+    /// `grace`, and the reconnect pushes it settled leave the journal. Undelivered ones
+    /// stay and get `server_restart` on the next start, so nobody is dropped silently.
+    fn finish(self, grace: Duration, reports: &Receiver<Report>) {
+        let Owner {
+            mut core,
+            engine,
+            delivery,
+            journal,
+            durable_tx,
+            ..
+        } = self;
+        let _ = engine.shutdown();
+        let _ = delivery.shutdown(grace);
+        for report in reports.try_iter() {
+            core.handle(Input::PushSettled(report), now(), None);
+        }
+        while let Some(output) = core.poll_output() {
+            if let Output::JournalRemove { id, .. } = output {
+                journal.remove(&id);
+            }
+        }
+        drop(durable_tx);
+        journal.flush();
+    }
+
+    fn metrics(&self, mut text: String) -> String {
+        use std::fmt::Write;
+        let engine = self.engine.stats();
+        for (name, n) in [
+            ("imap_push_reactor_loop_turns_total", engine.loop_turns),
+            ("imap_push_reactor_stale_events_total", engine.stale_events),
+        ] {
+            let _ = writeln!(text, "# TYPE {name} counter");
+            let _ = writeln!(text, "{name} {n}");
+        }
+        text.push_str(&self.delivery.stats().prometheus());
+        text
+    }
+}
+
+/// The engine's event in the core's words.
+fn session_event(event: Event) -> SessionEvent<engine::SessionId> {
+    match event {
+        Event::Ready { id, ready } => SessionEvent::Ready { session: id, ready },
+        Event::Failed { id, reason } => SessionEvent::Failed {
+            session: id,
+            reason,
+        },
+        Event::NewMail {
+            id,
+            mailbox,
+            exists,
+            preview,
+        } => SessionEvent::NewMail {
+            session: id,
+            mailbox,
+            exists,
+            preview,
+        },
+        Event::SessionLost { id, reason } => SessionEvent::Lost {
+            session: id,
+            reason,
+        },
     }
 }
 
@@ -356,808 +577,51 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-impl State {
-    fn registry(&self) -> MutexGuard<'_, Registry> {
-        // A panic while holding the lock must not take the whole server down with it.
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fills a channel to `max` and shows that one more is refused at once, not waited for.
+    fn holds_exactly<T>(tx: &Sender<T>, max: usize, item: impl Fn() -> T) {
+        for i in 0..max {
+            assert!(tx.try_send(item()).is_ok(), "item {i} of {max} refused");
+        }
+        assert!(matches!(tx.try_send(item()), Err(TrySendError::Full(_))));
     }
 
-    fn respond(&self, request: httpd::RequestId, response: Response) {
-        if let Some(responder) = self.responder.get() {
-            responder.respond(request, response);
-        }
-    }
-
-    // ---- the httpd side ----
-
-    fn handle(&self, mut request: Request, responder: &Responder) {
-        let id = request.id;
-        match self.route(&mut request) {
-            Ok(Some(response)) => responder.respond(id, response),
-            Ok(None) => {} // answered later by the core thread
-            Err(e) => responder.respond(id, e.to_response()),
-        }
-    }
-
-    fn route(&self, request: &mut Request) -> Result<Option<Response>, ApiError> {
-        let path = request.path.clone();
-        let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-        if segments == ["healthz"] {
-            return Ok(Some(Response::json(200, r#"{"status":"ok"}"#)));
-        }
-        self.authorize(request)?;
-        match (request.method, segments.as_slice()) {
-            (Method::Get, ["metrics"]) => Ok(Some(
-                Response::text(200, self.metrics())
-                    .with_header("content-type", "text/plain; version=0.0.4"),
-            )),
-            (Method::Get, ["v1", "vapid-public-key"]) => Ok(Some(Response::json(
-                200,
-                serde_json::json!({"public_key": self.vapid_public_key}).to_string(),
-            ))),
-            (Method::Get, ["v1", "openapi.json"]) => Ok(Some(Response::json(
-                200,
-                include_str!("../../docs/openapi.json"),
-            ))),
-            (Method::Post, ["v1", "subscriptions"]) => self.register(request).map(|()| None),
-            (Method::Get, ["v1", "subscriptions", id]) => self.describe(id).map(Some),
-            (Method::Delete, ["v1", "subscriptions", id]) => self.delete(id).map(Some),
-            (_, ["healthz" | "metrics"] | ["v1", "vapid-public-key" | "subscriptions"])
-            | (_, ["v1", "subscriptions", _]) => Err(ApiError::new(
-                ErrorCode::MethodNotAllowed,
-                "method not allowed",
-            )),
-            _ => Err(ApiError::new(ErrorCode::NotFound, "no such resource")),
-        }
-    }
-
-    fn authorize(&self, request: &Request) -> Result<(), ApiError> {
-        let Some(token) = &self.config.api_token else {
-            return Ok(());
+    #[test]
+    fn the_request_queue_refuses_one_past_its_bound() {
+        let (tx, _rx) = request_channel();
+        let request = || ApiRequest {
+            id: (),
+            method: httpd::Method::Get,
+            path: "/healthz".into(),
+            client: std::net::Ipv4Addr::LOCALHOST.into(),
+            authorization: None,
+            body: Zeroizing::new(Vec::new()),
         };
-        let given = request
-            .header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if token.matches(given) {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                ErrorCode::Unauthorized,
-                "a valid bearer token is required",
-            ))
-        }
+        holds_exactly(&tx, REQUESTS_QUEUE_MAX, request);
     }
 
-    fn register(&self, request: &mut Request) -> Result<(), ApiError> {
-        let result = self.try_register(request);
-        if result.is_err() {
-            self.counters
-                .registrations_rejected
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        result
-    }
-
-    fn try_register(&self, request: &mut Request) -> Result<(), ApiError> {
-        self.check_rate(request.client)?;
-        let registration = parse_registration(&mut request.body, &self.config)?;
-        // What the caps refuse is refused now; they are checked again before the login.
-        self.admit(
-            &self.registry(),
-            &registration.dedup_key(),
-            &registration.account_key(),
-            &registration.host,
-        )?;
-        let lookups = self.lookups_for(&registration);
-        if lookups.is_empty() {
-            return self.start_login(request.id, registration);
-        }
-        self.resolve(request.id, registration, &lookups)
-    }
-
-    /// The host names of a registration to resolve and judge before its login: none when
-    /// private destinations are allowed, and none for address literals (judged already).
-    fn lookups_for(&self, registration: &Registration) -> Vec<(Target, String, u16)> {
-        if self.config.allow_private_destinations {
-            return Vec::new();
-        }
-        let endpoint_host = |target: &push::PushTarget| {
-            normalize_host(target.host()).unwrap_or_else(|_| target.host().to_owned())
+    #[test]
+    fn the_lookup_and_durable_queues_refuse_one_past_their_bounds() {
+        let (tx, _rx) = lookup_channel();
+        let lookup = || engine::Lookup {
+            token: 0,
+            result: Ok(Vec::new()),
         };
-        let names = [
-            (Target::Imap, registration.host.clone(), registration.port),
-            (Target::NewMail, endpoint_host(&registration.new_mail), 443),
-            (
-                Target::Reconnect,
-                endpoint_host(&registration.reconnect),
-                443,
-            ),
-        ];
-        names
-            .into_iter()
-            .filter(|(_, host, _)| host.parse::<IpAddr>().is_err())
-            .collect()
+        holds_exactly(&tx, LOOKUPS_QUEUE_MAX, lookup);
+        let (tx, _rx) = durable_channel();
+        holds_exactly(&tx, DURABLE_QUEUE_MAX, || (0, true));
     }
 
-    /// Starts the lookups of a registration; the core thread carries on with the answers
-    /// (`on_lookup`). Never blocks: a full resolver queue is `503 resolver_busy` now.
-    fn resolve(
-        &self,
-        request: httpd::RequestId,
-        registration: Registration,
-        lookups: &[(Target, String, u16)],
-    ) -> Result<(), ApiError> {
-        let targets: Vec<Target> = lookups.iter().map(|(t, _, _)| *t).collect();
-        let n = self.next_resolution.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut resolving = self.resolving();
-            if resolving.len() >= self.config.limits.pending_registrations_max {
-                return Err(ApiError::rate_limited(
-                    5,
-                    "too many registrations in progress",
-                ));
-            }
-            let checks = Checks::new(&targets);
-            resolving.insert(
-                n,
-                Resolving {
-                    request,
-                    registration,
-                    checks,
-                },
-            );
-        }
-        for (target, host, port) in lookups {
-            let token = n << TARGET_BITS | target.index();
-            let sent = self
-                .engine
-                .resolver()
-                .lookup(host, *port, token, &self.lookup_tx);
-            if let Err(e) = sent {
-                // Answers to the lookups already started find no entry and are dropped.
-                self.resolving().remove(&n);
-                return Err(unresolved(*target, Some(e)));
-            }
-        }
-        Ok(())
+    #[test]
+    fn a_full_queue_is_a_503_with_retry_after() {
+        let response = busy("the server is busy; try again").to_response();
+        assert_eq!(response.status, 503);
+        assert!(response
+            .headers
+            .iter()
+            .any(|(n, v)| n == "retry-after" && v == "1"));
     }
-
-    /// A registration whose destinations passed: admitted by the caps, paced, and its
-    /// login started. Its answer comes when the session is ready or fails.
-    fn start_login(
-        &self,
-        request: httpd::RequestId,
-        registration: Registration,
-    ) -> Result<(), ApiError> {
-        let key = registration.dedup_key();
-        let account = registration.account_key();
-        let host = registration.host.clone();
-        let id = self.new_id()?;
-        let now_unix = unix_now();
-        let push = PushSubscription::new_tagged(
-            id.clone(),
-            registration.new_mail.clone(),
-            registration.reconnect.clone(),
-            registration.tag.clone(),
-            now_unix,
-        );
-        let mut registry = self.registry();
-        // A registration of a key that is live already does not end the live one here: it
-        // logs in beside it and replaces it only once ready (see `crate::replacement`).
-        self.admit(&registry, &key, &account, &host)?;
-        let wait = self.pace(&host)?;
-        let (mailboxes, since) = (registration.mailboxes.clone(), registration.since);
-        let (spec, options) = watch_spec(registration);
-        let session = if wait.is_zero() {
-            Some(self.engine.watch_with(spec, options).map_err(watch_error)?)
-        } else {
-            self.counters.logins_paced.fetch_add(1, Ordering::Relaxed);
-            self.paced().push(PacedLogin {
-                due: Instant::now() + wait,
-                subscription: id.clone(),
-                spec,
-                options,
-            });
-            None
-        };
-        let deadline =
-            Instant::now() + wait + Duration::from_secs(self.config.register_timeout_secs);
-        registry.insert(Subscription {
-            id,
-            host,
-            session,
-            key,
-            account,
-            push,
-            mailboxes,
-            since,
-            state: SubState::Pending,
-            idle: false,
-            notify: false,
-            created_unix: now_unix,
-            last_new_mail: None,
-            pushes_sent: 0,
-            pushes_failed: 0,
-            waiting: Some((request, deadline)),
-        });
-        Ok(())
-    }
-
-    fn resolving(&self) -> MutexGuard<'_, HashMap<u64, Resolving>> {
-        self.resolving.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// One lookup answered: the registration waits for the others, is refused, or starts
-    /// its login.
-    fn on_lookup(&self, lookup: engine::Lookup) {
-        let n = lookup.token >> TARGET_BITS;
-        let Some(target) = Target::from_index(lookup.token & TARGET_MASK) else {
-            return;
-        };
-        let allowed = |ip| self.config.allow_private_destinations || is_public(ip);
-        let done = {
-            let mut resolving = self.resolving();
-            let Some(entry) = resolving.get_mut(&n) else {
-                return; // refused already; this answer is of no use.
-            };
-            let result = lookup.result.as_deref().map_err(|e| *e);
-            match entry.checks.answer(target, result, allowed) {
-                Progress::Waiting => return,
-                Progress::Passed => resolving.remove(&n).map(|e| (e, None)),
-                Progress::Refused(r) => resolving.remove(&n).map(|e| (e, Some(r))),
-            }
-        };
-        let Some((entry, refusal)) = done else {
-            return;
-        };
-        let result = match refusal {
-            None => self.start_login(entry.request, entry.registration),
-            Some(refusal) => Err(refusal_error(refusal)),
-        };
-        if let Err(e) = result {
-            self.counters
-                .registrations_rejected
-                .fetch_add(1, Ordering::Relaxed);
-            self.respond(entry.request, e.to_response());
-        }
-    }
-
-    /// The caps a registration must pass before any login: sessions in all, devices per
-    /// account, sessions per IMAP host, registrations in progress. A re-registration of a
-    /// key the registry holds replaces rather than adds, so only the last cap applies to it.
-    fn admit(
-        &self,
-        registry: &Registry,
-        key: &[u8; 32],
-        account: &[u8; 32],
-        host: &str,
-    ) -> Result<(), ApiError> {
-        let limits = &self.config.limits;
-        if registry.pending() >= limits.pending_registrations_max {
-            return Err(ApiError::rate_limited(
-                5,
-                "too many registrations in progress",
-            ));
-        }
-        if registry.holds_key(key) {
-            return Ok(());
-        }
-        if registry.keys() >= self.budget.sessions_capacity {
-            return Err(ApiError::new(ErrorCode::AtCapacity, "this server is full"));
-        }
-        if !registry.account_admits(account, key, limits.sessions_per_account_max) {
-            return Err(ApiError::new(
-                ErrorCode::TooManySessions,
-                "this account has as many sessions as it may",
-            ));
-        }
-        if registry.host_count(host) >= limits.sessions_per_host_max {
-            self.counters
-                .host_cap_rejections
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::new(
-                ErrorCode::AtCapacity,
-                "this server holds as many sessions to that IMAP host as it may",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Takes a login turn for `host`, or says when to come back.
-    fn pace(&self, host: &str) -> Result<Duration, ApiError> {
-        let mut pacer = self.pacer.lock().unwrap_or_else(|e| e.into_inner());
-        pacer.reserve(host, Instant::now()).map_err(|retry| {
-            ApiError::rate_limited(
-                retry.as_secs() + 1,
-                "too many logins to this IMAP host right now",
-            )
-        })
-    }
-
-    fn paced(&self) -> MutexGuard<'_, Vec<PacedLogin>> {
-        self.paced.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Starts the paced logins whose turn has come, unless deleted or replaced meanwhile.
-    fn start_paced_logins(&self, now: Instant) {
-        let due: Vec<PacedLogin> = {
-            let mut paced = self.paced();
-            if !paced.iter().any(|p| p.due <= now) {
-                return;
-            }
-            let (due, later) = std::mem::take(&mut *paced)
-                .into_iter()
-                .partition(|p| p.due <= now);
-            *paced = later;
-            due
-        };
-        for login in due {
-            let mut registry = self.registry();
-            let waiting = registry
-                .by_id_mut(&login.subscription)
-                .is_some_and(|sub| sub.session.is_none());
-            if !waiting {
-                continue; // `login.spec` and its secret are dropped (zeroized) here.
-            }
-            match self.engine.watch_with(login.spec, login.options) {
-                Ok(session) => registry.set_session(&login.subscription, session),
-                Err(e) => {
-                    let sub = registry.remove(&login.subscription);
-                    if let Some((waiting, _)) = sub.and_then(|s| s.waiting) {
-                        self.respond(waiting, watch_error(e).to_response());
-                    }
-                }
-            }
-        }
-    }
-
-    fn unwatch(&self, sub: &Subscription) {
-        if let Some(session) = sub.session {
-            self.engine.unwatch(session);
-        }
-    }
-
-    fn check_rate(&self, ip: IpAddr) -> Result<(), ApiError> {
-        let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
-        limiter
-            .check(ip, Instant::now())
-            .map_err(|wait| ApiError::rate_limited(wait.as_secs() + 1, "too many registrations"))
-    }
-
-    fn new_id(&self) -> Result<String, ApiError> {
-        let mut bytes = [0u8; 16];
-        self.rng
-            .fill(&mut bytes)
-            .map_err(|_| ApiError::new(ErrorCode::Internal, "no randomness"))?;
-        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-    }
-
-    fn describe(&self, id: &str) -> Result<Response, ApiError> {
-        let registry = self.registry();
-        let sub = registry.get(id).ok_or_else(not_found)?;
-        let body = serde_json::json!({
-            "id": sub.id,
-            "state": sub.state.as_str(),
-            "mailboxes": sub.mailboxes,
-            "capabilities": {"idle": sub.idle, "notify": sub.notify},
-            "since": sub.since.map(|s| serde_json::json!({"uidvalidity": s.uidvalidity, "uidnext": s.uidnext})),
-            "created": sub.created_unix,
-            "last_new_mail": sub.last_new_mail.map(|(at, exists)| serde_json::json!({"at": at, "exists": exists})),
-            "pushes": {"sent": sub.pushes_sent, "failed": sub.pushes_failed},
-        });
-        Ok(Response::json(200, body.to_string()))
-    }
-
-    fn delete(&self, id: &str) -> Result<Response, ApiError> {
-        let sub = self.registry().remove(id).ok_or_else(not_found)?;
-        self.journal.remove(&sub.id);
-        self.unwatch(&sub);
-        self.delivery.forget(&sub.id);
-        if let Some((waiting, _)) = sub.waiting {
-            let e = ApiError::new(ErrorCode::Deleted, "deleted before it was ready");
-            self.respond(waiting, e.to_response());
-        }
-        Ok(Response::empty(204))
-    }
-
-    // ---- the core thread ----
-
-    fn core_loop(&self, stop: &AtomicBool) {
-        let events = self.engine.events().clone();
-        let reports = self.reports.clone();
-        let lookups = self.lookups.clone();
-        while !stop.load(Ordering::Relaxed) {
-            select! {
-                recv(events) -> event => if let Ok(event) = event { self.on_event(event) },
-                recv(reports) -> report => if let Ok(report) = report { self.on_report(report) },
-                recv(lookups) -> lookup => if let Ok(lookup) = lookup { self.on_lookup(lookup) },
-                default(CORE_TICK) => {}
-            }
-            self.start_paced_logins(Instant::now());
-            self.expire_registrations(Instant::now());
-        }
-    }
-
-    fn on_event(&self, event: Event) {
-        match event {
-            Event::Ready { id, ready } => self.on_ready(id, ready),
-            Event::Failed { id, reason } => {
-                let counter = match reason {
-                    engine::EndReason::AuthRejected | engine::EndReason::AuthUnavailable => {
-                        &self.counters.logins_auth_failed
-                    }
-                    _ => &self.counters.logins_failed,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                let sub = self.registry().remove_by_session(id);
-                if let Some((waiting, _)) = sub.and_then(|s| s.waiting) {
-                    self.respond(waiting, ApiError::from_end_reason(reason).to_response());
-                }
-            }
-            Event::NewMail {
-                id,
-                mailbox,
-                exists,
-                preview,
-            } => {
-                let at = Instant::now();
-                let target = {
-                    let mut registry = self.registry();
-                    registry.by_session_mut(id).map(|sub| {
-                        sub.last_new_mail = Some((unix_now(), exists));
-                        let name = sub.mailboxes.get(mailbox).cloned().unwrap_or_default();
-                        (sub.push.clone(), name)
-                    })
-                };
-                if let Some((push, name)) = target {
-                    self.delivery
-                        .new_mail_with_preview(&push, &name, exists, preview, at);
-                }
-            }
-            Event::SessionLost { id, reason } => {
-                self.counters.sessions_lost.fetch_add(1, Ordering::Relaxed);
-                // Deleted and replaced subscriptions are gone from the registry already:
-                // they get no reconnect push.
-                let sub = self.registry().remove_by_session(id);
-                if let Some(sub) = sub {
-                    self.delivery.reconnect(&sub.push, reason.code());
-                }
-            }
-        }
-    }
-
-    /// A session is ready: its subscription takes its key over (ending the one it
-    /// replaces) or gives way to a newer one; then its registration gets its 201 once the
-    /// record is durable.
-    fn on_ready(&self, session: SessionId, ready: engine::Ready) {
-        self.counters.logins_ok.fetch_add(1, Ordering::Relaxed);
-        let mut registry = self.registry();
-        let Some(id) = registry.by_session_mut(session).map(|s| s.id.clone()) else {
-            return;
-        };
-        match registry.promote(&id) {
-            Promotion::Promoted { replaced } => {
-                // The replaced app registered again: it gets no reconnect push (its
-                // SessionLost finds nothing in the registry).
-                if let Some(old) = replaced.and_then(|old| registry.remove(&old)) {
-                    self.journal.remove(&old.id);
-                    self.unwatch(&old);
-                    self.delivery.forget(&old.id);
-                }
-            }
-            // `Unknown` would be a registry out of step with its key table: ending the
-            // session is the safe way out, since only one session per key may stay.
-            Promotion::Superseded | Promotion::Unknown => {
-                if let Some(sub) = registry.remove(&id) {
-                    self.unwatch(&sub);
-                    if let Some((waiting, _)) = sub.waiting {
-                        let e =
-                            ApiError::new(ErrorCode::Replaced, "replaced by a newer registration");
-                        self.respond(waiting, e.to_response());
-                    }
-                }
-                return;
-            }
-        }
-        let waiting = registry.take_waiting(session);
-        let Some(sub) = registry.by_id_mut(&id) else {
-            return;
-        };
-        sub.state = if ready.idle {
-            SubState::Idle
-        } else {
-            SubState::Polling
-        };
-        sub.idle = ready.idle;
-        sub.notify = ready.notify;
-        if let Some(waiting) = waiting {
-            self.answer_created(sub, &ready, waiting);
-        }
-    }
-
-    /// Journals `sub` and answers its registration 201 once the record is durable: a crash
-    /// after a 201 must still reach this app with a restart push.
-    fn answer_created(&self, sub: &Subscription, ready: &engine::Ready, waiting: httpd::RequestId) {
-        let body = serde_json::json!({
-            "id": sub.id,
-            "state": sub.state.as_str(),
-            "capabilities": {"idle": ready.idle, "notify": ready.notify},
-            "mailboxes": sub.mailboxes,
-        });
-        let location = format!("/v1/subscriptions/{}", sub.id);
-        let created = Response::json(201, body.to_string()).with_header("location", location);
-        let responder = self.responder.get().cloned();
-        self.journal.insert(
-            &record_of(sub),
-            Box::new(move |durable| {
-                let response = if durable {
-                    created
-                } else {
-                    ApiError::new(ErrorCode::Internal, "the journal write failed").to_response()
-                };
-                if let Some(responder) = responder {
-                    responder.respond(waiting, response);
-                }
-            }),
-        );
-    }
-
-    fn on_report(&self, report: Report) {
-        if let Some(id) = settled_reconnect(&report) {
-            self.journal.remove(id);
-        }
-        match report {
-            Report::Gone { subscription } => {
-                self.journal.remove(&subscription);
-                let sub = self.registry().remove(&subscription);
-                if let Some(sub) = sub {
-                    self.unwatch(&sub);
-                }
-            }
-            Report::Delivered { subscription, .. } => {
-                if let Some(sub) = self.registry().by_id_mut(&subscription) {
-                    sub.pushes_sent += 1;
-                }
-            }
-            Report::Failed { subscription, .. } => {
-                if let Some(sub) = self.registry().by_id_mut(&subscription) {
-                    sub.pushes_failed += 1;
-                }
-            }
-        }
-    }
-
-    fn expire_registrations(&self, now: Instant) {
-        let mut registry = self.registry();
-        for id in registry.overdue(now) {
-            if let Some(sub) = registry.remove(&id) {
-                self.unwatch(&sub);
-                if let Some((waiting, _)) = sub.waiting {
-                    let e = ApiError::new(
-                        ErrorCode::ImapTimeout,
-                        "the IMAP session did not become ready in time",
-                    );
-                    self.respond(waiting, e.to_response());
-                }
-            }
-        }
-    }
-
-    fn metrics(&self) -> String {
-        use std::fmt::Write;
-        let (pending, idle, polling) = {
-            let r = self.registry();
-            (
-                r.count(SubState::Pending),
-                r.count(SubState::Idle),
-                r.count(SubState::Polling),
-            )
-        };
-        let c = &self.counters;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let engine = self.engine.stats();
-        let mut out = String::new();
-        let _ = writeln!(out, "# TYPE imap_push_sessions gauge");
-        for (state, n) in [("pending", pending), ("idle", idle), ("polling", polling)] {
-            let _ = writeln!(out, "imap_push_sessions{{state=\"{state}\"}} {n}");
-        }
-        let _ = writeln!(out, "# TYPE imap_push_logins_total counter");
-        for (outcome, n) in [
-            ("ok", load(&c.logins_ok)),
-            ("auth_failed", load(&c.logins_auth_failed)),
-            ("failed", load(&c.logins_failed)),
-        ] {
-            let _ = writeln!(out, "imap_push_logins_total{{outcome=\"{outcome}\"}} {n}");
-        }
-        let _ = writeln!(out, "# TYPE imap_push_registrations_rejected_total counter");
-        let _ = writeln!(
-            out,
-            "imap_push_registrations_rejected_total {}",
-            load(&c.registrations_rejected)
-        );
-        let _ = writeln!(out, "# TYPE imap_push_host_cap_rejections_total counter");
-        let _ = writeln!(
-            out,
-            "imap_push_host_cap_rejections_total {}",
-            load(&c.host_cap_rejections)
-        );
-        let _ = writeln!(out, "# TYPE imap_push_logins_paced_total counter");
-        let _ = writeln!(
-            out,
-            "imap_push_logins_paced_total {}",
-            load(&c.logins_paced)
-        );
-        let _ = writeln!(out, "# TYPE imap_push_sessions_lost_total counter");
-        let _ = writeln!(
-            out,
-            "imap_push_sessions_lost_total {}",
-            load(&c.sessions_lost)
-        );
-        let _ = writeln!(out, "# TYPE imap_push_descriptors_limit gauge");
-        let _ = writeln!(out, "imap_push_descriptors_limit {}", self.budget.nofile);
-        let _ = writeln!(out, "# TYPE imap_push_sessions_capacity gauge");
-        let _ = writeln!(
-            out,
-            "imap_push_sessions_capacity {}",
-            self.budget.sessions_capacity
-        );
-        let _ = writeln!(out, "# TYPE imap_push_reactor_loop_turns_total counter");
-        let _ = writeln!(
-            out,
-            "imap_push_reactor_loop_turns_total {}",
-            engine.loop_turns
-        );
-        let _ = writeln!(out, "# TYPE imap_push_reactor_stale_events_total counter");
-        let _ = writeln!(
-            out,
-            "imap_push_reactor_stale_events_total {}",
-            engine.stale_events
-        );
-        out.push_str(&self.delivery.stats().prometheus());
-        out
-    }
-}
-
-/// The subscription whose reconnect push has been settled (delivered or given up): it
-/// may leave the journal.
-fn settled_reconnect(report: &Report) -> Option<&str> {
-    match report {
-        Report::Delivered {
-            subscription,
-            kind: push::Kind::Reconnect,
-        }
-        | Report::Failed {
-            subscription,
-            kind: push::Kind::Reconnect,
-        } => Some(subscription),
-        _ => None,
-    }
-}
-
-fn record_of(sub: &Subscription) -> Record {
-    Record {
-        id: sub.id.clone(),
-        key_hash: sub.key.iter().map(|b| format!("{b:02x}")).collect(),
-        new_mail: TargetRecord::from_target(&sub.push.new_mail),
-        reconnect: TargetRecord::from_target(&sub.push.reconnect),
-        created_unix: sub.created_unix,
-        tag: sub.push.tag.clone(),
-    }
-}
-
-/// Every subscription the previous run left gets its reconnect push (`server_restart`);
-/// it leaves the journal once that push is settled.
-fn restart_pushes(delivery: &Delivery, journal: &Journal, leftovers: &[Record]) {
-    let now = unix_now();
-    for record in leftovers {
-        match (record.new_mail.to_target(), record.reconnect.to_target()) {
-            (Ok(new_mail), Ok(reconnect)) => {
-                let sub = PushSubscription::new_tagged(
-                    record.id.clone(),
-                    new_mail,
-                    reconnect,
-                    record.tag.clone(),
-                    now,
-                );
-                delivery.reconnect(&sub, "server_restart");
-            }
-            // A record we cannot use can never be pushed: drop it rather than retry forever.
-            _ => journal.remove(&record.id),
-        }
-    }
-}
-
-/// What the engine needs of a registration; the secret moves into the spec.
-fn watch_spec(registration: Registration) -> (WatchSpec, WatchOptions) {
-    let spec = WatchSpec {
-        host: registration.host,
-        port: registration.port,
-        security: registration.security,
-        username: registration.username,
-        secret: registration.secret,
-        mailboxes: registration.mailboxes,
-        since: registration.since,
-    };
-    let options = WatchOptions {
-        filter: registration.filter,
-        preview: registration.preview,
-    };
-    (spec, options)
-}
-
-/// Bits of a lookup token that name the [`Target`]; the rest is the resolution number.
-const TARGET_BITS: u32 = 2;
-const TARGET_MASK: u64 = (1 << TARGET_BITS) - 1;
-
-/// A registration waiting for its lookups. Its secret is zeroized when it is dropped,
-/// whichever way it ends.
-struct Resolving {
-    request: httpd::RequestId,
-    registration: Registration,
-    checks: Checks,
-}
-
-/// How a failed lookup is answered: a name that does not resolve is the app's mistake
-/// (400 for an endpoint; for an IMAP host, unreachable as before), a slow or busy
-/// resolver is worth a retry.
-fn unresolved(target: Target, error: Option<engine::ResolveError>) -> ApiError {
-    use engine::ResolveError;
-    let what = match target {
-        Target::Imap => "the IMAP host",
-        Target::NewMail => "the new_mail endpoint's host",
-        Target::Reconnect => "the reconnect endpoint's host",
-    };
-    match (error, target) {
-        (Some(ResolveError::Busy), _) => ApiError::new(
-            ErrorCode::ResolverBusy,
-            "too many host name lookups are waiting",
-        ),
-        (Some(ResolveError::TimedOut), Target::Imap) => ApiError::new(
-            ErrorCode::ImapTimeout,
-            format!("{what} did not resolve in time"),
-        ),
-        (Some(ResolveError::TimedOut), _) => ApiError::new(
-            ErrorCode::ResolverBusy,
-            format!("{what} did not resolve in time"),
-        ),
-        (_, Target::Imap) => ApiError::new(
-            ErrorCode::ImapUnreachable,
-            format!("{what} name did not resolve"),
-        ),
-        (_, _) => ApiError::bad_request(target.field(), format!("{what} name did not resolve")),
-    }
-}
-
-fn refusal_error(refusal: Refusal<engine::ResolveError>) -> ApiError {
-    match refusal {
-        Refusal::Forbidden(target) => ApiError::new(
-            ErrorCode::ForbiddenDestination,
-            format!(
-                "{} resolves to an address that is not public",
-                target.field()
-            ),
-        ),
-        Refusal::Unresolved(target, error) => unresolved(target, error),
-    }
-}
-
-/// A login waiting for its turn at its IMAP host.
-struct PacedLogin {
-    due: Instant,
-    subscription: String,
-    spec: WatchSpec,
-    options: WatchOptions,
-}
-
-fn watch_error(e: WatchError) -> ApiError {
-    match e {
-        WatchError::AtCapacity => ApiError::new(ErrorCode::AtCapacity, "this server is full"),
-        WatchError::ShuttingDown => ApiError::new(ErrorCode::ShuttingDown, "shutting down"),
-        WatchError::Spec(e) => ApiError::bad_request("imap", e.to_string()),
-    }
-}
-
-fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "no such subscription")
 }

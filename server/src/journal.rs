@@ -116,7 +116,7 @@ pub type Then = Box<dyn FnOnce(bool) + Send>;
 
 enum Op {
     Insert(String, Vec<u8>, Option<Then>),
-    Remove(String),
+    Remove(String, Option<Then>),
     Flush(Sender<()>),
 }
 
@@ -169,7 +169,13 @@ impl Journal {
     }
 
     pub fn remove(&self, id: &str) {
-        self.send(Op::Remove(id.to_owned()));
+        self.send(Op::Remove(id.to_owned(), None));
+    }
+
+    /// Removes `id`'s record and calls `then(durable)` once the removal is committed (or
+    /// failed): a DELETE is answered only when no restart can bring the record back.
+    pub fn remove_then(&self, id: &str, then: Then) {
+        self.send(Op::Remove(id.to_owned(), Some(then)));
     }
 
     /// Blocks until everything queued before is committed.
@@ -251,11 +257,11 @@ fn write_loop(db: Database, rx: &Receiver<Op>, stats: &JournalStats) {
         counter.fetch_add(1, Ordering::Relaxed);
         for op in batch.drain(..) {
             match op {
-                Op::Insert(_, _, Some(then)) => then(ok),
+                Op::Insert(_, _, Some(then)) | Op::Remove(_, Some(then)) => then(ok),
                 Op::Flush(done) => {
                     let _ = done.send(());
                 }
-                Op::Insert(_, _, None) | Op::Remove(_) => {}
+                Op::Insert(_, _, None) | Op::Remove(_, None) => {}
             }
         }
     }
@@ -270,7 +276,7 @@ fn commit(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
                 Op::Insert(id, bytes, _) => {
                     table.insert(id.as_str(), bytes.as_slice())?;
                 }
-                Op::Remove(id) => {
+                Op::Remove(id, _) => {
                     table.remove(id.as_str())?;
                 }
                 Op::Flush(_) => {}

@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod capacity;
 pub mod config;
+pub mod core;
 pub mod delivery;
 pub mod destination;
 pub mod error_code;

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use engine::{SessionId, Since};
+use std::hash::Hash;
+
+use engine::Since;
 
 use crate::accounts::AccountCounter;
 use crate::delivery::PushSubscription;
@@ -42,14 +44,16 @@ impl State {
     }
 }
 
+/// A subscription. `S` names its engine session and `R` the registration request waiting
+/// for it: the server uses the engine's and httpd's handles, the simulation its own numbers.
 #[derive(Debug)]
-pub struct Subscription {
+pub struct Subscription<S, R> {
     pub id: String,
     /// The IMAP host in its normal form ([`crate::destination::normalize_host`]): sessions
     /// per host are capped and logins paced on it.
     pub host: String,
     /// The engine session; `None` while the login waits for its turn (login pacing).
-    pub session: Option<SessionId>,
+    pub session: Option<S>,
     pub key: Key,
     pub account: Account,
     pub push: Arc<PushSubscription>,
@@ -64,13 +68,13 @@ pub struct Subscription {
     pub pushes_sent: u64,
     pub pushes_failed: u64,
     /// The registration request waiting for this session, and its deadline.
-    pub waiting: Option<(httpd::RequestId, Instant)>,
+    pub waiting: Option<(R, Instant)>,
 }
 
-#[derive(Debug, Default)]
-pub struct Registry {
-    by_id: HashMap<String, Subscription>,
-    by_session: HashMap<SessionId, String>,
+#[derive(Debug)]
+pub struct Registry<S, R> {
+    by_id: HashMap<String, Subscription<S, R>>,
+    by_session: HashMap<S, String>,
     /// The live subscription and the candidates of each key.
     keys: Replacements<Key, String>,
     /// Keys (devices) per account, live or logging in.
@@ -81,7 +85,20 @@ pub struct Registry {
     waiting: HashMap<String, Instant>,
 }
 
-impl Registry {
+impl<S, R> Default for Registry<S, R> {
+    fn default() -> Self {
+        Registry {
+            by_id: HashMap::new(),
+            by_session: HashMap::new(),
+            keys: Replacements::default(),
+            accounts: AccountCounter::default(),
+            per_host: HashMap::new(),
+            waiting: HashMap::new(),
+        }
+    }
+}
+
+impl<S: Copy + Eq + Hash, R> Registry<S, R> {
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
@@ -98,7 +115,7 @@ impl Registry {
         self.by_id.values().filter(|s| s.state == state).count()
     }
 
-    pub fn insert(&mut self, sub: Subscription) {
+    pub fn insert(&mut self, sub: Subscription<S, R>) {
         if let Some(session) = sub.session {
             self.by_session.insert(session, sub.id.clone());
         }
@@ -116,20 +133,20 @@ impl Registry {
         self.per_host.get(host).copied().unwrap_or(0)
     }
 
-    pub fn get(&self, id: &str) -> Option<&Subscription> {
+    pub fn get(&self, id: &str) -> Option<&Subscription<S, R>> {
         self.by_id.get(id)
     }
 
-    pub fn by_session_mut(&mut self, session: SessionId) -> Option<&mut Subscription> {
+    pub fn by_session_mut(&mut self, session: S) -> Option<&mut Subscription<S, R>> {
         let id = self.by_session.get(&session)?;
         self.by_id.get_mut(id)
     }
 
-    pub fn by_id_mut(&mut self, id: &str) -> Option<&mut Subscription> {
+    pub fn by_id_mut(&mut self, id: &str) -> Option<&mut Subscription<S, R>> {
         self.by_id.get_mut(id)
     }
 
-    pub fn remove(&mut self, id: &str) -> Option<Subscription> {
+    pub fn remove(&mut self, id: &str) -> Option<Subscription<S, R>> {
         let sub = self.by_id.remove(id)?;
         self.waiting.remove(id);
         if let Some(session) = sub.session {
@@ -147,14 +164,14 @@ impl Registry {
     }
 
     /// The paced login of `id` has started as `session`.
-    pub fn set_session(&mut self, id: &str, session: SessionId) {
+    pub fn set_session(&mut self, id: &str, session: S) {
         if let Some(sub) = self.by_id.get_mut(id) {
             sub.session = Some(session);
             self.by_session.insert(session, id.to_owned());
         }
     }
 
-    pub fn remove_by_session(&mut self, session: SessionId) -> Option<Subscription> {
+    pub fn remove_by_session(&mut self, session: S) -> Option<Subscription<S, R>> {
         let id = self.by_session.get(&session)?.clone();
         self.remove(&id)
     }
@@ -187,23 +204,41 @@ impl Registry {
     }
 
     /// Registrations whose deadline has passed.
+    /// Sorted, so that what follows from them happens in one order on every run (the
+    /// simulation replays a seed).
     pub fn overdue(&self, now: Instant) -> Vec<String> {
-        self.waiting
+        let mut ids: Vec<String> = self
+            .waiting
             .iter()
             .filter(|(_, deadline)| **deadline <= now)
             .map(|(id, _)| id.clone())
-            .collect()
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Takes the waiting registration request of `session`'s subscription, if any.
-    pub fn take_waiting(&mut self, session: SessionId) -> Option<httpd::RequestId> {
+    pub fn take_waiting(&mut self, session: S) -> Option<R> {
         let id = self.by_session.get(&session)?;
         self.waiting.remove(id);
         let sub = self.by_id.get_mut(id)?;
         sub.waiting.take().map(|(request, _)| request)
     }
 
+    /// The earliest registration deadline, for the owner's next wake-up.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.waiting.values().min().copied()
+    }
+
+    /// The session of every subscription, for checks that walk them all.
+    pub fn sessions(&self) -> impl Iterator<Item = (&str, S)> + '_ {
+        self.by_session.iter().map(|(s, id)| (id.as_str(), *s))
+    }
+
+    /// Every id, sorted (see [`Registry::overdue`]).
     pub fn ids(&self) -> Vec<String> {
-        self.by_id.keys().cloned().collect()
+        let mut ids: Vec<String> = self.by_id.keys().cloned().collect();
+        ids.sort_unstable();
+        ids
     }
 }

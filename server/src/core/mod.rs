@@ -1,0 +1,384 @@
+//! The server's state and every rule about it, in one sans-IO owner.
+//!
+//! `Core` never touches a socket, a channel, a thread, a clock or a random source: `now`
+//! and fresh random bytes come in with each input, and everything it wants done comes out
+//! as an [`Output`] to poll. One thread owns it (see [`crate::app`]); the simulation
+//! (`server/tests/simulation.rs`) owns it in virtual time.
+//!
+//! The rules, each in the file named:
+//! - dedup and replace-after-ready, capacity, pacing and per-client limits:
+//!   [`requests`] (calling [`crate::replacement`], [`crate::accounts`], [`crate::pacer`],
+//!   [`crate::ratelimit`] through [`crate::registry`]);
+//! - readiness, failure and loss of sessions, the registration deadline: `sessions`;
+//! - journal-before-201, push reports, the restart and shutdown pushes: `pushes`.
+//!
+//! Coalescing, backoff and the 429 and 410 handling of each push still live in
+//! [`crate::delivery`], which turns [`PushJob`]s into requests and answers with
+//! [`Report`]s.
+//!
+//! # How to drive it
+//!
+//! The owner MUST, in this order, repeatedly:
+//! 1. call [`Core::handle`] with the next input (or [`Input::Tick`] once
+//!    [`Core::poll_timeout`] has passed);
+//! 2. call [`Core::poll_output`] until it returns `None`, carrying each output out;
+//!    a [`Output::Watch`] MUST be answered with [`Input::Watched`] before any other input,
+//!    since the engine names the session.
+//!
+//! Handles are the owner's: `S` names an engine session, `R` a waiting API request.
+
+mod metrics;
+mod pushes;
+pub mod requests;
+mod sessions;
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::{EndReason, Preview, WatchError, WatchOptions, WatchSpec};
+use httpd::{Method, Response};
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::delivery::{PushSubscription, Report};
+use crate::fd_budget::Budget;
+use crate::journal::Record;
+use crate::pacer::Pacer;
+use crate::ratelimit::RateLimiter;
+use crate::registry::Registry;
+
+pub use metrics::Counters;
+use requests::Resolving;
+
+/// An API request as the owner forwards it: no socket, only what the rules read.
+#[derive(Debug)]
+pub struct ApiRequest<R> {
+    /// The owner's handle for the answer.
+    pub id: R,
+    pub method: Method,
+    pub path: String,
+    /// The client (after the trusted-proxy rule): registrations per client are limited.
+    pub client: IpAddr,
+    /// The `Authorization` header, zeroized on drop.
+    pub authorization: Option<Zeroizing<String>>,
+    /// Zeroized on drop (and by the parser once read).
+    pub body: Zeroizing<Vec<u8>>,
+}
+
+/// What the engine says of a session.
+#[derive(Debug)]
+pub enum SessionEvent<S> {
+    Ready {
+        session: S,
+        ready: engine::Ready,
+    },
+    /// Ended before it was ready.
+    Failed {
+        session: S,
+        reason: EndReason,
+    },
+    NewMail {
+        session: S,
+        mailbox: usize,
+        exists: u32,
+        preview: Option<Box<Preview>>,
+    },
+    /// Ended after it was ready (or unwatched).
+    Lost {
+        session: S,
+        reason: EndReason,
+    },
+}
+
+/// Every input of the core.
+#[derive(Debug)]
+pub enum Input<S, R> {
+    Request(ApiRequest<R>),
+    /// The engine's answer to [`Output::Watch`] of `subscription`.
+    Watched {
+        subscription: String,
+        result: Result<S, WatchError>,
+    },
+    Session(SessionEvent<S>),
+    /// A resolver answer to [`Output::Lookup`] (or the owner's refusal to start it).
+    Lookup(engine::Lookup),
+    /// The journal write [`Output::JournalInsert`] numbered `ticket` is durable (`ok`) or
+    /// failed.
+    JournalDurable {
+        ticket: u64,
+        ok: bool,
+    },
+    /// What became of a push job.
+    PushSettled(Report),
+    /// A deadline ([`Core::poll_timeout`]) may have passed.
+    Tick,
+    /// The server stops: every ready subscription gets its `shutdown` push.
+    Shutdown,
+}
+
+/// Every output of the core.
+#[derive(Debug)]
+pub enum Output<S, R> {
+    Respond {
+        request: R,
+        response: Response,
+    },
+    /// `GET /metrics`: the core's part; the owner appends the engine's and the push
+    /// pool's counters and answers.
+    RespondMetrics {
+        request: R,
+        text: String,
+    },
+    /// Start a session; answer with [`Input::Watched`] at once.
+    Watch {
+        subscription: String,
+        spec: WatchSpec,
+        options: WatchOptions,
+    },
+    Unwatch(S),
+    /// Resolve `host`; the answer carries `token`.
+    Lookup {
+        token: u64,
+        host: String,
+        port: u16,
+    },
+    /// Write `record` durably, then answer [`Input::JournalDurable`] with `ticket`.
+    JournalInsert {
+        ticket: u64,
+        record: Record,
+    },
+    /// Remove `id`'s record; with a `ticket`, answer [`Input::JournalDurable`] once the
+    /// removal is durable.
+    JournalRemove {
+        id: String,
+        ticket: Option<u64>,
+    },
+    Push(PushJob),
+}
+
+/// A push for the push pool.
+#[derive(Debug)]
+pub enum PushJob {
+    NewMail {
+        push: Arc<PushSubscription>,
+        mailbox: String,
+        exists: u32,
+        preview: Option<Box<Preview>>,
+        event_at: Instant,
+    },
+    /// Never coalesced or dropped: the app must log in again.
+    Reconnect {
+        push: Arc<PushSubscription>,
+        reason: &'static str,
+    },
+    /// Drop the pending new mail of a deleted or replaced subscription.
+    Forget { subscription: String },
+}
+
+/// The clock, read by the owner.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    pub instant: Instant,
+    /// Seconds since 1970, for what the API shows and the journal keeps.
+    pub unix: u64,
+}
+
+/// A login waiting for its turn at its IMAP host.
+#[derive(Debug)]
+struct PacedLogin {
+    due: Instant,
+    subscription: String,
+    spec: WatchSpec,
+    options: WatchOptions,
+}
+
+/// A 201 (or a DELETE's 204) waiting for its journal write to be durable.
+#[derive(Debug)]
+struct Created<R> {
+    request: R,
+    response: Response,
+}
+
+/// The owner of the server's state. See the module docs for the call order.
+#[derive(Debug)]
+pub struct Core<S, R> {
+    config: Config,
+    budget: Budget,
+    vapid_public_key: String,
+    registry: Registry<S, R>,
+    limiter: RateLimiter,
+    pacer: Pacer,
+    /// Logins waiting for their turn; at most `limits.pending_registrations_max`, since
+    /// each is a registration still waiting.
+    paced: Vec<PacedLogin>,
+    /// Registrations waiting for their host names, by resolution number.
+    resolving: HashMap<u64, Resolving<R>>,
+    next_resolution: u64,
+    /// 201s and 204s waiting for their journal write, by ticket.
+    created: HashMap<u64, Created<R>>,
+    next_ticket: u64,
+    counters: Counters,
+    out: VecDeque<Output<S, R>>,
+    shut_down: bool,
+}
+
+impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
+    /// A core for a server with `budget`, after a restart that left `leftovers` in the
+    /// journal: each gets its `server_restart` push (polled at once).
+    pub fn new(
+        config: Config,
+        budget: Budget,
+        vapid_public_key: String,
+        leftovers: Vec<Record>,
+        now: Now,
+    ) -> Core<S, R> {
+        let limits = &config.limits;
+        let mut core = Core {
+            limiter: RateLimiter::new(limits.registrations_per_minute_per_ip),
+            pacer: Pacer::new(
+                limits.logins_per_second_per_host,
+                Duration::from_secs(limits.login_queue_secs),
+            ),
+            config,
+            budget,
+            vapid_public_key,
+            registry: Registry::default(),
+            paced: Vec::new(),
+            resolving: HashMap::new(),
+            next_resolution: 0,
+            created: HashMap::new(),
+            next_ticket: 0,
+            counters: Counters::default(),
+            out: VecDeque::new(),
+            shut_down: false,
+        };
+        core.restart_pushes(leftovers, now);
+        core
+    }
+
+    /// Handles one input. `random` is 16 fresh random bytes, used if the input creates a
+    /// subscription (its id); `None` if the random source failed.
+    pub fn handle(&mut self, input: Input<S, R>, now: Now, random: Option<[u8; 16]>) {
+        match input {
+            Input::Request(request) => self.on_request(request, now, random),
+            Input::Watched {
+                subscription,
+                result,
+            } => self.on_watched(&subscription, result),
+            Input::Session(event) => self.on_session(event, now),
+            Input::Lookup(lookup) => self.on_lookup(lookup, now, random),
+            Input::JournalDurable { ticket, ok } => self.on_durable(ticket, ok),
+            Input::PushSettled(report) => self.on_report(report),
+            Input::Tick => {
+                self.start_paced_logins(now.instant);
+                self.expire_registrations(now.instant);
+            }
+            Input::Shutdown => self.shutdown_pushes(),
+        }
+    }
+
+    /// The next thing to do, in the order the core decided it.
+    pub fn poll_output(&mut self) -> Option<Output<S, R>> {
+        self.out.pop_front()
+    }
+
+    /// When [`Input::Tick`] is next due: the earliest paced login or registration deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let paced = self.paced.iter().map(|p| p.due).min();
+        match (paced, self.registry.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The counters for /metrics and for tests.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The session of every subscription, by id: what a checker walks.
+    pub fn sessions(&self) -> impl Iterator<Item = (&str, S)> + '_ {
+        self.registry.sessions()
+    }
+
+    /// The live subscription of each key and its candidates, in all.
+    pub fn subscriptions(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Sizes of the core's tables, each against its bound (checked by the simulation).
+    pub fn queues(&self) -> Queues {
+        Queues {
+            pending: self.registry.pending(),
+            paced: self.paced.len(),
+            resolving: self.resolving.len(),
+            created: self.created.len(),
+            keys: self.registry.keys(),
+            pending_max: self.config.limits.pending_registrations_max,
+            keys_max: self.budget.sessions_capacity,
+        }
+    }
+
+    fn respond(&mut self, request: R, response: Response) {
+        self.out.push_back(Output::Respond { request, response });
+    }
+
+    fn unwatch(&mut self, session: Option<S>) {
+        if let Some(session) = session {
+            self.out.push_back(Output::Unwatch(session));
+        }
+    }
+
+    fn push(&mut self, job: PushJob) {
+        self.out.push_back(Output::Push(job));
+    }
+
+    /// A journal removal nobody waits for.
+    fn forget_record(&mut self, id: String) {
+        self.out
+            .push_back(Output::JournalRemove { id, ticket: None });
+    }
+
+    /// The number of the next journal write whose outcome the core waits for.
+    fn ticket(&mut self) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        ticket
+    }
+}
+
+/// The core's tables against their bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Queues {
+    /// Registrations waiting for their session.
+    pub pending: usize,
+    pub paced: usize,
+    pub resolving: usize,
+    pub created: usize,
+    /// Keys live or logging in.
+    pub keys: usize,
+    pub pending_max: usize,
+    pub keys_max: usize,
+}
+
+impl Queues {
+    /// The first table over its bound, if any.
+    pub fn over_bound(&self) -> Option<&'static str> {
+        // Waiting registrations are capped when admitted; a 201 waiting for the journal
+        // was a waiting registration a moment ago.
+        let checks = [
+            ("pending registrations", self.pending, self.pending_max),
+            ("paced logins", self.paced, self.pending_max),
+            ("resolving registrations", self.resolving, self.pending_max),
+            ("201s waiting for the journal", self.created, self.keys_max),
+            ("keys", self.keys, self.keys_max),
+        ];
+        checks
+            .iter()
+            .find(|(_, n, max)| n > max)
+            .map(|(name, _, _)| *name)
+    }
+}

@@ -1,0 +1,111 @@
+//! Journal-before-201, what push reports change, and the pushes of a restart and of a
+//! shutdown: every subscription an app was told of hears from us when its session ends.
+
+use std::hash::Hash;
+
+use super::{Core, Now, PushJob};
+use crate::api::ApiError;
+use crate::delivery::{PushSubscription, Report};
+use crate::error_code::ErrorCode;
+use crate::journal::Record;
+
+impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
+    /// A journal write ended: its registration gets the 201, or a 500 if the record is
+    /// not durable (a crash after a 201 must still reach the app with a restart push).
+    pub(super) fn on_durable(&mut self, ticket: u64, ok: bool) {
+        let Some(created) = self.created.remove(&ticket) else {
+            return;
+        };
+        let response = if ok {
+            created.response
+        } else {
+            ApiError::new(ErrorCode::Internal, "the journal write failed").to_response()
+        };
+        self.respond(created.request, response);
+    }
+
+    pub(super) fn on_report(&mut self, report: Report) {
+        if let Some(id) = settled_reconnect(&report) {
+            // Delivered or given up: the subscription may leave the journal.
+            self.forget_record(id.to_owned());
+        }
+        match report {
+            Report::Gone { subscription } => {
+                self.forget_record(subscription.clone());
+                if let Some(sub) = self.registry.remove(&subscription) {
+                    self.unwatch(sub.session);
+                }
+            }
+            Report::Delivered { subscription, .. } => {
+                if let Some(sub) = self.registry.by_id_mut(&subscription) {
+                    sub.pushes_sent += 1;
+                }
+            }
+            Report::Failed { subscription, .. } => {
+                if let Some(sub) = self.registry.by_id_mut(&subscription) {
+                    sub.pushes_failed += 1;
+                }
+            }
+        }
+    }
+
+    /// Every subscription the previous run left gets its reconnect push (`server_restart`);
+    /// it leaves the journal once that push is settled.
+    pub(super) fn restart_pushes(&mut self, leftovers: Vec<Record>, now: Now) {
+        for record in leftovers {
+            match (record.new_mail.to_target(), record.reconnect.to_target()) {
+                (Ok(new_mail), Ok(reconnect)) => {
+                    let push = PushSubscription::new_tagged(
+                        record.id, new_mail, reconnect, record.tag, now.unix,
+                    );
+                    self.push(PushJob::Reconnect {
+                        push,
+                        reason: "server_restart",
+                    });
+                }
+                // A record we cannot use can never be pushed: drop it rather than retry
+                // forever.
+                _ => self.forget_record(record.id),
+            }
+        }
+    }
+
+    /// The server stops: every subscription leaves, and each that got its 201 gets its
+    /// reconnect push (`shutdown`). Those still waiting were never told of and are not
+    /// journalled. Inputs after this one change nothing but push reports.
+    pub(super) fn shutdown_pushes(&mut self) {
+        if self.shut_down {
+            return;
+        }
+        self.shut_down = true;
+        for id in self.registry.ids() {
+            let Some(sub) = self.registry.remove(&id) else {
+                continue;
+            };
+            if sub.waiting.is_none() {
+                self.push(PushJob::Reconnect {
+                    push: sub.push,
+                    reason: "shutdown",
+                });
+            }
+        }
+        self.paced.clear();
+        self.resolving.clear();
+    }
+}
+
+/// The subscription whose reconnect push has been settled (delivered or given up): it
+/// may leave the journal.
+fn settled_reconnect(report: &Report) -> Option<&str> {
+    match report {
+        Report::Delivered {
+            subscription,
+            kind: push::Kind::Reconnect,
+        }
+        | Report::Failed {
+            subscription,
+            kind: push::Kind::Reconnect,
+        } => Some(subscription),
+        _ => None,
+    }
+}

@@ -1,0 +1,207 @@
+//! What the engine says of sessions: started, ready (replace-after-ready), failed, new
+//! mail, lost; and the deadlines of logins waiting for their turn or for readiness.
+
+use std::hash::Hash;
+use std::time::Instant;
+
+use super::requests::watch_error;
+use super::{Core, Created, Now, Output, PushJob, SessionEvent};
+use crate::api::ApiError;
+use crate::error_code::ErrorCode;
+use crate::journal::{Record, TargetRecord};
+use crate::registry::{State as SubState, Subscription};
+use crate::replacement::Promotion;
+
+impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
+    /// The engine named the session of `subscription`, or refused it.
+    pub(super) fn on_watched(&mut self, subscription: &str, result: Result<S, engine::WatchError>) {
+        match result {
+            Ok(session) => {
+                if self.registry.get(subscription).is_some() {
+                    self.registry.set_session(subscription, session);
+                } else {
+                    // Deleted between the watch and its answer: end the session at once.
+                    self.out.push_back(Output::Unwatch(session));
+                }
+            }
+            Err(e) => {
+                let sub = self.registry.remove(subscription);
+                if let Some((waiting, _)) = sub.and_then(|s| s.waiting) {
+                    self.respond(waiting, watch_error(e).to_response());
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_session(&mut self, event: SessionEvent<S>, now: Now) {
+        match event {
+            SessionEvent::Ready { session, ready } => self.on_ready(session, &ready),
+            SessionEvent::Failed { session, reason } => {
+                if matches!(
+                    reason,
+                    engine::EndReason::AuthRejected | engine::EndReason::AuthUnavailable
+                ) {
+                    self.counters.logins_auth_failed += 1;
+                } else {
+                    self.counters.logins_failed += 1;
+                }
+                let sub = self.registry.remove_by_session(session);
+                if let Some((waiting, _)) = sub.and_then(|s| s.waiting) {
+                    self.respond(waiting, ApiError::from_end_reason(reason).to_response());
+                }
+            }
+            SessionEvent::NewMail {
+                session,
+                mailbox,
+                exists,
+                preview,
+            } => {
+                let Some(sub) = self.registry.by_session_mut(session) else {
+                    return;
+                };
+                sub.last_new_mail = Some((now.unix, exists));
+                let name = sub.mailboxes.get(mailbox).cloned().unwrap_or_default();
+                let push = sub.push.clone();
+                self.push(PushJob::NewMail {
+                    push,
+                    mailbox: name,
+                    exists,
+                    preview,
+                    event_at: now.instant,
+                });
+            }
+            SessionEvent::Lost { session, reason } => {
+                self.counters.sessions_lost += 1;
+                // Deleted and replaced subscriptions are gone from the registry already:
+                // they get no reconnect push.
+                if let Some(sub) = self.registry.remove_by_session(session) {
+                    self.push(PushJob::Reconnect {
+                        push: sub.push,
+                        reason: reason.code(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// A session is ready: its subscription takes its key over (ending the one it
+    /// replaces) or gives way to a newer one; then its registration gets its 201 once the
+    /// record is durable.
+    fn on_ready(&mut self, session: S, ready: &engine::Ready) {
+        self.counters.logins_ok += 1;
+        let Some(id) = self.registry.by_session_mut(session).map(|s| s.id.clone()) else {
+            return;
+        };
+        match self.registry.promote(&id) {
+            Promotion::Promoted { replaced } => {
+                // The replaced app registered again: it gets no reconnect push (its
+                // session's loss finds nothing in the registry).
+                if let Some(old) = replaced.and_then(|old| self.registry.remove(&old)) {
+                    self.forget_record(old.id.clone());
+                    self.unwatch(old.session);
+                    self.push(PushJob::Forget {
+                        subscription: old.id,
+                    });
+                }
+            }
+            // `Unknown` would be a registry out of step with its key table: ending the
+            // session is the safe way out, since only one session per key may stay.
+            Promotion::Superseded | Promotion::Unknown => {
+                if let Some(sub) = self.registry.remove(&id) {
+                    self.unwatch(sub.session);
+                    if let Some((waiting, _)) = sub.waiting {
+                        let e =
+                            ApiError::new(ErrorCode::Replaced, "replaced by a newer registration");
+                        self.respond(waiting, e.to_response());
+                    }
+                }
+                return;
+            }
+        }
+        let waiting = self.registry.take_waiting(session);
+        let Some(sub) = self.registry.by_id_mut(&id) else {
+            return;
+        };
+        sub.state = if ready.idle {
+            SubState::Idle
+        } else {
+            SubState::Polling
+        };
+        sub.idle = ready.idle;
+        sub.notify = ready.notify;
+        if let Some(waiting) = waiting {
+            let (record, response) = created(sub, ready);
+            let ticket = self.ticket();
+            self.created.insert(
+                ticket,
+                Created {
+                    request: waiting,
+                    response,
+                },
+            );
+            self.out.push_back(Output::JournalInsert { ticket, record });
+        }
+    }
+
+    /// Starts the paced logins whose turn has come, unless deleted or replaced meanwhile.
+    pub(super) fn start_paced_logins(&mut self, now: Instant) {
+        if !self.paced.iter().any(|p| p.due <= now) {
+            return;
+        }
+        let (due, later) = std::mem::take(&mut self.paced)
+            .into_iter()
+            .partition::<Vec<_>, _>(|p| p.due <= now);
+        self.paced = later;
+        for login in due {
+            let waiting = self
+                .registry
+                .get(&login.subscription)
+                .is_some_and(|sub| sub.session.is_none());
+            if !waiting {
+                continue; // `login.spec` and its secret are dropped (zeroized) here.
+            }
+            self.out.push_back(Output::Watch {
+                subscription: login.subscription,
+                spec: login.spec,
+                options: login.options,
+            });
+        }
+    }
+
+    /// Registrations not ready by their deadline are refused and their logins ended.
+    pub(super) fn expire_registrations(&mut self, now: Instant) {
+        for id in self.registry.overdue(now) {
+            if let Some(sub) = self.registry.remove(&id) {
+                self.unwatch(sub.session);
+                if let Some((waiting, _)) = sub.waiting {
+                    let e = ApiError::new(
+                        ErrorCode::ImapTimeout,
+                        "the IMAP session did not become ready in time",
+                    );
+                    self.respond(waiting, e.to_response());
+                }
+            }
+        }
+    }
+}
+
+/// The journal record of a ready subscription and the 201 its app gets once it is durable.
+fn created<S, R>(sub: &Subscription<S, R>, ready: &engine::Ready) -> (Record, httpd::Response) {
+    let body = serde_json::json!({
+        "id": sub.id,
+        "state": sub.state.as_str(),
+        "capabilities": {"idle": ready.idle, "notify": ready.notify},
+        "mailboxes": sub.mailboxes,
+    });
+    let location = format!("/v1/subscriptions/{}", sub.id);
+    let response = httpd::Response::json(201, body.to_string()).with_header("location", location);
+    let record = Record {
+        id: sub.id.clone(),
+        key_hash: sub.key.iter().map(|b| format!("{b:02x}")).collect(),
+        new_mail: TargetRecord::from_target(&sub.push.new_mail),
+        reconnect: TargetRecord::from_target(&sub.push.reconnect),
+        created_unix: sub.created_unix,
+        tag: sub.push.tag.clone(),
+    };
+    (record, response)
+}
