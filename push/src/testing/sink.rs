@@ -109,10 +109,7 @@ pub struct Recorded {
 impl Recorded {
     /// The first header named `name` (lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        super::http1::find_header(&self.headers, name)
     }
 }
 
