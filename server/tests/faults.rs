@@ -24,7 +24,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -34,6 +34,10 @@ use crossbeam_channel::{never, select, Receiver, Sender};
 use imap_push_proxy::{App, Config};
 use push::testing::{Recorded, Sink};
 use serde_json::Value;
+
+mod common;
+
+use common::{eventually, get, post, TempDir};
 
 const MIB: u64 = 1024 * 1024;
 /// What the giant line and the giant literal offer: 100 MB each.
@@ -50,65 +54,7 @@ const PUSH_WAIT: Duration = Duration::from_secs(15);
 const QUIET: Duration = Duration::from_millis(1000);
 
 // ---------------------------------------------------------------------------------------
-// Small helpers: temp dirs, HTTP, RSS.
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "ipp-faults-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Reply {
-    status: u16,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-/// One request on a fresh connection (bounded by a 35 s read timeout).
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(35))).unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .lines()
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    Reply {
-        status,
-        body: body.to_owned(),
-    }
-}
+// Small helpers: registrations, pushes, RSS (the rest is in common/).
 
 fn registration(imap_port: u16, user: &str, sink: &Sink) -> String {
     serde_json::json!({
@@ -122,12 +68,7 @@ fn registration(imap_port: u16, user: &str, sink: &Sink) -> String {
 
 /// Registers `user` and returns its subscription id.
 fn register(api: SocketAddr, imap_port: u16, user: &str, sink: &Sink) -> String {
-    let reply = http(
-        api,
-        "POST",
-        "/v1/subscriptions",
-        &registration(imap_port, user, sink),
-    );
+    let reply = post(api, &registration(imap_port, user, sink));
     assert_eq!(reply.status, 201, "registering {user}: {}", reply.body);
     let created = reply.json();
     assert_eq!(created["state"], "idle", "{created}");
@@ -136,7 +77,7 @@ fn register(api: SocketAddr, imap_port: u16, user: &str, sink: &Sink) -> String 
 
 /// `(status, body)` of GET /v1/subscriptions/{id}.
 fn describe(api: SocketAddr, id: &str) -> (u16, Value) {
-    let reply = http(api, "GET", &format!("/v1/subscriptions/{id}"), "");
+    let reply = get(api, id);
     let body = if reply.status == 200 {
         reply.json()
     } else {
@@ -170,20 +111,6 @@ fn wait_path(sink: &Sink, path: &str, count: usize, timeout: Duration) -> Vec<Re
 fn payload(request: &Recorded) -> Value {
     serde_json::from_slice(&request.body)
         .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&request.body)))
-}
-
-/// Waits for `predicate` to hold, polling; `false` if it did not within `timeout`.
-fn eventually(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if predicate() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// VmRSS of `pid`, in bytes.
@@ -976,10 +903,8 @@ fn first_idle_answered_with_no_fails_the_registration() {
     let rig = Rig::start(|_| {});
     let control = rig.register("control");
     rig.imap.set_mode("hostile", Mode::FirstIdleNo);
-    let reply = http(
+    let reply = post(
         rig.api(),
-        "POST",
-        "/v1/subscriptions",
         &registration(rig.imap.port, "hostile", &rig.sink),
     );
     assert_eq!(reply.status, 502, "{}", reply.body);
@@ -1124,10 +1049,8 @@ fn endless_continuation_during_login_fails_only_that_registration() {
     let control = rig.register("control");
     rig.imap.set_mode("hostile", Mode::AuthContinuations);
     let started = Instant::now();
-    let reply = http(
+    let reply = post(
         rig.api(),
-        "POST",
-        "/v1/subscriptions",
         &registration(rig.imap.port, "hostile", &rig.sink),
     );
     let took = started.elapsed();
