@@ -55,6 +55,8 @@
 //! | `stall SESSION\|all on\|off` | stop reading and answering; `off` catches up |
 //! | `garbage SESSION\|all N` | N random bytes |
 //! | `huge-line SESSION\|all N` | one `* OK xxx...` line of N bytes, CRLF included |
+//! | `stream SESSION\|all KIND N SECS [EVERY_MS]` | a streamed fault of N bytes in all, for at most SECS, written as the client reads (see [`stream`]): `giant-line`, `giant-literal`, `continuations`, `garbage`, `flood`, or `drip` (one byte every EVERY_MS); the session answers nothing meanwhile; plain sessions only |
+//! | `reports` | `INDEX USER_HEX KIND OFFERED ACCEPTED ERROR\|- TOOK_MS` lines, one per ended stream (the last 4,096), then `OK <lines>` |
 //! | `close SESSION\|all` | reset (SO_LINGER 0, RST) |
 //! | `timestamps` | `INDEX UNIX_NS` lines, one per EXISTS sent since the last dump, then `OK <lines>` |
 //! | `stats` | `OK key=value ...` (sessions, idling, handshakes, bytes, closes by cause, rss_kb, ...) |
@@ -102,6 +104,7 @@ pub mod command;
 mod control;
 mod reactor;
 pub mod session;
+pub mod stream;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -20,6 +20,9 @@ use slab::Slab;
 
 use crate::command::{Frame, Framer};
 use crate::session::{Effects, Policy, Session, State};
+use crate::stream::{Stream, StreamReport, StreamSpec};
+
+mod streaming;
 
 /// Token of the worker's waker. Session tokens carry a generation >= 1 in
 /// their high 32 bits, listener tokens are small numbers, so none collide.
@@ -82,8 +85,10 @@ pub(crate) enum Order {
     Stall(Target, bool),
     Garbage(Target, usize),
     HugeLine(Target, usize),
+    Stream(Target, StreamSpec),
     Close(Target),
     Timestamps,
+    Reports,
     Stats,
     Shutdown,
 }
@@ -95,6 +100,7 @@ pub(crate) enum Answer {
     Affected(usize),
     Timestamps(Vec<(u64, u64)>),
     Stats(Stats),
+    Reports(Vec<StreamReport>),
 }
 
 pub(crate) struct Request {
@@ -263,6 +269,8 @@ struct Slot {
     read_ready: bool,
     /// Close once output is flushed.
     closing: Option<End>,
+    /// A streamed fault is being written; input waits until it ends.
+    streaming: bool,
 }
 
 // Budget: 128 bytes, so 19,000 idle plain sessions cost under 3 MiB of slab.
@@ -271,7 +279,7 @@ const _: () = assert!(std::mem::size_of::<Slot>() <= 128);
 impl Slot {
     /// Input is not processed: stalled, greeting not yet sent, or closing.
     fn held(&self) -> bool {
-        self.stalled || !self.greeted || self.closing.is_some()
+        self.stalled || !self.greeted || self.closing.is_some() || self.streaming
     }
 }
 
@@ -340,6 +348,10 @@ pub(crate) struct Worker {
     by_index: HashMap<u64, usize>,
     by_user: BTreeSet<(u64, usize)>,
     greetings: VecDeque<(Instant, usize, u32)>,
+    /// Streamed faults in progress, by slot key (few at a time).
+    streams: HashMap<usize, Box<Stream>>,
+    /// How streams ended, oldest first, at most `streaming::REPORTS_MAX`.
+    reports: VecDeque<StreamReport>,
     timestamps: Vec<(u64, u64)>,
     stats: Stats,
     rx: Receiver<Request>,
@@ -378,6 +390,8 @@ pub(crate) fn worker(
         by_index: HashMap::new(),
         by_user: BTreeSet::new(),
         greetings: VecDeque::new(),
+        streams: HashMap::new(),
+        reports: VecDeque::new(),
         timestamps: Vec::new(),
         stats: Stats::default(),
         rx,
@@ -404,7 +418,11 @@ impl Worker {
             let timeout = self
                 .greetings
                 .front()
-                .map(|(t, ..)| t.saturating_duration_since(Instant::now()));
+                .map(|(t, ..)| *t)
+                .into_iter()
+                .chain(self.stream_wake_at())
+                .min()
+                .map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -439,6 +457,7 @@ impl Worker {
                 }
             }
             self.fire_greetings(Instant::now());
+            self.fire_streams(Instant::now());
         }
     }
 
@@ -523,6 +542,7 @@ impl Worker {
             stalled: false,
             read_ready: false,
             closing: None,
+            streaming: false,
         });
         self.by_index.insert(index, key);
         if self.shared.greeting_delay.is_zero() {
@@ -562,6 +582,8 @@ impl Worker {
     fn on_writable(&mut self, key: usize) {
         if let Err(end) = self.flush(key) {
             self.close(key, end);
+        } else if self.slots.get(key).is_some_and(|s| s.streaming) {
+            self.drive_stream(key);
         }
     }
 
@@ -887,6 +909,13 @@ impl Worker {
         if !self.slots.contains(key) {
             return;
         }
+        if self.streams.contains_key(&key) {
+            let kind = match end {
+                End::Io(kind) => kind,
+                _ => io::ErrorKind::ConnectionAborted,
+            };
+            self.end_stream(key, Some(kind));
+        }
         let mut slot = self.slots.remove(key);
         let _ = self.poll.registry().deregister(&mut slot.stream);
         if end == End::Reset {
@@ -930,6 +959,7 @@ impl Worker {
                 },
                 Order::Timestamps => Answer::Timestamps(std::mem::take(&mut self.timestamps)),
                 Order::Stats => Answer::Stats(self.snapshot()),
+                Order::Reports => Answer::Reports(self.reports.iter().copied().collect()),
                 order => Answer::Affected(self.apply(order)),
             };
             let _ = req.reply.send(answer);
@@ -961,8 +991,11 @@ impl Worker {
             | Order::Stall(t, _)
             | Order::Garbage(t, _)
             | Order::HugeLine(t, _)
+            | Order::Stream(t, _)
             | Order::Close(t) => t,
-            Order::Count | Order::Timestamps | Order::Stats | Order::Shutdown => return 0,
+            Order::Count | Order::Timestamps | Order::Stats | Order::Reports | Order::Shutdown => {
+                return 0
+            }
         };
         let keys = self.resolve(target);
         let mut hit = keys.len();
@@ -1000,8 +1033,17 @@ impl Worker {
                     self.out.extend_from_slice(b"\r\n");
                     self.send_or_close(key);
                 }
+                Order::Stream(_, spec) => {
+                    if !self.start_stream(key, spec) {
+                        hit -= 1;
+                    }
+                }
                 Order::Close(_) => self.close(key, End::Reset),
-                Order::Count | Order::Timestamps | Order::Stats | Order::Shutdown => {}
+                Order::Count
+                | Order::Timestamps
+                | Order::Stats
+                | Order::Reports
+                | Order::Shutdown => {}
             }
         }
         hit
