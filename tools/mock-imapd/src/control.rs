@@ -15,8 +15,9 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use mio::Waker;
 
+use crate::reactor::Tally;
 use crate::reactor::{Answer, Order, Request, Stats, Target};
-use crate::session::user_hash;
+use crate::session::{user_hash, Quirk};
 use crate::stream::{StreamKind, StreamSpec};
 
 /// Longest control line read.
@@ -37,6 +38,8 @@ garbage SESSION|all N
 huge-line SESSION|all N
 stream SESSION|all KIND N SECS [EVERY_MS]
 close SESSION|all
+quirk USER none|idle-no|first-idle-no|silent-done|auth-continuations
+user USER
 timestamps
 reports
 stats
@@ -71,6 +74,8 @@ enum Cmd {
     HugeLine(Target, usize),
     Stream(Target, StreamSpec),
     Close(Target),
+    Quirk(u64, Quirk),
+    User(u64),
     Timestamps,
     Reports,
     Stats,
@@ -158,6 +163,16 @@ fn parse(line: &str) -> Result<Cmd, String> {
         "close" => Cmd::Close(target(&mut words, false)?),
         "timestamps" => Cmd::Timestamps,
         "reports" => Cmd::Reports,
+        "quirk" => {
+            let user = words.next().ok_or("missing USER")?;
+            let name = words.next().ok_or("missing quirk")?;
+            let quirk = Quirk::ALL
+                .into_iter()
+                .find(|q| q.name() == name)
+                .ok_or_else(|| format!("unknown quirk {name:?}"))?;
+            Cmd::Quirk(user_hash(user.bytes()), quirk)
+        }
+        "user" => Cmd::User(user_hash(words.next().ok_or("missing USER")?.bytes())),
         "stats" => Cmd::Stats,
         "shutdown" => Cmd::Shutdown,
         "help" => Cmd::Help,
@@ -289,6 +304,19 @@ impl Controller {
             Cmd::Garbage(t, n) => self.affected(t, |t| Order::Garbage(t, n)),
             Cmd::HugeLine(t, n) => self.affected(t, |t| Order::HugeLine(t, n)),
             Cmd::Stream(t, spec) => self.affected(t, |t| Order::Stream(t, spec)),
+            Cmd::Quirk(user, quirk) => {
+                self.ask(|_| Order::Quirk(user, quirk))?;
+                Ok("OK\n".into())
+            }
+            Cmd::User(user) => {
+                let mut total = Tally::default();
+                for a in self.ask(|_| Order::User(user))? {
+                    if let Answer::User(t) = a {
+                        total.add(&t);
+                    }
+                }
+                Ok(format!("OK {}\n", total.line()))
+            }
             Cmd::Reports => {
                 let mut s = String::new();
                 let mut n = 0;
@@ -444,6 +472,18 @@ mod tests {
         assert!(parse("stream all drip 17 6").is_err());
         assert!(parse("stream all firehose 1 1").is_err());
         assert_eq!(parse("reports"), Ok(Cmd::Reports));
+        assert_eq!(
+            parse("quirk bob silent-done"),
+            Ok(Cmd::Quirk(
+                user_hash(b"bob".iter().copied()),
+                Quirk::SilentDone
+            ))
+        );
+        assert!(parse("quirk bob grumpy").is_err());
+        assert_eq!(
+            parse("user bob"),
+            Ok(Cmd::User(user_hash(b"bob".iter().copied())))
+        );
         assert!(parse("sessions extra").is_err());
     }
 }

@@ -19,10 +19,13 @@ use rustls::{ServerConfig, ServerConnection};
 use slab::Slab;
 
 use crate::command::{Frame, Framer};
-use crate::session::{Effects, Policy, Session, State};
+use crate::session::{Effects, Policy, Quirk, Session, State};
 use crate::stream::{Stream, StreamReport, StreamSpec};
 
 mod streaming;
+mod users;
+
+pub(crate) use users::Tally;
 
 /// Token of the worker's waker. Session tokens carry a generation >= 1 in
 /// their high 32 bits, listener tokens are small numbers, so none collide.
@@ -87,6 +90,11 @@ pub(crate) enum Order {
     HugeLine(Target, usize),
     Stream(Target, StreamSpec),
     Close(Target),
+    /// Give sessions of the login name whose hash this is the quirk from their
+    /// next login on.
+    Quirk(u64, Quirk),
+    /// The tally of the login name whose hash this is.
+    User(u64),
     Timestamps,
     Reports,
     Stats,
@@ -101,6 +109,7 @@ pub(crate) enum Answer {
     Timestamps(Vec<(u64, u64)>),
     Stats(Stats),
     Reports(Vec<StreamReport>),
+    User(Tally),
 }
 
 pub(crate) struct Request {
@@ -352,6 +361,11 @@ pub(crate) struct Worker {
     streams: HashMap<usize, Box<Stream>>,
     /// How streams ended, oldest first, at most `streaming::REPORTS_MAX`.
     reports: VecDeque<StreamReport>,
+    /// Quirks by login name hash (few: the fault tests set them).
+    quirks: HashMap<u64, Quirk>,
+    /// What happened to the sessions of a login name with a quirk or a stream,
+    /// or any name once asked about; bounded by `users::TALLIES_MAX`.
+    tallies: HashMap<u64, Tally>,
     timestamps: Vec<(u64, u64)>,
     stats: Stats,
     rx: Receiver<Request>,
@@ -392,6 +406,8 @@ pub(crate) fn worker(
         greetings: VecDeque::new(),
         streams: HashMap::new(),
         reports: VecDeque::new(),
+        quirks: HashMap::new(),
+        tallies: HashMap::new(),
         timestamps: Vec::new(),
         stats: Stats::default(),
         rx,
@@ -698,6 +714,10 @@ impl Worker {
             return Ok(Fed::Closing);
         };
         let mut out = std::mem::take(&mut self.out);
+        let rules = Rules {
+            policy,
+            quirks: &self.quirks,
+        };
         let mut effects = Effects::default();
         let mut commands = 0;
         let stop = match slot.pending.take() {
@@ -707,7 +727,7 @@ impl Worker {
                     &mut slot.session,
                     &mut p.framer,
                     &p.buf,
-                    policy,
+                    rules,
                     &mut out,
                     &mut effects,
                     &mut commands,
@@ -726,7 +746,7 @@ impl Worker {
                     &mut slot.session,
                     &mut framer,
                     data,
-                    policy,
+                    rules,
                     &mut out,
                     &mut effects,
                     &mut commands,
@@ -749,6 +769,8 @@ impl Worker {
         if effects.logged_in {
             self.by_user.insert((slot.session.user_hash(), key));
         }
+        let user = slot.session.user_hash();
+        self.tally_effects(user, effects);
         match stop {
             Stop::NeedMore => {
                 self.send(key)?;
@@ -768,6 +790,11 @@ impl Worker {
                 Ok(Fed::Closing)
             }
             Stop::StartTls => self.start_tls(key),
+            Stop::AuthContinuations => {
+                self.send(key)?;
+                self.start_auth_continuations(key);
+                Ok(Fed::Closing)
+            }
         }
     }
 
@@ -932,6 +959,7 @@ impl Worker {
         let user = slot.session.user_hash();
         if user != 0 {
             self.by_user.remove(&(user, key));
+            self.tally_end(user, end);
         }
         self.shared.live.fetch_sub(1, Ordering::Relaxed);
         let counter = match end {
@@ -960,6 +988,11 @@ impl Worker {
                 Order::Timestamps => Answer::Timestamps(std::mem::take(&mut self.timestamps)),
                 Order::Stats => Answer::Stats(self.snapshot()),
                 Order::Reports => Answer::Reports(self.reports.iter().copied().collect()),
+                Order::Quirk(user, quirk) => {
+                    self.set_quirk(user, quirk);
+                    Answer::Affected(0)
+                }
+                Order::User(user) => Answer::User(self.tally(user)),
                 order => Answer::Affected(self.apply(order)),
             };
             let _ = req.reply.send(answer);
@@ -993,9 +1026,13 @@ impl Worker {
             | Order::HugeLine(t, _)
             | Order::Stream(t, _)
             | Order::Close(t) => t,
-            Order::Count | Order::Timestamps | Order::Stats | Order::Reports | Order::Shutdown => {
-                return 0
-            }
+            Order::Count
+            | Order::Timestamps
+            | Order::Stats
+            | Order::Reports
+            | Order::Quirk(..)
+            | Order::User(_)
+            | Order::Shutdown => return 0,
         };
         let keys = self.resolve(target);
         let mut hit = keys.len();
@@ -1043,6 +1080,8 @@ impl Worker {
                 | Order::Timestamps
                 | Order::Stats
                 | Order::Reports
+                | Order::Quirk(..)
+                | Order::User(_)
                 | Order::Shutdown => {}
             }
         }
@@ -1152,6 +1191,17 @@ enum Stop {
     Close,
     StartTls,
     TooLong,
+    /// The login just handled asks for [`Quirk::AuthContinuations`]; its
+    /// answer was taken back out of `out`.
+    AuthContinuations,
+}
+
+/// What every session of a worker answers by: the server's policy and the
+/// quirks by login name.
+#[derive(Clone, Copy)]
+struct Rules<'a> {
+    policy: Policy,
+    quirks: &'a HashMap<u64, Quirk>,
 }
 
 /// Frames and answers whole commands in `buf`. Returns the bytes used
@@ -1160,11 +1210,12 @@ fn process(
     session: &mut Session,
     framer: &mut Framer,
     buf: &[u8],
-    policy: Policy,
+    rules: Rules<'_>,
     out: &mut Vec<u8>,
     effects: &mut Effects,
     commands: &mut u64,
 ) -> (usize, Stop) {
+    let Rules { policy, quirks } = rules;
     let mut used = 0;
     loop {
         let rest = buf.get(used..).unwrap_or(&[]);
@@ -1176,8 +1227,18 @@ fn process(
                 let msg = rest.get(..len).unwrap_or(&[]);
                 used += len;
                 *commands += 1;
+                let before = out.len();
                 let e = session.handle_command(msg, policy, out);
                 effects.merge(e);
+                if e.logged_in {
+                    let quirk = quirks.get(&session.user_hash()).copied();
+                    let quirk = quirk.unwrap_or_default();
+                    session.set_quirk(quirk);
+                    if quirk == Quirk::AuthContinuations {
+                        out.truncate(before);
+                        return (used, Stop::AuthContinuations);
+                    }
+                }
                 if e.close {
                     return (used, Stop::Close);
                 }

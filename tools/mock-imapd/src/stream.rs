@@ -120,6 +120,8 @@ pub(crate) struct Stream {
     progressed: Instant,
     /// A drip's next byte is due then.
     next_drip: Instant,
+    /// Close the session when the stream ends.
+    then_close: bool,
 }
 
 /// What the reactor should do with a stream now.
@@ -154,7 +156,18 @@ impl Stream {
             started: now,
             progressed: now,
             next_drip: now,
+            then_close: false,
         }
+    }
+
+    /// The session is to be closed when this stream ends.
+    pub(crate) fn then_close(mut self) -> Stream {
+        self.then_close = true;
+        self
+    }
+
+    pub(crate) fn closes_after(&self) -> bool {
+        self.then_close
     }
 
     /// What to do at `now` while the socket has room.

@@ -753,3 +753,48 @@ fn a_drip_keeps_time_and_a_stream_nobody_reads_stalls() {
     );
     assert_eq!(ctl.ok("sessions"), "OK 1");
 }
+
+#[test]
+fn quirks_misbehave_by_name_and_users_are_tallied() {
+    let h = server(false, |_| {});
+    let mut ctl = Control::connect(&h);
+    assert_eq!(ctl.ok("quirk late idle-no"), "OK");
+    assert_eq!(ctl.ok("quirk sly auth-continuations"), "OK");
+    let mut late = Client::plain(h.plain_addrs()[0]);
+    late.login_examine_idle("late");
+    late.send("DONE\r\nd IDLE\r\n");
+    assert_eq!(late.until_tagged("c"), ["c OK Idle completed\r\n"]);
+    assert_eq!(late.until_tagged("d"), ["d NO IDLE refused (quirk)\r\n"]);
+    late.send("e LOGOUT\r\n");
+    let _ = late.until_tagged("e");
+
+    let mut sly = Client::plain(h.plain_addrs()[0]);
+    assert!(sly.line().starts_with("* OK"));
+    sly.send("a AUTHENTICATE PLAIN AHNseQBwdw==\r\n");
+    for _ in 0..1000 {
+        assert_eq!(sly.line(), "+ more\r\n");
+    }
+    drop(sly);
+    let deadline = Instant::now() + TIMEOUT;
+    let mut tally = String::new();
+    while Instant::now() < deadline {
+        tally = ctl.ok("user sly");
+        if tally.contains("ended=1") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        tally,
+        "OK logins=1 idles=0 ended=1 logouts=0 client_closed=1 open=0"
+    );
+    assert_eq!(
+        ctl.ok("user late"),
+        "OK logins=1 idles=1 ended=1 logouts=1 client_closed=0 open=0"
+    );
+    let report = report_of(&mut ctl, "sly");
+    assert!(
+        report[0].contains(" continuations 104857600 "),
+        "{report:?}"
+    );
+}

@@ -15,6 +15,16 @@ impl Worker {
     /// Starts `spec` on `key`; `false` if that session cannot take it (TLS,
     /// closing, or already streaming).
     pub(super) fn start_stream(&mut self, key: usize, spec: StreamSpec) -> bool {
+        self.start_stream_with(key, Stream::new(spec, Instant::now()))
+    }
+
+    /// Like [`Worker::start_stream`], and the session is closed when the stream
+    /// ends.
+    pub(super) fn start_stream_then_close(&mut self, key: usize, spec: StreamSpec) -> bool {
+        self.start_stream_with(key, Stream::new(spec, Instant::now()).then_close())
+    }
+
+    fn start_stream_with(&mut self, key: usize, stream: Stream) -> bool {
         let Some(slot) = self.slots.get_mut(key) else {
             return false;
         };
@@ -22,8 +32,7 @@ impl Worker {
             return false;
         }
         slot.streaming = true;
-        self.streams
-            .insert(key, Box::new(Stream::new(spec, Instant::now())));
+        self.streams.insert(key, Box::new(stream));
         self.drive_stream(key);
         true
     }
@@ -76,9 +85,11 @@ impl Worker {
                 },
                 Step::WaitUntil(_) => return,
                 Step::Done(error) => {
+                    let close = stream.closes_after();
                     self.end_stream(key, error);
                     match error {
                         Some(kind) => self.close(key, End::Io(kind)),
+                        None if close => self.close(key, End::Bye),
                         None => self.resume(key),
                     }
                     return;
