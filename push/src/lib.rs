@@ -28,7 +28,8 @@
 //!    the address filter right before `connect()`, raced as RFC 8305 says.
 //!
 //! With the `testing` feature, [`testing::Subscriber`] plays a browser: it
-//! makes a key pair and auth secret and decrypts bodies.
+//! makes a key pair and auth secret and decrypts bodies; [`testing::Sink`] plays
+//! the push service, for tests and the `push-sink` benchmark binary.
 
 pub mod backoff;
 pub mod connector;
@@ -41,8 +42,6 @@ pub mod testing;
 pub mod vapid;
 
 mod b64;
-#[cfg(test)]
-mod test_server;
 
 pub use backoff::Backoff;
 pub use endpoint::{redacted_url, Keys, Protocol, PushTarget, TargetError};

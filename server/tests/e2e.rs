@@ -1,10 +1,8 @@
 //! The whole server against a real Dovecot and a local push sink: register over the REST
 //! API, deliver mail, receive the encrypted push, lose the session, delete.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -12,97 +10,11 @@ use imap_push_proxy::{App, Config};
 use push::testing::{Sink, Subscriber};
 use testkit::{simple_message, Dovecot, DovecotConfig};
 
+mod common;
+
+use common::{http, loopback_config as config, Reply, TempDir};
+
 const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "ipp-e2e-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A server configured for loopback destinations, trusting `dovecot`'s test CA.
-fn config(dir: &TempDir, dovecot: Option<&Dovecot>) -> Config {
-    let ca = dovecot.map(|d| {
-        let path = dir.0.join("ca.pem");
-        std::fs::write(&path, d.ca_pem()).unwrap();
-        path
-    });
-    Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.0.join("data"),
-        reactor_threads: 1,
-        sender_threads: 2,
-        allow_private_destinations: true,
-        allow_http_endpoints: true,
-        imap_extra_ca_file: ca,
-        shutdown_grace_secs: 1,
-        ..Config::default()
-    }
-}
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-/// One request on a fresh connection (bounded by a 40 s read timeout).
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str, extra: &str) -> Reply {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
 
 fn registration(
     port: u16,

@@ -1,6 +1,11 @@
 //! Fault injection: scripted hostile IMAP servers and a push sink that answers 410, 500
 //! and 429.
 //!
+//! The hostile IMAP server is mock-imapd (tools/mock-imapd) in process: its `quirk`
+//! command makes an account misbehave from login on, its `stream` command writes a
+//! hostile byte stream as the proxy reads it (and reports what the kernel accepted), and
+//! `bye`, `close` and `exists` do the rest.
+//!
 //! Every hostile server behaves correctly up to IDLE (greeting, AUTHENTICATE PLAIN,
 //! EXAMINE, `+ idling`) and then, once the registration has been answered 201, does one
 //! hostile thing. Each act must end only its own session, with a typed reason carried by
@@ -19,96 +24,34 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use crossbeam_channel::{never, select, Receiver, Sender};
 use imap_push_proxy::{App, Config};
 use push::testing::{Recorded, Sink};
 use serde_json::Value;
 
+mod common;
+
+use common::{eventually, get, post, TempDir};
+
 const MIB: u64 = 1024 * 1024;
 /// What the giant line and the giant literal offer: 100 MB each.
 const GIANT: u64 = 100 * MIB;
-/// No fake IMAP connection lives longer than this.
-const CONNECTION_LIFETIME: Duration = Duration::from_secs(90);
 /// No hostile write (but the slow drip, which sets its own) goes on longer than this.
 const HOSTILE_WRITE_TIME: Duration = Duration::from_secs(10);
-/// A write blocked this long means the proxy stopped reading without closing.
-const WRITE_STALL: Duration = Duration::from_secs(2);
 /// How long a hostile act may take to produce its reconnect push.
 const PUSH_WAIT: Duration = Duration::from_secs(15);
 /// After the expected push, how long a second one would have to show up.
 const QUIET: Duration = Duration::from_millis(1000);
 
 // ---------------------------------------------------------------------------------------
-// Small helpers: temp dirs, HTTP, RSS.
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "ipp-faults-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Reply {
-    status: u16,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-/// One request on a fresh connection (bounded by a 35 s read timeout).
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(35))).unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .lines()
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    Reply {
-        status,
-        body: body.to_owned(),
-    }
-}
+// Small helpers: registrations, pushes, RSS (the rest is in common/).
 
 fn registration(imap_port: u16, user: &str, sink: &Sink) -> String {
     serde_json::json!({
@@ -122,12 +65,7 @@ fn registration(imap_port: u16, user: &str, sink: &Sink) -> String {
 
 /// Registers `user` and returns its subscription id.
 fn register(api: SocketAddr, imap_port: u16, user: &str, sink: &Sink) -> String {
-    let reply = http(
-        api,
-        "POST",
-        "/v1/subscriptions",
-        &registration(imap_port, user, sink),
-    );
+    let reply = post(api, &registration(imap_port, user, sink));
     assert_eq!(reply.status, 201, "registering {user}: {}", reply.body);
     let created = reply.json();
     assert_eq!(created["state"], "idle", "{created}");
@@ -136,7 +74,7 @@ fn register(api: SocketAddr, imap_port: u16, user: &str, sink: &Sink) -> String 
 
 /// `(status, body)` of GET /v1/subscriptions/{id}.
 fn describe(api: SocketAddr, id: &str) -> (u16, Value) {
-    let reply = http(api, "GET", &format!("/v1/subscriptions/{id}"), "");
+    let reply = get(api, id);
     let body = if reply.status == 200 {
         reply.json()
     } else {
@@ -170,20 +108,6 @@ fn wait_path(sink: &Sink, path: &str, count: usize, timeout: Duration) -> Vec<Re
 fn payload(request: &Recorded) -> Value {
     serde_json::from_slice(&request.body)
         .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&request.body)))
-}
-
-/// Waits for `predicate` to hold, polling; `false` if it did not within `timeout`.
-fn eventually(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if predicate() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// VmRSS of `pid`, in bytes.
@@ -241,507 +165,184 @@ enum Act {
     Exists(u32),
 }
 
-/// What one act did.
+impl Mode {
+    /// mock-imapd's name for this misbehaviour (its `quirk` command).
+    fn quirk(self) -> &'static str {
+        let quirk = match self {
+            Mode::Good => mock_imapd::Quirk::None,
+            Mode::IdleNo => mock_imapd::Quirk::IdleNo,
+            Mode::FirstIdleNo => mock_imapd::Quirk::FirstIdleNo,
+            Mode::SilentDone => mock_imapd::Quirk::SilentDone,
+            Mode::AuthContinuations => mock_imapd::Quirk::AuthContinuations,
+        };
+        quirk.name()
+    }
+}
+
+impl Act {
+    /// The mock-imapd control line that does this to `user`'s sessions.
+    fn command(self, user: &str) -> String {
+        let limit_s = HOSTILE_WRITE_TIME.as_secs();
+        match self {
+            Act::GiantLine => format!("stream {user} giant-line {GIANT} {limit_s}"),
+            Act::GiantLiteral => format!("stream {user} giant-literal {GIANT} {limit_s}"),
+            Act::EndlessContinuation => format!("stream {user} continuations {GIANT} {limit_s}"),
+            Act::Garbage => format!("stream {user} garbage {} {limit_s}", 16 * MIB),
+            Act::SlowDrip { every, lasting } => {
+                // `* OK ` and then one byte a drip; the time limit is only a backstop.
+                let drips = (lasting.as_millis() / every.as_millis().max(1)) as u64;
+                let limit_s = (lasting + every).as_secs() + 1;
+                let every_ms = every.as_millis();
+                format!("stream {user} drip {} {limit_s} {every_ms}", 5 + drips)
+            }
+            Act::Flood { total, lasting } => {
+                format!("stream {user} flood {total} {}", lasting.as_secs())
+            }
+            Act::Bye => format!("bye {user}"),
+            Act::Reset => format!("close {user}"),
+            Act::Exists(_) => format!("exists {user}"),
+        }
+    }
+}
+
+/// How one streamed act ended (a mock-imapd `reports` line).
 #[derive(Clone, Debug)]
 struct ActReport {
     act: String,
     offered: u64,
     /// Bytes the kernel accepted before the write failed or the act ended.
     accepted: u64,
-    error: Option<std::io::ErrorKind>,
+    /// The write error (`TimedOut` when the proxy stopped reading for 2 s).
+    error: Option<String>,
     took: Duration,
 }
 
-/// What the fake server knows about one account.
-#[derive(Debug, Default)]
+impl ActReport {
+    /// `INDEX USER_HEX KIND OFFERED ACCEPTED ERROR|- TOOK_MS`, if it is `user_hex`'s.
+    fn parse(line: &str, user_hex: &str) -> Option<ActReport> {
+        let w: Vec<&str> = line.split(' ').collect();
+        let [_, user, act, offered, accepted, error, took_ms] = w[..] else {
+            panic!("unexpected report line {line:?}");
+        };
+        (user == user_hex).then(|| ActReport {
+            act: act.to_owned(),
+            offered: offered.parse().unwrap(),
+            accepted: accepted.parse().unwrap(),
+            error: (error != "-").then(|| error.to_owned()),
+            took: Duration::from_millis(took_ms.parse().unwrap()),
+        })
+    }
+}
+
+/// What mock-imapd tallied for one login name (its `user` command).
+#[derive(Clone, Copy, Debug, Default)]
 struct User {
-    mode: Mode,
-    acts: Option<Sender<Act>>,
-    connections: u32,
     /// `+ idling` answers sent.
     idles: u32,
-    /// Client lines, credentials redacted.
-    commands: Vec<String>,
-    /// Connections that ended (by the client, the act, or the lifetime).
+    /// Connections that ended (by the client, an act, or LOGOUT).
     ended: u32,
-    /// Connections the client closed (EOF or error on read).
-    client_closed: u32,
-    reports: Vec<ActReport>,
+    /// Of those, ended by LOGOUT.
+    logouts: u32,
+    /// Connections open now.
+    open: u32,
 }
 
-struct Shared {
-    stop: AtomicBool,
-    users: Mutex<HashMap<String, User>>,
-    changed: Condvar,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl Shared {
-    fn users(&self) -> MutexGuard<'_, HashMap<String, User>> {
-        self.users.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn update(&self, user: &str, change: impl FnOnce(&mut User)) {
-        change(self.users().entry(user.to_owned()).or_default());
-        self.changed.notify_all();
-    }
-
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-}
-
-/// A fake IMAP server on 127.0.0.1:0; one thread per connection, each bounded by
-/// CONNECTION_LIFETIME and stopped on drop.
+/// The fake IMAP server: a mock-imapd in process on 127.0.0.1:0, driven through its
+/// control channel; stopped on drop.
 struct FakeImap {
     port: u16,
-    shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
+    handle: Option<mock_imapd::Handle>,
+    /// EXISTS announced per user, to check each `Act::Exists(n)` says the count the
+    /// mock will announce.
+    exists: Mutex<HashMap<String, u32>>,
 }
 
 impl FakeImap {
     fn start() -> FakeImap {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            users: Mutex::new(HashMap::new()),
-            changed: Condvar::new(),
-            threads: Mutex::new(Vec::new()),
-        });
-        let accept_shared = shared.clone();
-        let accept = thread::spawn(move || {
-            for stream in listener.incoming() {
-                if accept_shared.stopped() {
-                    return;
-                }
-                let Ok(stream) = stream else { continue };
-                let conn_shared = accept_shared.clone();
-                let handle = thread::spawn(move || serve(stream, &conn_shared));
-                let mut threads = accept_shared.threads.lock().unwrap();
-                threads.retain(|t| !t.is_finished());
-                threads.push(handle);
-            }
-        });
+        let handle = mock_imapd::run(mock_imapd::Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            ..mock_imapd::Config::default()
+        })
+        .unwrap();
         FakeImap {
-            port,
-            shared,
-            accept: Some(accept),
+            port: handle.plain_addrs()[0].port(),
+            handle: Some(handle),
+            exists: Mutex::new(HashMap::new()),
         }
     }
 
+    /// One control line; panics unless it is answered OK. Returns the whole answer.
+    fn control(&self, line: &str) -> String {
+        let answer = self.handle.as_ref().unwrap().command(line);
+        let last = answer.lines().last().unwrap_or("");
+        assert!(last.starts_with("OK"), "mock-imapd: {line}: {answer}");
+        answer
+    }
+
     fn set_mode(&self, user: &str, mode: Mode) {
-        self.shared.update(user, |u| u.mode = mode);
+        self.control(&format!("quirk {user} {}", mode.quirk()));
+    }
+
+    fn user(&self, user: &str) -> User {
+        let answer = self.control(&format!("user {user}"));
+        let field = |name: &str| -> u32 {
+            answer
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {answer:?}"))
+        };
+        User {
+            idles: field("idles"),
+            ended: field("ended"),
+            logouts: field("logouts"),
+            open: field("open"),
+        }
     }
 
     /// Waits until `predicate` holds for `user`; `false` after `timeout`.
     fn wait_user(&self, user: &str, timeout: Duration, predicate: impl Fn(&User) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut users = self.shared.users();
-        loop {
-            if users.get(user).is_some_and(&predicate) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            users = self
-                .shared
-                .changed
-                .wait_timeout(users, (deadline - now).min(Duration::from_millis(100)))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        eventually(timeout, || predicate(&self.user(user)))
     }
 
     /// Has `user`'s idling connection do `act`.
     fn act(&self, user: &str, act: Act) {
         assert!(
-            self.wait_user(user, Duration::from_secs(10), |u| u.idles > 0
-                && u.acts.is_some()),
+            self.wait_user(user, Duration::from_secs(10), |u| u.idles > 0 && u.open > 0),
             "{user} never idled"
         );
-        let acts = self.shared.users()[user].acts.clone().unwrap();
-        acts.send(act)
-            .unwrap_or_else(|_| panic!("{user}'s IMAP connection is gone"));
+        if let Act::Exists(n) = act {
+            let mut exists = self.exists.lock().unwrap();
+            let count = exists.entry(user.to_owned()).or_default();
+            *count += 1;
+            assert_eq!(n, *count, "the mock announces {user}'s EXISTS count");
+        }
+        let answer = self.control(&act.command(user));
+        assert_ne!(answer.trim(), "OK 0", "{user}'s IMAP connection is gone");
     }
 
-    fn with_user<R>(&self, user: &str, f: impl FnOnce(&User) -> R) -> R {
-        f(self.shared.users().entry(user.to_owned()).or_default())
+    /// `user`'s act reports so far.
+    fn reports_now(&self, user: &str) -> Vec<ActReport> {
+        let hex = format!("{:016x}", mock_imapd::session::user_hash(user.bytes()));
+        self.control("reports")
+            .lines()
+            .filter(|l| !l.starts_with("OK"))
+            .filter_map(|l| ActReport::parse(l, &hex))
+            .collect()
     }
 
     /// Waits until `user` has `n` act reports and returns them.
     fn reports(&self, user: &str, n: usize, timeout: Duration) -> Vec<ActReport> {
-        self.wait_user(user, timeout, |u| u.reports.len() >= n);
-        self.with_user(user, |u| u.reports.clone())
+        eventually(timeout, || self.reports_now(user).len() >= n);
+        self.reports_now(user)
     }
 }
 
 impl Drop for FakeImap {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.join();
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown();
         }
-        let threads = std::mem::take(&mut *self.shared.threads.lock().unwrap());
-        for t in threads {
-            let _ = t.join();
-        }
-    }
-}
-
-/// One connection of the fake server.
-struct Conn<'a> {
-    stream: TcpStream,
-    shared: &'a Shared,
-    user: Option<String>,
-    mode: Mode,
-    idle_tag: Option<String>,
-    acts: Receiver<Act>,
-    /// End with an RST rather than a FIN.
-    reset: bool,
-}
-
-fn serve(stream: TcpStream, shared: &Shared) {
-    let started = Instant::now();
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(WRITE_STALL));
-    let Ok(read_half) = stream.try_clone() else {
-        return;
-    };
-    // The reader thread turns client bytes into lines; it ends when the socket does.
-    let (line_tx, lines) = crossbeam_channel::unbounded::<Vec<u8>>();
-    let reader = thread::spawn(move || {
-        let mut reader = BufReader::new(read_half);
-        loop {
-            let mut line = Vec::new();
-            match reader.by_ref().take(16 * 1024).read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    if line_tx.send(line).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    let mut conn = Conn {
-        stream,
-        shared,
-        user: None,
-        mode: Mode::Good,
-        idle_tag: None,
-        acts: never(),
-        reset: false,
-    };
-    let mut client_closed = false;
-    if conn.send(b"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE AUTH=PLAIN] hi\r\n") {
-        loop {
-            if shared.stopped() || started.elapsed() > CONNECTION_LIFETIME {
-                break;
-            }
-            let acts = conn.acts.clone();
-            select! {
-                recv(lines) -> line => match line {
-                    Ok(line) => if !conn.on_line(&line) { break },
-                    Err(_) => { client_closed = true; break }
-                },
-                recv(acts) -> act => if let Ok(act) = act {
-                    if !conn.perform(act) { break }
-                },
-                default(Duration::from_millis(100)) => {}
-            }
-        }
-    }
-    if conn.reset {
-        set_linger_zero(&conn.stream);
-        // Unblocks the reader without sending anything; the last close then sends RST.
-        let _ = conn.stream.shutdown(Shutdown::Read);
-    } else {
-        let _ = conn.stream.shutdown(Shutdown::Both);
-    }
-    let _ = reader.join();
-    if let Some(user) = conn.user.take() {
-        shared.update(&user, |u| {
-            u.ended += 1;
-            u.client_closed += u32::from(client_closed);
-        });
-    }
-}
-
-fn set_linger_zero(stream: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on a socket we own, with a properly sized `linger`.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER");
-}
-
-/// Deterministic pseudo-random bytes (xorshift64*), CRLF every 61 bytes.
-fn garbage(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        if out.len() % 63 == 61 {
-            out.extend_from_slice(b"\r\n");
-            continue;
-        }
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.push((x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8);
-    }
-    out
-}
-
-/// Valid responses the proxy must read and ignore: keepalives and a FETCH with a 60 KB
-/// literal (under the 64 KiB literal and 128 KiB message limits).
-fn flood_chunk() -> Vec<u8> {
-    let mut chunk = Vec::new();
-    for _ in 0..64 {
-        chunk.extend_from_slice(b"* OK still here\r\n");
-    }
-    chunk.extend_from_slice(b"* 1 FETCH (FLAGS (\\Seen) BODY[] {60000}\r\n");
-    chunk.extend_from_slice(&[b'y'; 60_000]);
-    chunk.extend_from_slice(b")\r\n");
-    chunk
-}
-
-impl Conn<'_> {
-    fn send(&mut self, bytes: &[u8]) -> bool {
-        self.stream.write_all(bytes).is_ok()
-    }
-
-    fn record(&self, change: impl FnOnce(&mut User)) {
-        if let Some(user) = &self.user {
-            self.shared.update(user, change);
-        }
-    }
-
-    /// Answers one client line; `false` ends the connection.
-    fn on_line(&mut self, line: &[u8]) -> bool {
-        let text = String::from_utf8_lossy(line);
-        let text = text.trim_end_matches(['\r', '\n']);
-        if text == "DONE" {
-            self.record(|u| u.commands.push("DONE".into()));
-            if self.mode == Mode::SilentDone {
-                return true;
-            }
-            let tag = self.idle_tag.take().unwrap_or_else(|| "*".into());
-            return self.send(format!("{tag} OK idle done\r\n").as_bytes());
-        }
-        let mut words = text.splitn(3, ' ');
-        let tag = words.next().unwrap_or("").to_owned();
-        let command = words.next().unwrap_or("").to_ascii_uppercase();
-        let args = words.next().unwrap_or("");
-        if command == "AUTHENTICATE" {
-            return self.authenticate(&tag, args);
-        }
-        self.record(|u| u.commands.push(text.to_owned()));
-        match command.as_str() {
-            "CAPABILITY" => self.send(
-                format!("* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE AUTH=PLAIN\r\n{tag} OK caps\r\n")
-                    .as_bytes(),
-            ),
-            "EXAMINE" | "SELECT" => self.send(
-                format!(
-                    "* 0 EXISTS\r\n* OK [UIDVALIDITY 1] u\r\n* OK [UIDNEXT 1] n\r\n{tag} OK [READ-ONLY] done\r\n"
-                )
-                .as_bytes(),
-            ),
-            "IDLE" => {
-                let user = self.user.as_deref().unwrap_or("");
-                let idles = self.shared.users().get(user).map_or(0, |u| u.idles);
-                let refuse = match self.mode {
-                    Mode::IdleNo => idles >= 1,
-                    Mode::FirstIdleNo => true,
-                    _ => false,
-                };
-                if refuse {
-                    return self.send(format!("{tag} NO not now\r\n").as_bytes());
-                }
-                self.idle_tag = Some(tag);
-                let sent = self.send(b"+ idling\r\n");
-                self.record(|u| u.idles += 1);
-                sent
-            }
-            "LOGOUT" => {
-                let _ = self.send(format!("* BYE logging out\r\n{tag} OK bye\r\n").as_bytes());
-                false
-            }
-            _ => self.send(format!("{tag} OK done\r\n").as_bytes()),
-        }
-    }
-
-    fn authenticate(&mut self, tag: &str, args: &str) -> bool {
-        let b64 = args.strip_prefix("PLAIN ").unwrap_or("");
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .unwrap_or_default();
-        let user = decoded
-            .split(|&b| b == 0)
-            .nth(1)
-            .map(|u| String::from_utf8_lossy(u).into_owned())
-            .unwrap_or_default();
-        let (acts_tx, acts) = crossbeam_channel::unbounded();
-        self.acts = acts;
-        self.user = Some(user.clone());
-        let mut mode = Mode::Good;
-        self.shared.update(&user, |u| {
-            u.connections += 1;
-            u.acts = Some(acts_tx);
-            u.commands
-                .push(format!("{tag} AUTHENTICATE PLAIN <redacted>"));
-            mode = u.mode;
-        });
-        self.mode = mode;
-        if mode == Mode::AuthContinuations {
-            let line = b"+ more\r\n".repeat(512);
-            self.pump(
-                "auth continuations",
-                b"",
-                &line,
-                GIANT,
-                Duration::ZERO,
-                HOSTILE_WRITE_TIME,
-            );
-            return false;
-        }
-        self.send(format!("{tag} OK [CAPABILITY IMAP4rev1 IDLE] ok\r\n").as_bytes())
-    }
-
-    /// Does `act`; `false` ends the connection.
-    fn perform(&mut self, act: Act) -> bool {
-        let name = format!("{act:?}");
-        match act {
-            Act::GiantLine => {
-                let chunk = vec![b'x'; 64 * 1024];
-                self.pump(
-                    &name,
-                    b"",
-                    &chunk,
-                    GIANT,
-                    Duration::ZERO,
-                    HOSTILE_WRITE_TIME,
-                )
-            }
-            Act::GiantLiteral => {
-                let head = format!("* 1 FETCH (BODY[] {{{GIANT}}}\r\n");
-                let chunk = vec![0u8; 64 * 1024];
-                let limit = HOSTILE_WRITE_TIME;
-                self.pump(&name, head.as_bytes(), &chunk, GIANT, Duration::ZERO, limit)
-            }
-            Act::EndlessContinuation => {
-                let chunk = b"+ more\r\n".repeat(512);
-                self.pump(
-                    &name,
-                    b"",
-                    &chunk,
-                    GIANT,
-                    Duration::ZERO,
-                    HOSTILE_WRITE_TIME,
-                )
-            }
-            Act::SlowDrip { every, lasting } => {
-                let drips = (lasting.as_millis() / every.as_millis().max(1)) as u64;
-                let limit = lasting + every;
-                self.pump(&name, b"* OK ", b"x", 5 + drips, every, limit)
-            }
-            Act::Garbage => {
-                let chunk = garbage(1024 * 1024);
-                self.pump(
-                    &name,
-                    b"",
-                    &chunk,
-                    16 * MIB,
-                    Duration::ZERO,
-                    HOSTILE_WRITE_TIME,
-                )
-            }
-            Act::Bye => {
-                let ok = self.send(b"* BYE going away\r\n");
-                self.report(&name, 18, u64::from(ok) * 18, None, Duration::ZERO);
-                ok
-            }
-            Act::Reset => {
-                self.reset = true;
-                self.report(&name, 0, 0, None, Duration::ZERO);
-                false
-            }
-            Act::Flood { total, lasting } => {
-                let chunk = flood_chunk();
-                self.pump(&name, b"", &chunk, total, Duration::ZERO, lasting)
-            }
-            Act::Exists(n) => self.send(format!("* {n} EXISTS\r\n").as_bytes()),
-        }
-    }
-
-    /// Writes `head` and then `chunk` over and over until `total` bytes, a write error, the
-    /// stop flag or `limit`; sleeps `pause` between chunks. `true` if nothing failed.
-    fn pump(
-        &mut self,
-        name: &str,
-        head: &[u8],
-        chunk: &[u8],
-        total: u64,
-        pause: Duration,
-        limit: Duration,
-    ) -> bool {
-        let started = Instant::now();
-        let mut accepted = 0u64;
-        let mut error = self.stream.write_all(head).err();
-        if error.is_none() {
-            accepted += head.len() as u64;
-        }
-        while error.is_none() && accepted < total {
-            if self.shared.stopped() || started.elapsed() > limit {
-                break;
-            }
-            let n = chunk.len().min((total - accepted) as usize);
-            match self.stream.write_all(&chunk[..n]) {
-                Ok(()) => accepted += n as u64,
-                Err(e) => error = Some(e),
-            }
-            if !pause.is_zero() {
-                let until = Instant::now() + pause;
-                while Instant::now() < until && !self.shared.stopped() {
-                    thread::sleep(Duration::from_millis(20).min(pause));
-                }
-            }
-        }
-        let kind = error.map(|e| e.kind());
-        self.report(name, total, accepted, kind, started.elapsed());
-        kind.is_none()
-    }
-
-    fn report(
-        &self,
-        act: &str,
-        offered: u64,
-        accepted: u64,
-        error: Option<std::io::ErrorKind>,
-        took: Duration,
-    ) {
-        let report = ActReport {
-            act: act.to_owned(),
-            offered,
-            accepted,
-            error,
-            took,
-        };
-        self.record(|u| u.reports.push(report));
     }
 }
 
@@ -842,7 +443,7 @@ fn hostile(
         _ => PUSH_WAIT,
     };
     let pushes = wait_path(&rig.sink, "/re/hostile", 1, wait);
-    let reports = rig.imap.with_user("hostile", |u| u.reports.clone());
+    let reports = rig.imap.reports_now("hostile");
     assert!(
         !pushes.is_empty(),
         "{scenario}: no reconnect push within {wait:?}; fake server saw {reports:?}"
@@ -871,7 +472,7 @@ fn hostile(
         "{scenario}: the proxy kept the hostile connection open"
     );
     rig.assert_control_unaffected(&control, 1);
-    let reports = rig.imap.with_user("hostile", |u| u.reports.clone());
+    let reports = rig.imap.reports_now("hostile");
     for r in &reports {
         eprintln!(
             "{scenario}: {} accepted {:.2} MiB of {:.2} MiB offered in {:?} (write error {:?})",
@@ -976,10 +577,8 @@ fn first_idle_answered_with_no_fails_the_registration() {
     let rig = Rig::start(|_| {});
     let control = rig.register("control");
     rig.imap.set_mode("hostile", Mode::FirstIdleNo);
-    let reply = http(
+    let reply = post(
         rig.api(),
-        "POST",
-        "/v1/subscriptions",
         &registration(rig.imap.port, "hostile", &rig.sink),
     );
     assert_eq!(reply.status, 502, "{}", reply.body);
@@ -1124,10 +723,8 @@ fn endless_continuation_during_login_fails_only_that_registration() {
     let control = rig.register("control");
     rig.imap.set_mode("hostile", Mode::AuthContinuations);
     let started = Instant::now();
-    let reply = http(
+    let reply = post(
         rig.api(),
-        "POST",
-        "/v1/subscriptions",
         &registration(rig.imap.port, "hostile", &rig.sink),
     );
     let took = started.elapsed();
@@ -1149,7 +746,7 @@ fn endless_continuation_during_login_fails_only_that_registration() {
     );
     // The control's connection must still be up, or, if it was lost, its app told so.
     thread::sleep(QUIET);
-    let control_ended = rig.imap.with_user("control", |u| u.ended);
+    let control_ended = rig.imap.user("control").ended;
     let control_state = describe(rig.api(), &control);
     let control_reconnects = wait_path(&rig.sink, "/re/control", 0, Duration::ZERO).len();
     assert_eq!(
@@ -1421,7 +1018,7 @@ fn rss_stays_bounded_under_every_hostile_server() {
     let mut offered = 0;
     let mut accepted = 0;
     for user in acts.iter().map(|(u, _, _)| *u).chain(["drip", "flood"]) {
-        for r in imap.with_user(user, |u| u.reports.clone()) {
+        for r in imap.reports_now(user) {
             eprintln!(
                 "rss test: {user}: {} accepted {:.2} MiB of {:.2} MiB offered in {:?} ({:?})",
                 r.act,
@@ -1477,22 +1074,19 @@ fn push_410_forgets_the_subscription_and_closes_its_session() {
         "the subscription is still there after 410"
     );
     assert!(
-        rig.imap.wait_user("gone", Duration::from_secs(10), |u| u
-            .commands
-            .iter()
-            .any(|c| c.ends_with("LOGOUT"))
-            || u.ended >= 1),
+        rig.imap
+            .wait_user("gone", Duration::from_secs(10), |u| u.logouts >= 1
+                || u.ended >= 1),
         "the IMAP session was not closed: {:?}",
-        rig.imap.with_user("gone", |u| u.commands.clone())
+        rig.imap.user("gone")
     );
     thread::sleep(QUIET);
-    let commands = rig.imap.with_user("gone", |u| u.commands.clone());
+    let gone = rig.imap.user("gone");
     let after = wait_path(&rig.sink, "/new/gone", 0, Duration::ZERO).len();
     assert_eq!(after, 1, "a gone endpoint was retried");
     let reconnects = wait_path(&rig.sink, "/re/gone", 0, Duration::ZERO);
     eprintln!(
-        "410: forgotten, IMAP saw {:?}, reconnect pushes {}",
-        &commands[commands.len().saturating_sub(2)..],
+        "410: forgotten, IMAP saw {gone:?}, reconnect pushes {}",
         reconnects.len()
     );
     assert!(

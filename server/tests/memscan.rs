@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use testkit::{Dovecot, DovecotConfig};
 
+mod common;
+
+use common::{post, TempDir};
+
 const ACCOUNTS: usize = 1000;
 const CLIENT_THREADS: usize = 8;
 /// Every password starts with this; nothing else the server sees contains it.
@@ -27,22 +31,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn post(addr: SocketAddr, body: &str) -> u16 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let request = format!(
-        "POST /v1/subscriptions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    raw.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Every readable mapping of `pid`, as (start, end).
@@ -115,23 +103,21 @@ fn no_password_is_left_in_the_server_process_after_1000_registrations() {
             .max_connections(2 * ACCOUNTS as u32),
     )
     .unwrap();
-    let dir = std::env::temp_dir().join(format!("ipp-memscan-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("ca.pem"), dovecot.ca_pem()).unwrap();
+    let dir = TempDir::new();
+    std::fs::write(dir.path().join("ca.pem"), dovecot.ca_pem()).unwrap();
     let addr = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let config = dir.join("config.toml");
+    let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
         format!(
             "listen = \"{addr}\"\ndata_dir = \"{}\"\nimap_extra_ca_file = \"{}\"\n\
              allow_private_destinations = true\nallow_http_endpoints = true\n\
              [limits]\nregistrations_per_minute_per_ip = 1000000\nlogins_per_second_per_host = 1000000\n",
-            dir.join("data").display(),
-            dir.join("ca.pem").display()
+            dir.path().join("data").display(),
+            dir.path().join("ca.pem").display()
         ),
     )
     .unwrap();
@@ -161,7 +147,7 @@ fn no_password_is_left_in_the_server_process_after_1000_registrations() {
                         "new_mail": {"endpoint": "http://127.0.0.1:9/new"},
                         "reconnect": {"endpoint": "http://127.0.0.1:9/re"},
                     });
-                    assert_eq!(post(addr, &body.to_string()), 201);
+                    assert_eq!(post(addr, &body.to_string()).status, 201);
                 }
             });
         }
@@ -203,7 +189,6 @@ fn no_password_is_left_in_the_server_process_after_1000_registrations() {
     let (_, found) = scan(server.0.id(), &[key.as_bytes().to_vec()]);
     assert!(!found.is_empty(), "control: a known string must be found");
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Every refused password starts with this.
@@ -308,14 +293,12 @@ fn start_server(config: &std::path::Path, addr: SocketAddr) -> Server {
 #[test]
 fn no_password_is_left_after_refused_registrations() {
     use std::net::Ipv4Addr;
-    let dir = std::env::temp_dir().join(format!("ipp-memscan-refused-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new();
     let addr = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let config = dir.join("config.toml");
+    let config = dir.path().join("config.toml");
     // One registration per address per minute: the second from an address is a 429.
     std::fs::write(
         &config,
@@ -323,7 +306,7 @@ fn no_password_is_left_after_refused_registrations() {
             "listen = \"{addr}\"\ndata_dir = \"{}\"\napi_token = \"{API_TOKEN}\"\n\
              allow_private_destinations = true\nallow_http_endpoints = true\n\
              [limits]\nregistrations_per_minute_per_ip = 1\nbody_bytes_max = 4096\n",
-            dir.join("data").display(),
+            dir.path().join("data").display(),
         ),
     )
     .unwrap();
@@ -461,7 +444,6 @@ fn no_password_is_left_after_refused_registrations() {
     let (_, found) = scan(server.0.id(), &[API_TOKEN.as_bytes().to_vec()]);
     assert!(!found.is_empty(), "control: a known string must be found");
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Requests per kind of refusal over TLS (each is a curl process).
@@ -513,14 +495,12 @@ fn curl_from(
 #[test]
 fn no_password_is_left_after_refused_registrations_over_tls() {
     use std::net::Ipv4Addr;
-    let dir = std::env::temp_dir().join(format!("ipp-memscan-tls-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new();
     let pki = testkit::TestPki::generate().unwrap();
     let (ca, cert, key) = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
+        dir.path().join("ca.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
     );
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     std::fs::write(&cert, &pki.leaf_pem).unwrap();
@@ -529,7 +509,7 @@ fn no_password_is_left_after_refused_registrations_over_tls() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let config = dir.join("config.toml");
+    let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
         format!(
@@ -537,7 +517,7 @@ fn no_password_is_left_after_refused_registrations_over_tls() {
              allow_private_destinations = true\nallow_http_endpoints = true\n\
              [tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\
              [limits]\nregistrations_per_minute_per_ip = 1\nbody_bytes_max = 4096\n",
-            dir.join("data").display(),
+            dir.path().join("data").display(),
             cert.display(),
             key.display(),
         ),
@@ -635,5 +615,4 @@ fn no_password_is_left_after_refused_registrations_over_tls() {
     let (_, found) = scan(server.0.id(), &[API_TOKEN.as_bytes().to_vec()]);
     assert!(!found.is_empty(), "control: a known string must be found");
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }

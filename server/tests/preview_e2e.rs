@@ -3,68 +3,25 @@
 //! to find the message's From and Subject. A 50 KB subject arrives cut, in valid JSON
 //! within the push payload limit.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use imap_push_proxy::{App, Config};
 use push::testing::{Sink, Subscriber};
 use testkit::{message_with_body, Dovecot, DovecotConfig};
 
-struct TempDir(PathBuf);
+mod common;
 
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "ipp-preview-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::{post, TempDir};
 
 fn config(dir: &TempDir, dovecot: &Dovecot) -> Config {
-    let ca = dir.0.join("ca.pem");
-    std::fs::write(&ca, dovecot.ca_pem()).unwrap();
-    Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.0.join("data"),
-        reactor_threads: 1,
-        sender_threads: 2,
-        allow_private_destinations: true,
-        allow_http_endpoints: true,
-        imap_extra_ca_file: Some(ca),
-        shutdown_grace_secs: 1,
-        ..Config::default()
-    }
+    common::loopback_config(dir, Some(dovecot))
 }
 
 /// POSTs `body` to the subscriptions endpoint; returns status and body.
 fn register(addr: SocketAddr, body: &str) -> (u16, serde_json::Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
-    let request = format!(
-        "POST /v1/subscriptions HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw.split(' ').nth(1).unwrap().parse().unwrap();
-    let (_, body) = raw.split_once("\r\n\r\n").unwrap();
-    (status, serde_json::from_str(body).unwrap())
+    let reply = post(addr, body);
+    (reply.status, reply.json())
 }
 
 fn registration(port: u16, new_mail: serde_json::Value, sink: &Sink) -> String {

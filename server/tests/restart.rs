@@ -3,7 +3,6 @@
 //! time (`server_restart`, then `shutdown`), and nothing more.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use push::testing::Sink;
 use testkit::{Dovecot, DovecotConfig};
+
+mod common;
+
+use common::{post, Registration, TempDir};
 
 const SUBSCRIPTIONS: usize = 2000;
 const CLIENT_THREADS: usize = 8;
@@ -62,34 +65,21 @@ impl Drop for Server {
     }
 }
 
-fn post(addr: SocketAddr, body: &str) -> u16 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let request = format!(
-        "POST /v1/subscriptions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    raw.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Registers SUBSCRIPTIONS accounts (one device each) from several client threads.
 fn register_all(addr: SocketAddr, imap_port: u16, sink: &Sink) {
     let bodies: Vec<String> = (0..SUBSCRIPTIONS)
         .map(|n| {
-            serde_json::json!({
-                "imap": {"host": "127.0.0.1", "port": imap_port, "security": "plain",
-                         "username": "alice", "password": "secret-alice"},
-                "device_id": format!("device-{n}"),
-                "new_mail": {"endpoint": sink.url(&format!("/new/{n}"))},
-                "reconnect": {"endpoint": sink.url(&format!("/re/{n}"))},
-            })
-            .to_string()
+            Registration {
+                host: "127.0.0.1",
+                port: imap_port,
+                security: "plain",
+                username: "alice",
+                password: "secret-alice",
+                device_id: &format!("device-{n}"),
+                new_mail: &sink.url(&format!("/new/{n}")),
+                reconnect: &sink.url(&format!("/re/{n}")),
+            }
+            .body()
         })
         .collect();
     let started = Instant::now();
@@ -97,7 +87,7 @@ fn register_all(addr: SocketAddr, imap_port: u16, sink: &Sink) {
         for chunk in bodies.chunks(SUBSCRIPTIONS / CLIENT_THREADS) {
             scope.spawn(move || {
                 for body in chunk {
-                    assert_eq!(post(addr, body), 201);
+                    assert_eq!(post(addr, body).status, 201);
                 }
             });
         }
@@ -164,14 +154,12 @@ fn kill_9_and_sigterm_each_reach_every_app_exactly_once() {
     let dovecot =
         Dovecot::start(DovecotConfig::default().max_connections(2 * SUBSCRIPTIONS as u32)).unwrap();
     let sink = Sink::start();
-    let dir = std::env::temp_dir().join(format!("ipp-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new();
     let addr = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let config = write_config(&dir, addr);
+    let config = write_config(dir.path(), addr);
 
     // 1. kill -9 while holding SUBSCRIPTIONS sessions.
     let mut server = Server::start(&config, addr);
@@ -199,5 +187,4 @@ fn kill_9_and_sigterm_each_reach_every_app_exactly_once() {
     assert_eq!(sink.requests().len(), before, "pushes after a clean stop");
     server.signal(libc::SIGTERM);
     assert!(server.wait(Duration::from_secs(30)).success());
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,13 +1,32 @@
-//! Sender tests against the loopback server in `crate::test_server`.
+//! Sender tests against the push-service stand-in, `crate::testing::Sink`.
 
 use super::*;
 use crate::message;
-use crate::test_server::{TestServer, RETRY_DATE_UNIX};
-use crate::testing::Subscriber;
+use crate::testing::{Sink, Subscriber};
 use crate::vapid::tests::{temp_path, verify_header};
 
 const NOW: u64 = 1_700_000_000;
 const SUBJECT: &str = "mailto:ops@example.org";
+
+/// The IMF-fixdate `/429date` answers with, and its Unix time.
+const RETRY_DATE: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+const RETRY_DATE_UNIX: u64 = 784_111_777;
+
+/// A sink whose path names the answer: `/404`, `/410`, `/413`, `/429` (with
+/// `Retry-After: 7`), `/429date` (with an HTTP-date), `/500`, `/400`, `/moved/301`,
+/// `/slow` (answers after 2 s); any other path gets `201 Created`.
+fn service() -> Sink {
+    let sink = Sink::start();
+    for status in [400, 404, 410, 413, 429, 500] {
+        sink.set_status(&format!("/{status}"), status);
+    }
+    sink.set_retry_after("/429", 7);
+    sink.set_status("/429date", 429);
+    sink.set_retry_after_date("/429date", RETRY_DATE);
+    sink.set_status("/moved/301", 301);
+    sink.set_delay("/slow", Duration::from_secs(2));
+    sink
+}
 
 fn sender() -> Sender {
     Sender::new(SenderConfig {
@@ -36,7 +55,7 @@ fn sender_is_send_and_sync() {
 
 #[test]
 fn encrypted_new_mail_with_vapid() {
-    let server = TestServer::start();
+    let server = service();
     let path = temp_path("sender");
     let key = VapidKey::load_or_generate(&path).unwrap();
     let public = key.public_key_b64url().to_owned();
@@ -49,7 +68,7 @@ fn encrypted_new_mail_with_vapid() {
     let outcome = sender.send(&target, &new_mail(payload.as_bytes(), Some(&topic)), NOW);
     assert_eq!(outcome, Outcome::Delivered);
 
-    let requests = server.take();
+    let requests = server.requests();
     assert_eq!(requests.len(), 1);
     let r = &requests[0];
     assert_eq!(r.method, "POST");
@@ -70,7 +89,7 @@ fn encrypted_new_mail_with_vapid() {
 
 #[test]
 fn reconnect_is_normal_urgency_with_long_ttl() {
-    let server = TestServer::start();
+    let server = service();
     let subscriber = Subscriber::generate();
     let target = subscriber.target(&server.url("/201")).unwrap();
     let payload = message::reconnect(message::About::new("sub-7", None, true), "auth_failed");
@@ -81,7 +100,7 @@ fn reconnect_is_normal_urgency_with_long_ttl() {
         simple_push_version: 0,
     };
     assert_eq!(sender().send(&target, &n, NOW), Outcome::Delivered);
-    let r = &server.take()[0];
+    let r = &server.requests()[0];
     assert_eq!(r.header("ttl"), Some("604800"));
     assert_eq!(r.header("urgency"), Some("normal"));
     assert_eq!(r.header("topic"), None);
@@ -91,14 +110,14 @@ fn reconnect_is_normal_urgency_with_long_ttl() {
 
 #[test]
 fn unencrypted_web_push_sends_json_in_clear() {
-    let server = TestServer::start();
+    let server = service();
     let target = PushTarget::web_push_unencrypted(&server.url("/up/201")).unwrap();
     let payload = message::new_mail(message::About::new("s", None, false), "INBOX", 1);
     assert_eq!(
         sender().send(&target, &new_mail(payload.as_bytes(), None), NOW),
         Outcome::Delivered
     );
-    let r = &server.take()[0];
+    let r = &server.requests()[0];
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.header("content-encoding"), None);
     assert_eq!(r.body, payload.as_bytes());
@@ -106,7 +125,7 @@ fn unencrypted_web_push_sends_json_in_clear() {
 
 #[test]
 fn simple_push_puts_the_version() {
-    let server = TestServer::start();
+    let server = service();
     let target = PushTarget::simple_push(&server.url("/sp/201")).unwrap();
     let sender = sender();
     for version in [41, 42] {
@@ -116,7 +135,7 @@ fn simple_push_puts_the_version() {
         };
         assert_eq!(sender.send(&target, &n, NOW), Outcome::Delivered);
     }
-    let requests = server.take();
+    let requests = server.requests();
     assert_eq!(requests.len(), 2);
     for (r, expected) in requests.iter().zip(["version=41", "version=42"]) {
         assert_eq!(r.method, "PUT");
@@ -131,7 +150,7 @@ fn simple_push_puts_the_version() {
 
 #[test]
 fn statuses_map_to_outcomes() {
-    let server = TestServer::start();
+    let server = service();
     let sender = sender();
     let subscriber = Subscriber::generate();
     let cases = [
@@ -156,13 +175,13 @@ fn statuses_map_to_outcomes() {
         );
     }
     // All of them over one kept-alive connection.
-    assert_eq!(server.take().len(), cases.len());
+    assert_eq!(server.requests().len(), cases.len());
     assert_eq!(server.connections(), 1, "keep-alive pooling");
 }
 
 #[test]
 fn retry_after_http_date() {
-    let server = TestServer::start();
+    let server = service();
     let target = PushTarget::web_push_unencrypted(&server.url("/429date")).unwrap();
     let outcome = sender().send(&target, &new_mail(b"{}", None), RETRY_DATE_UNIX - 30);
     assert_eq!(
@@ -175,7 +194,7 @@ fn retry_after_http_date() {
 
 #[test]
 fn redirect_is_not_followed() {
-    let server = TestServer::start();
+    let server = service();
     let path = temp_path("redirect");
     let sender = sender().with_vapid(VapidKey::load_or_generate(&path).unwrap(), SUBJECT);
     let target = PushTarget::web_push_unencrypted(&server.url("/moved/301")).unwrap();
@@ -183,8 +202,8 @@ fn redirect_is_not_followed() {
         sender.send(&target, &new_mail(b"{}", None), NOW),
         Outcome::Redirect { status: 301 }
     );
-    let requests = server.take();
-    assert_eq!(requests.len(), 1, "Location /201 never requested");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1, "Location /moved never requested");
     assert_eq!(requests[0].path, "/moved/301");
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
@@ -205,7 +224,7 @@ fn network_failures_are_retried() {
 
 #[test]
 fn timeout_is_retried() {
-    let server = TestServer::start();
+    let server = service();
     let target = PushTarget::web_push_unencrypted(&server.url("/slow")).unwrap();
     let started = std::time::Instant::now();
     assert_eq!(
@@ -217,7 +236,7 @@ fn timeout_is_retried() {
 
 #[test]
 fn oversized_payload_is_not_sent() {
-    let server = TestServer::start();
+    let server = service();
     let sender = sender();
     let subscriber = Subscriber::generate();
     let big = vec![b'x'; ece::PAYLOAD_LEN_MAX + 1];
@@ -232,7 +251,7 @@ fn oversized_payload_is_not_sent() {
         sender.send(&clear, &new_mail(&bigger, None), NOW),
         Outcome::TooLarge
     );
-    assert!(server.take().is_empty());
+    assert!(server.requests().is_empty());
 }
 
 #[test]
@@ -272,7 +291,7 @@ fn retry_after_forms() {
     );
     assert_eq!(parse_retry_after("-1", 0), None);
     assert_eq!(parse_retry_after("", 0), None);
-    let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+    let date = RETRY_DATE;
     assert_eq!(parse_retry_after(date, RETRY_DATE_UNIX - 90), Some(s(90)));
     assert_eq!(
         parse_retry_after(date, RETRY_DATE_UNIX + 90),
@@ -335,7 +354,7 @@ fn off_curve_key_is_unsendable_without_io() {
 
 #[test]
 fn refused_addresses_are_never_connected_to() {
-    let server = TestServer::start();
+    let server = service();
     let loopback_refused: AddressFilter = std::sync::Arc::new(|ip| !ip.is_loopback());
     let sender = sender().with_address_filter(loopback_refused);
     let port = server
@@ -355,7 +374,7 @@ fn refused_addresses_are_never_connected_to() {
         );
     }
     assert!(
-        server.take().is_empty(),
+        server.requests().is_empty(),
         "no request reached the refused address"
     );
     // The same sender still reaches allowed addresses.
@@ -382,8 +401,8 @@ fn filter_judging_v6_as_written() -> AddressFilter {
 
 #[test]
 fn mapped_spellings_of_local_addresses_are_never_connected_to() {
-    let server = TestServer::start();
-    let port = server.addr.port();
+    let server = service();
+    let port = server.addr().port();
     let sender = sender().with_address_filter(filter_judging_v6_as_written());
     // Linux connects `::ffff:0.0.0.0` (and `0.0.0.0`) to the local host.
     for host in ["[::ffff:0.0.0.0]", "[::ffff:127.0.0.1]"] {
@@ -406,7 +425,7 @@ fn mapped_spellings_of_local_addresses_are_never_connected_to() {
 
 #[test]
 fn connect_and_response_timeouts_apply_each() {
-    let server = TestServer::start();
+    let server = service();
     let sender = Sender::new(SenderConfig {
         use_env_proxy: false,
         timeout_ms: 10_000,

@@ -15,8 +15,10 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use mio::Waker;
 
+use crate::reactor::Tally;
 use crate::reactor::{Answer, Order, Request, Stats, Target};
-use crate::session::user_hash;
+use crate::session::{user_hash, Quirk};
+use crate::stream::{StreamKind, StreamSpec};
 
 /// Longest control line read.
 const LINE_MAX: u64 = 4096;
@@ -34,8 +36,12 @@ still-here SESSION|all
 stall SESSION|all on|off
 garbage SESSION|all N
 huge-line SESSION|all N
+stream SESSION|all KIND N SECS [EVERY_MS]
 close SESSION|all
+quirk USER none|idle-no|first-idle-no|silent-done|auth-continuations
+user USER
 timestamps
+reports
 stats
 shutdown
 quit
@@ -66,8 +72,12 @@ enum Cmd {
     Stall(Target, bool),
     Garbage(Target, usize),
     HugeLine(Target, usize),
+    Stream(Target, StreamSpec),
     Close(Target),
+    Quirk(u64, Quirk),
+    User(u64),
     Timestamps,
+    Reports,
     Stats,
     Shutdown,
     Help,
@@ -104,6 +114,33 @@ fn size(words: &mut std::str::SplitAsciiWhitespace<'_>) -> Result<usize, String>
     Ok(n)
 }
 
+/// `KIND N SECS [EVERY_MS]` of a `stream` line.
+fn stream_spec(words: &mut std::str::SplitAsciiWhitespace<'_>) -> Result<StreamSpec, String> {
+    let kind = words
+        .next()
+        .and_then(StreamKind::from_name)
+        .ok_or("KIND is one of giant-line giant-literal continuations garbage flood drip")?;
+    let mut number = |what: &str| -> Result<u64, String> {
+        words
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("missing {what}"))
+    };
+    let total = number("byte count N")?;
+    let limit = Duration::from_secs(number("time limit SECS")?);
+    let every = if kind == StreamKind::Drip {
+        Duration::from_millis(number("drip interval EVERY_MS")?)
+    } else {
+        Duration::ZERO
+    };
+    Ok(StreamSpec {
+        kind,
+        total,
+        limit,
+        every,
+    })
+}
+
 fn parse(line: &str) -> Result<Cmd, String> {
     let mut words = line.split_ascii_whitespace();
     let verb = words.next().ok_or("empty line")?;
@@ -122,8 +159,20 @@ fn parse(line: &str) -> Result<Cmd, String> {
         }
         "garbage" => Cmd::Garbage(target(&mut words, false)?, size(&mut words)?),
         "huge-line" => Cmd::HugeLine(target(&mut words, false)?, size(&mut words)?),
+        "stream" => Cmd::Stream(target(&mut words, false)?, stream_spec(&mut words)?),
         "close" => Cmd::Close(target(&mut words, false)?),
         "timestamps" => Cmd::Timestamps,
+        "reports" => Cmd::Reports,
+        "quirk" => {
+            let user = words.next().ok_or("missing USER")?;
+            let name = words.next().ok_or("missing quirk")?;
+            let quirk = Quirk::ALL
+                .into_iter()
+                .find(|q| q.name() == name)
+                .ok_or_else(|| format!("unknown quirk {name:?}"))?;
+            Cmd::Quirk(user_hash(user.bytes()), quirk)
+        }
+        "user" => Cmd::User(user_hash(words.next().ok_or("missing USER")?.bytes())),
         "stats" => Cmd::Stats,
         "shutdown" => Cmd::Shutdown,
         "help" => Cmd::Help,
@@ -254,6 +303,35 @@ impl Controller {
             Cmd::Close(t) => self.affected(t, Order::Close),
             Cmd::Garbage(t, n) => self.affected(t, |t| Order::Garbage(t, n)),
             Cmd::HugeLine(t, n) => self.affected(t, |t| Order::HugeLine(t, n)),
+            Cmd::Stream(t, spec) => self.affected(t, |t| Order::Stream(t, spec)),
+            Cmd::Quirk(user, quirk) => {
+                self.ask(|_| Order::Quirk(user, quirk))?;
+                Ok("OK\n".into())
+            }
+            Cmd::User(user) => {
+                let mut total = Tally::default();
+                for a in self.ask(|_| Order::User(user))? {
+                    if let Answer::User(t) = a {
+                        total.add(&t);
+                    }
+                }
+                Ok(format!("OK {}\n", total.line()))
+            }
+            Cmd::Reports => {
+                let mut s = String::new();
+                let mut n = 0;
+                for a in self.ask(|_| Order::Reports)? {
+                    if let Answer::Reports(reports) = a {
+                        for r in reports {
+                            s.push_str(&r.line());
+                            s.push('\n');
+                            n += 1;
+                        }
+                    }
+                }
+                s.push_str(&format!("OK {n}\n"));
+                Ok(s)
+            }
             Cmd::Timestamps => {
                 let mut all = Vec::new();
                 for a in self.ask(|_| Order::Timestamps)? {
@@ -379,6 +457,33 @@ mod tests {
         assert!(parse("stall bob").is_err());
         assert!(parse("garbage 1 999999999999").is_err());
         assert!(parse("frob").is_err());
+        assert_eq!(
+            parse("stream all drip 17 6 500"),
+            Ok(Cmd::Stream(
+                Target::All,
+                StreamSpec {
+                    kind: StreamKind::Drip,
+                    total: 17,
+                    limit: Duration::from_secs(6),
+                    every: Duration::from_millis(500),
+                }
+            ))
+        );
+        assert!(parse("stream all drip 17 6").is_err());
+        assert!(parse("stream all firehose 1 1").is_err());
+        assert_eq!(parse("reports"), Ok(Cmd::Reports));
+        assert_eq!(
+            parse("quirk bob silent-done"),
+            Ok(Cmd::Quirk(
+                user_hash(b"bob".iter().copied()),
+                Quirk::SilentDone
+            ))
+        );
+        assert!(parse("quirk bob grumpy").is_err());
+        assert_eq!(
+            parse("user bob"),
+            Ok(Cmd::User(user_hash(b"bob".iter().copied())))
+        );
         assert!(parse("sessions extra").is_err());
     }
 }

@@ -55,7 +55,11 @@
 //! | `stall SESSION\|all on\|off` | stop reading and answering; `off` catches up |
 //! | `garbage SESSION\|all N` | N random bytes |
 //! | `huge-line SESSION\|all N` | one `* OK xxx...` line of N bytes, CRLF included |
+//! | `stream SESSION\|all KIND N SECS [EVERY_MS]` | a streamed fault of N bytes in all, for at most SECS, written as the client reads (see [`stream`]): `giant-line`, `giant-literal`, `continuations`, `garbage`, `flood`, or `drip` (one byte every EVERY_MS); the session answers nothing meanwhile; plain sessions only |
+//! | `reports` | `INDEX USER_HEX KIND OFFERED ACCEPTED ERROR\|- TOOK_MS` lines, one per ended stream (the last 4,096), then `OK <lines>` |
 //! | `close SESSION\|all` | reset (SO_LINGER 0, RST) |
+//! | `quirk USER none\|idle-no\|first-idle-no\|silent-done\|auth-continuations` | sessions of USER misbehave from their next login on (see [`session::Quirk`]); `auth-continuations` answers the login with `+ more` lines for 10 s, then closes |
+//! | `user USER` | `OK logins=.. idles=.. ended=.. logouts=.. client_closed=.. open=..` for the sessions of USER |
 //! | `timestamps` | `INDEX UNIX_NS` lines, one per EXISTS sent since the last dump, then `OK <lines>` |
 //! | `stats` | `OK key=value ...` (sessions, idling, handshakes, bytes, closes by cause, rss_kb, ...) |
 //! | `shutdown` | stop serving; the binary exits |
@@ -102,6 +106,7 @@ pub mod command;
 mod control;
 mod reactor;
 pub mod session;
+pub mod stream;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -113,7 +118,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use control::FAULT_BYTES_MAX;
-pub use session::Policy;
+pub use session::{Policy, Quirk};
 pub use tls::{ChainKind, KeyAlg, TlsSource};
 
 /// Listen backlog: a benchmark opens thousands of sessions at once.

@@ -19,7 +19,13 @@ use rustls::{ServerConfig, ServerConnection};
 use slab::Slab;
 
 use crate::command::{Frame, Framer};
-use crate::session::{Effects, Policy, Session, State};
+use crate::session::{Effects, Policy, Quirk, Session, State};
+use crate::stream::{Stream, StreamReport, StreamSpec};
+
+mod streaming;
+mod users;
+
+pub(crate) use users::Tally;
 
 /// Token of the worker's waker. Session tokens carry a generation >= 1 in
 /// their high 32 bits, listener tokens are small numbers, so none collide.
@@ -82,8 +88,15 @@ pub(crate) enum Order {
     Stall(Target, bool),
     Garbage(Target, usize),
     HugeLine(Target, usize),
+    Stream(Target, StreamSpec),
     Close(Target),
+    /// Give sessions of the login name whose hash this is the quirk from their
+    /// next login on.
+    Quirk(u64, Quirk),
+    /// The tally of the login name whose hash this is.
+    User(u64),
     Timestamps,
+    Reports,
     Stats,
     Shutdown,
 }
@@ -95,6 +108,8 @@ pub(crate) enum Answer {
     Affected(usize),
     Timestamps(Vec<(u64, u64)>),
     Stats(Stats),
+    Reports(Vec<StreamReport>),
+    User(Tally),
 }
 
 pub(crate) struct Request {
@@ -263,6 +278,8 @@ struct Slot {
     read_ready: bool,
     /// Close once output is flushed.
     closing: Option<End>,
+    /// A streamed fault is being written; input waits until it ends.
+    streaming: bool,
 }
 
 // Budget: 128 bytes, so 19,000 idle plain sessions cost under 3 MiB of slab.
@@ -271,7 +288,7 @@ const _: () = assert!(std::mem::size_of::<Slot>() <= 128);
 impl Slot {
     /// Input is not processed: stalled, greeting not yet sent, or closing.
     fn held(&self) -> bool {
-        self.stalled || !self.greeted || self.closing.is_some()
+        self.stalled || !self.greeted || self.closing.is_some() || self.streaming
     }
 }
 
@@ -340,6 +357,15 @@ pub(crate) struct Worker {
     by_index: HashMap<u64, usize>,
     by_user: BTreeSet<(u64, usize)>,
     greetings: VecDeque<(Instant, usize, u32)>,
+    /// Streamed faults in progress, by slot key (few at a time).
+    streams: HashMap<usize, Box<Stream>>,
+    /// How streams ended, oldest first, at most `streaming::REPORTS_MAX`.
+    reports: VecDeque<StreamReport>,
+    /// Quirks by login name hash (few: the fault tests set them).
+    quirks: HashMap<u64, Quirk>,
+    /// What happened to the sessions of a login name with a quirk or a stream,
+    /// or any name once asked about; bounded by `users::TALLIES_MAX`.
+    tallies: HashMap<u64, Tally>,
     timestamps: Vec<(u64, u64)>,
     stats: Stats,
     rx: Receiver<Request>,
@@ -378,6 +404,10 @@ pub(crate) fn worker(
         by_index: HashMap::new(),
         by_user: BTreeSet::new(),
         greetings: VecDeque::new(),
+        streams: HashMap::new(),
+        reports: VecDeque::new(),
+        quirks: HashMap::new(),
+        tallies: HashMap::new(),
         timestamps: Vec::new(),
         stats: Stats::default(),
         rx,
@@ -404,7 +434,11 @@ impl Worker {
             let timeout = self
                 .greetings
                 .front()
-                .map(|(t, ..)| t.saturating_duration_since(Instant::now()));
+                .map(|(t, ..)| *t)
+                .into_iter()
+                .chain(self.stream_wake_at())
+                .min()
+                .map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -439,6 +473,7 @@ impl Worker {
                 }
             }
             self.fire_greetings(Instant::now());
+            self.fire_streams(Instant::now());
         }
     }
 
@@ -523,6 +558,7 @@ impl Worker {
             stalled: false,
             read_ready: false,
             closing: None,
+            streaming: false,
         });
         self.by_index.insert(index, key);
         if self.shared.greeting_delay.is_zero() {
@@ -562,6 +598,8 @@ impl Worker {
     fn on_writable(&mut self, key: usize) {
         if let Err(end) = self.flush(key) {
             self.close(key, end);
+        } else if self.slots.get(key).is_some_and(|s| s.streaming) {
+            self.drive_stream(key);
         }
     }
 
@@ -676,6 +714,10 @@ impl Worker {
             return Ok(Fed::Closing);
         };
         let mut out = std::mem::take(&mut self.out);
+        let rules = Rules {
+            policy,
+            quirks: &self.quirks,
+        };
         let mut effects = Effects::default();
         let mut commands = 0;
         let stop = match slot.pending.take() {
@@ -685,7 +727,7 @@ impl Worker {
                     &mut slot.session,
                     &mut p.framer,
                     &p.buf,
-                    policy,
+                    rules,
                     &mut out,
                     &mut effects,
                     &mut commands,
@@ -704,7 +746,7 @@ impl Worker {
                     &mut slot.session,
                     &mut framer,
                     data,
-                    policy,
+                    rules,
                     &mut out,
                     &mut effects,
                     &mut commands,
@@ -727,6 +769,8 @@ impl Worker {
         if effects.logged_in {
             self.by_user.insert((slot.session.user_hash(), key));
         }
+        let user = slot.session.user_hash();
+        self.tally_effects(user, effects);
         match stop {
             Stop::NeedMore => {
                 self.send(key)?;
@@ -746,6 +790,11 @@ impl Worker {
                 Ok(Fed::Closing)
             }
             Stop::StartTls => self.start_tls(key),
+            Stop::AuthContinuations => {
+                self.send(key)?;
+                self.start_auth_continuations(key);
+                Ok(Fed::Closing)
+            }
         }
     }
 
@@ -887,6 +936,13 @@ impl Worker {
         if !self.slots.contains(key) {
             return;
         }
+        if self.streams.contains_key(&key) {
+            let kind = match end {
+                End::Io(kind) => kind,
+                _ => io::ErrorKind::ConnectionAborted,
+            };
+            self.end_stream(key, Some(kind));
+        }
         let mut slot = self.slots.remove(key);
         let _ = self.poll.registry().deregister(&mut slot.stream);
         if end == End::Reset {
@@ -903,6 +959,7 @@ impl Worker {
         let user = slot.session.user_hash();
         if user != 0 {
             self.by_user.remove(&(user, key));
+            self.tally_end(user, end);
         }
         self.shared.live.fetch_sub(1, Ordering::Relaxed);
         let counter = match end {
@@ -930,6 +987,12 @@ impl Worker {
                 },
                 Order::Timestamps => Answer::Timestamps(std::mem::take(&mut self.timestamps)),
                 Order::Stats => Answer::Stats(self.snapshot()),
+                Order::Reports => Answer::Reports(self.reports.iter().copied().collect()),
+                Order::Quirk(user, quirk) => {
+                    self.set_quirk(user, quirk);
+                    Answer::Affected(0)
+                }
+                Order::User(user) => Answer::User(self.tally(user)),
                 order => Answer::Affected(self.apply(order)),
             };
             let _ = req.reply.send(answer);
@@ -961,8 +1024,15 @@ impl Worker {
             | Order::Stall(t, _)
             | Order::Garbage(t, _)
             | Order::HugeLine(t, _)
+            | Order::Stream(t, _)
             | Order::Close(t) => t,
-            Order::Count | Order::Timestamps | Order::Stats | Order::Shutdown => return 0,
+            Order::Count
+            | Order::Timestamps
+            | Order::Stats
+            | Order::Reports
+            | Order::Quirk(..)
+            | Order::User(_)
+            | Order::Shutdown => return 0,
         };
         let keys = self.resolve(target);
         let mut hit = keys.len();
@@ -1000,8 +1070,19 @@ impl Worker {
                     self.out.extend_from_slice(b"\r\n");
                     self.send_or_close(key);
                 }
+                Order::Stream(_, spec) => {
+                    if !self.start_stream(key, spec) {
+                        hit -= 1;
+                    }
+                }
                 Order::Close(_) => self.close(key, End::Reset),
-                Order::Count | Order::Timestamps | Order::Stats | Order::Shutdown => {}
+                Order::Count
+                | Order::Timestamps
+                | Order::Stats
+                | Order::Reports
+                | Order::Quirk(..)
+                | Order::User(_)
+                | Order::Shutdown => {}
             }
         }
         hit
@@ -1110,6 +1191,17 @@ enum Stop {
     Close,
     StartTls,
     TooLong,
+    /// The login just handled asks for [`Quirk::AuthContinuations`]; its
+    /// answer was taken back out of `out`.
+    AuthContinuations,
+}
+
+/// What every session of a worker answers by: the server's policy and the
+/// quirks by login name.
+#[derive(Clone, Copy)]
+struct Rules<'a> {
+    policy: Policy,
+    quirks: &'a HashMap<u64, Quirk>,
 }
 
 /// Frames and answers whole commands in `buf`. Returns the bytes used
@@ -1118,11 +1210,12 @@ fn process(
     session: &mut Session,
     framer: &mut Framer,
     buf: &[u8],
-    policy: Policy,
+    rules: Rules<'_>,
     out: &mut Vec<u8>,
     effects: &mut Effects,
     commands: &mut u64,
 ) -> (usize, Stop) {
+    let Rules { policy, quirks } = rules;
     let mut used = 0;
     loop {
         let rest = buf.get(used..).unwrap_or(&[]);
@@ -1134,8 +1227,18 @@ fn process(
                 let msg = rest.get(..len).unwrap_or(&[]);
                 used += len;
                 *commands += 1;
+                let before = out.len();
                 let e = session.handle_command(msg, policy, out);
                 effects.merge(e);
+                if e.logged_in {
+                    let quirk = quirks.get(&session.user_hash()).copied();
+                    let quirk = quirk.unwrap_or_default();
+                    session.set_quirk(quirk);
+                    if quirk == Quirk::AuthContinuations {
+                        out.truncate(before);
+                        return (used, Stop::AuthContinuations);
+                    }
+                }
                 if e.close {
                     return (used, Stop::Close);
                 }

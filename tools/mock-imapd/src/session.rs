@@ -26,6 +26,46 @@ pub struct Policy {
     pub notify: bool,
 }
 
+/// A misbehaviour a login name asks for (the control channel's `quirk`),
+/// given to the session when it logs in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Quirk {
+    /// Correct IMAP throughout.
+    #[default]
+    None,
+    /// The first IDLE is accepted; every later one is answered `NO`.
+    IdleNo,
+    /// Every IDLE is answered `NO`.
+    FirstIdleNo,
+    /// DONE is never answered (the session reads on).
+    SilentDone,
+    /// The login is answered with `+ more` lines, endlessly (the reactor
+    /// streams them; see [`crate::stream`]).
+    AuthContinuations,
+}
+
+impl Quirk {
+    /// Every quirk, in the control channel's order.
+    pub const ALL: [Quirk; 5] = [
+        Quirk::None,
+        Quirk::IdleNo,
+        Quirk::FirstIdleNo,
+        Quirk::SilentDone,
+        Quirk::AuthContinuations,
+    ];
+
+    /// The control channel's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quirk::None => "none",
+            Quirk::IdleNo => "idle-no",
+            Quirk::FirstIdleNo => "first-idle-no",
+            Quirk::SilentDone => "silent-done",
+            Quirk::AuthContinuations => "auth-continuations",
+        }
+    }
+}
+
 /// Longest tag kept for a command that answers later (IDLE, AUTHENTICATE
 /// with a continuation). Proxies use short tags; a longer one is refused.
 pub const TAG_MAX: usize = 22;
@@ -71,6 +111,9 @@ pub struct Session {
     announced: u32,
     /// FNV-1a of the login name, 0 before login.
     user_hash: u64,
+    quirk: Quirk,
+    /// An IDLE was accepted (for [`Quirk::IdleNo`]).
+    idled: bool,
 }
 
 // Budget: 48 bytes. The slab slot around it must stay well under 256 bytes
@@ -87,6 +130,8 @@ pub struct Effects {
     pub start_tls: bool,
     /// The session just logged in; [`Session::user_hash`] is now set.
     pub logged_in: bool,
+    /// An IDLE was accepted (`+ idling` is in `out`).
+    pub idle_started: bool,
     /// `* N EXISTS` lines in `out` that announce delivered messages.
     pub announced: u32,
 }
@@ -97,6 +142,7 @@ impl Effects {
         self.close |= other.close;
         self.start_tls |= other.start_tls;
         self.logged_in |= other.logged_in;
+        self.idle_started |= other.idle_started;
         self.announced += other.announced;
     }
 }
@@ -126,7 +172,15 @@ impl Session {
             exists: messages,
             announced: messages,
             user_hash: 0,
+            quirk: Quirk::None,
+            idled: false,
         }
+    }
+
+    /// Gives the session the misbehaviour its login name asks for; the caller
+    /// MUST call it right after a login, before the next command.
+    pub fn set_quirk(&mut self, quirk: Quirk) {
+        self.quirk = quirk;
     }
 
     /// RFC 3501 state.
@@ -194,7 +248,9 @@ impl Session {
             Mode::Idling => {
                 if trim_eol(msg).eq_ignore_ascii_case(b"DONE") {
                     self.mode = Mode::Command;
-                    self.tagged(out, "OK Idle completed");
+                    if self.quirk != Quirk::SilentDone {
+                        self.tagged(out, "OK Idle completed");
+                    }
                 } else {
                     // RFC 2177: the client MUST only send DONE during IDLE.
                     out.extend_from_slice(b"* BAD Expected DONE\r\n");
@@ -420,10 +476,22 @@ impl Session {
             reply(out, tag, "BAD Tag too long for mock-imapd");
             return Effects::default();
         }
+        let refused = match self.quirk {
+            Quirk::FirstIdleNo => true,
+            Quirk::IdleNo => self.idled,
+            _ => false,
+        };
+        if refused {
+            reply(out, tag, "NO IDLE refused (quirk)");
+            return Effects::default();
+        }
+        self.idled = true;
         self.mode = Mode::Idling;
         out.extend_from_slice(b"+ idling\r\n");
         // Like Dovecot, news that arrived before IDLE is told at once.
-        self.announce(out)
+        let mut e = self.announce(out);
+        e.idle_started = true;
+        e
     }
 
     fn keep_tag(&mut self, tag: &[u8]) -> bool {
@@ -514,6 +582,30 @@ mod tests {
             let _ = s.handle_command(l.as_bytes(), POLICY, &mut out);
         }
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn quirks_refuse_idle_and_keep_done_silent() {
+        let mut s = Session::new(0, false);
+        let _ = run(&mut s, &["a LOGIN u p\r\n", "b EXAMINE INBOX\r\n"]);
+        s.set_quirk(Quirk::IdleNo);
+        assert_eq!(run(&mut s, &["c IDLE\r\n"]), "+ idling\r\n");
+        assert_eq!(run(&mut s, &["DONE\r\n"]), "c OK Idle completed\r\n");
+        assert_eq!(
+            run(&mut s, &["d IDLE\r\n"]),
+            "d NO IDLE refused (quirk)\r\n"
+        );
+        s.set_quirk(Quirk::SilentDone);
+        assert_eq!(run(&mut s, &["e IDLE\r\n"]), "+ idling\r\n");
+        assert_eq!(run(&mut s, &["DONE\r\n"]), "");
+        assert_eq!(run(&mut s, &["f NOOP\r\n"]), "f OK NOOP completed\r\n");
+        let mut first = Session::new(0, false);
+        let _ = run(&mut first, &["a LOGIN u p\r\n", "b EXAMINE INBOX\r\n"]);
+        first.set_quirk(Quirk::FirstIdleNo);
+        assert_eq!(
+            run(&mut first, &["c IDLE\r\n"]),
+            "c NO IDLE refused (quirk)\r\n"
+        );
     }
 
     #[test]

@@ -664,3 +664,137 @@ fn tls_resumption_is_configurable() {
         );
     }
 }
+
+/// Reads `n` bytes (or until EOF); returns them.
+fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n);
+    let mut chunk = vec![0u8; 64 * 1024];
+    while out.len() < n {
+        match s.read(&mut chunk[..(n - out.len()).min(64 * 1024)]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => out.extend_from_slice(&chunk[..k]),
+        }
+    }
+    out
+}
+
+/// The one `reports` line of `user`'s session, once there is one.
+fn report_of(ctl: &mut Control, user: &str) -> Vec<String> {
+    let hex = format!("{:016x}", mock_imapd::session::user_hash(user.bytes()));
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (lines, last) = ctl.ask("reports");
+        assert!(last.starts_with("OK"), "{last}");
+        let found: Vec<String> = lines
+            .into_iter()
+            .filter(|l| l.split(' ').nth(1) == Some(hex.as_str()))
+            .collect();
+        if !found.is_empty() || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn streams_are_written_as_read_then_reported_and_the_session_answers_again() {
+    let h = server(false, |_| {});
+    let mut ctl = Control::connect(&h);
+    let mut c = Client::plain(h.plain_addrs()[0]);
+    c.login_examine_idle("lit");
+    // 3 MB: far more than the socket buffers hold, so it is written as read.
+    assert_eq!(ctl.ok("stream lit giant-literal 3000000 10"), "OK 1");
+    let Conn::Plain(s) = &mut c.conn else {
+        panic!()
+    };
+    s.write_all(b"DONE\r\n").unwrap();
+    let got = read_exactly(s, 3_000_000);
+    assert_eq!(got.len(), 3_000_000);
+    assert!(got.starts_with(b"* 1 FETCH (BODY[] {3000000}\r\n\0\0"));
+    assert!(got[30..].iter().all(|&b| b == 0));
+    let report = report_of(&mut ctl, "lit");
+    let words: Vec<&str> = report[0].split(' ').collect();
+    assert_eq!(words[2..6], ["giant-literal", "3000000", "3000000", "-"]);
+    // The DONE sent during the stream is answered after it.
+    assert_eq!(c.until_tagged("c"), ["c OK Idle completed\r\n"]);
+}
+
+#[test]
+fn a_drip_keeps_time_and_a_stream_nobody_reads_stalls() {
+    let h = server(false, |_| {});
+    let mut ctl = Control::connect(&h);
+    let mut drip = Client::plain(h.plain_addrs()[0]);
+    drip.login_examine_idle("drip");
+    let mut deaf = Client::plain(h.plain_addrs()[0]);
+    deaf.login_examine_idle("deaf");
+    let started = Instant::now();
+    assert_eq!(ctl.ok("stream drip drip 8 5 100"), "OK 1");
+    assert_eq!(ctl.ok("stream deaf giant-line 1000000000 30"), "OK 1");
+    let Conn::Plain(s) = &mut drip.conn else {
+        panic!()
+    };
+    assert_eq!(read_exactly(s, 8), b"* OK xxx");
+    // Three bytes after the head: the first at once, then two pauses of 100 ms.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(190) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    let report = report_of(&mut ctl, "drip");
+    assert!(report[0].contains(" drip 8 8 - "), "{report:?}");
+    // The deaf client never reads: the stream stalls, and the session is closed.
+    let report = report_of(&mut ctl, "deaf");
+    assert!(report[0].contains(" giant-line 1000000000 "), "{report:?}");
+    assert!(report[0].contains(" TimedOut "), "{report:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(ctl.ok("sessions"), "OK 1");
+}
+
+#[test]
+fn quirks_misbehave_by_name_and_users_are_tallied() {
+    let h = server(false, |_| {});
+    let mut ctl = Control::connect(&h);
+    assert_eq!(ctl.ok("quirk late idle-no"), "OK");
+    assert_eq!(ctl.ok("quirk sly auth-continuations"), "OK");
+    let mut late = Client::plain(h.plain_addrs()[0]);
+    late.login_examine_idle("late");
+    late.send("DONE\r\nd IDLE\r\n");
+    assert_eq!(late.until_tagged("c"), ["c OK Idle completed\r\n"]);
+    assert_eq!(late.until_tagged("d"), ["d NO IDLE refused (quirk)\r\n"]);
+    late.send("e LOGOUT\r\n");
+    let _ = late.until_tagged("e");
+
+    let mut sly = Client::plain(h.plain_addrs()[0]);
+    assert!(sly.line().starts_with("* OK"));
+    sly.send("a AUTHENTICATE PLAIN AHNseQBwdw==\r\n");
+    for _ in 0..1000 {
+        assert_eq!(sly.line(), "+ more\r\n");
+    }
+    drop(sly);
+    let deadline = Instant::now() + TIMEOUT;
+    let mut tally = String::new();
+    while Instant::now() < deadline {
+        tally = ctl.ok("user sly");
+        if tally.contains("ended=1") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        tally,
+        "OK logins=1 idles=0 ended=1 logouts=0 client_closed=1 open=0"
+    );
+    assert_eq!(
+        ctl.ok("user late"),
+        "OK logins=1 idles=1 ended=1 logouts=1 client_closed=0 open=0"
+    );
+    let report = report_of(&mut ctl, "sly");
+    assert!(
+        report[0].contains(" continuations 104857600 "),
+        "{report:?}"
+    );
+}
