@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -48,6 +48,11 @@ pub const READ_BUDGET: usize = 256 * 1024;
 /// are compact (`tls_compact`). Without it an idle compact session costs 2.7 to 4.6 KB of
 /// RSS instead of under 1 KB (density bench).
 pub const HEAP_TRIM_DELAY: Duration = Duration::from_secs(1);
+/// How soon a reactor offers again the events it could not queue because the event queue
+/// was full. The reactor never waits for the consumer: a session keeps its undelivered
+/// events (they coalesce, so they take no more room however long the wait) and goes on
+/// being served; this short timer, not a spin, brings the offer back.
+pub const EVENT_RETRY_DELAY: Duration = Duration::from_millis(5);
 
 /// TCP keepalive: a peer that vanished without a FIN or RST is found within
 /// `idle + interval * retries` (here 60 + 15 * 4 = 120 s), not at the next IDLE refresh.
@@ -122,6 +127,8 @@ pub(crate) struct Counters {
     pub heap_trims: AtomicU64,
     /// Sessions whose TLS switched to the compact record layer, now.
     pub tls_compact: AtomicUsize,
+    /// Offers of events that found the event queue full (see [`EVENT_RETRY_DELAY`]).
+    pub events_deferred: AtomicU64,
 }
 
 struct Slot {
@@ -140,6 +147,8 @@ struct Slot {
     starttls_host: Option<Box<str>>,
     /// The deadline this slot is filed under in the wheel, or NEVER.
     filed: Tick,
+    /// The session holds events the full event queue refused; the slot is in `deferred`.
+    deferred: bool,
 }
 
 /// Happy Eyeballs (RFC 8305) for a slot whose connection is not up yet. The slot's `sock`
@@ -251,6 +260,12 @@ pub(crate) struct Reactor {
     trim_due: Tick,
     /// Record buffers the pool had dropped when last looked at.
     records_dropped_seen: u64,
+    /// Slots whose session holds events the full event queue refused, offered again each
+    /// turn. At most one entry per slot (`Slot::deferred`).
+    deferred: Vec<Token>,
+    /// `Failed` events of sessions that never got a slot, refused by the full queue. Each
+    /// is a session still counted live, so `sessions_max` bounds them.
+    unsent: Vec<Event>,
 }
 
 impl Reactor {
@@ -274,6 +289,8 @@ impl Reactor {
             backlog: Vec::new(),
             trim_due: Tick::NEVER,
             records_dropped_seen: 0,
+            deferred: Vec::new(),
+            unsent: Vec::new(),
         }
     }
 
@@ -293,7 +310,8 @@ impl Reactor {
             } else {
                 let wake = self.wheel.next_wake(now).map(|t| t.since(now));
                 let trim = (self.trim_due != Tick::NEVER).then(|| self.trim_due.since(now));
-                wake.into_iter().chain(trim).min()
+                let retry = self.holds_events().then_some(EVENT_RETRY_DELAY);
+                wake.into_iter().chain(trim).chain(retry).min()
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -320,6 +338,7 @@ impl Reactor {
                     self.drive(now, key);
                 }
             }
+            self.offer_deferred(now);
             due.clear();
             more_due = self.wheel.expire(now, &mut due);
             for entry in &due {
@@ -345,7 +364,7 @@ impl Reactor {
             counters
                 .record_buffers_lent
                 .store(self.records.lent(), Ordering::Relaxed);
-            if self.shutting_down && self.slots.is_empty() {
+            if self.shutting_down && self.slots.is_empty() && self.unsent.is_empty() {
                 return;
             }
         }
@@ -431,6 +450,7 @@ impl Reactor {
             parked: None,
             starttls_host: (security == Security::StartTls).then(|| host.into_boxed_str()),
             filed: Tick::NEVER,
+            deferred: false,
         };
         let token = token_for(key, generation);
         if let Err(e) = self.poll.registry().register(
@@ -668,36 +688,27 @@ impl Reactor {
         self.start_tls_if_wanted(now, key);
         let slot = &mut self.slots[key];
         while let Some(event) = slot.session.poll_event() {
-            match event {
-                SessionEvent::Ready(ready) => {
-                    let _ = self.shared.events.send(Event::Ready { id: slot.id, ready });
-                }
-                SessionEvent::NewMail {
-                    mailbox,
-                    exists,
-                    preview,
-                } => {
-                    let _ = self.shared.events.send(Event::NewMail {
-                        id: slot.id,
-                        mailbox,
-                        exists,
-                        preview,
-                    });
-                }
-                SessionEvent::Ended(reason) => {
-                    let event = if slot.session.was_ready() {
-                        Event::SessionLost {
-                            id: slot.id,
-                            reason,
-                        }
-                    } else {
-                        Event::Failed {
-                            id: slot.id,
-                            reason,
-                        }
-                    };
-                    let _ = self.shared.events.send(event);
-                    return self.remove(key);
+            let ended = matches!(event, SessionEvent::Ended(_));
+            match self.shared.events.try_send(engine_event(
+                slot.id,
+                slot.session.was_ready(),
+                event,
+            )) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) if ended => return self.remove(key),
+                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                Err(TrySendError::Full(refused)) => {
+                    // The consumer is behind: the session keeps the event, and the reactor
+                    // serves its other sockets meanwhile.
+                    slot.session.handle_event_refused(session_event(refused));
+                    self.shared
+                        .counters
+                        .events_deferred
+                        .fetch_add(1, Ordering::Relaxed);
+                    if !slot.deferred {
+                        slot.deferred = true;
+                        self.deferred.push(token_for(key, slot.generation));
+                    }
+                    break;
                 }
             }
         }
@@ -775,15 +786,57 @@ impl Reactor {
         self.shared.live_sessions.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Reports the end of a session that never got a slot.
+    /// Reports the end of a session that never got a slot; kept in `unsent` while the
+    /// event queue is full, and still counted live until it is queued.
     fn emit_end(&mut self, id: SessionId, mut session: Session) {
         while let Some(event) = session.poll_event() {
             if let SessionEvent::Ended(reason) = event {
-                let _ = self.shared.events.send(Event::Failed { id, reason });
+                self.unsent.push(Event::Failed { id, reason });
             }
         }
         session.release(&mut self.pool);
-        self.shared.live_sessions.fetch_sub(1, Ordering::Relaxed);
+        self.offer_unsent();
+    }
+
+    /// Whether events wait for room in the event queue.
+    fn holds_events(&self) -> bool {
+        !self.deferred.is_empty() || !self.unsent.is_empty()
+    }
+
+    /// Offers again what the full event queue refused before. Stops at the first refusal:
+    /// the queue is full for the others too.
+    fn offer_deferred(&mut self, now: Tick) {
+        self.offer_unsent();
+        let tokens = std::mem::take(&mut self.deferred);
+        for (i, token) in tokens.iter().enumerate() {
+            let Some(key) = self.live_key(*token) else {
+                continue;
+            };
+            self.slots[key].deferred = false;
+            self.drive(now, key);
+            if !self.deferred.is_empty() {
+                self.deferred.extend_from_slice(&tokens[i + 1..]);
+                return;
+            }
+        }
+    }
+
+    fn offer_unsent(&mut self) {
+        while let Some(event) = self.unsent.pop() {
+            match self.shared.events.try_send(event) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => {
+                    self.shared.live_sessions.fetch_sub(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Full(event)) => {
+                    self.unsent.push(event);
+                    self.shared
+                        .counters
+                        .events_deferred
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
     }
 
     fn end_all(&mut self, reason: EndReason) {
@@ -807,6 +860,45 @@ impl Reactor {
         match self.slots.get(key) {
             Some(slot) if slot.generation == generation => Some(key),
             _ => None,
+        }
+    }
+}
+
+/// The engine's report of a session's event.
+fn engine_event(id: SessionId, was_ready: bool, event: SessionEvent) -> Event {
+    match event {
+        SessionEvent::Ready(ready) => Event::Ready { id, ready },
+        SessionEvent::NewMail {
+            mailbox,
+            exists,
+            preview,
+        } => Event::NewMail {
+            id,
+            mailbox,
+            exists,
+            preview,
+        },
+        SessionEvent::Ended(reason) if was_ready => Event::SessionLost { id, reason },
+        SessionEvent::Ended(reason) => Event::Failed { id, reason },
+    }
+}
+
+/// The session's event an engine event was made from (for handing a refused one back).
+fn session_event(event: Event) -> SessionEvent {
+    match event {
+        Event::Ready { ready, .. } => SessionEvent::Ready(ready),
+        Event::NewMail {
+            mailbox,
+            exists,
+            preview,
+            ..
+        } => SessionEvent::NewMail {
+            mailbox,
+            exists,
+            preview,
+        },
+        Event::SessionLost { reason, .. } | Event::Failed { reason, .. } => {
+            SessionEvent::Ended(reason)
         }
     }
 }

@@ -737,6 +737,25 @@ impl Session {
         self.events.ended.take().map(SessionEvent::Ended)
     }
 
+    /// The caller could not deliver `event`, the last one [`Session::poll_event`] yielded
+    /// (its queue was full): the session takes it back, and `poll_event` yields it again,
+    /// first, merged with anything newer of its kind (new mail coalesces per mailbox and
+    /// reports the count of the later poll). So a caller MUST NOT wait for room to report.
+    pub fn handle_event_refused(&mut self, event: SessionEvent) {
+        match event {
+            SessionEvent::Ready(ready) => self.events.ready = Some(ready),
+            SessionEvent::NewMail {
+                mailbox, preview, ..
+            } => {
+                self.events.new_mail |= 1 << mailbox;
+                if preview.is_some() {
+                    self.events.preview = preview;
+                }
+            }
+            SessionEvent::Ended(reason) => self.events.ended = Some(reason),
+        }
+    }
+
     /// The earliest deadline, or [`Tick::NEVER`].
     pub fn poll_timeout(&self) -> Tick {
         self.timers.earliest()
