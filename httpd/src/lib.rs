@@ -50,6 +50,7 @@ mod connection;
 mod date;
 mod error;
 pub mod forwarded;
+#[cfg(feature = "fuzz-check")]
 #[doc(hidden)]
 pub mod fuzz_check;
 pub mod limits;

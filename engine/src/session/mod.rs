@@ -28,7 +28,6 @@ mod caps;
 mod config;
 mod events;
 mod fetch;
-mod headers;
 mod mailboxes;
 mod phase;
 mod timer;
