@@ -861,3 +861,49 @@ fn continuations_pushed_during_login_end_the_session_once() {
         ))]
     );
 }
+
+/// Feeds an untagged FETCH with a literal of `len` bytes the session never asked for, in
+/// pieces, checking after each that no buffer holds it; then checks that the session goes
+/// on (new mail after it is reported).
+fn unwanted_literal_is_skipped(split: Split, len: usize) {
+    let mut d = Driver::new(spec(b"secret"), SessionConfig::default(), split);
+    to_idle(&mut d);
+    d.s(format!("* 2 FETCH (FLAGS (\\Seen) BODY[] {{{len}}}\r\n").as_bytes());
+    let piece = [b'x'; 4096];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(piece.len());
+        d.s(&piece[..n]);
+        left -= n;
+        assert_eq!(
+            d.pool.lent(),
+            0,
+            "{split:?}: the literal is kept, {left} left"
+        );
+    }
+    d.s(b")\r\n* 4 EXISTS\r\n");
+    assert_eq!(
+        d.take_events(),
+        vec![SessionEvent::NewMail {
+            mailbox: 0,
+            exists: 4,
+            preview: None
+        }],
+        "{split:?}"
+    );
+    assert_eq!(d.pool.lent(), 0);
+}
+
+#[test]
+fn unwanted_literals_are_counted_down_not_buffered() {
+    for split in SPLITS {
+        unwanted_literal_is_skipped(split, 60_000);
+    }
+}
+
+#[test]
+fn an_unwanted_literal_over_the_limit_is_skipped_not_fatal() {
+    // 1 MB: past MAX_LITERAL_LEN and MAX_MESSAGE_LEN.
+    unwanted_literal_is_skipped(Split::Whole, 1 << 20);
+    unwanted_literal_is_skipped(Split::Random(99), 1 << 20);
+}
