@@ -11,59 +11,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Poll, Waker};
 
+pub use crate::event::{Event, SessionId};
+pub use crate::reactor::ConnectFilter;
 use crate::reactor::{Command, Counters, KeepaliveConfig, Reactor, Shared};
 use crate::reason::{EndReason, Waiting};
 use crate::resolve::{literal, Lookup, ResolveError, Resolver, ResolverConfig};
-use crate::session::{ConfigError, Preview, Ready, SessionConfig};
+use crate::session::{ConfigError, SessionConfig};
 use crate::spec::{SpecError, WatchOptions, WatchSpec};
 use crate::tls::{client_config_with_suites, TlsClient, TlsSetupError};
-
-/// Identifies one watched account for the life of the engine. Never reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub(crate) u64);
-
-impl SessionId {
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-/// Decides whether the engine may connect to an address (an SSRF guard). Called with every
-/// resolved address, and again with each address right before its connect().
-pub type ConnectFilter = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
-
-/// What the engine reports. Each watched session yields `Ready` then any number of
-/// `NewMail` then `SessionLost`; or `Failed` alone if it never became ready.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// The mailbox is open and watched.
-    Ready { id: SessionId, ready: Ready },
-    /// The session ended before it was ready.
-    Failed { id: SessionId, reason: EndReason },
-    /// The message count of mailbox number `mailbox` (index into the watched list) rose.
-    /// With a filter ([`crate::WatchOptions::filter`]), only when a new message of the
-    /// selected mailbox matched it. `preview` is set only for the selected mailbox of a
-    /// spec that asked for previews: the newest matching messages, newest first.
-    NewMail {
-        id: SessionId,
-        mailbox: usize,
-        exists: u32,
-        preview: Option<Box<Preview>>,
-    },
-    /// A ready session ended.
-    SessionLost { id: SessionId, reason: EndReason },
-}
-
-impl Event {
-    pub fn id(&self) -> SessionId {
-        match *self {
-            Event::Ready { id, .. }
-            | Event::Failed { id, .. }
-            | Event::NewMail { id, .. }
-            | Event::SessionLost { id, .. } => id,
-        }
-    }
-}
 
 /// Default bound of the event channel. When it is full, reactors and the dispatcher keep
 /// their events (coalesced in the sessions) and offer them again shortly

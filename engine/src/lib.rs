@@ -22,6 +22,7 @@
 //! See `examples/watch.rs` for a complete program.
 
 pub mod api;
+pub mod event;
 pub mod pool;
 pub mod reactor;
 pub mod reason;

@@ -18,7 +18,7 @@ use slab::Slab;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use zeroize::Zeroize;
 
-use crate::api::{ConnectFilter, Event, SessionId};
+use crate::event::{Event, SessionId};
 use crate::pool::BufPool;
 use crate::reason::EndReason;
 use crate::resolve::{connect_order, CONNECTION_ATTEMPT_DELAY};
@@ -27,6 +27,10 @@ use crate::spec::{Security, WatchOptions, WatchSpec};
 use crate::time::{Clock, Tick};
 use crate::tls::{write_some, RecordPool, Tls, TlsClient, TlsError, TlsRead};
 use crate::wheel::{Entry, Wheel};
+
+/// Decides whether the engine may connect to an address (an SSRF guard). Called with every
+/// resolved address, and again with each address right before its connect().
+pub type ConnectFilter = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
 
 /// Token of the reactor's waker.
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);

@@ -53,6 +53,7 @@ pub mod forwarded;
 #[cfg(feature = "fuzz-check")]
 #[doc(hidden)]
 pub mod fuzz_check;
+mod handler;
 pub mod limits;
 mod parse;
 pub mod proxy_header;
