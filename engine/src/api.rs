@@ -124,7 +124,8 @@ impl std::error::Error for StartError {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WatchError {
     Spec(SpecError),
-    /// The engine holds `sessions_max` sessions already.
+    /// The engine holds `sessions_max` sessions already, or its command queue is full
+    /// ([`COMMAND_QUEUE_LEN`]): a burst of watches faster than the dispatcher takes them.
     AtCapacity,
     /// The engine is shutting down.
     ShuttingDown,
