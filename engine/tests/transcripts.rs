@@ -907,3 +907,38 @@ fn an_unwanted_literal_over_the_limit_is_skipped_not_fatal() {
     unwanted_literal_is_skipped(Split::Whole, 1 << 20);
     unwanted_literal_is_skipped(Split::Random(99), 1 << 20);
 }
+
+/// A STATUS response may name its mailbox with a literal: that literal is wanted (not
+/// skipped with the unwanted ones), and the count it brings is news.
+#[test]
+fn a_status_mailbox_name_as_a_literal_is_still_read() {
+    for split in SPLITS {
+        let mut d = Driver::new(
+            spec_with(&["INBOX", "Sent"]),
+            SessionConfig::default(),
+            split,
+        );
+        open(&mut d, "IMAP4rev1 IDLE");
+        d.c(b"A2 EXAMINE INBOX\r\n");
+        d.s(b"* 0 EXISTS\r\nA2 OK done\r\n");
+        d.c(b"A3 STATUS Sent (MESSAGES UIDNEXT)\r\n");
+        d.s(b"* STATUS {4}\r\nSent (MESSAGES 1 UIDNEXT 2)\r\nA3 OK done\r\n");
+        d.c(b"A4 IDLE\r\n");
+        d.s(b"+ idling\r\n");
+        d.take_events();
+        d.run_to_next_deadline(Tick::NEVER);
+        d.c(b"DONE\r\n");
+        d.s(b"A4 OK Idle completed\r\n");
+        d.c(b"A5 STATUS Sent (MESSAGES UIDNEXT)\r\n");
+        d.s(b"* STATUS {4}\r\nSent (MESSAGES 2 UIDNEXT 3)\r\nA5 OK done\r\n");
+        assert_eq!(
+            d.take_events(),
+            vec![SessionEvent::NewMail {
+                mailbox: 1,
+                exists: 2,
+                preview: None
+            }],
+            "{split:?}"
+        );
+    }
+}
