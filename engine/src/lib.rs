@@ -26,6 +26,7 @@
 //! See `examples/watch.rs` for a complete program.
 
 pub mod api;
+pub mod connect;
 pub mod event;
 pub mod pool;
 pub mod reactor;
