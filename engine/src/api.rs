@@ -8,66 +8,33 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Poll, Waker};
 
+pub use crate::event::{Event, SessionId};
+pub use crate::reactor::ConnectFilter;
 use crate::reactor::{Command, Counters, KeepaliveConfig, Reactor, Shared};
 use crate::reason::{EndReason, Waiting};
 use crate::resolve::{literal, Lookup, ResolveError, Resolver, ResolverConfig};
-use crate::session::{ConfigError, Preview, Ready, SessionConfig};
+use crate::session::{ConfigError, SessionConfig};
 use crate::spec::{SpecError, WatchOptions, WatchSpec};
 use crate::tls::{client_config_with_suites, TlsClient, TlsSetupError};
 
-/// Identifies one watched account for the life of the engine. Never reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub(crate) u64);
-
-impl SessionId {
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-/// Decides whether the engine may connect to an address (an SSRF guard). Called with every
-/// resolved address, and again with each address right before its connect().
-pub type ConnectFilter = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
-
-/// What the engine reports. Each watched session yields `Ready` then any number of
-/// `NewMail` then `SessionLost`; or `Failed` alone if it never became ready.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// The mailbox is open and watched.
-    Ready { id: SessionId, ready: Ready },
-    /// The session ended before it was ready.
-    Failed { id: SessionId, reason: EndReason },
-    /// The message count of mailbox number `mailbox` (index into the watched list) rose.
-    /// With a filter ([`crate::WatchOptions::filter`]), only when a new message of the
-    /// selected mailbox matched it. `preview` is set only for the selected mailbox of a
-    /// spec that asked for previews: the newest matching messages, newest first.
-    NewMail {
-        id: SessionId,
-        mailbox: usize,
-        exists: u32,
-        preview: Option<Box<Preview>>,
-    },
-    /// A ready session ended.
-    SessionLost { id: SessionId, reason: EndReason },
-}
-
-impl Event {
-    pub fn id(&self) -> SessionId {
-        match *self {
-            Event::Ready { id, .. }
-            | Event::Failed { id, .. }
-            | Event::NewMail { id, .. }
-            | Event::SessionLost { id, .. } => id,
-        }
-    }
-}
-
-/// Default bound of the event channel. When it is full, reactors wait for the consumer
-/// (backpressure) rather than drop an event.
+/// Default bound of the event channel. When it is full, reactors and the dispatcher keep
+/// their events (coalesced in the sessions) and offer them again shortly
+/// (`reactor::EVENT_RETRY_DELAY`, counted in [`Stats::events_deferred`]); they never wait
+/// for the consumer and never drop an event.
 pub const EVENT_QUEUE_LEN: usize = 64 * 1024;
+/// Default bound of each command queue: the one from [`Engine::watch`] and
+/// [`Engine::unwatch`] to the dispatcher, and the one from the dispatcher to each reactor.
+/// When the dispatcher's is full, `watch` refuses with [`WatchError::AtCapacity`] (the
+/// caller may retry; it never blocks) and `unwatch` waits for room, which comes within a
+/// dispatcher turn: the dispatcher waits only for a reactor's queue, and reactors take
+/// their whole queue every turn and never wait themselves.
+pub const COMMAND_QUEUE_LEN: usize = 4096;
+/// Bound of the queue of DNS answers from the resolver pool to the dispatcher. A resolver
+/// thread waits for room; the dispatcher takes answers every turn and never waits long.
+pub const LOOKUP_ANSWERS_LEN: usize = 1024;
 /// Default most sessions one engine holds.
 pub const SESSIONS_MAX: usize = 1_000_000;
 /// How long `shutdown` waits for LOGOUTs to complete.
@@ -90,6 +57,8 @@ pub struct EngineConfig {
     /// rustls's ring provider (TLS 1.3 and 1.2, AES-GCM and ChaCha20-Poly1305).
     pub tls_cipher_suites: Vec<rustls::SupportedCipherSuite>,
     pub event_queue_len: usize,
+    /// Bound of each command queue ([`COMMAND_QUEUE_LEN`]).
+    pub command_queue_len: usize,
     pub sessions_max: usize,
     pub connect_filter: Option<ConnectFilter>,
     /// Local addresses to connect from, in turn; a source whose ports toward a
@@ -110,6 +79,7 @@ impl Default for EngineConfig {
             extra_roots_der: Vec::new(),
             tls_cipher_suites: Vec::new(),
             event_queue_len: EVENT_QUEUE_LEN,
+            command_queue_len: COMMAND_QUEUE_LEN,
             sessions_max: SESSIONS_MAX,
             connect_filter: None,
             bind_addresses: Vec::new(),
@@ -154,7 +124,8 @@ impl std::error::Error for StartError {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WatchError {
     Spec(SpecError),
-    /// The engine holds `sessions_max` sessions already.
+    /// The engine holds `sessions_max` sessions already, or its command queue is full
+    /// ([`COMMAND_QUEUE_LEN`]): a burst of watches faster than the dispatcher takes them.
     AtCapacity,
     /// The engine is shutting down.
     ShuttingDown,
@@ -191,6 +162,9 @@ pub struct Stats {
     pub tls_compact_sessions: usize,
     /// Times free heap was given back after compact switches (`reactor::HEAP_TRIM_DELAY`).
     pub heap_trims: u64,
+    /// Times a reactor found the event queue full and kept a session's events for a later
+    /// turn (`reactor::EVENT_RETRY_DELAY`) instead of waiting for the consumer.
+    pub events_deferred: u64,
 }
 
 struct ReactorHandle {
@@ -240,7 +214,8 @@ impl Engine {
         let mut reactors = Vec::with_capacity(threads);
         for index in 0..threads {
             let poll = Poll::new().map_err(StartError::Io)?;
-            let (commands, command_rx) = crossbeam_channel::unbounded();
+            let (commands, command_rx) =
+                crossbeam_channel::bounded(config.command_queue_len.max(1));
             let counters = Arc::new(Counters::default());
             let shared = Shared {
                 config: Arc::new(config.session),
@@ -267,9 +242,7 @@ impl Engine {
         }
         let reactors = Arc::new(reactors);
         let resolver = Resolver::start(config.resolver).map_err(StartError::Io)?;
-        // Unbounded, but never longer than the sessions the engine holds (`sessions_max`):
-        // each entry is a `watch` or `unwatch` of a live session.
-        let (dispatch, dispatch_rx) = crossbeam_channel::unbounded();
+        let (dispatch, dispatch_rx) = crossbeam_channel::bounded(config.command_queue_len.max(1));
         let dispatcher = {
             let dispatcher = Dispatcher {
                 reactors: reactors.clone(),
@@ -278,6 +251,7 @@ impl Engine {
                 events: event_tx,
                 live: live_sessions.clone(),
                 resolving: HashMap::new(),
+                unsent: Vec::new(),
             };
             std::thread::Builder::new()
                 .name("imap-dispatch".into())
@@ -318,15 +292,22 @@ impl Engine {
             return Err(WatchError::AtCapacity);
         }
         let id = SessionId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        if dispatch.send(Dispatch::Watch(id, spec, options)).is_err() {
-            self.live_sessions.fetch_sub(1, Ordering::Relaxed);
-            return Err(WatchError::ShuttingDown);
+        match dispatch.try_send(Dispatch::Watch(id, spec, options)) {
+            Ok(()) => Ok(id),
+            // The spec (and its secret) is dropped here, zeroized.
+            Err(e) => {
+                self.live_sessions.fetch_sub(1, Ordering::Relaxed);
+                match e {
+                    TrySendError::Full(_) => Err(WatchError::AtCapacity),
+                    TrySendError::Disconnected(_) => Err(WatchError::ShuttingDown),
+                }
+            }
         }
-        Ok(id)
     }
 
     /// Ends a session: DONE, LOGOUT, close. Its `SessionLost { reason: Unwatched }` (or
-    /// `Failed`) follows. Unknown or ended ids are ignored.
+    /// `Failed`) follows. Unknown or ended ids are ignored. Waits for room when the command
+    /// queue is full ([`COMMAND_QUEUE_LEN`]), which is never long.
     pub fn unwatch(&self, id: SessionId) {
         if let Some(dispatch) = &self.dispatch {
             let _ = dispatch.send(Dispatch::Unwatch(id));
@@ -339,7 +320,8 @@ impl Engine {
         &self.resolver
     }
 
-    /// The event stream. Read it steadily: when it is full, the reactors wait.
+    /// The event stream. Read it steadily: while it is full, events wait in the sessions
+    /// (coalesced) and come late; nothing waits for the reader and nothing is dropped.
     pub fn events(&self) -> &Receiver<Event> {
         &self.events
     }
@@ -357,6 +339,7 @@ impl Engine {
             stats.record_buffers_lent += r.counters.record_buffers_lent.load(Ordering::Relaxed);
             stats.tls_compact_sessions += r.counters.tls_compact.load(Ordering::Relaxed);
             stats.heap_trims += r.counters.heap_trims.load(Ordering::Relaxed);
+            stats.events_deferred += r.counters.events_deferred.load(Ordering::Relaxed);
         }
         stats
     }
@@ -428,14 +411,23 @@ struct Dispatcher {
     /// Watches whose host name is being resolved. An unwatch removes the entry, and the
     /// late answer then finds nothing.
     resolving: HashMap<SessionId, (WatchSpec, WatchOptions)>,
+    /// `Failed` events the full event queue refused. Each is a session still counted live
+    /// until it is queued, so `sessions_max` bounds them.
+    unsent: Vec<Event>,
 }
 
 impl Dispatcher {
     fn run(mut self, commands: &Receiver<Dispatch>) {
-        // Answers come at most once per entry of `resolving`, which `sessions_max` bounds.
-        let (lookups_tx, lookups) = crossbeam_channel::unbounded();
+        let (lookups_tx, lookups) = crossbeam_channel::bounded(LOOKUP_ANSWERS_LEN);
         loop {
+            self.offer_unsent();
+            // Never waits for the consumer: refused events are offered again shortly.
+            let retry = match self.unsent.is_empty() {
+                true => crossbeam_channel::never(),
+                false => crossbeam_channel::after(crate::reactor::EVENT_RETRY_DELAY),
+            };
             crossbeam_channel::select! {
+                recv(retry) -> _ => {}
                 recv(commands) -> command => match command {
                     Ok(Dispatch::Watch(id, spec, options)) => {
                         self.watch(id, spec, options, &lookups_tx);
@@ -455,6 +447,11 @@ impl Dispatcher {
         for id in ids {
             self.resolving.remove(&id);
             self.fail(id, EndReason::Shutdown);
+        }
+        // `Engine::stop` reads the events until this thread has finished.
+        for event in self.unsent.drain(..) {
+            let _ = self.events.send(event);
+            self.live.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -524,9 +521,21 @@ impl Dispatcher {
         let _ = reactor.waker.wake();
     }
 
-    fn fail(&self, id: SessionId, reason: EndReason) {
-        self.live.fetch_sub(1, Ordering::Relaxed);
-        let _ = self.events.send(Event::Failed { id, reason });
+    fn fail(&mut self, id: SessionId, reason: EndReason) {
+        self.unsent.push(Event::Failed { id, reason });
+        self.offer_unsent();
+    }
+
+    /// Queues the refused `Failed` events while there is room.
+    fn offer_unsent(&mut self) {
+        while let Some(event) = self.unsent.pop() {
+            match self.events.try_send(event) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => {
+                    self.live.fetch_sub(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Full(event)) => return self.unsent.push(event),
+            }
+        }
     }
 
     fn pick(&self, id: SessionId) -> &ReactorHandle {

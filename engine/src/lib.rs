@@ -17,11 +17,17 @@
 //!   [`Event`]s on a bounded channel. A reactor tries every resolved address, IPv6 and
 //!   IPv4 interleaved (Happy Eyeballs), each judged by the connect filter before
 //!   connect().
+//! - Every queue is bounded ([`api::EVENT_QUEUE_LEN`], [`api::COMMAND_QUEUE_LEN`],
+//!   [`api::LOOKUP_ANSWERS_LEN`]) and no reactor ever waits on one: when the event queue
+//!   is full, a session keeps its (coalescing) events and the reactor offers them again
+//!   after [`reactor::EVENT_RETRY_DELAY`], counted in [`Stats::events_deferred`].
 //!
 //! # Example
 //! See `examples/watch.rs` for a complete program.
 
 pub mod api;
+pub mod connect;
+pub mod event;
 pub mod pool;
 pub mod reactor;
 pub mod reason;

@@ -4,24 +4,24 @@
 //! ticks. Tokens carry the slab key and a generation, so an event for a slot that has since
 //! been reused is recognised and dropped.
 
-use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
-use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use zeroize::Zeroize;
 
-use crate::api::{ConnectFilter, Event, SessionId};
+use crate::connect::{attempt_state, Attempt, Dial, Dialer};
+pub use crate::connect::{ConnectFilter, KeepaliveConfig, Sources};
+use crate::event::{Event, SessionId};
 use crate::pool::BufPool;
 use crate::reason::EndReason;
-use crate::resolve::{connect_order, CONNECTION_ATTEMPT_DELAY};
+use crate::resolve::CONNECTION_ATTEMPT_DELAY;
 use crate::session::{Session, SessionConfig, SessionEvent, TX_BUF_LEN};
 use crate::spec::{Security, WatchOptions, WatchSpec};
 use crate::time::{Clock, Tick};
@@ -48,53 +48,11 @@ pub const READ_BUDGET: usize = 256 * 1024;
 /// are compact (`tls_compact`). Without it an idle compact session costs 2.7 to 4.6 KB of
 /// RSS instead of under 1 KB (density bench).
 pub const HEAP_TRIM_DELAY: Duration = Duration::from_secs(1);
-
-/// TCP keepalive: a peer that vanished without a FIN or RST is found within
-/// `idle + interval * retries` (here 60 + 15 * 4 = 120 s), not at the next IDLE refresh.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KeepaliveConfig {
-    pub idle: Duration,
-    pub interval: Duration,
-    pub retries: u32,
-}
-
-impl Default for KeepaliveConfig {
-    fn default() -> Self {
-        KeepaliveConfig {
-            idle: Duration::from_secs(60),
-            interval: Duration::from_secs(15),
-            retries: 4,
-        }
-    }
-}
-
-/// Local addresses to connect from, shared by every reactor. One source address reaches
-/// one destination (address and port) through at most the ephemeral port range (~28K
-/// ports); more sessions to one provider need more source addresses.
-#[derive(Debug, Default)]
-pub struct Sources {
-    addrs: Box<[IpAddr]>,
-    next: AtomicUsize,
-}
-
-impl Sources {
-    pub fn new(addrs: Vec<IpAddr>) -> Sources {
-        Sources {
-            addrs: addrs.into_boxed_slice(),
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    /// The source addresses for `dest`'s family, starting with the next in turn, so
-    /// sessions spread evenly.
-    fn for_dest(&self, dest: SocketAddr) -> impl Iterator<Item = IpAddr> + '_ {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = self.addrs.len();
-        (0..n)
-            .map(move |i| self.addrs[(start + i) % n])
-            .filter(move |a| a.is_ipv4() == dest.is_ipv4())
-    }
-}
+/// How soon a reactor offers again the events it could not queue because the event queue
+/// was full. The reactor never waits for the consumer: a session keeps its undelivered
+/// events (they coalesce, so they take no more room however long the wait) and goes on
+/// being served; this short timer, not a spin, brings the offer back.
+pub const EVENT_RETRY_DELAY: Duration = Duration::from_millis(5);
 
 /// Commands from the engine to a reactor.
 pub(crate) enum Command {
@@ -122,6 +80,8 @@ pub(crate) struct Counters {
     pub heap_trims: AtomicU64,
     /// Sessions whose TLS switched to the compact record layer, now.
     pub tls_compact: AtomicUsize,
+    /// Offers of events that found the event queue full (see [`EVENT_RETRY_DELAY`]).
+    pub events_deferred: AtomicU64,
 }
 
 struct Slot {
@@ -140,81 +100,8 @@ struct Slot {
     starttls_host: Option<Box<str>>,
     /// The deadline this slot is filed under in the wheel, or NEVER.
     filed: Tick,
-}
-
-/// Happy Eyeballs (RFC 8305) for a slot whose connection is not up yet. The slot's `sock`
-/// is the oldest attempt in flight, `racers` the later ones (all registered under the
-/// slot's token), `pending` the addresses not tried yet, in [`connect_order`].
-struct Dialer {
-    pending: VecDeque<SocketAddr>,
-    racers: Vec<TcpStream>,
-    /// When the next address is tried although earlier attempts are still in flight.
-    next_at: Tick,
-    /// Reported if every attempt fails.
-    last_error: io::ErrorKind,
-    /// Whether any address passed the connect filter; if none did, the end is `Forbidden`.
-    any_allowed: bool,
-    /// Whether the slot's `sock` is an attempt still in flight (not one that failed).
-    primary_alive: bool,
-}
-
-impl Dialer {
-    fn new(addrs: Vec<SocketAddr>) -> Dialer {
-        Dialer {
-            pending: connect_order(&addrs).into(),
-            racers: Vec::new(),
-            next_at: Tick::NEVER,
-            last_error: io::ErrorKind::NotFound,
-            any_allowed: false,
-            primary_alive: true,
-        }
-    }
-
-    /// Starts a connect to the next address the filter allows, judging each one right
-    /// before its connect(). None when no address is left.
-    fn start_next(&mut self, shared: &Shared) -> Option<TcpStream> {
-        while let Some(addr) = self.pending.pop_front() {
-            if let Some(filter) = &shared.connect_filter {
-                if !filter(addr.ip()) {
-                    continue;
-                }
-            }
-            self.any_allowed = true;
-            match connect(addr, &shared.keepalive, &shared.sources) {
-                Ok(sock) => return Some(sock),
-                Err(e) => self.last_error = e.kind(),
-            }
-        }
-        None
-    }
-
-    /// Why the session ends when no attempt is left.
-    fn failure(&self) -> EndReason {
-        if self.any_allowed {
-            EndReason::Connect(self.last_error)
-        } else {
-            EndReason::Forbidden
-        }
-    }
-}
-
-/// Where a connect attempt stands.
-enum Attempt {
-    InProgress,
-    Connected,
-    Failed(io::ErrorKind),
-}
-
-fn attempt_state(sock: &TcpStream) -> Attempt {
-    match sock.take_error() {
-        Ok(Some(e)) | Err(e) => return Attempt::Failed(e.kind()),
-        Ok(None) => {}
-    }
-    match sock.peer_addr() {
-        Ok(_) => Attempt::Connected,
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => Attempt::InProgress,
-        Err(e) => Attempt::Failed(e.kind()),
-    }
+    /// The session holds events the full event queue refused; the slot is in `deferred`.
+    deferred: bool,
 }
 
 pub(crate) struct Shared {
@@ -226,6 +113,16 @@ pub(crate) struct Shared {
     pub counters: Arc<Counters>,
     pub live_sessions: Arc<AtomicUsize>,
     pub sources: Arc<Sources>,
+}
+
+impl Shared {
+    fn dial(&self) -> Dial<'_> {
+        Dial {
+            filter: self.connect_filter.as_ref(),
+            keepalive: &self.keepalive,
+            sources: &self.sources,
+        }
+    }
 }
 
 pub(crate) struct Reactor {
@@ -251,6 +148,12 @@ pub(crate) struct Reactor {
     trim_due: Tick,
     /// Record buffers the pool had dropped when last looked at.
     records_dropped_seen: u64,
+    /// Slots whose session holds events the full event queue refused, offered again each
+    /// turn. At most one entry per slot (`Slot::deferred`).
+    deferred: Vec<Token>,
+    /// `Failed` events of sessions that never got a slot, refused by the full queue. Each
+    /// is a session still counted live, so `sessions_max` bounds them.
+    unsent: Vec<Event>,
 }
 
 impl Reactor {
@@ -274,6 +177,8 @@ impl Reactor {
             backlog: Vec::new(),
             trim_due: Tick::NEVER,
             records_dropped_seen: 0,
+            deferred: Vec::new(),
+            unsent: Vec::new(),
         }
     }
 
@@ -293,7 +198,8 @@ impl Reactor {
             } else {
                 let wake = self.wheel.next_wake(now).map(|t| t.since(now));
                 let trim = (self.trim_due != Tick::NEVER).then(|| self.trim_due.since(now));
-                wake.into_iter().chain(trim).min()
+                let retry = self.holds_events().then_some(EVENT_RETRY_DELAY);
+                wake.into_iter().chain(trim).chain(retry).min()
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -320,6 +226,7 @@ impl Reactor {
                     self.drive(now, key);
                 }
             }
+            self.offer_deferred(now);
             due.clear();
             more_due = self.wheel.expire(now, &mut due);
             for entry in &due {
@@ -345,7 +252,7 @@ impl Reactor {
             counters
                 .record_buffers_lent
                 .store(self.records.lent(), Ordering::Relaxed);
-            if self.shutting_down && self.slots.is_empty() {
+            if self.shutting_down && self.slots.is_empty() && self.unsent.is_empty() {
                 return;
             }
         }
@@ -409,7 +316,7 @@ impl Reactor {
             None
         };
         let mut dialer = Box::new(Dialer::new(addrs));
-        let Some(sock) = dialer.start_next(&self.shared) else {
+        let Some(sock) = dialer.start_next(self.shared.dial()) else {
             session.handle_transport_closed(now, dialer.failure());
             return self.emit_end(id, session);
         };
@@ -431,6 +338,7 @@ impl Reactor {
             parked: None,
             starttls_host: (security == Security::StartTls).then(|| host.into_boxed_str()),
             filed: Tick::NEVER,
+            deferred: false,
         };
         let token = token_for(key, generation);
         if let Err(e) = self.poll.registry().register(
@@ -542,7 +450,7 @@ impl Reactor {
             return;
         };
         let token = token_for(key, slot.generation);
-        while let Some(mut sock) = dialer.start_next(&self.shared) {
+        while let Some(mut sock) = dialer.start_next(self.shared.dial()) {
             let interest = Interest::READABLE | Interest::WRITABLE;
             if let Err(e) = self.poll.registry().register(&mut sock, token, interest) {
                 dialer.last_error = e.kind();
@@ -668,36 +576,27 @@ impl Reactor {
         self.start_tls_if_wanted(now, key);
         let slot = &mut self.slots[key];
         while let Some(event) = slot.session.poll_event() {
-            match event {
-                SessionEvent::Ready(ready) => {
-                    let _ = self.shared.events.send(Event::Ready { id: slot.id, ready });
-                }
-                SessionEvent::NewMail {
-                    mailbox,
-                    exists,
-                    preview,
-                } => {
-                    let _ = self.shared.events.send(Event::NewMail {
-                        id: slot.id,
-                        mailbox,
-                        exists,
-                        preview,
-                    });
-                }
-                SessionEvent::Ended(reason) => {
-                    let event = if slot.session.was_ready() {
-                        Event::SessionLost {
-                            id: slot.id,
-                            reason,
-                        }
-                    } else {
-                        Event::Failed {
-                            id: slot.id,
-                            reason,
-                        }
-                    };
-                    let _ = self.shared.events.send(event);
-                    return self.remove(key);
+            let ended = matches!(event, SessionEvent::Ended(_));
+            match self.shared.events.try_send(engine_event(
+                slot.id,
+                slot.session.was_ready(),
+                event,
+            )) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) if ended => return self.remove(key),
+                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                Err(TrySendError::Full(refused)) => {
+                    // The consumer is behind: the session keeps the event, and the reactor
+                    // serves its other sockets meanwhile.
+                    slot.session.handle_event_refused(session_event(refused));
+                    self.shared
+                        .counters
+                        .events_deferred
+                        .fetch_add(1, Ordering::Relaxed);
+                    if !slot.deferred {
+                        slot.deferred = true;
+                        self.deferred.push(token_for(key, slot.generation));
+                    }
+                    break;
                 }
             }
         }
@@ -775,15 +674,57 @@ impl Reactor {
         self.shared.live_sessions.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Reports the end of a session that never got a slot.
+    /// Reports the end of a session that never got a slot; kept in `unsent` while the
+    /// event queue is full, and still counted live until it is queued.
     fn emit_end(&mut self, id: SessionId, mut session: Session) {
         while let Some(event) = session.poll_event() {
             if let SessionEvent::Ended(reason) = event {
-                let _ = self.shared.events.send(Event::Failed { id, reason });
+                self.unsent.push(Event::Failed { id, reason });
             }
         }
         session.release(&mut self.pool);
-        self.shared.live_sessions.fetch_sub(1, Ordering::Relaxed);
+        self.offer_unsent();
+    }
+
+    /// Whether events wait for room in the event queue.
+    fn holds_events(&self) -> bool {
+        !self.deferred.is_empty() || !self.unsent.is_empty()
+    }
+
+    /// Offers again what the full event queue refused before. Stops at the first refusal:
+    /// the queue is full for the others too.
+    fn offer_deferred(&mut self, now: Tick) {
+        self.offer_unsent();
+        let tokens = std::mem::take(&mut self.deferred);
+        for (i, token) in tokens.iter().enumerate() {
+            let Some(key) = self.live_key(*token) else {
+                continue;
+            };
+            self.slots[key].deferred = false;
+            self.drive(now, key);
+            if !self.deferred.is_empty() {
+                self.deferred.extend_from_slice(&tokens[i + 1..]);
+                return;
+            }
+        }
+    }
+
+    fn offer_unsent(&mut self) {
+        while let Some(event) = self.unsent.pop() {
+            match self.shared.events.try_send(event) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => {
+                    self.shared.live_sessions.fetch_sub(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Full(event)) => {
+                    self.unsent.push(event);
+                    self.shared
+                        .counters
+                        .events_deferred
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
     }
 
     fn end_all(&mut self, reason: EndReason) {
@@ -811,88 +752,51 @@ impl Reactor {
     }
 }
 
+/// The engine's report of a session's event.
+fn engine_event(id: SessionId, was_ready: bool, event: SessionEvent) -> Event {
+    match event {
+        SessionEvent::Ready(ready) => Event::Ready { id, ready },
+        SessionEvent::NewMail {
+            mailbox,
+            exists,
+            preview,
+        } => Event::NewMail {
+            id,
+            mailbox,
+            exists,
+            preview,
+        },
+        SessionEvent::Ended(reason) if was_ready => Event::SessionLost { id, reason },
+        SessionEvent::Ended(reason) => Event::Failed { id, reason },
+    }
+}
+
+/// The session's event an engine event was made from (for handing a refused one back).
+fn session_event(event: Event) -> SessionEvent {
+    match event {
+        Event::Ready { ready, .. } => SessionEvent::Ready(ready),
+        Event::NewMail {
+            mailbox,
+            exists,
+            preview,
+            ..
+        } => SessionEvent::NewMail {
+            mailbox,
+            exists,
+            preview,
+        },
+        Event::SessionLost { reason, .. } | Event::Failed { reason, .. } => {
+            SessionEvent::Ended(reason)
+        }
+    }
+}
+
 fn token_for(key: usize, generation: u32) -> Token {
     Token((key & 0xFFFF_FFFF) | ((generation as usize) << 32))
 }
 
 fn split_token(token: Token) -> (usize, u32) {
     (token.0 & 0xFFFF_FFFF, (token.0 >> 32) as u32)
-}
-
-/// Starts a non-blocking connect with keepalive set, from one of `sources` if any: a
-/// source address whose ports are exhausted for this destination moves on to the next.
-fn connect(
-    addr: SocketAddr,
-    keepalive: &KeepaliveConfig,
-    sources: &Sources,
-) -> io::Result<TcpStream> {
-    if sources.addrs.is_empty() {
-        return connect_from(addr, keepalive, None);
-    }
-    let mut last = io::Error::from(io::ErrorKind::AddrNotAvailable);
-    for source in sources.for_dest(addr) {
-        match connect_from(addr, keepalive, Some(source)) {
-            Ok(sock) => return Ok(sock),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::AddrNotAvailable | io::ErrorKind::AddrInUse
-                ) =>
-            {
-                last = e;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last)
-}
-
-fn connect_from(
-    addr: SocketAddr,
-    keepalive: &KeepaliveConfig,
-    source: Option<IpAddr>,
-) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
-    socket.set_tcp_nodelay(true)?;
-    let params = TcpKeepalive::new()
-        .with_time(keepalive.idle)
-        .with_interval(keepalive.interval)
-        .with_retries(keepalive.retries);
-    SockRef::from(&socket).set_tcp_keepalive(&params)?;
-    if let Some(source) = source {
-        // Let connect() pick the port, so one source port can serve several destinations
-        // and exhaustion shows as EADDRNOTAVAIL there (Linux IP_BIND_ADDRESS_NO_PORT).
-        set_bind_address_no_port(&socket)?;
-        socket.bind(&SocketAddr::new(source, 0).into())?;
-    }
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(socket.into()))
-}
-
-fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket fd, and a c_int option value of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Sends plaintext: through TLS, or straight to the socket with any unsent tail parked.

@@ -861,3 +861,84 @@ fn continuations_pushed_during_login_end_the_session_once() {
         ))]
     );
 }
+
+/// Feeds an untagged FETCH with a literal of `len` bytes the session never asked for, in
+/// pieces, checking after each that no buffer holds it; then checks that the session goes
+/// on (new mail after it is reported).
+fn unwanted_literal_is_skipped(split: Split, len: usize) {
+    let mut d = Driver::new(spec(b"secret"), SessionConfig::default(), split);
+    to_idle(&mut d);
+    d.s(format!("* 2 FETCH (FLAGS (\\Seen) BODY[] {{{len}}}\r\n").as_bytes());
+    let piece = [b'x'; 4096];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(piece.len());
+        d.s(&piece[..n]);
+        left -= n;
+        assert_eq!(
+            d.pool.lent(),
+            0,
+            "{split:?}: the literal is kept, {left} left"
+        );
+    }
+    d.s(b")\r\n* 4 EXISTS\r\n");
+    assert_eq!(
+        d.take_events(),
+        vec![SessionEvent::NewMail {
+            mailbox: 0,
+            exists: 4,
+            preview: None
+        }],
+        "{split:?}"
+    );
+    assert_eq!(d.pool.lent(), 0);
+}
+
+#[test]
+fn unwanted_literals_are_counted_down_not_buffered() {
+    for split in SPLITS {
+        unwanted_literal_is_skipped(split, 60_000);
+    }
+}
+
+#[test]
+fn an_unwanted_literal_over_the_limit_is_skipped_not_fatal() {
+    // 1 MB: past MAX_LITERAL_LEN and MAX_MESSAGE_LEN.
+    unwanted_literal_is_skipped(Split::Whole, 1 << 20);
+    unwanted_literal_is_skipped(Split::Random(99), 1 << 20);
+}
+
+/// A STATUS response may name its mailbox with a literal: that literal is wanted (not
+/// skipped with the unwanted ones), and the count it brings is news.
+#[test]
+fn a_status_mailbox_name_as_a_literal_is_still_read() {
+    for split in SPLITS {
+        let mut d = Driver::new(
+            spec_with(&["INBOX", "Sent"]),
+            SessionConfig::default(),
+            split,
+        );
+        open(&mut d, "IMAP4rev1 IDLE");
+        d.c(b"A2 EXAMINE INBOX\r\n");
+        d.s(b"* 0 EXISTS\r\nA2 OK done\r\n");
+        d.c(b"A3 STATUS Sent (MESSAGES UIDNEXT)\r\n");
+        d.s(b"* STATUS {4}\r\nSent (MESSAGES 1 UIDNEXT 2)\r\nA3 OK done\r\n");
+        d.c(b"A4 IDLE\r\n");
+        d.s(b"+ idling\r\n");
+        d.take_events();
+        d.run_to_next_deadline(Tick::NEVER);
+        d.c(b"DONE\r\n");
+        d.s(b"A4 OK Idle completed\r\n");
+        d.c(b"A5 STATUS Sent (MESSAGES UIDNEXT)\r\n");
+        d.s(b"* STATUS {4}\r\nSent (MESSAGES 2 UIDNEXT 3)\r\nA5 OK done\r\n");
+        assert_eq!(
+            d.take_events(),
+            vec![SessionEvent::NewMail {
+                mailbox: 1,
+                exists: 2,
+                preview: None
+            }],
+            "{split:?}"
+        );
+    }
+}

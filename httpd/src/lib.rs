@@ -50,8 +50,10 @@ mod connection;
 mod date;
 mod error;
 pub mod forwarded;
+#[cfg(feature = "fuzz-check")]
 #[doc(hidden)]
 pub mod fuzz_check;
+mod handler;
 pub mod limits;
 mod parse;
 pub mod proxy_header;

@@ -24,11 +24,11 @@ use crate::connection::{Connection, Now};
 use crate::date::http_date;
 use crate::error::HttpdError;
 use crate::forwarded::{forwarded_client, is_trusted, Cidr};
+use crate::handler::{Handler, Responder};
 use crate::limits::{Limits, PROXY_HEADER_BYTES_MAX};
 use crate::proxy_header::{self, Parsed};
 use crate::request::{Request, RequestId};
 use crate::response::{self, Framing, Persistence, Response};
-use crate::server::{Handler, Responder};
 use crate::stats::Stats;
 use crate::tls::TlsLayer;
 

@@ -687,3 +687,54 @@ impl<'a> CommandParser<'a> {
         data
     }
 }
+
+/// Display limits the header check tries, around the ellipsis's 3 bytes and beyond.
+const DISPLAY_LENS: [usize; 6] = [0, 1, 3, 4, 40, 400];
+
+/// Arbitrary bytes as FETCH attributes, as a header block and as field values (see
+/// [`crate::headers`]): no panic, values cut at `FIELD_RAW_LEN_MAX` and unfolded, and
+/// display text within its limit, free of control characters and doubled spaces, and
+/// the same for a prefix of the limit's text as for a longer limit cut there.
+pub fn headers(data: &[u8]) {
+    use crate::headers::{
+        decode_for_display, for_each_address, for_each_field, parse_fetch, FIELD_RAW_LEN_MAX,
+    };
+    let fetched = parse_fetch(data);
+    let block = fetched.block.as_deref().unwrap_or(data);
+    let mut scratch = Vec::new();
+    let mut values = Vec::new();
+    for_each_field(block, &mut scratch, |name, value| {
+        assert!(
+            !name.is_empty() && !name.contains(&b':'),
+            "field name {name:?}"
+        );
+        assert!(
+            value.len() <= FIELD_RAW_LEN_MAX,
+            "value of {} bytes",
+            value.len()
+        );
+        assert!(!value.contains(&b'\n'), "a value kept a line break");
+        values.push(value.to_vec());
+    });
+    values.push(data.to_vec());
+    for value in &values {
+        // With angle brackets, each address is what lies between `<` and the next `>`.
+        let angled = value.contains(&b'<');
+        for_each_address(value, |address| {
+            assert!(address.len() <= value.len());
+            assert!(!(angled && address.contains(&b'>')), "address {address:?}");
+        });
+        for len_max in DISPLAY_LENS {
+            let mut out = String::from("x");
+            decode_for_display(value, len_max, &mut out);
+            let shown = &out[1..];
+            assert!(
+                shown.len() <= len_max,
+                "{} bytes shown for {len_max}",
+                shown.len()
+            );
+            assert!(!shown.chars().any(char::is_control), "control in {shown:?}");
+            assert!(!shown.contains("  "), "doubled space in {shown:?}");
+        }
+    }
+}

@@ -49,9 +49,11 @@
 
 pub mod command;
 pub mod frame;
+pub mod headers;
 pub mod mutf7;
 pub mod response;
 
+#[cfg(feature = "fuzz-check")]
 #[doc(hidden)]
 pub mod fuzz_check;
 

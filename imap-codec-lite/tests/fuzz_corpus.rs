@@ -34,3 +34,8 @@ fn response_corpus() {
 fn command_corpus() {
     assert!(replay("command", fuzz_check::command) > 5);
 }
+
+#[test]
+fn headers_corpus() {
+    assert!(replay("headers", fuzz_check::headers) > 10);
+}

@@ -2,8 +2,8 @@
 //! it makes of the answer. Only sessions whose spec asks for a filter or a preview own
 //! this state; the messages of one round are kept only while the `UID FETCH` runs.
 
-use super::headers::{decode_for_display, for_each_address, for_each_field, parse_fetch};
 use crate::spec::{Filter, FILTER_HEADERS_MAX};
+use imap_codec_lite::headers::{decode_for_display, for_each_address, for_each_field, parse_fetch};
 
 /// Most messages a preview holds (the newest ones).
 pub const PREVIEW_MESSAGES_MAX: usize = 8;

@@ -23,331 +23,44 @@
 //! Once `poll_event` has yielded [`SessionEvent::Ended`] the session is finished: give its
 //! buffers back with [`Session::release`] and drop it.
 
+mod auth;
 mod caps;
+mod config;
+mod events;
 mod fetch;
-mod headers;
 mod mailboxes;
+mod phase;
+mod receive;
 mod timer;
+mod transmit;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use imap_codec_lite::{
-    encode, parse_response, parse_tag, Code, Command, EncodeError, Encoded, Frame, Framer,
-    LiteralMode, Response, Sasl, Status, StatusItems, StatusRequest, Untagged, DONE,
-    OAUTHBEARER_ERROR_ACK, SASL_CANCEL, XOAUTH2_ERROR_ACK,
+    parse_tag, Code, EncodeError, Framer, Response, Status, StatusItems, Untagged,
 };
 
+use self::auth::{AuthMechanism, SASL_CANCELLED};
 pub use self::caps::Caps;
+pub use self::config::{ConfigError, SessionConfig, IDLE_REFRESH_LIMIT};
+use self::events::Outbox;
+pub use self::events::{Ready, SessionEvent};
 use self::fetch::FetchPlan;
 pub use self::fetch::{
     MessageSummary, Preview, FETCH_FIELDS_MAX, HEADER_BLOCK_LEN_MAX, PREVIEW_FIELD_LEN_MAX,
     PREVIEW_MESSAGES_MAX,
 };
 use self::mailboxes::{wire_name, Other};
+use self::phase::AfterDone;
+pub use self::phase::{AfterCapability, Phase, StatusPurpose};
 pub use self::timer::{TimerKind, Timers};
+pub use self::transmit::TX_BUF_LEN;
+use self::transmit::{CommandKind, Tx, TxQueue};
 use crate::pool::BufPool;
 use crate::reason::{EndReason, ProtocolError, TlsFailure, Waiting};
-use crate::spec::{Secret, Security, Since, WatchOptions, WatchSpec, MAILBOXES_MAX};
+use crate::spec::{Secret, Security, Since, WatchOptions, WatchSpec};
 use crate::time::Tick;
-
-/// What ID (RFC 2971) says about us, to servers that ask.
-const ID_PAIRS: &[(&[u8], &[u8])] = &[
-    (b"name", b"imap-push-proxy"),
-    (b"version", env!("CARGO_PKG_VERSION").as_bytes()),
-];
-
-/// Size of the buffer a caller should lend [`Session::poll_transmit`]. Every command fits it:
-/// credentials are bounded by `spec::CREDENTIAL_LEN_MAX` and base64 grows them by 4/3.
-pub const TX_BUF_LEN: usize = 16 * 1024;
-
-/// RFC 2177: clients must re-issue IDLE at least every 29 minutes or the server may log
-/// them off. The refresh interval must stay below this.
-pub const IDLE_REFRESH_LIMIT: Duration = Duration::from_secs(29 * 60);
-
-/// How one session runs: its timing (every duration is a named, documented limit) and
-/// its TLS record layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SessionConfig {
-    /// How long IDLE runs before DONE and IDLE again. Must be below [`IDLE_REFRESH_LIMIT`].
-    pub idle_refresh: Duration,
-    /// Up to this much is taken off `idle_refresh`, per session, so refreshes of sessions
-    /// started together spread out.
-    pub idle_refresh_jitter: Duration,
-    /// NOOP interval for servers without IDLE.
-    pub poll_interval: Duration,
-    /// TCP connect deadline.
-    pub connect_timeout: Duration,
-    /// Deadline for the greeting, CAPABILITY, STARTTLS, the TLS handshake, EXAMINE, the `+`
-    /// after IDLE, the answer to DONE and NOOP.
-    pub response_timeout: Duration,
-    /// Deadline for the answer to LOGIN or AUTHENTICATE (servers delay failed logins).
-    pub login_timeout: Duration,
-    /// How long a LOGOUT may take before the connection is simply closed.
-    pub logout_timeout: Duration,
-    /// How long a response that has started arriving may take to complete. Bounds what a
-    /// slow-drip server can hold: a lent buffer, for this long at most.
-    pub partial_response_timeout: Duration,
-    /// After the TLS handshake, keep only the record keys and run our own record layer
-    /// (see `engine::tls`): under 1 KB of user space per idle TLS session. `false` keeps
-    /// rustls for the whole session (about 6 to 8 KB).
-    pub tls_compact: bool,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        SessionConfig {
-            idle_refresh: Duration::from_secs(24 * 60),
-            idle_refresh_jitter: Duration::from_secs(2 * 60),
-            poll_interval: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(15),
-            response_timeout: Duration::from_secs(30),
-            login_timeout: Duration::from_secs(60),
-            logout_timeout: Duration::from_secs(5),
-            partial_response_timeout: Duration::from_secs(60),
-            tls_compact: true,
-        }
-    }
-}
-
-/// Why a [`SessionConfig`] was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConfigError {
-    /// `idle_refresh` is not below [`IDLE_REFRESH_LIMIT`], or is zero.
-    IdleRefresh,
-    /// `idle_refresh_jitter` is not below `idle_refresh`.
-    IdleRefreshJitter,
-    /// A timeout or interval is zero.
-    ZeroDuration,
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ConfigError::IdleRefresh => "idle refresh must be above zero and below 29 minutes",
-            ConfigError::IdleRefreshJitter => "idle refresh jitter must be below the refresh",
-            ConfigError::ZeroDuration => "timeouts and intervals must be above zero",
-        })
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl SessionConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.idle_refresh.is_zero() || self.idle_refresh >= IDLE_REFRESH_LIMIT {
-            return Err(ConfigError::IdleRefresh);
-        }
-        if self.idle_refresh_jitter >= self.idle_refresh {
-            return Err(ConfigError::IdleRefreshJitter);
-        }
-        let all = [
-            self.poll_interval,
-            self.connect_timeout,
-            self.response_timeout,
-            self.login_timeout,
-            self.logout_timeout,
-            self.partial_response_timeout,
-        ];
-        if all.iter().any(|d| d.is_zero()) {
-            return Err(ConfigError::ZeroDuration);
-        }
-        Ok(())
-    }
-}
-
-/// What a session reports. Past-tense facts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SessionEvent {
-    /// The mailbox is open and watched (IDLE accepted, or NOOP polling started).
-    Ready(Ready),
-    /// The message count of watched mailbox `mailbox` (0 is the selected one, then the
-    /// others in the order given) rose to `exists`. With a filter, only when a new message
-    /// of the selected mailbox matched it. `preview` is set only for the selected mailbox
-    /// of a session that asked for previews, and holds the newest matching messages.
-    NewMail {
-        mailbox: usize,
-        exists: u32,
-        preview: Option<Box<Preview>>,
-    },
-    /// The session is over. Always the last event.
-    Ended(EndReason),
-}
-
-/// What is known once a session is ready.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ready {
-    /// The server offers IDLE (else the session polls with NOOP).
-    pub idle: bool,
-    /// The server offers NOTIFY (RFC 5465).
-    pub notify: bool,
-    pub exists: u32,
-    pub uidvalidity: u32,
-    pub uidnext: u32,
-}
-
-/// Where the conversation stands. Names follow RFC 3501's states where one exists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Waiting for the transport.
-    Connecting,
-    /// Waiting for the server greeting.
-    Greeting,
-    /// CAPABILITY sent; `then` says what follows.
-    Capability {
-        then: AfterCapability,
-    },
-    /// STARTTLS sent.
-    StartTls,
-    /// STARTTLS accepted; the caller runs the TLS handshake.
-    TlsHandshake,
-    /// LOGIN or AUTHENTICATE sent.
-    Authenticating,
-    /// ID sent (RFC 2971), when the server offers it.
-    Id,
-    /// EXAMINE sent.
-    Examining,
-    /// STATUS sent for the other mailbox `index`.
-    Status {
-        index: u8,
-        purpose: StatusPurpose,
-    },
-    /// NOTIFY SET sent.
-    Notify,
-    /// IDLE sent, waiting for `+`.
-    IdleStarting,
-    /// In IDLE.
-    Idling,
-    /// DONE sent, waiting for IDLE's tagged OK.
-    IdleDone,
-    /// NOOP sent.
-    Noop,
-    /// `UID FETCH` of new messages' header fields sent (filter or preview).
-    Fetching,
-    /// Waiting for the next NOOP.
-    PollWait,
-    /// LOGOUT sent.
-    LoggingOut,
-    Ended,
-}
-
-/// Why a round of STATUS commands runs, which says what follows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StatusPurpose {
-    /// Baselines at setup; a missing mailbox fails the session.
-    Setup,
-    /// Polling a server without NOTIFY.
-    Poll,
-    /// Catching up after NOTIFICATIONOVERFLOW, before NOTIFY SET again.
-    Resync,
-}
-
-/// What follows the tagged OK that answers DONE.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AfterDone {
-    Idle,
-    StatusPoll,
-    Resync,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AfterCapability {
-    /// Not authenticated yet: STARTTLS or log in.
-    Login,
-    /// Authenticated: EXAMINE.
-    Examine,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum CommandKind {
-    Capability,
-    StartTls,
-    Auth,
-    Id,
-    Examine,
-    Status(u8),
-    Notify,
-    Idle,
-    Noop,
-    Fetch,
-    Logout,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Tx {
-    /// A tagged command, from the given part on (parts are split at sync-literal waits).
-    Command {
-        kind: CommandKind,
-        tag: u32,
-        part: u8,
-    },
-    Done,
-    /// Answers a SASL error challenge so the server sends its tagged NO.
-    SaslCancel,
-}
-
-/// `auth_next_part` once the SASL exchange has been cancelled.
-const SASL_CANCELLED: u8 = u8::MAX;
-
-/// Most items queued for transmission at once (DONE followed by LOGOUT).
-const TX_QUEUE_LEN: usize = 2;
-
-#[derive(Clone, Copy, Debug, Default)]
-struct TxQueue {
-    items: [Option<Tx>; TX_QUEUE_LEN],
-}
-
-impl TxQueue {
-    /// Queues `tx`; false if the queue is full, which only a peer that makes us answer
-    /// faster than we send can cause.
-    #[must_use]
-    fn push(&mut self, tx: Tx) -> bool {
-        match self.items.iter_mut().find(|slot| slot.is_none()) {
-            Some(slot) => {
-                *slot = Some(tx);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn front(&self) -> Option<Tx> {
-        self.items[0]
-    }
-
-    /// The command with `tag` is still waiting to be sent.
-    fn holds_command(&self, tag: u32) -> bool {
-        self.items
-            .iter()
-            .any(|tx| matches!(tx, Some(Tx::Command { tag: t, part: 0, .. }) if *t == tag))
-    }
-
-    fn pop(&mut self) {
-        self.items.rotate_left(1);
-        self.items[TX_QUEUE_LEN - 1] = None;
-    }
-
-    fn clear(&mut self) {
-        self.items = [None; TX_QUEUE_LEN];
-    }
-
-    /// Drops queued commands that are not sent yet, keeping a queued DONE.
-    fn clear_commands(&mut self) {
-        let done = self.items.contains(&Some(Tx::Done));
-        self.clear();
-        if done {
-            self.items[0] = Some(Tx::Done);
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AuthMechanism {
-    Login,
-    Plain,
-    XOAuth2,
-    OAuthBearer,
-}
 
 /// What a session needs only until the mailbox is open. Dropped (and its secret zeroized)
 /// as soon as it is no longer needed.
@@ -360,16 +73,6 @@ struct Setup {
     secret: Option<Secret>,
     /// The selected mailbox, as sent on the wire.
     mailbox: Vec<u8>,
-}
-
-#[derive(Debug, Default)]
-struct Outbox {
-    ready: Option<Ready>,
-    /// Bit `i`: watched mailbox `i` has new mail to report.
-    new_mail: u32,
-    /// Goes with bit 0's report. Allocated only when a fetch found messages to preview.
-    preview: Option<Box<Preview>>,
-    ended: Option<EndReason>,
 }
 
 /// One IMAP session. See the module docs for the order in which to call its methods.
@@ -418,6 +121,9 @@ pub struct Session {
     tx: TxQueue,
     events: Outbox,
     framer: Framer,
+    /// The framer is passing over a response with a literal the session does not want
+    /// (see `literal_unwanted`): its bytes are counted down and dropped, never buffered.
+    skipping: bool,
     setup: Option<Box<Setup>>,
     /// A partial response, in a buffer lent by the caller's pool.
     pending: Option<Vec<u8>>,
@@ -487,6 +193,7 @@ impl Session {
             tx: TxQueue::default(),
             events: Outbox::default(),
             framer: Framer::new(),
+            skipping: false,
             setup: Some(Box::new(Setup {
                 host: spec.host,
                 port: spec.port,
@@ -607,7 +314,9 @@ impl Session {
                 buf.drain(..used);
                 if buf.is_empty() || self.phase == Phase::Ended {
                     pool.give(buf);
-                    self.timers.stop(TimerKind::Partial);
+                    if !self.skipping {
+                        self.timers.stop(TimerKind::Partial);
+                    }
                 } else {
                     if used > 0 {
                         // A new response started: it gets its own deadline.
@@ -706,37 +415,6 @@ impl Session {
         written
     }
 
-    /// The next event, oldest first. [`SessionEvent::Ended`] is always last.
-    pub fn poll_event(&mut self) -> Option<SessionEvent> {
-        if self.held_ready.is_some() {
-            // Nothing but the end is reported before Ready.
-            return self.events.ended.take().map(SessionEvent::Ended);
-        }
-        if let Some(ready) = self.events.ready.take() {
-            return Some(SessionEvent::Ready(ready));
-        }
-        if self.events.new_mail != 0 {
-            let mailbox = self.events.new_mail.trailing_zeros() as usize;
-            self.events.new_mail &= !(1 << mailbox);
-            let (exists, preview) = match mailbox {
-                0 => (self.exists, self.events.preview.take()),
-                i => (
-                    self.others
-                        .as_deref()
-                        .and_then(|o| o.get(i - 1))
-                        .map_or(0, Other::messages),
-                    None,
-                ),
-            };
-            return Some(SessionEvent::NewMail {
-                mailbox,
-                exists,
-                preview,
-            });
-        }
-        self.events.ended.take().map(SessionEvent::Ended)
-    }
-
     /// The earliest deadline, or [`Tick::NEVER`].
     pub fn poll_timeout(&self) -> Tick {
         self.timers.earliest()
@@ -750,30 +428,6 @@ impl Session {
     }
 
     // ---- internals: receiving ----
-
-    /// Frames and handles every complete response at the start of `bytes`; returns how many
-    /// bytes were used.
-    fn consume(&mut self, now: Tick, bytes: &[u8]) -> usize {
-        let mut at = 0;
-        while self.phase != Phase::Ended {
-            match self.framer.advance(&bytes[at..]) {
-                Ok(Frame::Complete { len }) => {
-                    let message = &bytes[at..at + len];
-                    at += len;
-                    match parse_response(message) {
-                        Ok(response) => self.on_response(now, response),
-                        Err(e) => self.end(EndReason::Protocol(ProtocolError::Parse(e))),
-                    }
-                    if self.phase == Phase::TlsHandshake && at < bytes.len() {
-                        self.end(EndReason::Protocol(ProtocolError::StartTlsInjection));
-                    }
-                }
-                Ok(Frame::Incomplete) => break,
-                Err(e) => self.end(EndReason::Protocol(ProtocolError::Frame(e))),
-            }
-        }
-        at
-    }
 
     fn on_response(&mut self, now: Tick, response: Response<'_>) {
         match response {
@@ -1231,25 +885,7 @@ impl Session {
             self.setup.as_ref().and_then(|s| s.secret.as_ref()),
             Some(Secret::OAuth2Token(_))
         );
-        let mechanism = if oauth {
-            if self.caps.has(Caps::AUTH_OAUTHBEARER) {
-                Some(AuthMechanism::OAuthBearer)
-            } else if self.caps.has(Caps::AUTH_XOAUTH2) {
-                Some(AuthMechanism::XOAuth2)
-            } else {
-                None
-            }
-        } else if self.caps.has(Caps::AUTH_PLAIN) && self.caps.has(Caps::SASL_IR) {
-            // One round trip, and base64 sidesteps every quoting question.
-            Some(AuthMechanism::Plain)
-        } else if !self.caps.has(Caps::LOGINDISABLED) {
-            // One round trip with LITERAL+, where PLAIN without SASL-IR takes two.
-            Some(AuthMechanism::Login)
-        } else if self.caps.has(Caps::AUTH_PLAIN) {
-            Some(AuthMechanism::Plain)
-        } else {
-            None
-        };
+        let mechanism = auth::choose(self.caps, oauth);
         let Some(mechanism) = mechanism else {
             return self.end(EndReason::AuthUnavailable);
         };
@@ -1334,196 +970,4 @@ impl Session {
             setup.secret = None;
         }
     }
-
-    // ---- internals: encoding ----
-
-    fn write_tx(&mut self, tx: Tx, out: &mut [u8]) -> Result<usize, EncodeError> {
-        let (kind, tag, part) = match tx {
-            Tx::Done => return copy_into(DONE, out),
-            Tx::SaslCancel => {
-                // Each mechanism's way to acknowledge an error challenge (RFC 7628 §3.2.3,
-                // Google's XOAUTH2); a generic cancel (RFC 3501 §6.2.2) otherwise.
-                let ack = match self.auth {
-                    AuthMechanism::XOAuth2 => XOAUTH2_ERROR_ACK,
-                    AuthMechanism::OAuthBearer => OAUTHBEARER_ERROR_ACK,
-                    AuthMechanism::Login | AuthMechanism::Plain => SASL_CANCEL,
-                };
-                return copy_into(ack, out);
-            }
-            Tx::Command { kind, tag, part } => (kind, tag, part),
-        };
-        let encoded = self.encode_command(kind, tag, out)?;
-        if kind != CommandKind::Auth {
-            return Ok(encoded.len);
-        }
-        // Split the login at its sync points: part `p` runs from wait `p-1` to wait `p`.
-        let waits = encoded.waits();
-        self.auth_parts = waits.len() as u8 + 1;
-        let start = if part == 0 {
-            0
-        } else {
-            waits[usize::from(part) - 1]
-        };
-        let end = waits.get(usize::from(part)).copied().unwrap_or(encoded.len);
-        out.copy_within(start..end, 0);
-        // Whatever was encoded beyond this part must not linger in the caller's buffer.
-        out[end - start..encoded.len].fill(0);
-        Ok(end - start)
-    }
-
-    fn encode_command(
-        &self,
-        kind: CommandKind,
-        tag: u32,
-        out: &mut [u8],
-    ) -> Result<Encoded, EncodeError> {
-        let setup = self.setup.as_deref();
-        let command = match kind {
-            CommandKind::Capability => Command::Capability,
-            CommandKind::StartTls => Command::StartTls,
-            CommandKind::Idle => Command::Idle,
-            CommandKind::Noop => Command::Noop,
-            CommandKind::Logout => Command::Logout,
-            CommandKind::Examine => Command::Examine {
-                mailbox: setup.map_or(&b"INBOX"[..], |s| &s.mailbox[..]),
-            },
-            CommandKind::Id => Command::Id { pairs: ID_PAIRS },
-            CommandKind::Status(i) => Command::Status {
-                mailbox: self
-                    .others
-                    .as_deref()
-                    .and_then(|o| o.get(usize::from(i)))
-                    .map_or(&b"INBOX"[..], |o| &o.wire[..]),
-                items: StatusRequest {
-                    messages: true,
-                    uidnext: true,
-                    ..StatusRequest::default()
-                },
-            },
-            CommandKind::Fetch => {
-                let plan = self.plan.as_deref().ok_or(EncodeError::Unencodable {
-                    field: "header fields",
-                })?;
-                let mut names: [&[u8]; FETCH_FIELDS_MAX] = [&[]; FETCH_FIELDS_MAX];
-                let mut count = 0;
-                for (slot, field) in names.iter_mut().zip(plan.fields()) {
-                    *slot = field;
-                    count += 1;
-                }
-                return encode(
-                    tag,
-                    &Command::UidFetchHeaders {
-                        from_uid: plan.first_uid(),
-                        fields: &names[..count],
-                        octets_max: HEADER_BLOCK_LEN_MAX,
-                    },
-                    self.literal_mode(),
-                    out,
-                );
-            }
-            CommandKind::Notify => {
-                let mut names: [&[u8]; MAILBOXES_MAX] = [&[]; MAILBOXES_MAX];
-                let others = self.others.as_deref().unwrap_or(&[]);
-                for (slot, other) in names.iter_mut().zip(others) {
-                    *slot = &other.wire;
-                }
-                let count = others.len().min(MAILBOXES_MAX);
-                // Dovecot 2.3 never reports a mailbox that NOTIFY names in modified UTF-7
-                // (tests/mailboxes.rs shows it), so such a set is watched as PERSONAL and
-                // the STATUS responses are matched to our mailboxes by name.
-                let personal = others.iter().any(|o| o.wire.contains(&b'&'));
-                return encode(
-                    tag,
-                    &Command::Notify {
-                        mailboxes: &names[..count],
-                        personal,
-                    },
-                    self.literal_mode(),
-                    out,
-                );
-            }
-            CommandKind::Auth => {
-                let setup = setup.ok_or(EncodeError::Unencodable {
-                    field: "credentials",
-                })?;
-                let secret = setup
-                    .secret
-                    .as_ref()
-                    .ok_or(EncodeError::Unencodable {
-                        field: "credentials",
-                    })?
-                    .bytes();
-                let username = setup.username.as_bytes();
-                let sasl_ir = self.caps.has(Caps::SASL_IR);
-                match self.auth {
-                    AuthMechanism::Login => Command::Login {
-                        username,
-                        password: secret,
-                    },
-                    AuthMechanism::Plain => Command::Authenticate {
-                        mechanism: Sasl::Plain {
-                            username,
-                            password: secret,
-                        },
-                        sasl_ir,
-                    },
-                    AuthMechanism::XOAuth2 => Command::Authenticate {
-                        mechanism: Sasl::XOAuth2 {
-                            username,
-                            token: secret,
-                        },
-                        sasl_ir,
-                    },
-                    AuthMechanism::OAuthBearer => Command::Authenticate {
-                        mechanism: Sasl::OAuthBearer {
-                            username,
-                            host: setup.host.as_bytes(),
-                            port: setup.port,
-                            token: secret,
-                        },
-                        sasl_ir,
-                    },
-                }
-            }
-        };
-        encode(tag, &command, self.literal_mode(), out)
-    }
-
-    fn literal_mode(&self) -> LiteralMode {
-        if self.caps.has(Caps::LITERAL_PLUS) {
-            LiteralMode::NonSync
-        } else if self.caps.has(Caps::LITERAL_MINUS) {
-            // RFC 7888: non-synchronizing up to 4096 bytes, synchronizing above.
-            LiteralMode::LiteralMinus
-        } else {
-            LiteralMode::Sync
-        }
-    }
-
-    fn after_transmit(&mut self, tx: Tx) {
-        let Tx::Command { kind, part, .. } = tx else {
-            return;
-        };
-        match kind {
-            CommandKind::Auth => {
-                self.auth_next_part = part + 1;
-                if self.auth_next_part >= self.auth_parts {
-                    // The whole login has been handed out: nothing needs the secret any more.
-                    self.wipe_secret();
-                }
-            }
-            CommandKind::Examine => self.setup = None,
-            _ => {}
-        }
-    }
-}
-
-fn copy_into(bytes: &[u8], out: &mut [u8]) -> Result<usize, EncodeError> {
-    let dst = out
-        .get_mut(..bytes.len())
-        .ok_or(EncodeError::BufferTooSmall {
-            needed: bytes.len(),
-        })?;
-    dst.copy_from_slice(bytes);
-    Ok(bytes.len())
 }

@@ -35,6 +35,7 @@ use rustls::{ClientConfig, RootCertStore, SupportedCipherSuite};
 use crate::reason::TlsFailure;
 
 pub mod compact;
+#[cfg(feature = "fuzz-check")]
 #[doc(hidden)]
 pub mod fuzz_check;
 pub mod record;

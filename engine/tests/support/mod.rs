@@ -8,7 +8,7 @@ use engine::pool::BufPool;
 use engine::session::{Session, SessionConfig, SessionEvent, TX_BUF_LEN};
 use engine::{Tick, WatchSpec};
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub enum Split {
     Whole,
     Bytes,

@@ -10,8 +10,8 @@
 
 use std::borrow::Cow;
 
-/// Longest unfolded field value kept for decoding; the rest is ignored. The session asks
-/// the server for at most `HEADER_BLOCK_LEN_MAX` octets of header per message anyway.
+/// Longest unfolded field value kept for decoding; the rest is ignored. A client asks
+/// the server for a bounded header block per message anyway (the engine: `HEADER_BLOCK_LEN_MAX`).
 pub const FIELD_RAW_LEN_MAX: usize = 16 * 1024;
 
 /// What one FETCH response carried.
