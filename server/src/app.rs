@@ -474,6 +474,12 @@ impl Owner {
         for (name, n) in [
             ("imap_push_reactor_loop_turns_total", engine.loop_turns),
             ("imap_push_reactor_stale_events_total", engine.stale_events),
+            // Events a reactor offered while the event queue was full and kept for its next
+            // turn: the owner thread is not keeping up.
+            (
+                "imap_push_reactor_events_deferred_total",
+                engine.events_deferred,
+            ),
         ] {
             let _ = writeln!(text, "# TYPE {name} counter");
             let _ = writeln!(text, "{name} {n}");

@@ -371,6 +371,14 @@ fn limits_and_policies_produce_their_codes() {
     assert!((1..=31).contains(&retry), "{retry}");
     let metrics = http(addr, "GET", "/metrics", "", auth);
     assert_eq!(metrics.status, 200);
+    // The engine's back-pressure counter is exported (nothing was deferred here).
+    assert!(
+        metrics
+            .body
+            .contains("imap_push_reactor_events_deferred_total 0"),
+        "{}",
+        metrics.body
+    );
     assert!(
         metrics
             .body
