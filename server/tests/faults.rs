@@ -502,16 +502,33 @@ fn giant_line_is_a_protocol_error() {
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
+/// A literal the session never reads (here 100 MB in an unsolicited FETCH) is counted down
+/// as it arrives and dropped (Framer::skip), never buffered and no longer a protocol error:
+/// the proxy reads all of it at once, the subscription stays idle and its app is told
+/// nothing. (A response left unfinished after it still meets the partial-response
+/// deadline: engine/tests/transcripts.rs, in virtual time.)
 #[test]
-fn giant_literal_is_a_protocol_error() {
-    let (_, took) = hostile(
-        "giant literal",
-        Mode::Good,
-        Some(Act::GiantLiteral),
-        1440,
-        &["protocol_error"],
+fn a_giant_unwanted_literal_is_counted_down_not_fatal() {
+    let rig = Rig::start(|_| {});
+    let control = rig.register("control");
+    let id = rig.register("hostile");
+    rig.imap.act("hostile", Act::GiantLiteral);
+    let reports = rig.imap.reports("hostile", 1, PUSH_WAIT);
+    assert_eq!(reports.len(), 1, "no report of the giant literal");
+    assert_eq!(reports[0].error, None, "{:?}", reports[0]);
+    assert_eq!(
+        reports[0].accepted, GIANT,
+        "the proxy stopped reading: {:?}",
+        reports[0]
     );
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_idle(
+        rig.api(),
+        &id,
+        "the subscription that got the giant literal",
+    );
+    let reconnects = wait_path(&rig.sink, "/re/hostile", 0, Duration::ZERO);
+    assert!(reconnects.is_empty(), "its app was told to reconnect");
+    rig.assert_control_unaffected(&control, 1);
 }
 
 #[test]
@@ -916,9 +933,8 @@ fn rss_stays_bounded_under_every_hostile_server() {
     let sink = Sink::start();
     let server = Server::start(&dir.0, 2);
     let api = server.addr;
-    let acts: [(&str, Act, &[&str]); 6] = [
+    let acts: [(&str, Act, &[&str]); 5] = [
         ("giant_line", Act::GiantLine, &["protocol_error"]),
-        ("giant_literal", Act::GiantLiteral, &["protocol_error"]),
         (
             "continuation",
             Act::EndlessContinuation,
@@ -939,6 +955,8 @@ fn rss_stays_bounded_under_every_hostile_server() {
     }
     let drip = register(api, imap.port, "drip", &sink);
     let flood = register(api, imap.port, "flood", &sink);
+    // A giant literal nobody reads is skipped as it arrives: this session survives.
+    let literal = register(api, imap.port, "giant_literal", &sink);
     // Warm up the push path once, so its first-use allocations are not counted.
     imap.act("control", Act::Exists(1));
     assert_eq!(
@@ -963,6 +981,7 @@ fn rss_stays_bounded_under_every_hostile_server() {
             lasting: Duration::from_secs(6),
         },
     );
+    imap.act("giant_literal", Act::GiantLiteral);
     imap.act(
         "flood",
         Act::Flood {
@@ -986,6 +1005,7 @@ fn rss_stays_bounded_under_every_hostile_server() {
     }
     let flood_report = imap.reports("flood", 1, Duration::from_secs(20));
     let drip_report = imap.reports("drip", 1, Duration::from_secs(10));
+    let literal_report = imap.reports("giant_literal", 1, Duration::from_secs(20));
     thread::sleep(Duration::from_millis(500));
     let rss_after = server.rss();
     let rss_peak = peak.finish().max(rss_after);
@@ -995,7 +1015,7 @@ fn rss_stays_bounded_under_every_hostile_server() {
         let n = wait_path(&sink, &format!("/re/{user}"), 0, Duration::ZERO).len();
         assert_eq!(n, 1, "{user}: {n} reconnect pushes");
     }
-    for user in ["control", "drip", "flood"] {
+    for user in ["control", "drip", "flood", "giant_literal"] {
         let n = wait_path(&sink, &format!("/re/{user}"), 0, Duration::ZERO).len();
         assert_eq!(n, 0, "{user} was told to reconnect");
     }
@@ -1005,6 +1025,9 @@ fn rss_stays_bounded_under_every_hostile_server() {
     assert_idle(api, &control, "control");
     assert_idle(api, &drip, "drip (under 60 s of dripping)");
     assert_idle(api, &flood, "flood (valid responses)");
+    assert_idle(api, &literal, "giant_literal (skipped, not buffered)");
+    assert_eq!(literal_report[0].error, None, "the literal was cut short");
+    assert_eq!(literal_report[0].accepted, GIANT, "{literal_report:?}");
     assert_eq!(flood_report[0].error, None, "the flood was cut short");
     assert_eq!(flood_report[0].accepted, GIANT, "{flood_report:?}");
     assert_eq!(drip_report[0].error, None, "the drip was cut short");
@@ -1017,7 +1040,11 @@ fn rss_stays_bounded_under_every_hostile_server() {
 
     let mut offered = 0;
     let mut accepted = 0;
-    for user in acts.iter().map(|(u, _, _)| *u).chain(["drip", "flood"]) {
+    for user in acts
+        .iter()
+        .map(|(u, _, _)| *u)
+        .chain(["drip", "flood", "giant_literal"])
+    {
         for r in imap.reports_now(user) {
             eprintln!(
                 "rss test: {user}: {} accepted {:.2} MiB of {:.2} MiB offered in {:?} ({:?})",
