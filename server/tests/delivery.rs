@@ -6,7 +6,7 @@
 
 use crossbeam_channel::Receiver;
 use imap_push_proxy::delivery::{
-    minimal_payload, Delivery, DeliveryConfig, PushSubscription, Report,
+    minimal_payload, Delivery, DeliveryConfig, PushJob, PushSubscription, Report,
 };
 use push::testing::{Recorded, Sink, Subscriber};
 use push::{message, Backoff, Kind, PushTarget, Sender, SenderConfig};
@@ -456,6 +456,51 @@ fn forget_drops_pending_new_mail() {
     assert_eq!(h.sink.requests().len(), 1);
     let stats = h.delivery.stats();
     assert_eq!((stats.dropped, stats.queue_depth), (1, 0));
+}
+
+/// The owner's way in: one offer past `queue_max` is handed back at once, whole, and
+/// counted; offered again once a job has ended, it goes out.
+#[test]
+fn an_offer_one_past_the_queue_bound_is_handed_back_at_once() {
+    let h = Harness::start(DeliveryConfig {
+        queue_max: 2,
+        ..config()
+    });
+    h.sink.set_delay("/slow", MS(500));
+    let subs: Vec<_> = (0..3)
+        .map(|i| h.subscription(&format!("offer{i}"), "/slow"))
+        .collect();
+    let reconnect = |i: usize| PushJob::Reconnect {
+        push: Arc::clone(&subs[i]),
+        reason: "auth_failed",
+    };
+    assert!(h.delivery.offer(reconnect(0)).is_ok());
+    assert!(h.delivery.offer(reconnect(1)).is_ok());
+    let start = Instant::now();
+    let back = h
+        .delivery
+        .offer(reconnect(2))
+        .expect_err("one past the bound");
+    assert!(
+        start.elapsed() < MS(100),
+        "not waited for: {:?}",
+        start.elapsed()
+    );
+    assert!(matches!(&back, PushJob::Reconnect { push, .. } if push.id == "offer2"));
+    let stats = h.delivery.stats();
+    assert_eq!(
+        (stats.offers_refused, stats.queue_depth),
+        (1, 2),
+        "{stats:?}"
+    );
+    assert!(stats
+        .prometheus()
+        .contains("imap_push_delivery_offers_refused_total 1"));
+    assert!(matches!(h.report(), Report::Delivered { .. }));
+    assert!(h.delivery.offer(back).is_ok(), "room again");
+    assert!(matches!(h.report(), Report::Delivered { .. }));
+    assert!(matches!(h.report(), Report::Delivered { .. }));
+    assert_eq!(h.sink.wait_for(3, WAIT).len(), 3);
 }
 
 #[test]

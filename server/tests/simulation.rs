@@ -9,6 +9,8 @@
 //! What the simulated push pool stands for: the delivery pool's net outcome per job
 //! (delivered, given up, gone) after its own retries, 429 waits and timeouts, which are
 //! modelled as delays. The retry rules themselves are still in `server/src/delivery/`.
+//! The pool's queue is now and then full for a while: it hands offers back
+//! (`Input::PushRefused`), as `Delivery::offer` does, and the core holds them.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
@@ -168,6 +170,10 @@ struct Sim {
     pushes: u64,
     /// What happened, for the summary: 201s, 204s, reconnect and restart pushes.
     tally: Tally,
+    /// The simulated pool's queue is full until then: it hands offers back.
+    pool_full_until_ms: u64,
+    /// After `Input::Shutdown` the pool takes everything (the real owner stops offering).
+    shutting_down: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -176,6 +182,8 @@ struct Tally {
     deleted: u64,
     reconnects: u64,
     restarts: u64,
+    /// Offers the full pool handed back.
+    refused: u64,
 }
 
 impl std::ops::AddAssign for Tally {
@@ -184,6 +192,7 @@ impl std::ops::AddAssign for Tally {
         self.deleted += o.deleted;
         self.reconnects += o.reconnects;
         self.restarts += o.restarts;
+        self.refused += o.refused;
     }
 }
 
@@ -242,6 +251,8 @@ impl Sim {
             crashes: 0,
             pushes: 0,
             tally: Tally::default(),
+            pool_full_until_ms: 0,
+            shutting_down: false,
         };
         sim.at(0, Event::Client);
         sim
@@ -284,6 +295,7 @@ impl Sim {
             self.step()?;
             self.check()?;
         }
+        self.shutting_down = true;
         self.input(Input::Shutdown);
         self.sessions.clear();
         self.settle_ended_at_shutdown();
@@ -794,6 +806,21 @@ impl Sim {
         self.at(delay, Event::PushDone { report, restart });
     }
 
+    /// Whether the pool's queue is full: now and then, for up to two seconds.
+    fn pool_refuses(&mut self) -> bool {
+        if self.shutting_down {
+            return false;
+        }
+        if self.now_ms < self.pool_full_until_ms {
+            return true;
+        }
+        if self.rng.chance(2) {
+            self.pool_full_until_ms = self.now_ms + self.rng.between(1, 2_000);
+            return true;
+        }
+        false
+    }
+
     fn push_done(&mut self, report: Report, restart: bool) {
         let id = match &report {
             Report::Gone { subscription } => {
@@ -864,6 +891,12 @@ impl Sim {
                     self.journal(id, JournalOp::Remove(ticket), None);
                 }
                 Output::Push(job) => {
+                    if self.pool_refuses() {
+                        self.tally.refused += 1;
+                        let now = self.now();
+                        self.core.handle(Input::PushRefused(job), now, None);
+                        continue;
+                    }
                     if let Some(id) = job_subscription(&job) {
                         if self.deleted.contains(id) {
                             panic!("a push for {id} after its DELETE: {job:?}");

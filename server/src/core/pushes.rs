@@ -78,6 +78,9 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             return;
         }
         self.shut_down = true;
+        // Held pushes are older than the shutdown pushes: they go first, due or not.
+        let held = self.held.take_all();
+        self.out.extend(held.into_iter().map(super::Output::Push));
         for id in self.registry.ids() {
             let Some(sub) = self.registry.remove(&id) else {
                 continue;

@@ -15,7 +15,7 @@ use super::job::{decide, Job, Next, Slot, What};
 use super::metrics::Metrics;
 use super::origins::{Class, OriginQueues};
 use super::permits::Permits;
-use super::{origin_cap, Command, DeliveryConfig, PushSubscription, Report};
+use super::{origin_cap, Command, DeliveryConfig, PushJob, PushSubscription, Report};
 
 /// Timers fired per scheduler turn, so a flood of expirations cannot starve
 /// commands and completions.
@@ -252,13 +252,13 @@ impl Scheduler {
 
     pub(super) fn handle_command(&mut self, command: Command, now: Instant) {
         match command {
-            Command::NewMail {
-                sub,
+            Command::Job(PushJob::NewMail {
+                push: sub,
                 mailbox,
                 exists,
                 preview,
                 event_at,
-            } => {
+            }) => {
                 let what = What::NewMail {
                     mailbox,
                     exists,
@@ -267,12 +267,15 @@ impl Scheduler {
                 };
                 self.handle_new_mail(sub, what, now);
             }
-            Command::Reconnect { sub, reason } => {
+            Command::Job(PushJob::Reconnect { push: sub, reason }) => {
                 self.drop_pending(&sub.id, false);
+                let reason = reason.to_owned();
                 let job = Job::new(sub, What::Reconnect { reason }, 0);
                 self.queue_reconnect(job, false);
             }
-            Command::Forget { subscription } => self.drop_pending(&subscription, true),
+            Command::Job(PushJob::Forget { subscription }) => {
+                self.drop_pending(&subscription, true);
+            }
             Command::Shutdown { deadline } => self.begin_shutdown(deadline, now),
         }
     }
