@@ -13,6 +13,7 @@ use crate::api::{parse_registration, ApiError, Registration};
 use crate::delivery::PushSubscription;
 use crate::destination::{is_public, normalize_host};
 use crate::error_code::ErrorCode;
+use crate::id::SubscriptionId;
 use crate::registry::{State as SubState, Subscription};
 use crate::resolution::{Checks, Progress, Refusal, Target};
 
@@ -261,7 +262,8 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         let Some(random) = random else {
             return Err((request, ApiError::new(ErrorCode::Internal, "no randomness")));
         };
-        let id: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        // Still kept as its hex text inside the server (see `crate::id`).
+        let id = SubscriptionId::from_bytes(random).to_string();
         // A registration of a key that is live already does not end the live one here: it
         // logs in beside it and replaces it only once ready (see `crate::replacement`).
         let wait = match self
