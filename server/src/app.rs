@@ -665,7 +665,7 @@ mod tests {
     fn the_report_queue_refuses_one_past_its_bound() {
         let (tx, _rx) = report_channel();
         let report = || Report::Gone {
-            subscription: "a".into(),
+            subscription: crate::id::SubscriptionId::from_bytes([7; 16]),
         };
         holds_exactly(&tx, REPORTS_QUEUE_MAX, report);
     }

@@ -92,6 +92,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::id::SubscriptionId;
 use job::Job;
 use metrics::Metrics;
 use permits::{CloseOnExit, Closed, Permits};
@@ -126,7 +127,7 @@ pub enum PushJob {
         reason: &'static str,
     },
     /// Drop the pending new mail of a deleted or replaced subscription.
-    Forget { subscription: String },
+    Forget { subscription: SubscriptionId },
 }
 
 impl PushJob {
@@ -176,7 +177,7 @@ impl Default for DeliveryConfig {
 pub struct PushSubscription {
     /// The public subscription id: a capability (GET and DELETE need nothing else), so
     /// it goes only into payloads encrypted to the device ([`push::message::About::new`]).
-    pub id: String,
+    pub id: SubscriptionId,
     pub new_mail: PushTarget,
     pub reconnect: PushTarget,
     /// The app's own label, carried back in every payload.
@@ -190,7 +191,7 @@ impl PushSubscription {
     /// `now_unix` seeds the SimplePush version, so a server restarted later
     /// (which builds the subscription again) still sends higher versions.
     pub fn new(
-        id: String,
+        id: SubscriptionId,
         new_mail: PushTarget,
         reconnect: PushTarget,
         now_unix: u64,
@@ -200,14 +201,14 @@ impl PushSubscription {
 
     /// [`PushSubscription::new`] with the app's `tag`.
     pub fn new_tagged(
-        id: String,
+        id: SubscriptionId,
         new_mail: PushTarget,
         reconnect: PushTarget,
         tag: Option<Tag>,
         now_unix: u64,
     ) -> Arc<Self> {
         Arc::new(Self {
-            topic: Topic::for_subscription(&id),
+            topic: Topic::for_subscription(&id.to_string()),
             id,
             new_mail,
             reconnect,
@@ -258,17 +259,15 @@ impl fmt::Debug for PushSubscription {
 pub enum Report {
     /// The push service answered 404 or 410: the subscription no longer
     /// exists. The server should close the IMAP session and forget it.
-    Gone {
-        subscription: String,
-    },
+    Gone { subscription: SubscriptionId },
     Delivered {
-        subscription: String,
+        subscription: SubscriptionId,
         kind: Kind,
     },
     /// Given up: rejected, redirected, still too large, unsendable, or the
     /// retry budget ran out.
     Failed {
-        subscription: String,
+        subscription: SubscriptionId,
         kind: Kind,
     },
 }
@@ -393,10 +392,10 @@ impl Delivery {
     /// Drops pending new mail (and any new-mail retry) for a deleted
     /// subscription. Queued reconnect pushes still go out. Blocks while the
     /// command queue is full.
-    pub fn forget(&self, subscription: &str) {
-        let _ = self.commands.send(Command::Job(PushJob::Forget {
-            subscription: subscription.to_owned(),
-        }));
+    pub fn forget(&self, subscription: SubscriptionId) {
+        let _ = self
+            .commands
+            .send(Command::Job(PushJob::Forget { subscription }));
     }
 
     /// Offers a job without waiting: `Err` hands it back when `queue_max` jobs are
@@ -527,7 +526,7 @@ mod tests {
 
     fn sub(id: &str) -> Arc<PushSubscription> {
         let target = PushTarget::web_push_unencrypted("https://push.example.net/x").unwrap();
-        PushSubscription::new(id.to_owned(), target.clone(), target, 1_000)
+        PushSubscription::new(crate::id::named(id), target.clone(), target, 1_000)
     }
 
     fn mail(sub: &Arc<PushSubscription>, exists: u32, event_at: Instant) -> Job {
@@ -554,7 +553,7 @@ mod tests {
         let (tx, _rx) = command_channel();
         let forget = || {
             Command::Job(PushJob::Forget {
-                subscription: "a".into(),
+                subscription: crate::id::named("a"),
             })
         };
         for i in 0..COMMANDS_QUEUE_MAX {
@@ -593,14 +592,15 @@ mod tests {
     #[test]
     fn previews_go_only_encrypted_and_merge_newest_first() {
         // Never in clear: a target without keys gets the plain payload.
-        let clear = previewed(&sub("s1"), "INBOX", 1);
+        let s1 = sub("s1");
+        let clear = previewed(&s1, "INBOX", 1);
         assert_eq!(
             clear.payload(),
-            message::new_mail(About::new("s1", None, false), "INBOX", 1)
+            message::new_mail(About::new(&s1.id.to_string(), None, false), "INBOX", 1)
         );
         let phone = push::testing::Subscriber::generate();
         let target = phone.target("https://push.example.net/x").unwrap();
-        let keyed = PushSubscription::new("s2".into(), target.clone(), target, 1_000);
+        let keyed = PushSubscription::new(crate::id::named("s2"), target.clone(), target, 1_000);
         let uids = |job: &Job| -> Vec<u64> {
             let v: serde_json::Value = serde_json::from_str(&job.payload()).unwrap();
             v["messages"]
@@ -639,7 +639,7 @@ mod tests {
         let s = sub("s1");
         let mut job = mail(&s, 7, Instant::now());
         assert!(job.payload().contains("\"exists\":7"));
-        assert!(!job.payload().contains("s1"));
+        assert!(!job.payload().contains(&s.id.to_string()));
         job.minimal = true;
         assert_eq!(job.payload(), r#"{"type":"new_mail"}"#);
     }

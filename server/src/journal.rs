@@ -22,6 +22,8 @@ use push::{Keys, Protocol, PushTarget};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::id::SubscriptionId;
+
 /// Most operations committed in one transaction.
 pub const BATCH_MAX: usize = 1024;
 
@@ -44,7 +46,8 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL
 /// One journalled subscription. Holds no credential.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    pub id: String,
+    /// Kept as its 32 hex digits, as older binaries wrote and read it.
+    pub id: SubscriptionId,
     /// Hex SHA-256 of the dedup key (host, port, username, device_id).
     pub key_hash: String,
     pub new_mail: TargetRecord,
@@ -191,19 +194,19 @@ impl Journal {
             Ok(bytes) => bytes,
             Err(_) => return then(false),
         };
-        self.offer(Op::Insert(record.id.clone(), bytes, Some(then)));
+        self.offer(Op::Insert(record.id.to_string(), bytes, Some(then)));
     }
 
     /// Removes `id`'s record. Never waits.
-    pub fn remove(&mut self, id: &str) {
-        self.offer(Op::Remove(id.to_owned(), None));
+    pub fn remove(&mut self, id: &SubscriptionId) {
+        self.offer(Op::Remove(id.to_string(), None));
     }
 
     /// Removes `id`'s record and calls `then(durable)` once the removal is committed (or
     /// failed): a DELETE is answered only when no restart can bring the record back.
     /// Never waits.
-    pub fn remove_then(&mut self, id: &str, then: Then) {
-        self.offer(Op::Remove(id.to_owned(), Some(then)));
+    pub fn remove_then(&mut self, id: &SubscriptionId, then: Then) {
+        self.offer(Op::Remove(id.to_string(), Some(then)));
     }
 
     /// Whether operations wait in the backlog: the owner calls
@@ -391,7 +394,7 @@ mod tests {
 
     fn record(id: &str) -> Record {
         Record {
-            id: id.into(),
+            id: crate::id::named(id),
             key_hash: "00".repeat(32),
             new_mail: TargetRecord {
                 endpoint: "https://push.example/new".into(),
@@ -412,15 +415,21 @@ mod tests {
 
     #[test]
     fn a_record_without_a_tag_still_reads_and_a_tag_round_trips() {
-        let old = r#"{"id":"a","key_hash":"00","new_mail":{"endpoint":"https://p/n","p256dh":null,"auth":null,"simplepush":false},"reconnect":{"endpoint":"https://p/r","p256dh":null,"auth":null,"simplepush":false},"created_unix":1}"#;
+        let old = r#"{"id":"00112233445566778899aabbccddeeff","key_hash":"00","new_mail":{"endpoint":"https://p/n","p256dh":null,"auth":null,"simplepush":false},"reconnect":{"endpoint":"https://p/r","p256dh":null,"auth":null,"simplepush":false},"created_unix":1}"#;
         let read: Record = serde_json::from_str(old).unwrap();
         assert_eq!(read.tag, None);
+        assert_eq!(read.id.to_string(), "00112233445566778899aabbccddeeff");
         let tagged = Record {
             tag: push::message::Tag::new("work"),
             ..record("b")
         };
         let json = serde_json::to_string(&tagged).unwrap();
         assert!(json.contains(r#""tag":"work""#), "{json}");
+        let id = format!(r#""id":"{}""#, tagged.id);
+        assert!(
+            json.contains(&id),
+            "the id stays its hex string on disk: {json}"
+        );
         assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), tagged);
         assert!(!format!("{tagged:?}").contains("work"), "never logged");
     }
@@ -445,7 +454,7 @@ mod tests {
             for _ in 0..100 {
                 assert!(rx.recv().unwrap(), "durable");
             }
-            journal.remove("id7");
+            journal.remove(&crate::id::named("id7"));
             journal.flush();
             // Fewer commits than records: batching works.
             let commits = journal
@@ -456,7 +465,7 @@ mod tests {
         }
         let (_journal, leftovers) = Journal::open(&path).unwrap();
         assert_eq!(leftovers.len(), 99);
-        assert!(!leftovers.iter().any(|r| r.id == "id7"));
+        assert!(!leftovers.iter().any(|r| r.id == crate::id::named("id7")));
         assert_eq!(
             leftovers[0].reconnect.to_target().unwrap().protocol(),
             Protocol::SimplePush
@@ -502,7 +511,7 @@ mod tests {
             Ok(false),
             "failed at once, not waited for"
         );
-        journal.remove("x");
+        journal.remove(&crate::id::named("x"));
         let dropped = journal
             .stats
             .removals_dropped
@@ -515,7 +524,8 @@ mod tests {
         journal.offer_backlog();
         assert_eq!(journal.backlog.len(), BACKLOG_MAX - BATCH_MAX);
         let last_queued = rx.try_iter().last();
-        let expected = format!("id{}", OPS_QUEUE_MAX + BATCH_MAX - 1);
+        let expected = crate::id::named(&format!("id{}", OPS_QUEUE_MAX + BATCH_MAX - 1));
+        let expected = expected.to_string();
         assert!(matches!(last_queued, Some(Op::Insert(id, _, _)) if id == expected));
         journal.ops = None;
     }

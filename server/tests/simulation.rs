@@ -23,6 +23,7 @@ use imap_push_proxy::config::Config;
 use imap_push_proxy::core::{ApiRequest, Core, Input, Now, Output, PushJob, SessionEvent};
 use imap_push_proxy::delivery::Report;
 use imap_push_proxy::fd_budget::Budget;
+use imap_push_proxy::id::SubscriptionId;
 use imap_push_proxy::journal::Record;
 use push::Kind;
 use zeroize::Zeroizing;
@@ -499,7 +500,8 @@ impl Sim {
 
     // ---- the scripted engine ----
 
-    fn watch(&mut self, subscription: String, spec: &engine::WatchSpec) {
+    fn watch(&mut self, id: SubscriptionId, spec: &engine::WatchSpec) {
+        let subscription = id.to_string();
         let request: u64 = spec.mailboxes[0][1..].parse().unwrap_or(u64::MAX);
         let (key, _) = self
             .requests
@@ -551,7 +553,7 @@ impl Sim {
         let now = self.now();
         self.core.handle(
             Input::Watched {
-                subscription,
+                subscription: id,
                 result,
             },
             now,
@@ -739,13 +741,12 @@ impl Sim {
         self.pushes += 1;
         let (id, kind, restart) = match &job {
             PushJob::Forget { .. } => return,
-            PushJob::NewMail { push, .. } => (push.id.clone(), Kind::NewMail, false),
-            PushJob::Reconnect { push, reason } => (
-                push.id.clone(),
-                Kind::Reconnect,
-                *reason == "server_restart",
-            ),
+            PushJob::NewMail { push, .. } => (push.id, Kind::NewMail, false),
+            PushJob::Reconnect { push, reason } => {
+                (push.id, Kind::Reconnect, *reason == "server_restart")
+            }
         };
+        let (sid, id) = (id, id.to_string());
         let sub = self.subs.entry(id.clone()).or_default();
         if restart {
             self.tally.restarts += 1;
@@ -767,23 +768,23 @@ impl Sim {
         }
         // Faults of the push service, as the pool's net outcome and its delay.
         let (delay, report) = match self.rng.below(100) {
-            0..=69 => (self.rng.between(20, 300), delivered(&id, kind)),
-            70..=79 => (self.rng.between(5_000, 30_000), delivered(&id, kind)), // slow
+            0..=69 => (self.rng.between(20, 300), delivered(sid, kind)),
+            70..=79 => (self.rng.between(5_000, 30_000), delivered(sid, kind)), // slow
             80..=86 => {
                 // 429 with Retry-After: delivered after the wait.
                 let wait = self.rng.between(1, 120) * 1000;
-                (wait, delivered(&id, kind))
+                (wait, delivered(sid, kind))
             }
             87..=92 => {
                 // 5xx: retried with backoff, then delivered or given up.
                 let delay = self.rng.between(1_000, 300_000);
                 if self.rng.chance(50) {
-                    (delay, delivered(&id, kind))
+                    (delay, delivered(sid, kind))
                 } else {
                     (
                         delay,
                         Report::Failed {
-                            subscription: id.clone(),
+                            subscription: sid,
                             kind,
                         },
                     )
@@ -792,15 +793,13 @@ impl Sim {
             93..=96 => (
                 30_000,
                 Report::Failed {
-                    subscription: id.clone(),
+                    subscription: sid,
                     kind,
                 },
             ), // timeout
             _ => (
                 self.rng.between(20, 300),
-                Report::Gone {
-                    subscription: id.clone(),
-                },
+                Report::Gone { subscription: sid },
             ), // 410
         };
         self.at(delay, Event::PushDone { report, restart });
@@ -824,13 +823,14 @@ impl Sim {
     fn push_done(&mut self, report: Report, restart: bool) {
         let id = match &report {
             Report::Gone { subscription } => {
-                if let Some(s) = self.subs.get_mut(subscription) {
+                let id = subscription.to_string();
+                if let Some(s) = self.subs.get_mut(&id) {
                     s.gone = true;
                 }
-                subscription.clone()
+                id
             }
             Report::Delivered { subscription, .. } | Report::Failed { subscription, .. } => {
-                subscription.clone()
+                subscription.to_string()
             }
         };
         if restart {
@@ -884,11 +884,11 @@ impl Sim {
                     self.at(delay, Event::Resolved { token, result });
                 }
                 Output::JournalInsert { ticket, record } => {
-                    let id = record.id.clone();
+                    let id = record.id.to_string();
                     self.journal(id, JournalOp::Insert(ticket), Some(record));
                 }
                 Output::JournalRemove { id, ticket } => {
-                    self.journal(id, JournalOp::Remove(ticket), None);
+                    self.journal(id.to_string(), JournalOp::Remove(ticket), None);
                 }
                 Output::Push(job) => {
                     if self.pool_refuses() {
@@ -898,7 +898,7 @@ impl Sim {
                         continue;
                     }
                     if let Some(id) = job_subscription(&job) {
-                        if self.deleted.contains(id) {
+                        if self.deleted.contains(&id) {
                             panic!("a push for {id} after its DELETE: {job:?}");
                         }
                     }
@@ -958,16 +958,19 @@ impl Sim {
     }
 }
 
-fn delivered(id: &str, kind: Kind) -> Report {
+fn delivered(id: SubscriptionId, kind: Kind) -> Report {
     Report::Delivered {
-        subscription: id.to_owned(),
+        subscription: id,
         kind,
     }
 }
 
-fn job_subscription(job: &PushJob) -> Option<&str> {
+/// The id a job pushes to, as the clients know it (from the 201's body).
+fn job_subscription(job: &PushJob) -> Option<String> {
     match job {
-        PushJob::NewMail { push, .. } | PushJob::Reconnect { push, .. } => Some(&push.id),
+        PushJob::NewMail { push, .. } | PushJob::Reconnect { push, .. } => {
+            Some(push.id.to_string())
+        }
         PushJob::Forget { .. } => None,
     }
 }

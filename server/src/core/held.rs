@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::delivery::PushJob;
+use crate::id::SubscriptionId;
 
 /// New-mail jobs held at most. One more is dropped and counted: the pool's queue
 /// (100,000 jobs by default) has been full for a while, and new mail is the one push
@@ -109,9 +110,9 @@ fn is_new_mail(job: &PushJob) -> bool {
 }
 
 /// Whether `job` pushes to `subscription`.
-fn is_for(job: &PushJob, subscription: &str) -> bool {
+fn is_for(job: &PushJob, subscription: &SubscriptionId) -> bool {
     match job {
-        PushJob::NewMail { push, .. } | PushJob::Reconnect { push, .. } => push.id == subscription,
+        PushJob::NewMail { push, .. } | PushJob::Reconnect { push, .. } => push.id == *subscription,
         PushJob::Forget { .. } => false,
     }
 }
@@ -120,6 +121,7 @@ fn is_for(job: &PushJob, subscription: &str) -> bool {
 mod tests {
     use super::*;
     use crate::delivery::PushSubscription;
+    use crate::id::named;
     use push::PushTarget;
 
     fn mail(exists: u32) -> PushJob {
@@ -129,7 +131,7 @@ mod tests {
     fn mail_for(id: &str, exists: u32) -> PushJob {
         let target = PushTarget::web_push_unencrypted("https://push.example.net/x").unwrap();
         PushJob::NewMail {
-            push: PushSubscription::new(id.into(), target.clone(), target, 1),
+            push: PushSubscription::new(named(id), target.clone(), target, 1),
             mailbox: "INBOX".into(),
             exists,
             preview: None,
@@ -139,7 +141,7 @@ mod tests {
 
     fn forget(id: &str) -> PushJob {
         PushJob::Forget {
-            subscription: id.into(),
+            subscription: named(id),
         }
     }
 
@@ -168,7 +170,7 @@ mod tests {
         held.hold(forget("a"));
         assert_eq!((held.len(), held.new_mail()), (2, 1));
         let jobs = held.take_all();
-        assert!(matches!(&jobs[0], PushJob::NewMail { push, .. } if push.id == "b"));
+        assert!(matches!(&jobs[0], PushJob::NewMail { push, .. } if push.id == named("b")));
         assert!(
             matches!(jobs[1], PushJob::Forget { .. }),
             "the forget still goes"

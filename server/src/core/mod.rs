@@ -46,6 +46,7 @@ use crate::config::Config;
 pub use crate::delivery::PushJob;
 use crate::delivery::Report;
 use crate::fd_budget::Budget;
+use crate::id::SubscriptionId;
 use crate::journal::Record;
 use crate::pacer::Pacer;
 use crate::ratelimit::RateLimiter;
@@ -101,7 +102,7 @@ pub enum Input<S, R> {
     Request(ApiRequest<R>),
     /// The engine's answer to [`Output::Watch`] of `subscription`.
     Watched {
-        subscription: String,
+        subscription: SubscriptionId,
         result: Result<S, WatchError>,
     },
     Session(SessionEvent<S>),
@@ -140,7 +141,7 @@ pub enum Output<S, R> {
     },
     /// Start a session; answer with [`Input::Watched`] at once.
     Watch {
-        subscription: String,
+        subscription: SubscriptionId,
         spec: WatchSpec,
         options: WatchOptions,
     },
@@ -159,7 +160,7 @@ pub enum Output<S, R> {
     /// Remove `id`'s record; with a `ticket`, answer [`Input::JournalDurable`] once the
     /// removal is durable.
     JournalRemove {
-        id: String,
+        id: SubscriptionId,
         ticket: Option<u64>,
     },
     Push(PushJob),
@@ -177,7 +178,7 @@ pub struct Now {
 #[derive(Debug)]
 struct PacedLogin {
     due: Instant,
-    subscription: String,
+    subscription: SubscriptionId,
     spec: WatchSpec,
     options: WatchOptions,
 }
@@ -257,7 +258,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             Input::Watched {
                 subscription,
                 result,
-            } => self.on_watched(&subscription, result),
+            } => self.on_watched(subscription, result),
             Input::Session(event) => self.on_session(event, now),
             Input::Lookup(lookup) => self.on_lookup(lookup, now, random),
             Input::JournalDurable { ticket, ok } => self.on_durable(ticket, ok),
@@ -298,7 +299,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     }
 
     /// The session of every subscription, by id: what a checker walks.
-    pub fn sessions(&self) -> impl Iterator<Item = (&str, S)> + '_ {
+    pub fn sessions(&self) -> impl Iterator<Item = (SubscriptionId, S)> + '_ {
         self.registry.sessions()
     }
 
@@ -362,7 +363,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     }
 
     /// A journal removal nobody waits for.
-    fn forget_record(&mut self, id: String) {
+    fn forget_record(&mut self, id: SubscriptionId) {
         self.out
             .push_back(Output::JournalRemove { id, ticket: None });
     }

@@ -11,6 +11,8 @@ use crossbeam_channel::{never, select, Receiver, Sender};
 use push::{Backoff, Kind, Notification, Outcome, Protocol};
 use ring::rand::{SecureRandom as _, SystemRandom};
 
+use crate::id::SubscriptionId;
+
 use super::job::{decide, Job, Next, Slot, What};
 use super::metrics::Metrics;
 use super::origins::{Class, OriginQueues};
@@ -77,7 +79,7 @@ pub(super) fn unix_now() -> u64 {
 
 pub(super) enum TimerWhat {
     /// Look at a slot again: its pending push may be due, or it may be idle.
-    Slot(String),
+    Slot(SubscriptionId),
     /// A reconnect job whose retry delay or origin hold ends.
     Reconnect(Job),
 }
@@ -143,13 +145,13 @@ impl Holds {
 pub(super) enum Ready {
     Reconnect(Job),
     /// The subscription whose pending new mail is due.
-    NewMail(String),
+    NewMail(SubscriptionId),
 }
 
 pub(super) struct Scheduler {
     pub(super) window: Duration,
     pub(super) backoff: Backoff,
-    pub(super) slots: HashMap<String, Slot>,
+    pub(super) slots: HashMap<SubscriptionId, Slot>,
     pub(super) holds: Holds,
     pub(super) ready: OriginQueues<Ready>,
     pub(super) timers: BinaryHeap<Reverse<Timer>>,
@@ -281,11 +283,11 @@ impl Scheduler {
     }
 
     pub(super) fn handle_new_mail(&mut self, sub: Arc<PushSubscription>, what: What, now: Instant) {
-        let id = sub.id.clone();
+        let id = sub.id;
         let epoch = self.seq();
         let slot = self
             .slots
-            .entry(id.clone())
+            .entry(id)
             .or_insert_with(|| Slot::new(epoch, now));
         let job = Job::new(sub, what, slot.epoch);
         if slot.add(job, now) {
@@ -298,7 +300,7 @@ impl Scheduler {
 
     /// Drops the subscription's pending new mail and makes in-flight new
     /// mail stale (so it is not retried). `forget` also drops the slot.
-    pub(super) fn drop_pending(&mut self, subscription: &str, forget: bool) {
+    pub(super) fn drop_pending(&mut self, subscription: &SubscriptionId, forget: bool) {
         let epoch = self.seq();
         let pending = if forget {
             self.slots.remove(subscription).and_then(|s| s.pending)
@@ -316,7 +318,7 @@ impl Scheduler {
 
     pub(super) fn begin_shutdown(&mut self, deadline: Instant, now: Instant) {
         self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
-        let ids: Vec<String> = self.slots.keys().cloned().collect();
+        let ids: Vec<SubscriptionId> = self.slots.keys().copied().collect();
         for id in ids {
             self.poll_slot(&id, now);
         }
@@ -324,7 +326,7 @@ impl Scheduler {
 
     /// Looks at a slot: queue its pending push if due, set a timer if due
     /// later, or remove the slot once idle. A spurious call is a no-op.
-    pub(super) fn poll_slot(&mut self, id: &str, now: Instant) {
+    pub(super) fn poll_slot(&mut self, id: &SubscriptionId, now: Instant) {
         let flushing = self.deadline.is_some();
         let Some(slot) = self.slots.get_mut(id) else {
             return;
@@ -334,11 +336,11 @@ impl Scheduler {
                 if let (false, Some(pending)) = (slot.queued, &slot.pending) {
                     slot.queued = true;
                     let origin = pending.job.target().origin().to_owned();
-                    let ready = Ready::NewMail(id.to_owned());
+                    let ready = Ready::NewMail(*id);
                     self.ready.push_back(&origin, Class::NewMail, ready);
                 }
             }
-            Some(due) => self.push_timer(due, TimerWhat::Slot(id.to_owned())),
+            Some(due) => self.push_timer(due, TimerWhat::Slot(*id)),
             // The in-flight push's completion polls the slot again.
             None if slot.in_flight.is_some() => {}
             None if slot.is_idle(now) => {
@@ -346,7 +348,7 @@ impl Scheduler {
             }
             None => {
                 let at = slot.window_end;
-                self.push_timer(at, TimerWhat::Slot(id.to_owned()));
+                self.push_timer(at, TimerWhat::Slot(*id));
             }
         }
     }
@@ -415,7 +417,7 @@ impl Scheduler {
     }
 
     /// The subscription's pending new mail if it is due and its endpoint not held.
-    pub(super) fn next_new_mail(&mut self, id: &str, now: Instant) -> Option<Job> {
+    pub(super) fn next_new_mail(&mut self, id: &SubscriptionId, now: Instant) -> Option<Job> {
         let flushing = self.deadline.is_some();
         let job_id = self.seq();
         let slot = self.slots.get_mut(id)?;
@@ -548,7 +550,7 @@ impl Scheduler {
                 .record_latency(answered_at.saturating_duration_since(event_at));
         }
         self.finish(Report::Delivered {
-            subscription: job.sub.id.clone(),
+            subscription: job.sub.id,
             kind: job.kind(),
         });
     }
@@ -557,14 +559,14 @@ impl Scheduler {
         // Pending new mail would meet the same 404/410.
         self.drop_pending(&job.sub.id, false);
         self.finish(Report::Gone {
-            subscription: job.sub.id.clone(),
+            subscription: job.sub.id,
         });
     }
 
     pub(super) fn failed(&mut self, job: &Job) {
         self.metrics.add(|c| &c.failed, 1);
         self.finish(Report::Failed {
-            subscription: job.sub.id.clone(),
+            subscription: job.sub.id,
             kind: job.kind(),
         });
     }

@@ -136,7 +136,7 @@ fn the_restart_push_carries_the_tag_and_never_the_id() {
         // What a previous run left: one keyless, tagged subscription.
         let (mut journal, _) = Journal::open(&config.data_dir.join("journal.redb")).unwrap();
         let record = Record {
-            id: id.into(),
+            id: id.parse().unwrap(),
             key_hash: "00".repeat(32),
             new_mail: target("/new"),
             reconnect: target("/re"),
