@@ -71,6 +71,13 @@ impl Held {
         }
     }
 
+    /// Whether a reconnect push of `subscription` is held.
+    pub fn holds_reconnect(&self, subscription: &SubscriptionId) -> bool {
+        self.jobs
+            .iter()
+            .any(|job| matches!(job, PushJob::Reconnect { .. }) && is_for(job, subscription))
+    }
+
     /// Every held job at once, whether due or not (at shutdown).
     pub fn take_all(&mut self) -> VecDeque<PushJob> {
         self.reoffer_at = None;

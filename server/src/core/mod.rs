@@ -293,6 +293,12 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         self.held.len()
     }
 
+    /// Whether a reconnect push of `subscription` is held (what a checker asks when the
+    /// process dies: a held push is lost like one queued in the pool).
+    pub fn holds_reconnect(&self, subscription: &SubscriptionId) -> bool {
+        self.held.holds_reconnect(subscription)
+    }
+
     /// The counters for /metrics and for tests.
     pub fn counters(&self) -> &Counters {
         &self.counters
