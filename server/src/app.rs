@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{select, Receiver, Sender, TrySendError};
+use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TrySendError};
 use engine::{Engine, EngineConfig, Event};
 use httpd::{Request, Responder};
 use ring::rand::SecureRandom;
@@ -49,6 +49,16 @@ pub const LOOKUPS_QUEUE_MAX: usize = 1024;
 /// owner never waits for the journal thread while it runs (its op queue takes every op),
 /// so the two cannot wait for each other.
 pub const DURABLE_QUEUE_MAX: usize = 1024;
+
+/// Push reports waiting for the owner. The push scheduler waits when it is full (it is
+/// the byte-moving side; the owner never waits for the scheduler, since it hands pushes
+/// over with [`Delivery::offer`]), so the two cannot wait for each other. At shutdown
+/// the owner drains it while the pool finishes.
+pub const REPORTS_QUEUE_MAX: usize = 1024;
+
+/// How soon the owner offers the journal's backlog again when the journal's queue was
+/// full (see [`crate::journal::BACKLOG_MAX`]).
+const JOURNAL_REOFFER: Duration = Duration::from_millis(10);
 
 /// How long the owner sleeps with no deadline and no input: it wakes for nothing but a
 /// check that costs nothing.
@@ -101,6 +111,11 @@ pub fn request_channel<R>() -> (Sender<ApiRequest<R>>, Receiver<ApiRequest<R>>) 
 /// The bounded channel resolver threads answer on.
 fn lookup_channel() -> (Sender<engine::Lookup>, Receiver<engine::Lookup>) {
     crossbeam_channel::bounded(LOOKUPS_QUEUE_MAX)
+}
+
+/// The bounded channel the push scheduler reports on.
+fn report_channel() -> (Sender<Report>, Receiver<Report>) {
+    crossbeam_channel::bounded(REPORTS_QUEUE_MAX)
 }
 
 /// The bounded channel the journal thread says on which writes are durable.
@@ -190,10 +205,9 @@ impl App {
             // Push endpoints are resolved once and only public addresses are connected to.
             sender = sender.with_address_filter(Arc::new(is_public));
         }
-        // Unbounded, as `Delivery::start` requires of a channel drained by the thread that
-        // queues pushes: the scheduler waits on a full report channel while the owner may
-        // wait for room in the push queue.
-        let (report_tx, reports) = crossbeam_channel::unbounded();
+        // Bounded: the scheduler waits on it, and the owner, which drains it, never waits
+        // for the scheduler (see `REPORTS_QUEUE_MAX`).
+        let (report_tx, reports) = report_channel();
         let delivery = Delivery::start(
             DeliveryConfig {
                 threads: config.sender_threads,
@@ -322,10 +336,14 @@ impl Owner {
     /// the stop message; then the `shutdown` pushes are queued.
     fn run(mut self, inlets: Inlets) -> (Owner, Receiver<Report>) {
         loop {
-            let wait = self
+            self.journal.offer_backlog();
+            let mut wait = self
                 .core
                 .poll_timeout()
                 .map_or(IDLE_WAKE, |at| at.saturating_duration_since(Instant::now()));
+            if self.journal.has_backlog() {
+                wait = wait.min(JOURNAL_REOFFER);
+            }
             let input = select! {
                 recv(inlets.stop) -> _ => break,
                 recv(inlets.requests) -> r => r.ok().map(Input::Request),
@@ -426,39 +444,38 @@ impl Owner {
         }
     }
 
-    fn push(&self, job: PushJob) {
-        match job {
-            PushJob::NewMail {
-                push,
-                mailbox,
-                exists,
-                preview,
-                event_at,
-            } => self
-                .delivery
-                .new_mail_with_preview(&push, &mailbox, exists, preview, event_at),
-            PushJob::Reconnect { push, reason } => self.delivery.reconnect(&push, reason),
-            PushJob::Forget { subscription } => self.delivery.forget(&subscription),
+    /// Offers a push to the pool; a full pool hands it back to the core, which keeps it.
+    fn push(&mut self, job: PushJob) {
+        if let Err(job) = self.delivery.offer(job) {
+            self.core.handle(Input::PushRefused(job), now(), None);
         }
     }
 
     /// After the owner's loop: the engine logs out, the push pool sends what it can within
     /// `grace`, and the reconnect pushes it settled leave the journal. Undelivered ones
-    /// stay and get `server_restart` on the next start, so nobody is dropped silently.
-    fn finish(self, grace: Duration, reports: &Receiver<Report>) {
+    /// (and pushes the core still holds because the pool's queue was full) stay and get
+    /// `server_restart` on the next start, so nobody is dropped silently.
+    fn finish(mut self, grace: Duration, reports: &Receiver<Report>) {
+        let deadline = Instant::now() + grace;
+        self.offer_held(deadline, reports);
+        let grace = deadline.saturating_duration_since(Instant::now());
         let Owner {
             mut core,
             engine,
             delivery,
-            journal,
+            mut journal,
             durable_tx,
             ..
         } = self;
         let _ = engine.shutdown();
-        let _ = delivery.shutdown(grace);
-        for report in reports.try_iter() {
-            core.handle(Input::PushSettled(report), now(), None);
-        }
+        // The scheduler may wait for room in the report channel: drain it while the pool
+        // finishes. The channel closes when the scheduler ends.
+        std::thread::scope(|scope| {
+            scope.spawn(|| delivery.shutdown(grace));
+            for report in reports {
+                core.handle(Input::PushSettled(report), now(), None);
+            }
+        });
         while let Some(output) = core.poll_output() {
             if let Output::JournalRemove { id, .. } = output {
                 journal.remove(&id);
@@ -466,6 +483,35 @@ impl Owner {
         }
         drop(durable_tx);
         journal.flush();
+    }
+
+    /// Before the pool stops: the pushes the core holds (the pool's queue was full, as
+    /// it is when every subscription gets its `shutdown` push at once) are offered again
+    /// as room comes back, until none is left or `deadline`.
+    fn offer_held(&mut self, deadline: Instant, reports: &Receiver<Report>) {
+        while self.core.held_pushes() > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let wake = self
+                .core
+                .poll_timeout()
+                .map_or(deadline, |at| at.min(deadline));
+            match reports.recv_timeout(wake.saturating_duration_since(now)) {
+                Ok(report) => self.handle(Input::PushSettled(report)),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if self
+                .core
+                .poll_timeout()
+                .is_some_and(|at| at <= Instant::now())
+            {
+                self.handle(Input::Tick);
+            }
+            self.journal.offer_backlog();
+        }
     }
 
     fn metrics(&self, mut text: String) -> String {
@@ -619,6 +665,15 @@ mod tests {
         holds_exactly(&tx, LOOKUPS_QUEUE_MAX, lookup);
         let (tx, _rx) = durable_channel();
         holds_exactly(&tx, DURABLE_QUEUE_MAX, || (0, true));
+    }
+
+    #[test]
+    fn the_report_queue_refuses_one_past_its_bound() {
+        let (tx, _rx) = report_channel();
+        let report = || Report::Gone {
+            subscription: crate::id::SubscriptionId::from_bytes([7; 16]),
+        };
+        holds_exactly(&tx, REPORTS_QUEUE_MAX, report);
     }
 
     #[test]

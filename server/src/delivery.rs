@@ -13,16 +13,19 @@
 //!   dropped (new mail made stale by a reconnect, `forget` or `Gone`), or
 //!   undelivered (still queued or in flight when shutdown's grace ran out).
 //!   Each end has a counter in [`DeliveryStats`]. When the queue is full,
-//!   callers block; nothing is discarded.
+//!   [`Delivery::offer`] hands the job back (the owner keeps it and offers it
+//!   again) and the blocking calls wait; nothing is discarded.
 //! - **No logging.** Endpoint URLs are capabilities and keys are secrets;
 //!   nothing here prints. `Debug` of [`PushSubscription`] is redacted.
 //! - **No redirects followed** ([`push::Sender`] never follows them).
 //!
 //! # Threads
 //!
-//! 1. Callers (the engine-event thread) call [`Delivery::new_mail`],
-//!    [`Delivery::reconnect`] and [`Delivery::forget`]. The first two take a
-//!    queue permit first and block while `queue_max` jobs are outstanding.
+//! 1. The owner thread calls [`Delivery::offer`], which never blocks: a job
+//!    that finds `queue_max` jobs outstanding (or the command queue full) is
+//!    handed back. Other callers (tests, benches) may call
+//!    [`Delivery::new_mail`], [`Delivery::reconnect`] and [`Delivery::forget`],
+//!    which wait for room instead.
 //! 2. One scheduler thread owns all state: a slot per subscription (the
 //!    coalescing state), per-endpoint `Retry-After` holds, the ready queues
 //!    (per origin, under a per-origin cap, reconnect before new mail; see
@@ -79,7 +82,7 @@ mod origins;
 mod permits;
 mod scheduler;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TrySendError};
 use engine::Preview;
 use push::message::Tag;
 use push::{Backoff, Kind, PushTarget, Topic};
@@ -89,6 +92,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::id::SubscriptionId;
 use job::Job;
 use metrics::Metrics;
 use permits::{CloseOnExit, Closed, Permits};
@@ -99,6 +103,40 @@ pub use metrics::{DeliveryStats, LatencySummary};
 
 /// [`DeliveryConfig::permits_per_origin`] by default: half of the default 8 workers.
 pub const PERMITS_PER_ORIGIN_DEFAULT: usize = 4;
+
+/// Commands waiting for the scheduler. The scheduler takes one per turn and never waits
+/// for anything but its channels, so the queue fills only in a burst faster than it
+/// drains; then [`Delivery::offer`] hands the job back at once (the owner must never
+/// wait: the scheduler may itself be waiting for the owner to read a report), and the
+/// blocking calls of other callers wait.
+pub const COMMANDS_QUEUE_MAX: usize = 1024;
+
+/// A push for the pool, as the owner's core decides it.
+#[derive(Debug)]
+pub enum PushJob {
+    NewMail {
+        push: Arc<PushSubscription>,
+        mailbox: String,
+        exists: u32,
+        preview: Option<Box<Preview>>,
+        event_at: Instant,
+    },
+    /// Never coalesced or dropped: the app must log in again.
+    Reconnect {
+        push: Arc<PushSubscription>,
+        reason: &'static str,
+    },
+    /// Drop the pending new mail of a deleted or replaced subscription.
+    Forget { subscription: SubscriptionId },
+}
+
+impl PushJob {
+    /// New mail and reconnect pushes hold a queue permit until they end; a `Forget`
+    /// takes none.
+    fn takes_permit(&self) -> bool {
+        !matches!(self, PushJob::Forget { .. })
+    }
+}
 
 /// Pool settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +177,7 @@ impl Default for DeliveryConfig {
 pub struct PushSubscription {
     /// The public subscription id: a capability (GET and DELETE need nothing else), so
     /// it goes only into payloads encrypted to the device ([`push::message::About::new`]).
-    pub id: String,
+    pub id: SubscriptionId,
     pub new_mail: PushTarget,
     pub reconnect: PushTarget,
     /// The app's own label, carried back in every payload.
@@ -153,7 +191,7 @@ impl PushSubscription {
     /// `now_unix` seeds the SimplePush version, so a server restarted later
     /// (which builds the subscription again) still sends higher versions.
     pub fn new(
-        id: String,
+        id: SubscriptionId,
         new_mail: PushTarget,
         reconnect: PushTarget,
         now_unix: u64,
@@ -163,14 +201,14 @@ impl PushSubscription {
 
     /// [`PushSubscription::new`] with the app's `tag`.
     pub fn new_tagged(
-        id: String,
+        id: SubscriptionId,
         new_mail: PushTarget,
         reconnect: PushTarget,
         tag: Option<Tag>,
         now_unix: u64,
     ) -> Arc<Self> {
         Arc::new(Self {
-            topic: Topic::for_subscription(&id),
+            topic: Topic::for_subscription(&id.to_string()),
             id,
             new_mail,
             reconnect,
@@ -221,17 +259,15 @@ impl fmt::Debug for PushSubscription {
 pub enum Report {
     /// The push service answered 404 or 410: the subscription no longer
     /// exists. The server should close the IMAP session and forget it.
-    Gone {
-        subscription: String,
-    },
+    Gone { subscription: SubscriptionId },
     Delivered {
-        subscription: String,
+        subscription: SubscriptionId,
         kind: Kind,
     },
     /// Given up: rejected, redirected, still too large, unsendable, or the
     /// retry budget ran out.
     Failed {
-        subscription: String,
+        subscription: SubscriptionId,
         kind: Kind,
     },
 }
@@ -260,10 +296,11 @@ impl fmt::Debug for Delivery {
 impl Delivery {
     /// Starts the scheduler and `config.threads` workers.
     ///
-    /// `reports` MUST be drained by a thread that never calls
-    /// [`Delivery::new_mail`] or [`Delivery::reconnect`], or be unbounded:
-    /// the scheduler blocks on a full report channel, and a caller blocked
-    /// on a full queue would then wait forever.
+    /// The scheduler waits on a full `reports` channel. So the thread that
+    /// drains it MUST NOT wait for the pool: it uses [`Delivery::offer`], never
+    /// the blocking calls, and while [`Delivery::shutdown`] runs it goes on
+    /// draining (another thread calls `shutdown`, or the channel has room for
+    /// every outstanding job).
     ///
     /// # Panics
     ///
@@ -276,11 +313,13 @@ impl Delivery {
         let threads = config.threads.max(1);
         let permits = Arc::new(Permits::new(config.queue_max.max(1)));
         let metrics = Arc::new(Metrics::new());
-        let (command_tx, command_rx) = crossbeam_channel::unbounded();
+        let (command_tx, command_rx) = command_channel();
         // Never more jobs in this channel than idle workers, so it never
         // blocks the scheduler.
         let (work_tx, work_rx) = crossbeam_channel::bounded::<Job>(threads);
-        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        // At most one attempt per worker is handed out and not yet handled, so a
+        // worker never waits here (and a worker is the one that would wait).
+        let (done_tx, done_rx) = crossbeam_channel::bounded(threads);
         let workers = (0..threads)
             .map(|i| {
                 let (sender, work, done) = (Arc::clone(&sender), work_rx.clone(), done_tx.clone());
@@ -332,8 +371,8 @@ impl Delivery {
         preview: Option<Box<Preview>>,
         event_at: Instant,
     ) {
-        self.enqueue(Command::NewMail {
-            sub: Arc::clone(sub),
+        self.enqueue(PushJob::NewMail {
+            push: Arc::clone(sub),
             mailbox: mailbox.to_owned(),
             exists,
             preview,
@@ -343,19 +382,60 @@ impl Delivery {
 
     /// Queues a reconnect push (never coalesced or dropped) and drops the
     /// subscription's pending new mail. Blocks while the queue is full.
-    pub fn reconnect(&self, sub: &Arc<PushSubscription>, reason: &str) {
-        self.enqueue(Command::Reconnect {
-            sub: Arc::clone(sub),
-            reason: reason.to_owned(),
+    pub fn reconnect(&self, sub: &Arc<PushSubscription>, reason: &'static str) {
+        self.enqueue(PushJob::Reconnect {
+            push: Arc::clone(sub),
+            reason,
         });
     }
 
     /// Drops pending new mail (and any new-mail retry) for a deleted
-    /// subscription. Queued reconnect pushes still go out. Never blocks.
-    pub fn forget(&self, subscription: &str) {
-        let _ = self.commands.send(Command::Forget {
-            subscription: subscription.to_owned(),
-        });
+    /// subscription. Queued reconnect pushes still go out. Blocks while the
+    /// command queue is full.
+    pub fn forget(&self, subscription: SubscriptionId) {
+        let _ = self
+            .commands
+            .send(Command::Job(PushJob::Forget { subscription }));
+    }
+
+    /// Offers a job without waiting: `Err` hands it back when `queue_max` jobs are
+    /// outstanding or the command queue is full (counted as a refused offer); the
+    /// caller keeps it and offers it again later. A pool that has stopped takes the job
+    /// and counts it undelivered, as the blocking calls do.
+    pub fn offer(&self, job: PushJob) -> Result<(), PushJob> {
+        let permit = job.takes_permit();
+        if permit {
+            match self.permits.try_acquire() {
+                Ok(true) => {}
+                Ok(false) => return Err(self.refused(job)),
+                Err(Closed) => {
+                    self.metrics.add(|c| &c.undelivered, 1);
+                    return Ok(());
+                }
+            }
+        }
+        let give_back = |this: &Self| {
+            if permit {
+                this.permits.release(1);
+            }
+        };
+        match self.commands.try_send(Command::Job(job)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Command::Job(job))) => {
+                give_back(self);
+                Err(self.refused(job))
+            }
+            Err(_) => {
+                give_back(self);
+                self.metrics.add(|c| &c.undelivered, u64::from(permit));
+                Ok(())
+            }
+        }
+    }
+
+    fn refused(&self, job: PushJob) -> PushJob {
+        self.metrics.add(|c| &c.offers_refused, 1);
+        job
     }
 
     pub fn stats(&self) -> DeliveryStats {
@@ -373,13 +453,13 @@ impl Delivery {
         self.stats()
     }
 
-    fn enqueue(&self, command: Command) {
+    fn enqueue(&self, job: PushJob) {
         match self.permits.acquire() {
             Ok(waited) => {
                 if waited {
                     self.metrics.add(|c| &c.backpressure_waits, 1);
                 }
-                if self.commands.send(command).is_err() {
+                if self.commands.send(Command::Job(job)).is_err() {
                     self.permits.release(1);
                     self.metrics.add(|c| &c.undelivered, 1);
                 }
@@ -421,27 +501,17 @@ fn origin_cap(permits: usize, threads: usize) -> usize {
     permits.min(threads.saturating_sub(1)).max(1)
 }
 
+/// The bounded channel of commands for the scheduler.
+fn command_channel() -> (Sender<Command>, crossbeam_channel::Receiver<Command>) {
+    crossbeam_channel::bounded(COMMANDS_QUEUE_MAX)
+}
+
 /// How long shutdown waits for idle workers to notice the closed channel.
 const WORKER_EXIT_WAIT: Duration = Duration::from_millis(100);
 
 enum Command {
-    NewMail {
-        sub: Arc<PushSubscription>,
-        mailbox: String,
-        exists: u32,
-        preview: Option<Box<Preview>>,
-        event_at: Instant,
-    },
-    Reconnect {
-        sub: Arc<PushSubscription>,
-        reason: String,
-    },
-    Forget {
-        subscription: String,
-    },
-    Shutdown {
-        deadline: Instant,
-    },
+    Job(PushJob),
+    Shutdown { deadline: Instant },
 }
 
 #[cfg(test)]
@@ -456,7 +526,7 @@ mod tests {
 
     fn sub(id: &str) -> Arc<PushSubscription> {
         let target = PushTarget::web_push_unencrypted("https://push.example.net/x").unwrap();
-        PushSubscription::new(id.to_owned(), target.clone(), target, 1_000)
+        PushSubscription::new(crate::id::named(id), target.clone(), target, 1_000)
     }
 
     fn mail(sub: &Arc<PushSubscription>, exists: u32, event_at: Instant) -> Job {
@@ -476,6 +546,20 @@ mod tests {
             } => (*exists, *event_at),
             What::Reconnect { .. } => panic!("not new mail"),
         }
+    }
+
+    #[test]
+    fn the_command_queue_refuses_one_past_its_bound() {
+        let (tx, _rx) = command_channel();
+        let forget = || {
+            Command::Job(PushJob::Forget {
+                subscription: crate::id::named("a"),
+            })
+        };
+        for i in 0..COMMANDS_QUEUE_MAX {
+            assert!(tx.try_send(forget()).is_ok(), "command {i} refused");
+        }
+        assert!(matches!(tx.try_send(forget()), Err(TrySendError::Full(_))));
     }
 
     #[test]
@@ -508,14 +592,15 @@ mod tests {
     #[test]
     fn previews_go_only_encrypted_and_merge_newest_first() {
         // Never in clear: a target without keys gets the plain payload.
-        let clear = previewed(&sub("s1"), "INBOX", 1);
+        let s1 = sub("s1");
+        let clear = previewed(&s1, "INBOX", 1);
         assert_eq!(
             clear.payload(),
-            message::new_mail(About::new("s1", None, false), "INBOX", 1)
+            message::new_mail(About::new(&s1.id.to_string(), None, false), "INBOX", 1)
         );
         let phone = push::testing::Subscriber::generate();
         let target = phone.target("https://push.example.net/x").unwrap();
-        let keyed = PushSubscription::new("s2".into(), target.clone(), target, 1_000);
+        let keyed = PushSubscription::new(crate::id::named("s2"), target.clone(), target, 1_000);
         let uids = |job: &Job| -> Vec<u64> {
             let v: serde_json::Value = serde_json::from_str(&job.payload()).unwrap();
             v["messages"]
@@ -554,7 +639,7 @@ mod tests {
         let s = sub("s1");
         let mut job = mail(&s, 7, Instant::now());
         assert!(job.payload().contains("\"exists\":7"));
-        assert!(!job.payload().contains("s1"));
+        assert!(!job.payload().contains(&s.id.to_string()));
         job.minimal = true;
         assert_eq!(job.payload(), r#"{"type":"new_mail"}"#);
     }

@@ -12,17 +12,33 @@
 //! registrations costs one fsync per batch, not one per registration. A registration is
 //! answered only after its record is durable.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::thread::JoinHandle;
 
 use base64::Engine as _;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use push::{Keys, Protocol, PushTarget};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::id::SubscriptionId;
+
 /// Most operations committed in one transaction.
 pub const BATCH_MAX: usize = 1024;
+
+/// Operations waiting for the writer thread: four batches. The owner thread, the only
+/// one that writes, never waits here, since the writer may itself be waiting for the
+/// owner to read its outcomes; an operation that finds the queue full goes to the
+/// owner's backlog and is offered again on the owner's next turn.
+pub const OPS_QUEUE_MAX: usize = 4 * BATCH_MAX;
+
+/// Operations in the owner's backlog at most, behind a full [`OPS_QUEUE_MAX`]: the
+/// disk has stalled for many batches. One more write is failed at once: a registration
+/// gets `500` (as when a commit fails) and a removal nobody waits for is dropped and
+/// counted in [`JournalStats::removals_dropped`] (its subscription gets one more
+/// `server_restart` push after the next restart, never fewer pushes).
+pub const BACKLOG_MAX: usize = 64 * BATCH_MAX;
 
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("subscriptions");
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -30,7 +46,8 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL
 /// One journalled subscription. Holds no credential.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    pub id: String,
+    /// Kept as its 32 hex digits, as older binaries wrote and read it.
+    pub id: SubscriptionId,
     /// Hex SHA-256 of the dedup key (host, port, username, device_id).
     pub key_hash: String,
     pub new_mail: TargetRecord,
@@ -125,12 +142,23 @@ enum Op {
 pub struct JournalStats {
     pub commits: std::sync::atomic::AtomicU64,
     pub commit_failures: std::sync::atomic::AtomicU64,
+    /// Removals dropped at [`BACKLOG_MAX`].
+    pub removals_dropped: std::sync::atomic::AtomicU64,
 }
 
+/// The owner's handle on the writer thread.
 pub struct Journal {
     ops: Option<Sender<Op>>,
+    /// Operations that found the queue full, oldest first; offered before any new one
+    /// so that a removal never overtakes the insert it removes.
+    backlog: VecDeque<Op>,
     writer: Option<JoinHandle<()>>,
     pub stats: std::sync::Arc<JournalStats>,
+}
+
+/// The bounded queue of operations for the writer.
+fn ops_channel() -> (Sender<Op>, Receiver<Op>) {
+    crossbeam_channel::bounded(OPS_QUEUE_MAX)
 }
 
 impl Journal {
@@ -140,7 +168,7 @@ impl Journal {
         drop(open_private(path).map_err(|e| JournalError::Open(e.to_string()))?);
         let db = Database::create(path).map_err(|e| JournalError::Open(e.to_string()))?;
         let leftovers = read_all(&db)?;
-        let (ops, rx) = crossbeam_channel::unbounded();
+        let (ops, rx) = ops_channel();
         let stats = std::sync::Arc::new(JournalStats::default());
         let writer = {
             let stats = stats.clone();
@@ -152,6 +180,7 @@ impl Journal {
         Ok((
             Journal {
                 ops: Some(ops),
+                backlog: VecDeque::new(),
                 writer: Some(writer),
                 stats,
             },
@@ -159,42 +188,114 @@ impl Journal {
         ))
     }
 
-    /// Records a subscription; `then` runs once it is durable.
-    pub fn insert(&self, record: &Record, then: Then) {
+    /// Records a subscription; `then` runs once it is durable. Never waits.
+    pub fn insert(&mut self, record: &Record, then: Then) {
         let bytes = match serde_json::to_vec(record) {
             Ok(bytes) => bytes,
             Err(_) => return then(false),
         };
-        self.send(Op::Insert(record.id.clone(), bytes, Some(then)));
+        self.offer(Op::Insert(record.id.to_string(), bytes, Some(then)));
     }
 
-    pub fn remove(&self, id: &str) {
-        self.send(Op::Remove(id.to_owned(), None));
+    /// Removes `id`'s record. Never waits.
+    pub fn remove(&mut self, id: &SubscriptionId) {
+        self.offer(Op::Remove(id.to_string(), None));
     }
 
     /// Removes `id`'s record and calls `then(durable)` once the removal is committed (or
     /// failed): a DELETE is answered only when no restart can bring the record back.
-    pub fn remove_then(&self, id: &str, then: Then) {
-        self.send(Op::Remove(id.to_owned(), Some(then)));
+    /// Never waits.
+    pub fn remove_then(&mut self, id: &SubscriptionId, then: Then) {
+        self.offer(Op::Remove(id.to_string(), Some(then)));
     }
 
-    /// Blocks until everything queued before is committed.
-    pub fn flush(&self) {
-        let (done, wait) = crossbeam_channel::bounded(1);
-        self.send(Op::Flush(done));
-        let _ = wait.recv();
+    /// Whether operations wait in the backlog: the owner calls
+    /// [`Journal::offer_backlog`] again soon.
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
     }
 
-    fn send(&self, op: Op) {
-        if let Some(ops) = &self.ops {
-            let _ = ops.send(op);
+    /// Offers the backlog to the writer, oldest first, until the queue is full.
+    pub fn offer_backlog(&mut self) {
+        let Some(ops) = &self.ops else {
+            return;
+        };
+        while let Some(op) = self.backlog.pop_front() {
+            match ops.try_send(op) {
+                Ok(()) => {}
+                Err(TrySendError::Full(op)) => {
+                    self.backlog.push_front(op);
+                    return;
+                }
+                Err(TrySendError::Disconnected(op)) => return fail(op),
+            }
         }
+    }
+
+    /// Blocks until everything queued before is committed. Only for shutdown, once
+    /// nobody waits for the outcomes any more: it waits for the writer.
+    pub fn flush(&mut self) {
+        let Some(ops) = &self.ops else {
+            return;
+        };
+        for op in self.backlog.drain(..) {
+            if let Err(e) = ops.send(op) {
+                fail(e.into_inner());
+            }
+        }
+        let (done, wait) = crossbeam_channel::bounded(1);
+        if ops.send(Op::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    /// Queues `op` behind the backlog, or fails it at once at [`BACKLOG_MAX`].
+    fn offer(&mut self, op: Op) {
+        self.offer_backlog();
+        let Some(ops) = &self.ops else {
+            return fail(op);
+        };
+        if !self.backlog.is_empty() {
+            return self.keep(op);
+        }
+        match ops.try_send(op) {
+            Ok(()) => {}
+            Err(TrySendError::Full(op)) => self.keep(op),
+            Err(TrySendError::Disconnected(op)) => fail(op),
+        }
+    }
+
+    fn keep(&mut self, op: Op) {
+        if self.backlog.len() < BACKLOG_MAX {
+            return self.backlog.push_back(op);
+        }
+        if let Op::Remove(_, None) = op {
+            let dropped = &self.stats.removals_dropped;
+            dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fail(op);
+    }
+}
+
+/// Tells whoever waits for `op` that it was not written.
+fn fail(op: Op) {
+    match op {
+        Op::Insert(_, _, Some(then)) | Op::Remove(_, Some(then)) => then(false),
+        Op::Insert(_, _, None) | Op::Remove(_, None) | Op::Flush(_) => {}
     }
 }
 
 impl Drop for Journal {
     fn drop(&mut self) {
-        // Closing the channel lets the writer commit what is queued and stop.
+        // The backlog goes in first (the writer drains the queue meanwhile); closing the
+        // channel then lets the writer commit what is queued and stop.
+        if let Some(ops) = &self.ops {
+            for op in self.backlog.drain(..) {
+                if let Err(e) = ops.send(op) {
+                    fail(e.into_inner());
+                }
+            }
+        }
         self.ops = None;
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
@@ -293,7 +394,7 @@ mod tests {
 
     fn record(id: &str) -> Record {
         Record {
-            id: id.into(),
+            id: crate::id::named(id),
             key_hash: "00".repeat(32),
             new_mail: TargetRecord {
                 endpoint: "https://push.example/new".into(),
@@ -314,15 +415,21 @@ mod tests {
 
     #[test]
     fn a_record_without_a_tag_still_reads_and_a_tag_round_trips() {
-        let old = r#"{"id":"a","key_hash":"00","new_mail":{"endpoint":"https://p/n","p256dh":null,"auth":null,"simplepush":false},"reconnect":{"endpoint":"https://p/r","p256dh":null,"auth":null,"simplepush":false},"created_unix":1}"#;
+        let old = r#"{"id":"00112233445566778899aabbccddeeff","key_hash":"00","new_mail":{"endpoint":"https://p/n","p256dh":null,"auth":null,"simplepush":false},"reconnect":{"endpoint":"https://p/r","p256dh":null,"auth":null,"simplepush":false},"created_unix":1}"#;
         let read: Record = serde_json::from_str(old).unwrap();
         assert_eq!(read.tag, None);
+        assert_eq!(read.id.to_string(), "00112233445566778899aabbccddeeff");
         let tagged = Record {
             tag: push::message::Tag::new("work"),
             ..record("b")
         };
         let json = serde_json::to_string(&tagged).unwrap();
         assert!(json.contains(r#""tag":"work""#), "{json}");
+        let id = format!(r#""id":"{}""#, tagged.id);
+        assert!(
+            json.contains(&id),
+            "the id stays its hex string on disk: {json}"
+        );
         assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), tagged);
         assert!(!format!("{tagged:?}").contains("work"), "never logged");
     }
@@ -334,9 +441,9 @@ mod tests {
         let path = dir.join("journal.redb");
         let _ = std::fs::remove_file(&path);
         {
-            let (journal, leftovers) = Journal::open(&path).unwrap();
+            let (mut journal, leftovers) = Journal::open(&path).unwrap();
             assert!(leftovers.is_empty());
-            let (tx, rx) = crossbeam_channel::unbounded();
+            let (tx, rx) = crossbeam_channel::bounded(100);
             for i in 0..100 {
                 let tx = tx.clone();
                 journal.insert(
@@ -347,7 +454,7 @@ mod tests {
             for _ in 0..100 {
                 assert!(rx.recv().unwrap(), "durable");
             }
-            journal.remove("id7");
+            journal.remove(&crate::id::named("id7"));
             journal.flush();
             // Fewer commits than records: batching works.
             let commits = journal
@@ -358,12 +465,69 @@ mod tests {
         }
         let (_journal, leftovers) = Journal::open(&path).unwrap();
         assert_eq!(leftovers.len(), 99);
-        assert!(!leftovers.iter().any(|r| r.id == "id7"));
+        assert!(!leftovers.iter().any(|r| r.id == crate::id::named("id7")));
         assert_eq!(
             leftovers[0].reconnect.to_target().unwrap().protocol(),
             Protocol::SimplePush
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A journal whose writer never reads: its queue and backlog fill up.
+    fn stalled() -> (Journal, Receiver<Op>) {
+        let (ops, rx) = ops_channel();
+        let journal = Journal {
+            ops: Some(ops),
+            backlog: VecDeque::new(),
+            writer: None,
+            stats: std::sync::Arc::default(),
+        };
+        (journal, rx)
+    }
+
+    #[test]
+    fn a_stalled_writer_never_blocks_the_owner_and_one_past_the_backlog_fails_at_once() {
+        let (mut journal, rx) = stalled();
+        let (tx, outcomes) = crossbeam_channel::bounded(1);
+        for i in 0..OPS_QUEUE_MAX + BACKLOG_MAX {
+            let tx = tx.clone();
+            journal.insert(
+                &record(&format!("id{i}")),
+                Box::new(move |ok| tx.send(ok).unwrap()),
+            );
+        }
+        assert!(outcomes.try_recv().is_err(), "every write kept");
+        assert_eq!(
+            (rx.len(), journal.backlog.len()),
+            (OPS_QUEUE_MAX, BACKLOG_MAX)
+        );
+        let tx2 = tx.clone();
+        journal.insert(
+            &record("one-more"),
+            Box::new(move |ok| tx2.send(ok).unwrap()),
+        );
+        assert_eq!(
+            outcomes.try_recv(),
+            Ok(false),
+            "failed at once, not waited for"
+        );
+        journal.remove(&crate::id::named("x"));
+        let dropped = journal
+            .stats
+            .removals_dropped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(dropped, 1);
+        // The writer takes one batch: as much of the backlog moves up, in order.
+        for _ in 0..BATCH_MAX {
+            rx.try_recv().unwrap();
+        }
+        journal.offer_backlog();
+        assert_eq!(journal.backlog.len(), BACKLOG_MAX - BATCH_MAX);
+        let last_queued = rx.try_iter().last();
+        let expected = crate::id::named(&format!("id{}", OPS_QUEUE_MAX + BATCH_MAX - 1));
+        let expected = expected.to_string();
+        assert!(matches!(last_queued, Some(Op::Insert(id, _, _)) if id == expected));
+        journal.ops = None;
     }
 
     #[test]

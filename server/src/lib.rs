@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod destination;
 pub mod error_code;
 pub mod fd_budget;
+pub mod id;
 pub mod journal;
 pub mod pacer;
 pub mod ratelimit;

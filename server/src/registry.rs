@@ -15,6 +15,7 @@ use engine::Since;
 
 use crate::accounts::AccountCounter;
 use crate::delivery::PushSubscription;
+use crate::id::SubscriptionId;
 use crate::replacement::{Promotion, Replacements};
 
 /// A registration key: SHA-256 of (host, port, username, device_id), see
@@ -48,7 +49,7 @@ impl State {
 /// for it: the server uses the engine's and httpd's handles, the simulation its own numbers.
 #[derive(Debug)]
 pub struct Subscription<S, R> {
-    pub id: String,
+    pub id: SubscriptionId,
     /// The IMAP host in its normal form ([`crate::destination::normalize_host`]): sessions
     /// per host are capped and logins paced on it.
     pub host: String,
@@ -73,16 +74,16 @@ pub struct Subscription<S, R> {
 
 #[derive(Debug)]
 pub struct Registry<S, R> {
-    by_id: HashMap<String, Subscription<S, R>>,
-    by_session: HashMap<S, String>,
+    by_id: HashMap<SubscriptionId, Subscription<S, R>>,
+    by_session: HashMap<S, SubscriptionId>,
     /// The live subscription and the candidates of each key.
-    keys: Replacements<Key, String>,
+    keys: Replacements<Key, SubscriptionId>,
     /// Keys (devices) per account, live or logging in.
     accounts: AccountCounter<Account, Key>,
     per_host: HashMap<String, usize>,
     /// Deadlines of the registrations still waiting for their session: kept apart so
     /// neither the deadline check nor the pending count walks every subscription.
-    waiting: HashMap<String, Instant>,
+    waiting: HashMap<SubscriptionId, Instant>,
 }
 
 impl<S, R> Default for Registry<S, R> {
@@ -117,15 +118,15 @@ impl<S: Copy + Eq + Hash, R> Registry<S, R> {
 
     pub fn insert(&mut self, sub: Subscription<S, R>) {
         if let Some(session) = sub.session {
-            self.by_session.insert(session, sub.id.clone());
+            self.by_session.insert(session, sub.id);
         }
-        self.keys.begin(sub.key, sub.id.clone());
+        self.keys.begin(sub.key, sub.id);
         self.accounts.add(sub.account, sub.key);
         *self.per_host.entry(sub.host.clone()).or_default() += 1;
         if let Some((_, deadline)) = sub.waiting {
-            self.waiting.insert(sub.id.clone(), deadline);
+            self.waiting.insert(sub.id, deadline);
         }
-        self.by_id.insert(sub.id.clone(), sub);
+        self.by_id.insert(sub.id, sub);
     }
 
     /// Subscriptions to `host` (lower-cased).
@@ -133,7 +134,7 @@ impl<S: Copy + Eq + Hash, R> Registry<S, R> {
         self.per_host.get(host).copied().unwrap_or(0)
     }
 
-    pub fn get(&self, id: &str) -> Option<&Subscription<S, R>> {
+    pub fn get(&self, id: &SubscriptionId) -> Option<&Subscription<S, R>> {
         self.by_id.get(id)
     }
 
@@ -142,11 +143,11 @@ impl<S: Copy + Eq + Hash, R> Registry<S, R> {
         self.by_id.get_mut(id)
     }
 
-    pub fn by_id_mut(&mut self, id: &str) -> Option<&mut Subscription<S, R>> {
+    pub fn by_id_mut(&mut self, id: &SubscriptionId) -> Option<&mut Subscription<S, R>> {
         self.by_id.get_mut(id)
     }
 
-    pub fn remove(&mut self, id: &str) -> Option<Subscription<S, R>> {
+    pub fn remove(&mut self, id: &SubscriptionId) -> Option<Subscription<S, R>> {
         let sub = self.by_id.remove(id)?;
         self.waiting.remove(id);
         if let Some(session) = sub.session {
@@ -164,23 +165,23 @@ impl<S: Copy + Eq + Hash, R> Registry<S, R> {
     }
 
     /// The paced login of `id` has started as `session`.
-    pub fn set_session(&mut self, id: &str, session: S) {
+    pub fn set_session(&mut self, id: &SubscriptionId, session: S) {
         if let Some(sub) = self.by_id.get_mut(id) {
             sub.session = Some(session);
-            self.by_session.insert(session, id.to_owned());
+            self.by_session.insert(session, *id);
         }
     }
 
     pub fn remove_by_session(&mut self, session: S) -> Option<Subscription<S, R>> {
-        let id = self.by_session.get(&session)?.clone();
+        let id = *self.by_session.get(&session)?;
         self.remove(&id)
     }
 
     /// Subscription `id`'s session is ready: it takes its key over, or gives way to a newer
     /// registration of the key (see [`crate::replacement`]).
-    pub fn promote(&mut self, id: &str) -> Promotion<String> {
+    pub fn promote(&mut self, id: &SubscriptionId) -> Promotion<SubscriptionId> {
         match self.by_id.get(id) {
-            Some(sub) => self.keys.ready(&sub.key, &id.to_owned()),
+            Some(sub) => self.keys.ready(&sub.key, id),
             None => Promotion::Unknown,
         }
     }
@@ -206,12 +207,12 @@ impl<S: Copy + Eq + Hash, R> Registry<S, R> {
     /// Registrations whose deadline has passed.
     /// Sorted, so that what follows from them happens in one order on every run (the
     /// simulation replays a seed).
-    pub fn overdue(&self, now: Instant) -> Vec<String> {
-        let mut ids: Vec<String> = self
+    pub fn overdue(&self, now: Instant) -> Vec<SubscriptionId> {
+        let mut ids: Vec<SubscriptionId> = self
             .waiting
             .iter()
             .filter(|(_, deadline)| **deadline <= now)
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();
         ids
@@ -231,13 +232,13 @@ impl<S: Copy + Eq + Hash, R> Registry<S, R> {
     }
 
     /// The session of every subscription, for checks that walk them all.
-    pub fn sessions(&self) -> impl Iterator<Item = (&str, S)> + '_ {
-        self.by_session.iter().map(|(s, id)| (id.as_str(), *s))
+    pub fn sessions(&self) -> impl Iterator<Item = (SubscriptionId, S)> + '_ {
+        self.by_session.iter().map(|(s, id)| (*id, *s))
     }
 
     /// Every id, sorted (see [`Registry::overdue`]).
-    pub fn ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.by_id.keys().cloned().collect();
+    pub fn ids(&self) -> Vec<SubscriptionId> {
+        let mut ids: Vec<SubscriptionId> = self.by_id.keys().copied().collect();
         ids.sort_unstable();
         ids
     }

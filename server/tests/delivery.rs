@@ -6,8 +6,9 @@
 
 use crossbeam_channel::Receiver;
 use imap_push_proxy::delivery::{
-    minimal_payload, Delivery, DeliveryConfig, PushSubscription, Report,
+    minimal_payload, Delivery, DeliveryConfig, PushJob, PushSubscription, Report,
 };
+use imap_push_proxy::id::SubscriptionId;
 use push::testing::{Recorded, Sink, Subscriber};
 use push::{message, Backoff, Kind, PushTarget, Sender, SenderConfig};
 use serde_json::Value;
@@ -68,11 +69,11 @@ impl Harness {
     }
 
     /// New mail goes to `{path}`, reconnect pushes to `{path}/reconnect`.
-    fn subscription(&self, id: &str, path: &str) -> Arc<PushSubscription> {
+    fn subscription(&self, name: &str, path: &str) -> Arc<PushSubscription> {
         let new_mail = self.browser.target(&self.sink.url(path)).unwrap();
         let reconnect_url = self.sink.url(&format!("{path}/reconnect"));
         let reconnect = self.browser.target(&reconnect_url).unwrap();
-        PushSubscription::new(id.to_owned(), new_mail, reconnect, unix_now())
+        PushSubscription::new(id(name), new_mail, reconnect, unix_now())
     }
 
     fn json(&self, request: &Recorded) -> Value {
@@ -87,6 +88,18 @@ impl Harness {
     fn no_more_reports(&self) {
         assert_eq!(self.reports.recv_timeout(MS(100)).ok(), None);
     }
+}
+
+/// A test's subscription id made of a short name (its bytes, zero-padded).
+fn id(name: &str) -> SubscriptionId {
+    let mut bytes = [0u8; 16];
+    bytes[..name.len()].copy_from_slice(name.as_bytes());
+    SubscriptionId::from_bytes(bytes)
+}
+
+/// The id of `name` as payloads show it.
+fn hex(name: &str) -> String {
+    id(name).to_string()
 }
 
 /// Every harness subscription is encrypted to its browser: payloads name the id.
@@ -114,7 +127,7 @@ fn new_mail_is_delivered_encrypted_and_timed() {
     let r = &requests[0];
     assert_eq!(
         h.json(r),
-        json(&message::new_mail(sealed("sub-1"), "INBOX", 3))
+        json(&message::new_mail(sealed(&hex("sub-1")), "INBOX", 3))
     );
     assert_eq!(r.method, "POST");
     assert_eq!(r.header("topic"), Some(sub.topic().as_str()));
@@ -122,7 +135,7 @@ fn new_mail_is_delivered_encrypted_and_timed() {
     assert_eq!(
         h.report(),
         Report::Delivered {
-            subscription: "sub-1".into(),
+            subscription: id("sub-1"),
             kind: Kind::NewMail
         }
     );
@@ -190,10 +203,10 @@ fn gone_endpoints_are_reported_and_not_retried() {
         gone,
         [
             Report::Gone {
-                subscription: "a".into()
+                subscription: id("a")
             },
             Report::Gone {
-                subscription: "b".into()
+                subscription: id("b")
             }
         ]
     );
@@ -304,7 +317,7 @@ fn one_origin_gets_at_most_its_permits() {
     }
     thread::sleep(MS(100));
     let target = h.browser.target(&other_sink.url("/fast")).unwrap();
-    let fast = PushSubscription::new("fast".into(), target.clone(), target, unix_now());
+    let fast = PushSubscription::new(id("fast"), target.clone(), target, unix_now());
     let asked = Instant::now();
     h.delivery.new_mail(&fast, "INBOX", 1, asked);
     let arrived = other_sink.wait_for(1, WAIT)[0].at - asked;
@@ -334,7 +347,7 @@ fn too_large_is_retried_once_with_the_minimal_payload() {
     assert_eq!(h.json(&requests[0])["exists"], 4);
     assert_eq!(
         h.json(&requests[1]),
-        json(&minimal_payload(Kind::NewMail, sealed("big")))
+        json(&minimal_payload(Kind::NewMail, sealed(&hex("big"))))
     );
     assert!(matches!(h.report(), Report::Delivered { .. }));
 
@@ -345,7 +358,7 @@ fn too_large_is_retried_once_with_the_minimal_payload() {
     assert_eq!(
         h.report(),
         Report::Failed {
-            subscription: "huge".into(),
+            subscription: id("huge"),
             kind: Kind::Reconnect
         }
     );
@@ -358,7 +371,7 @@ fn too_large_is_retried_once_with_the_minimal_payload() {
     assert_eq!(huge_requests.len(), 2);
     assert_eq!(
         h.json(&huge_requests[1]),
-        json(&minimal_payload(Kind::Reconnect, sealed("huge")))
+        json(&minimal_payload(Kind::Reconnect, sealed(&hex("huge"))))
     );
     let stats = h.delivery.stats();
     assert_eq!((stats.too_large, stats.delivered, stats.failed), (3, 1, 1));
@@ -373,7 +386,7 @@ fn redirects_are_not_followed() {
     assert_eq!(
         h.report(),
         Report::Failed {
-            subscription: "moved".into(),
+            subscription: id("moved"),
             kind: Kind::NewMail
         }
     );
@@ -391,7 +404,7 @@ fn simple_push_versions_strictly_increase() {
     });
     let created = unix_now();
     let target = PushTarget::simple_push(&h.sink.url("/sp")).unwrap();
-    let sub = PushSubscription::new("sp".into(), target.clone(), target, created);
+    let sub = PushSubscription::new(id("sp"), target.clone(), target, created);
     for i in 0..3 {
         h.delivery.new_mail(&sub, "INBOX", i, Instant::now());
         assert_eq!(h.sink.wait_for(i as usize + 1, WAIT).len(), i as usize + 1);
@@ -428,7 +441,7 @@ fn reconnect_goes_out_and_drops_pending_new_mail() {
     assert!(requests[1].at - asked < MS(500), "not held by the window");
     assert_eq!(
         h.json(&requests[1]),
-        json(&message::reconnect(sealed("rc"), "auth_failed"))
+        json(&message::reconnect(sealed(&hex("rc")), "auth_failed"))
     );
     assert_eq!(requests[1].header("topic"), None);
     // Past the window: the pending new mail never goes.
@@ -451,11 +464,56 @@ fn forget_drops_pending_new_mail() {
     h.delivery.new_mail(&sub, "INBOX", 1, Instant::now());
     h.sink.wait_for(1, WAIT);
     h.delivery.new_mail(&sub, "INBOX", 2, Instant::now());
-    h.delivery.forget("gone-user");
+    h.delivery.forget(id("gone-user"));
     thread::sleep(MS(500));
     assert_eq!(h.sink.requests().len(), 1);
     let stats = h.delivery.stats();
     assert_eq!((stats.dropped, stats.queue_depth), (1, 0));
+}
+
+/// The owner's way in: one offer past `queue_max` is handed back at once, whole, and
+/// counted; offered again once a job has ended, it goes out.
+#[test]
+fn an_offer_one_past_the_queue_bound_is_handed_back_at_once() {
+    let h = Harness::start(DeliveryConfig {
+        queue_max: 2,
+        ..config()
+    });
+    h.sink.set_delay("/slow", MS(500));
+    let subs: Vec<_> = (0..3)
+        .map(|i| h.subscription(&format!("offer{i}"), "/slow"))
+        .collect();
+    let reconnect = |i: usize| PushJob::Reconnect {
+        push: Arc::clone(&subs[i]),
+        reason: "auth_failed",
+    };
+    assert!(h.delivery.offer(reconnect(0)).is_ok());
+    assert!(h.delivery.offer(reconnect(1)).is_ok());
+    let start = Instant::now();
+    let back = h
+        .delivery
+        .offer(reconnect(2))
+        .expect_err("one past the bound");
+    assert!(
+        start.elapsed() < MS(100),
+        "not waited for: {:?}",
+        start.elapsed()
+    );
+    assert!(matches!(&back, PushJob::Reconnect { push, .. } if push.id == id("offer2")));
+    let stats = h.delivery.stats();
+    assert_eq!(
+        (stats.offers_refused, stats.queue_depth),
+        (1, 2),
+        "{stats:?}"
+    );
+    assert!(stats
+        .prometheus()
+        .contains("imap_push_delivery_offers_refused_total 1"));
+    assert!(matches!(h.report(), Report::Delivered { .. }));
+    assert!(h.delivery.offer(back).is_ok(), "room again");
+    assert!(matches!(h.report(), Report::Delivered { .. }));
+    assert!(matches!(h.report(), Report::Delivered { .. }));
+    assert_eq!(h.sink.wait_for(3, WAIT).len(), 3);
 }
 
 #[test]

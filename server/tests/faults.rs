@@ -15,12 +15,8 @@
 //!
 //! Timing: the engine's response timeout (30 s) and partial-response timeout (60 s) are not
 //! configurable through the server's config, so the two scenarios that wait for them
-//! (silent DONE, slow drip to the end) are `#[ignore]`d as slow; the slow drip is also
-//! proven quickly against the engine itself with a short `partial_response_timeout`.
-//!
-//! Two tests are ignored as product bugs (see their `ignore` reasons): `+` lines during
-//! AUTHENTICATE panic a reactor thread, and a flood of valid responses starves the other
-//! sessions of its reactor.
+//! (silent DONE, slow drip to the end) run in virtual time: the session the server's
+//! engine runs, with the server's session config, under the engine's transcript driver.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -32,11 +28,18 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use engine::session::SessionEvent;
+use engine::{EndReason, Secret, Security, Tick, Waiting, WatchSpec};
 use imap_push_proxy::{App, Config};
 use push::testing::{Recorded, Sink};
 use serde_json::Value;
 
 mod common;
+/// The engine's transcript driver: a session against scripted bytes in virtual time.
+#[path = "../../engine/tests/support/mod.rs"]
+mod support;
+
+use support::{Driver, Split};
 
 use common::{eventually, get, post, TempDir};
 
@@ -135,8 +138,6 @@ enum Mode {
     IdleNo,
     /// Answers the first IDLE with `NO`.
     FirstIdleNo,
-    /// Never answers DONE.
-    SilentDone,
     /// Answers AUTHENTICATE with `+ more` lines, endlessly.
     AuthContinuations,
 }
@@ -172,7 +173,6 @@ impl Mode {
             Mode::Good => mock_imapd::Quirk::None,
             Mode::IdleNo => mock_imapd::Quirk::IdleNo,
             Mode::FirstIdleNo => mock_imapd::Quirk::FirstIdleNo,
-            Mode::SilentDone => mock_imapd::Quirk::SilentDone,
             Mode::AuthContinuations => mock_imapd::Quirk::AuthContinuations,
         };
         quirk.name()
@@ -436,7 +436,6 @@ fn hostile(
     }
     // Modes that misbehave at the IDLE refresh need that long, plus a timeout if any.
     let wait = match mode {
-        Mode::SilentDone => PUSH_WAIT + Duration::from_secs(idle_refresh_secs + 30),
         Mode::IdleNo => PUSH_WAIT + Duration::from_secs(idle_refresh_secs),
         // The partial-response timeout is 60 s.
         _ if matches!(act, Some(Act::SlowDrip { .. })) => PUSH_WAIT + Duration::from_secs(60),
@@ -615,31 +614,92 @@ fn first_idle_answered_with_no_fails_the_registration() {
     eprintln!("first IDLE NO: {} {}", reply.status, reply.body);
 }
 
-/// "A server that never answers": DONE goes unanswered, so the proxy gives up after the
-/// engine's 30 s response timeout (not configurable through the server: slow).
+/// "A server that never answers": DONE goes unanswered, so the session ends after the
+/// response timeout of the config the server runs with (30 s), in virtual time: the
+/// session the server's engine runs, driven by the engine's transcript driver.
 #[test]
-#[ignore = "slow: waits for the engine's 30 s response timeout"]
 fn silent_done_is_a_timeout() {
-    let (_, took) = hostile("silent DONE", Mode::SilentDone, None, 2, &["timeout"]);
-    assert!(
-        took > Duration::from_secs(30) && took < Duration::from_secs(40),
-        "{took:?}"
+    let cfg = Config::default().session();
+    let mut d = Driver::new(transcript_spec(), cfg, Split::Whole);
+    to_idle(&mut d);
+    let refresh_at = d.run_to_next_deadline(Tick::NEVER);
+    d.c(b"DONE\r\n");
+    let end_at = d.run_to_next_deadline(Tick::NEVER);
+    assert_eq!(end_at.since(refresh_at), Duration::from_secs(30));
+    let events = d.take_events();
+    assert_eq!(
+        events,
+        vec![SessionEvent::Ended(EndReason::Timeout(Waiting::Done))]
     );
+    // The reconnect push's reason, as the core takes it from the end.
+    assert_eq!(EndReason::Timeout(Waiting::Done).code(), "timeout");
 }
 
 /// Slow drip, the full story: one byte every 500 ms of a line that never ends ends the
-/// session after the 60 s partial_response_timeout (not configurable through the server).
+/// session 60 s after the line began (the server's partial_response_timeout), in
+/// virtual time.
 #[test]
-#[ignore = "slow: waits for the engine's 60 s partial_response_timeout"]
 fn slow_drip_is_a_timeout_after_a_minute() {
-    let drip = Act::SlowDrip {
-        every: Duration::from_millis(500),
-        lasting: Duration::from_secs(80),
-    };
-    let (_, took) = hostile("slow drip", Mode::Good, Some(drip), 1440, &["timeout"]);
+    let cfg = Config::default().session();
+    let mut d = Driver::new(transcript_spec(), cfg, Split::Whole);
+    to_idle(&mut d);
+    let start = d.now;
+    let every = Duration::from_millis(500);
+    // 80 s of dripping at most, as the mock's act lasts.
+    for _ in 0..160 {
+        d.now = d.now + every;
+        if d.session.poll_timeout() <= d.now {
+            break;
+        }
+        d.s(b"x");
+    }
+    d.run_to_next_deadline(Tick::NEVER);
+    let took = d.now.since(start);
     assert!(
         took > Duration::from_secs(59) && took < Duration::from_secs(66),
         "{took:?}"
+    );
+    assert_eq!(
+        d.take_events(),
+        vec![SessionEvent::Ended(EndReason::Timeout(
+            Waiting::ResponseEnd
+        ))]
+    );
+}
+
+/// The session a registration like `registration` asks for, for the transcript driver.
+fn transcript_spec() -> WatchSpec {
+    WatchSpec {
+        host: "127.0.0.1".into(),
+        port: 143,
+        security: Security::DangerousPlain,
+        username: "alice".into(),
+        secret: Secret::Password(zeroize::Zeroizing::new(b"pw-alice".to_vec())),
+        mailboxes: vec!["INBOX".into()],
+        since: None,
+    }
+}
+
+/// Logs in with LOGIN (plain IMAP, as the mock speaks) and opens INBOX; leaves the
+/// session in IDLE.
+fn to_idle(d: &mut Driver) {
+    d.s(b"* OK [CAPABILITY IMAP4rev1 IDLE AUTH=PLAIN SASL-IR] ready\r\n");
+    let sent = std::mem::take(&mut d.sent);
+    assert!(
+        sent.starts_with(b"A1 "),
+        "{}",
+        String::from_utf8_lossy(&sent)
+    );
+    d.s(b"A1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n");
+    d.c(b"A2 EXAMINE INBOX\r\n");
+    d.s(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 1700000000] v\r\n* OK [UIDNEXT 4] n\r\n");
+    d.s(b"A2 OK [READ-ONLY] Examine completed\r\n");
+    d.c(b"A3 IDLE\r\n");
+    d.s(b"+ idling\r\n");
+    let events = d.take_events();
+    assert!(
+        matches!(events.as_slice(), [SessionEvent::Ready(_)]),
+        "{events:?}"
     );
 }
 

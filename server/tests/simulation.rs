@@ -9,6 +9,11 @@
 //! What the simulated push pool stands for: the delivery pool's net outcome per job
 //! (delivered, given up, gone) after its own retries, 429 waits and timeouts, which are
 //! modelled as delays. The retry rules themselves are still in `server/src/delivery/`.
+//! With `SIM_POOL_FULL_PERCENT=N`, N% of offers find the pool's queue full for up to 2 s:
+//! it hands them back (`Input::PushRefused`), as `Delivery::offer` does, and the core
+//! holds them. Off by default for now: with it on, seed 603 (N=2) shows the core and this
+//! model disagreeing on which of two in-flight registrations of one key is the newer
+//! (the core goes by the order their sessions began, after DNS; the model by POST order).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
@@ -21,6 +26,7 @@ use imap_push_proxy::config::Config;
 use imap_push_proxy::core::{ApiRequest, Core, Input, Now, Output, PushJob, SessionEvent};
 use imap_push_proxy::delivery::Report;
 use imap_push_proxy::fd_budget::Budget;
+use imap_push_proxy::id::SubscriptionId;
 use imap_push_proxy::journal::Record;
 use push::Kind;
 use zeroize::Zeroizing;
@@ -168,6 +174,15 @@ struct Sim {
     pushes: u64,
     /// What happened, for the summary: 201s, 204s, reconnect and restart pushes.
     tally: Tally,
+    /// The simulated pool's queue is full until then: it hands offers back.
+    pool_full_until_ms: u64,
+    /// Draws for the full pool only, so that a seed's other events are the ones it had
+    /// before the pool could refuse (its replays stay valid).
+    pool_rng: Rng,
+    /// Percent of offers that find the pool full (`SIM_POOL_FULL_PERCENT`, default 0).
+    pool_full_percent: u64,
+    /// After `Input::Shutdown` the pool takes everything (the real owner stops offering).
+    shutting_down: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -176,6 +191,8 @@ struct Tally {
     deleted: u64,
     reconnects: u64,
     restarts: u64,
+    /// Offers the full pool handed back.
+    refused: u64,
 }
 
 impl std::ops::AddAssign for Tally {
@@ -184,8 +201,12 @@ impl std::ops::AddAssign for Tally {
         self.deleted += o.deleted;
         self.reconnects += o.reconnects;
         self.restarts += o.restarts;
+        self.refused += o.refused;
     }
 }
+
+/// Mixed into the seed for the full pool's own stream of draws.
+const POOL_STREAM: u64 = 0x9e37_79b9_7f4a_7c15;
 
 fn config() -> Config {
     let mut config = Config::default();
@@ -215,6 +236,8 @@ impl Sim {
         let core = Core::new(config.clone(), budget, "key".into(), Vec::new(), now);
         let mut sim = Sim {
             rng: Rng(seed),
+            pool_rng: Rng(seed ^ POOL_STREAM),
+            pool_full_percent: env_u64("SIM_POOL_FULL_PERCENT", 0),
             base,
             now_ms: 0,
             day_ms: day_secs * 1000,
@@ -242,6 +265,8 @@ impl Sim {
             crashes: 0,
             pushes: 0,
             tally: Tally::default(),
+            pool_full_until_ms: 0,
+            shutting_down: false,
         };
         sim.at(0, Event::Client);
         sim
@@ -284,6 +309,7 @@ impl Sim {
             self.step()?;
             self.check()?;
         }
+        self.shutting_down = true;
         self.input(Input::Shutdown);
         self.sessions.clear();
         self.settle_ended_at_shutdown();
@@ -487,7 +513,8 @@ impl Sim {
 
     // ---- the scripted engine ----
 
-    fn watch(&mut self, subscription: String, spec: &engine::WatchSpec) {
+    fn watch(&mut self, id: SubscriptionId, spec: &engine::WatchSpec) {
+        let subscription = id.to_string();
         let request: u64 = spec.mailboxes[0][1..].parse().unwrap_or(u64::MAX);
         let (key, _) = self
             .requests
@@ -539,7 +566,7 @@ impl Sim {
         let now = self.now();
         self.core.handle(
             Input::Watched {
-                subscription,
+                subscription: id,
                 result,
             },
             now,
@@ -697,7 +724,18 @@ impl Sim {
         self.queue.clear();
         self.events.clear();
         self.sessions.clear();
-        for sub in self.subs.values_mut() {
+        for (id, sub) in self.subs.iter_mut() {
+            if sub.owed && sub.reconnects == 0 {
+                // Its reconnect push was decided but held (the pool's queue was full): the
+                // crash loses it as it loses the pool's queue, and the journal's restart
+                // push stands in for it.
+                let id: SubscriptionId = id.parse().expect("the sim's ids are the core's");
+                assert!(
+                    self.core.holds_reconnect(&id),
+                    "{id} owed a reconnect push that was neither sent nor held"
+                );
+                sub.owed = false;
+            }
             // Ended by the crash: the restart push is what it is owed.
             sub.ended = true;
             if sub.durable {
@@ -727,13 +765,12 @@ impl Sim {
         self.pushes += 1;
         let (id, kind, restart) = match &job {
             PushJob::Forget { .. } => return,
-            PushJob::NewMail { push, .. } => (push.id.clone(), Kind::NewMail, false),
-            PushJob::Reconnect { push, reason } => (
-                push.id.clone(),
-                Kind::Reconnect,
-                *reason == "server_restart",
-            ),
+            PushJob::NewMail { push, .. } => (push.id, Kind::NewMail, false),
+            PushJob::Reconnect { push, reason } => {
+                (push.id, Kind::Reconnect, *reason == "server_restart")
+            }
         };
+        let (sid, id) = (id, id.to_string());
         let sub = self.subs.entry(id.clone()).or_default();
         if restart {
             self.tally.restarts += 1;
@@ -755,23 +792,23 @@ impl Sim {
         }
         // Faults of the push service, as the pool's net outcome and its delay.
         let (delay, report) = match self.rng.below(100) {
-            0..=69 => (self.rng.between(20, 300), delivered(&id, kind)),
-            70..=79 => (self.rng.between(5_000, 30_000), delivered(&id, kind)), // slow
+            0..=69 => (self.rng.between(20, 300), delivered(sid, kind)),
+            70..=79 => (self.rng.between(5_000, 30_000), delivered(sid, kind)), // slow
             80..=86 => {
                 // 429 with Retry-After: delivered after the wait.
                 let wait = self.rng.between(1, 120) * 1000;
-                (wait, delivered(&id, kind))
+                (wait, delivered(sid, kind))
             }
             87..=92 => {
                 // 5xx: retried with backoff, then delivered or given up.
                 let delay = self.rng.between(1_000, 300_000);
                 if self.rng.chance(50) {
-                    (delay, delivered(&id, kind))
+                    (delay, delivered(sid, kind))
                 } else {
                     (
                         delay,
                         Report::Failed {
-                            subscription: id.clone(),
+                            subscription: sid,
                             kind,
                         },
                     )
@@ -780,30 +817,44 @@ impl Sim {
             93..=96 => (
                 30_000,
                 Report::Failed {
-                    subscription: id.clone(),
+                    subscription: sid,
                     kind,
                 },
             ), // timeout
             _ => (
                 self.rng.between(20, 300),
-                Report::Gone {
-                    subscription: id.clone(),
-                },
+                Report::Gone { subscription: sid },
             ), // 410
         };
         self.at(delay, Event::PushDone { report, restart });
     }
 
+    /// Whether the pool's queue is full: now and then, for up to two seconds.
+    fn pool_refuses(&mut self) -> bool {
+        if self.shutting_down {
+            return false;
+        }
+        if self.now_ms < self.pool_full_until_ms {
+            return true;
+        }
+        if self.pool_full_percent > 0 && self.pool_rng.chance(self.pool_full_percent) {
+            self.pool_full_until_ms = self.now_ms + self.pool_rng.between(1, 2_000);
+            return true;
+        }
+        false
+    }
+
     fn push_done(&mut self, report: Report, restart: bool) {
         let id = match &report {
             Report::Gone { subscription } => {
-                if let Some(s) = self.subs.get_mut(subscription) {
+                let id = subscription.to_string();
+                if let Some(s) = self.subs.get_mut(&id) {
                     s.gone = true;
                 }
-                subscription.clone()
+                id
             }
             Report::Delivered { subscription, .. } | Report::Failed { subscription, .. } => {
-                subscription.clone()
+                subscription.to_string()
             }
         };
         if restart {
@@ -857,15 +908,21 @@ impl Sim {
                     self.at(delay, Event::Resolved { token, result });
                 }
                 Output::JournalInsert { ticket, record } => {
-                    let id = record.id.clone();
+                    let id = record.id.to_string();
                     self.journal(id, JournalOp::Insert(ticket), Some(record));
                 }
                 Output::JournalRemove { id, ticket } => {
-                    self.journal(id, JournalOp::Remove(ticket), None);
+                    self.journal(id.to_string(), JournalOp::Remove(ticket), None);
                 }
                 Output::Push(job) => {
+                    if self.pool_refuses() {
+                        self.tally.refused += 1;
+                        let now = self.now();
+                        self.core.handle(Input::PushRefused(job), now, None);
+                        continue;
+                    }
                     if let Some(id) = job_subscription(&job) {
-                        if self.deleted.contains(id) {
+                        if self.deleted.contains(&id) {
                             panic!("a push for {id} after its DELETE: {job:?}");
                         }
                     }
@@ -925,16 +982,19 @@ impl Sim {
     }
 }
 
-fn delivered(id: &str, kind: Kind) -> Report {
+fn delivered(id: SubscriptionId, kind: Kind) -> Report {
     Report::Delivered {
-        subscription: id.to_owned(),
+        subscription: id,
         kind,
     }
 }
 
-fn job_subscription(job: &PushJob) -> Option<&str> {
+/// The id a job pushes to, as the clients know it (from the 201's body).
+fn job_subscription(job: &PushJob) -> Option<String> {
     match job {
-        PushJob::NewMail { push, .. } | PushJob::Reconnect { push, .. } => Some(&push.id),
+        PushJob::NewMail { push, .. } | PushJob::Reconnect { push, .. } => {
+            Some(push.id.to_string())
+        }
         PushJob::Forget { .. } => None,
     }
 }

@@ -50,6 +50,12 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             ),
             ("imap_push_logins_paced_total", "counter", c.logins_paced),
             ("imap_push_sessions_lost_total", "counter", c.sessions_lost),
+            ("imap_push_pushes_held", "gauge", self.held.len() as u64),
+            (
+                "imap_push_held_new_mail_dropped_total",
+                "counter",
+                self.held.dropped,
+            ),
             ("imap_push_descriptors_limit", "gauge", self.budget.nofile),
             (
                 "imap_push_sessions_capacity",

@@ -27,6 +27,7 @@
 //!
 //! Handles are the owner's: `S` names an engine session, `R` a waiting API request.
 
+pub mod held;
 mod metrics;
 mod pushes;
 pub mod requests;
@@ -35,7 +36,6 @@ mod sessions;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::{EndReason, Preview, WatchError, WatchOptions, WatchSpec};
@@ -43,13 +43,16 @@ use httpd::{Method, Response};
 use zeroize::Zeroizing;
 
 use crate::config::Config;
-use crate::delivery::{PushSubscription, Report};
+pub use crate::delivery::PushJob;
+use crate::delivery::Report;
 use crate::fd_budget::Budget;
+use crate::id::SubscriptionId;
 use crate::journal::Record;
 use crate::pacer::Pacer;
 use crate::ratelimit::RateLimiter;
 use crate::registry::Registry;
 
+use held::Held;
 pub use metrics::Counters;
 use requests::Resolving;
 
@@ -99,7 +102,7 @@ pub enum Input<S, R> {
     Request(ApiRequest<R>),
     /// The engine's answer to [`Output::Watch`] of `subscription`.
     Watched {
-        subscription: String,
+        subscription: SubscriptionId,
         result: Result<S, WatchError>,
     },
     Session(SessionEvent<S>),
@@ -113,6 +116,10 @@ pub enum Input<S, R> {
     },
     /// What became of a push job.
     PushSettled(Report),
+    /// The push pool's queue was full: it handed [`Output::Push`]'s job back. The core
+    /// keeps it (and every later push behind it) and offers it again after
+    /// [`held::REOFFER_AFTER`]. Answer at once, before polling on.
+    PushRefused(PushJob),
     /// A deadline ([`Core::poll_timeout`]) may have passed.
     Tick,
     /// The server stops: every ready subscription gets its `shutdown` push.
@@ -134,7 +141,7 @@ pub enum Output<S, R> {
     },
     /// Start a session; answer with [`Input::Watched`] at once.
     Watch {
-        subscription: String,
+        subscription: SubscriptionId,
         spec: WatchSpec,
         options: WatchOptions,
     },
@@ -153,29 +160,10 @@ pub enum Output<S, R> {
     /// Remove `id`'s record; with a `ticket`, answer [`Input::JournalDurable`] once the
     /// removal is durable.
     JournalRemove {
-        id: String,
+        id: SubscriptionId,
         ticket: Option<u64>,
     },
     Push(PushJob),
-}
-
-/// A push for the push pool.
-#[derive(Debug)]
-pub enum PushJob {
-    NewMail {
-        push: Arc<PushSubscription>,
-        mailbox: String,
-        exists: u32,
-        preview: Option<Box<Preview>>,
-        event_at: Instant,
-    },
-    /// Never coalesced or dropped: the app must log in again.
-    Reconnect {
-        push: Arc<PushSubscription>,
-        reason: &'static str,
-    },
-    /// Drop the pending new mail of a deleted or replaced subscription.
-    Forget { subscription: String },
 }
 
 /// The clock, read by the owner.
@@ -190,7 +178,7 @@ pub struct Now {
 #[derive(Debug)]
 struct PacedLogin {
     due: Instant,
-    subscription: String,
+    subscription: SubscriptionId,
     spec: WatchSpec,
     options: WatchOptions,
 }
@@ -221,6 +209,8 @@ pub struct Core<S, R> {
     created: HashMap<u64, Created<R>>,
     next_ticket: u64,
     counters: Counters,
+    /// Pushes the pool handed back, in order, bounded by [`held::HELD_NEW_MAIL_MAX`].
+    held: Held,
     out: VecDeque<Output<S, R>>,
     shut_down: bool,
 }
@@ -252,6 +242,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             created: HashMap::new(),
             next_ticket: 0,
             counters: Counters::default(),
+            held: Held::default(),
             out: VecDeque::new(),
             shut_down: false,
         };
@@ -267,14 +258,16 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             Input::Watched {
                 subscription,
                 result,
-            } => self.on_watched(&subscription, result),
+            } => self.on_watched(subscription, result),
             Input::Session(event) => self.on_session(event, now),
             Input::Lookup(lookup) => self.on_lookup(lookup, now, random),
             Input::JournalDurable { ticket, ok } => self.on_durable(ticket, ok),
             Input::PushSettled(report) => self.on_report(report),
+            Input::PushRefused(job) => self.on_push_refused(job, now.instant),
             Input::Tick => {
                 self.start_paced_logins(now.instant);
                 self.expire_registrations(now.instant);
+                self.reoffer_held(now.instant);
             }
             Input::Shutdown => self.shutdown_pushes(),
         }
@@ -285,13 +278,25 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         self.out.pop_front()
     }
 
-    /// When [`Input::Tick`] is next due: the earliest paced login or registration deadline.
+    /// When [`Input::Tick`] is next due: the earliest paced login, registration deadline
+    /// or offer of held pushes.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let paced = self.paced.iter().map(|p| p.due).min();
-        match (paced, self.registry.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [paced, self.registry.next_deadline(), self.held.due()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Pushes held because the pool's queue was full (see [`Input::PushRefused`]).
+    pub fn held_pushes(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether a reconnect push of `subscription` is held (what a checker asks when the
+    /// process dies: a held push is lost like one queued in the pool).
+    pub fn holds_reconnect(&self, subscription: &SubscriptionId) -> bool {
+        self.held.holds_reconnect(subscription)
     }
 
     /// The counters for /metrics and for tests.
@@ -300,7 +305,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     }
 
     /// The session of every subscription, by id: what a checker walks.
-    pub fn sessions(&self) -> impl Iterator<Item = (&str, S)> + '_ {
+    pub fn sessions(&self) -> impl Iterator<Item = (SubscriptionId, S)> + '_ {
         self.registry.sessions()
     }
 
@@ -316,6 +321,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             paced: self.paced.len(),
             resolving: self.resolving.len(),
             created: self.created.len(),
+            held_new_mail: self.held.new_mail(),
             keys: self.registry.keys(),
             pending_max: self.config.limits.pending_registrations_max,
             keys_max: self.budget.sessions_capacity,
@@ -332,12 +338,38 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         }
     }
 
+    /// Queues a push, behind the held ones if there are any: pushes reach the pool in
+    /// the order the core decided them.
     fn push(&mut self, job: PushJob) {
-        self.out.push_back(Output::Push(job));
+        if self.held.is_empty() {
+            self.out.push_back(Output::Push(job));
+        } else {
+            self.held.hold(job);
+        }
+    }
+
+    /// The pool handed `job` back: it is held, and so is every push still waiting to be
+    /// polled, so that none overtakes it.
+    fn on_push_refused(&mut self, job: PushJob, now: Instant) {
+        self.held.refused(job, now);
+        let waiting = std::mem::take(&mut self.out);
+        for output in waiting {
+            match output {
+                Output::Push(job) => self.held.hold(job),
+                other => self.out.push_back(other),
+            }
+        }
+    }
+
+    /// Offers the held pushes again once their pause has passed.
+    fn reoffer_held(&mut self, now: Instant) {
+        if let Some(jobs) = self.held.release(now) {
+            self.out.extend(jobs.into_iter().map(Output::Push));
+        }
     }
 
     /// A journal removal nobody waits for.
-    fn forget_record(&mut self, id: String) {
+    fn forget_record(&mut self, id: SubscriptionId) {
         self.out
             .push_back(Output::JournalRemove { id, ticket: None });
     }
@@ -358,6 +390,8 @@ pub struct Queues {
     pub paced: usize,
     pub resolving: usize,
     pub created: usize,
+    /// New-mail pushes held while the pool's queue is full.
+    pub held_new_mail: usize,
     /// Keys live or logging in.
     pub keys: usize,
     pub pending_max: usize,
@@ -374,6 +408,7 @@ impl Queues {
             ("paced logins", self.paced, self.pending_max),
             ("resolving registrations", self.resolving, self.pending_max),
             ("201s waiting for the journal", self.created, self.keys_max),
+            ("held new mail", self.held_new_mail, held::HELD_NEW_MAIL_MAX),
             ("keys", self.keys, self.keys_max),
         ];
         checks

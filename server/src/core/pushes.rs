@@ -7,6 +7,7 @@ use super::{Core, Now, PushJob};
 use crate::api::ApiError;
 use crate::delivery::{PushSubscription, Report};
 use crate::error_code::ErrorCode;
+use crate::id::SubscriptionId;
 use crate::journal::Record;
 
 impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
@@ -27,11 +28,11 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     pub(super) fn on_report(&mut self, report: Report) {
         if let Some(id) = settled_reconnect(&report) {
             // Delivered or given up: the subscription may leave the journal.
-            self.forget_record(id.to_owned());
+            self.forget_record(id);
         }
         match report {
             Report::Gone { subscription } => {
-                self.forget_record(subscription.clone());
+                self.forget_record(subscription);
                 if let Some(sub) = self.registry.remove(&subscription) {
                     self.unwatch(sub.session);
                 }
@@ -78,6 +79,9 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             return;
         }
         self.shut_down = true;
+        // Held pushes are older than the shutdown pushes: they go first, due or not.
+        let held = self.held.take_all();
+        self.out.extend(held.into_iter().map(super::Output::Push));
         for id in self.registry.ids() {
             let Some(sub) = self.registry.remove(&id) else {
                 continue;
@@ -96,7 +100,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
 
 /// The subscription whose reconnect push has been settled (delivered or given up): it
 /// may leave the journal.
-fn settled_reconnect(report: &Report) -> Option<&str> {
+fn settled_reconnect(report: &Report) -> Option<SubscriptionId> {
     match report {
         Report::Delivered {
             subscription,
@@ -105,7 +109,7 @@ fn settled_reconnect(report: &Report) -> Option<&str> {
         | Report::Failed {
             subscription,
             kind: push::Kind::Reconnect,
-        } => Some(subscription),
+        } => Some(*subscription),
         _ => None,
     }
 }

@@ -13,6 +13,7 @@ use crate::api::{parse_registration, ApiError, Registration};
 use crate::delivery::PushSubscription;
 use crate::destination::{is_public, normalize_host};
 use crate::error_code::ErrorCode;
+use crate::id::SubscriptionId;
 use crate::registry::{State as SubState, Subscription};
 use crate::resolution::{Checks, Progress, Refusal, Target};
 
@@ -261,7 +262,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         let Some(random) = random else {
             return Err((request, ApiError::new(ErrorCode::Internal, "no randomness")));
         };
-        let id: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let id = SubscriptionId::from_bytes(random);
         // A registration of a key that is live already does not end the live one here: it
         // logs in beside it and replaces it only once ready (see `crate::replacement`).
         let wait = match self
@@ -272,7 +273,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             Err(e) => return Err((request, e)),
         };
         let push = PushSubscription::new_tagged(
-            id.clone(),
+            id,
             registration.new_mail.clone(),
             registration.reconnect.clone(),
             registration.tag.clone(),
@@ -282,7 +283,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         let (spec, options) = watch_spec(registration);
         if wait.is_zero() {
             self.out.push_back(Output::Watch {
-                subscription: id.clone(),
+                subscription: id,
                 spec,
                 options,
             });
@@ -290,7 +291,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             self.counters.logins_paced += 1;
             self.paced.push(PacedLogin {
                 due: now.instant + wait,
-                subscription: id.clone(),
+                subscription: id,
                 spec,
                 options,
             });
@@ -370,7 +371,8 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     }
 
     fn describe(&self, id: &str) -> Result<Response, ApiError> {
-        let sub = self.registry.get(id).ok_or_else(not_found)?;
+        let id = SubscriptionId::parse(id).map_err(|_| not_found())?;
+        let sub = self.registry.get(&id).ok_or_else(not_found)?;
         let body = serde_json::json!({
             "id": sub.id,
             "state": sub.state.as_str(),
@@ -389,12 +391,15 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     /// durable: a crash after a 204 must not bring the subscription back with a restart
     /// push.
     fn delete(&mut self, request: R, id: &str) -> Result<(), Refused<R>> {
-        let Some(sub) = self.registry.remove(id) else {
+        let Ok(id) = SubscriptionId::parse(id) else {
+            return Err((request, not_found()));
+        };
+        let Some(sub) = self.registry.remove(&id) else {
             return Err((request, not_found()));
         };
         self.unwatch(sub.session);
         self.push(super::PushJob::Forget {
-            subscription: sub.id.clone(),
+            subscription: sub.id,
         });
         if let Some((waiting, _)) = sub.waiting {
             let e = ApiError::new(ErrorCode::Deleted, "deleted before it was ready");

@@ -8,24 +8,29 @@ use super::requests::watch_error;
 use super::{Core, Created, Now, Output, PushJob, SessionEvent};
 use crate::api::ApiError;
 use crate::error_code::ErrorCode;
+use crate::id::SubscriptionId;
 use crate::journal::{Record, TargetRecord};
 use crate::registry::{State as SubState, Subscription};
 use crate::replacement::Promotion;
 
 impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     /// The engine named the session of `subscription`, or refused it.
-    pub(super) fn on_watched(&mut self, subscription: &str, result: Result<S, engine::WatchError>) {
+    pub(super) fn on_watched(
+        &mut self,
+        subscription: SubscriptionId,
+        result: Result<S, engine::WatchError>,
+    ) {
         match result {
             Ok(session) => {
-                if self.registry.get(subscription).is_some() {
-                    self.registry.set_session(subscription, session);
+                if self.registry.get(&subscription).is_some() {
+                    self.registry.set_session(&subscription, session);
                 } else {
                     // Deleted between the watch and its answer: end the session at once.
                     self.out.push_back(Output::Unwatch(session));
                 }
             }
             Err(e) => {
-                let sub = self.registry.remove(subscription);
+                let sub = self.registry.remove(&subscription);
                 if let Some((waiting, _)) = sub.and_then(|s| s.waiting) {
                     self.respond(waiting, watch_error(e).to_response());
                 }
@@ -89,7 +94,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     /// record is durable.
     fn on_ready(&mut self, session: S, ready: &engine::Ready) {
         self.counters.logins_ok += 1;
-        let Some(id) = self.registry.by_session_mut(session).map(|s| s.id.clone()) else {
+        let Some(id) = self.registry.by_session_mut(session).map(|s| s.id) else {
             return;
         };
         match self.registry.promote(&id) {
@@ -97,7 +102,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 // The replaced app registered again: it gets no reconnect push (its
                 // session's loss finds nothing in the registry).
                 if let Some(old) = replaced.and_then(|old| self.registry.remove(&old)) {
-                    self.forget_record(old.id.clone());
+                    self.forget_record(old.id);
                     self.unwatch(old.session);
                     self.push(PushJob::Forget {
                         subscription: old.id,
@@ -196,7 +201,7 @@ fn created<S, R>(sub: &Subscription<S, R>, ready: &engine::Ready) -> (Record, ht
     let location = format!("/v1/subscriptions/{}", sub.id);
     let response = httpd::Response::json(201, body.to_string()).with_header("location", location);
     let record = Record {
-        id: sub.id.clone(),
+        id: sub.id,
         key_hash: sub.key.iter().map(|b| format!("{b:02x}")).collect(),
         new_mail: TargetRecord::from_target(&sub.push.new_mail),
         reconnect: TargetRecord::from_target(&sub.push.reconnect),

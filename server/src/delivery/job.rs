@@ -93,8 +93,11 @@ impl Job {
     }
 
     pub(super) fn payload(&self) -> String {
+        // The id as the payload shows it: text only here, at the edge.
+        let id = self.sub.id.to_string();
+        let about = self.about(&id);
         match &self.what {
-            _ if self.minimal => minimal_payload(self.kind(), self.about()),
+            _ if self.minimal => minimal_payload(self.kind(), about),
             What::NewMail {
                 mailbox,
                 exists,
@@ -111,7 +114,7 @@ impl Job {
                     })
                     .collect();
                 message::new_mail_with_preview(
-                    self.about(),
+                    about,
                     mailbox,
                     *exists,
                     &messages,
@@ -120,15 +123,15 @@ impl Job {
             }
             What::NewMail {
                 mailbox, exists, ..
-            } => message::new_mail(self.about(), mailbox, *exists),
-            What::Reconnect { reason } => message::reconnect(self.about(), reason),
+            } => message::new_mail(about, mailbox, *exists),
+            What::Reconnect { reason } => message::reconnect(about, reason),
         }
     }
 
     /// Who the payload is about: the id only if it is encrypted to the device.
-    pub(super) fn about(&self) -> About<'_> {
+    pub(super) fn about<'a>(&'a self, id: &'a str) -> About<'a> {
         let encrypted = self.target().keys().is_some();
-        About::new(&self.sub.id, self.sub.tag.as_ref(), encrypted)
+        About::new(id, self.sub.tag.as_ref(), encrypted)
     }
 
     pub(super) fn event_at(&self) -> Option<Instant> {

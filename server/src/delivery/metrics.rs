@@ -44,6 +44,8 @@ pub struct DeliveryStats {
     pub undelivered: u64,
     /// Calls that blocked because `queue_max` jobs were outstanding.
     pub backpressure_waits: u64,
+    /// Offers handed back because the queue was full (the owner offers them again).
+    pub offers_refused: u64,
     /// Jobs accepted and not yet finished (gauge).
     pub queue_depth: u64,
     pub latency: LatencySummary,
@@ -104,10 +106,13 @@ impl DeliveryStats {
             "# HELP imap_push_delivery_backpressure_waits_total Calls that blocked on a full queue.\n\
              # TYPE imap_push_delivery_backpressure_waits_total counter\n\
              imap_push_delivery_backpressure_waits_total {}\n\
+             # HELP imap_push_delivery_offers_refused_total Offers handed back on a full queue, to be offered again.\n\
+             # TYPE imap_push_delivery_offers_refused_total counter\n\
+             imap_push_delivery_offers_refused_total {}\n\
              # HELP imap_push_delivery_queue_depth Jobs accepted and not yet finished.\n\
              # TYPE imap_push_delivery_queue_depth gauge\n\
              imap_push_delivery_queue_depth {}",
-            self.backpressure_waits, self.queue_depth
+            self.backpressure_waits, self.offers_refused, self.queue_depth
         );
         self.render_latency(out);
     }
@@ -156,6 +161,7 @@ pub(super) struct Counters {
     pub(super) dropped: AtomicU64,
     pub(super) undelivered: AtomicU64,
     pub(super) backpressure_waits: AtomicU64,
+    pub(super) offers_refused: AtomicU64,
 }
 
 struct Latency {
@@ -220,6 +226,7 @@ impl Metrics {
             dropped: get(&c.dropped),
             undelivered: get(&c.undelivered),
             backpressure_waits: get(&c.backpressure_waits),
+            offers_refused: get(&c.offers_refused),
             queue_depth: queue_depth as u64,
             latency,
         }

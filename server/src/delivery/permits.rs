@@ -51,6 +51,19 @@ impl Permits {
         Ok(waited)
     }
 
+    /// Takes a permit if one is free, without waiting: `Ok(false)` if none is.
+    pub(super) fn try_acquire(&self) -> Result<bool, Closed> {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return Err(Closed);
+        }
+        if state.used >= self.max {
+            return Ok(false);
+        }
+        state.used += 1;
+        Ok(true)
+    }
+
     pub(super) fn release(&self, n: usize) {
         let mut state = lock(&self.state);
         debug_assert!(state.used >= n, "released more permits than taken");

@@ -11,11 +11,13 @@ use crossbeam_channel::{never, select, Receiver, Sender};
 use push::{Backoff, Kind, Notification, Outcome, Protocol};
 use ring::rand::{SecureRandom as _, SystemRandom};
 
+use crate::id::SubscriptionId;
+
 use super::job::{decide, Job, Next, Slot, What};
 use super::metrics::Metrics;
 use super::origins::{Class, OriginQueues};
 use super::permits::Permits;
-use super::{origin_cap, Command, DeliveryConfig, PushSubscription, Report};
+use super::{origin_cap, Command, DeliveryConfig, PushJob, PushSubscription, Report};
 
 /// Timers fired per scheduler turn, so a flood of expirations cannot starve
 /// commands and completions.
@@ -77,7 +79,7 @@ pub(super) fn unix_now() -> u64 {
 
 pub(super) enum TimerWhat {
     /// Look at a slot again: its pending push may be due, or it may be idle.
-    Slot(String),
+    Slot(SubscriptionId),
     /// A reconnect job whose retry delay or origin hold ends.
     Reconnect(Job),
 }
@@ -143,13 +145,13 @@ impl Holds {
 pub(super) enum Ready {
     Reconnect(Job),
     /// The subscription whose pending new mail is due.
-    NewMail(String),
+    NewMail(SubscriptionId),
 }
 
 pub(super) struct Scheduler {
     pub(super) window: Duration,
     pub(super) backoff: Backoff,
-    pub(super) slots: HashMap<String, Slot>,
+    pub(super) slots: HashMap<SubscriptionId, Slot>,
     pub(super) holds: Holds,
     pub(super) ready: OriginQueues<Ready>,
     pub(super) timers: BinaryHeap<Reverse<Timer>>,
@@ -252,13 +254,13 @@ impl Scheduler {
 
     pub(super) fn handle_command(&mut self, command: Command, now: Instant) {
         match command {
-            Command::NewMail {
-                sub,
+            Command::Job(PushJob::NewMail {
+                push: sub,
                 mailbox,
                 exists,
                 preview,
                 event_at,
-            } => {
+            }) => {
                 let what = What::NewMail {
                     mailbox,
                     exists,
@@ -267,22 +269,25 @@ impl Scheduler {
                 };
                 self.handle_new_mail(sub, what, now);
             }
-            Command::Reconnect { sub, reason } => {
+            Command::Job(PushJob::Reconnect { push: sub, reason }) => {
                 self.drop_pending(&sub.id, false);
+                let reason = reason.to_owned();
                 let job = Job::new(sub, What::Reconnect { reason }, 0);
                 self.queue_reconnect(job, false);
             }
-            Command::Forget { subscription } => self.drop_pending(&subscription, true),
+            Command::Job(PushJob::Forget { subscription }) => {
+                self.drop_pending(&subscription, true);
+            }
             Command::Shutdown { deadline } => self.begin_shutdown(deadline, now),
         }
     }
 
     pub(super) fn handle_new_mail(&mut self, sub: Arc<PushSubscription>, what: What, now: Instant) {
-        let id = sub.id.clone();
+        let id = sub.id;
         let epoch = self.seq();
         let slot = self
             .slots
-            .entry(id.clone())
+            .entry(id)
             .or_insert_with(|| Slot::new(epoch, now));
         let job = Job::new(sub, what, slot.epoch);
         if slot.add(job, now) {
@@ -295,7 +300,7 @@ impl Scheduler {
 
     /// Drops the subscription's pending new mail and makes in-flight new
     /// mail stale (so it is not retried). `forget` also drops the slot.
-    pub(super) fn drop_pending(&mut self, subscription: &str, forget: bool) {
+    pub(super) fn drop_pending(&mut self, subscription: &SubscriptionId, forget: bool) {
         let epoch = self.seq();
         let pending = if forget {
             self.slots.remove(subscription).and_then(|s| s.pending)
@@ -313,7 +318,7 @@ impl Scheduler {
 
     pub(super) fn begin_shutdown(&mut self, deadline: Instant, now: Instant) {
         self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
-        let ids: Vec<String> = self.slots.keys().cloned().collect();
+        let ids: Vec<SubscriptionId> = self.slots.keys().copied().collect();
         for id in ids {
             self.poll_slot(&id, now);
         }
@@ -321,7 +326,7 @@ impl Scheduler {
 
     /// Looks at a slot: queue its pending push if due, set a timer if due
     /// later, or remove the slot once idle. A spurious call is a no-op.
-    pub(super) fn poll_slot(&mut self, id: &str, now: Instant) {
+    pub(super) fn poll_slot(&mut self, id: &SubscriptionId, now: Instant) {
         let flushing = self.deadline.is_some();
         let Some(slot) = self.slots.get_mut(id) else {
             return;
@@ -331,11 +336,11 @@ impl Scheduler {
                 if let (false, Some(pending)) = (slot.queued, &slot.pending) {
                     slot.queued = true;
                     let origin = pending.job.target().origin().to_owned();
-                    let ready = Ready::NewMail(id.to_owned());
+                    let ready = Ready::NewMail(*id);
                     self.ready.push_back(&origin, Class::NewMail, ready);
                 }
             }
-            Some(due) => self.push_timer(due, TimerWhat::Slot(id.to_owned())),
+            Some(due) => self.push_timer(due, TimerWhat::Slot(*id)),
             // The in-flight push's completion polls the slot again.
             None if slot.in_flight.is_some() => {}
             None if slot.is_idle(now) => {
@@ -343,7 +348,7 @@ impl Scheduler {
             }
             None => {
                 let at = slot.window_end;
-                self.push_timer(at, TimerWhat::Slot(id.to_owned()));
+                self.push_timer(at, TimerWhat::Slot(*id));
             }
         }
     }
@@ -412,7 +417,7 @@ impl Scheduler {
     }
 
     /// The subscription's pending new mail if it is due and its endpoint not held.
-    pub(super) fn next_new_mail(&mut self, id: &str, now: Instant) -> Option<Job> {
+    pub(super) fn next_new_mail(&mut self, id: &SubscriptionId, now: Instant) -> Option<Job> {
         let flushing = self.deadline.is_some();
         let job_id = self.seq();
         let slot = self.slots.get_mut(id)?;
@@ -545,7 +550,7 @@ impl Scheduler {
                 .record_latency(answered_at.saturating_duration_since(event_at));
         }
         self.finish(Report::Delivered {
-            subscription: job.sub.id.clone(),
+            subscription: job.sub.id,
             kind: job.kind(),
         });
     }
@@ -554,14 +559,14 @@ impl Scheduler {
         // Pending new mail would meet the same 404/410.
         self.drop_pending(&job.sub.id, false);
         self.finish(Report::Gone {
-            subscription: job.sub.id.clone(),
+            subscription: job.sub.id,
         });
     }
 
     pub(super) fn failed(&mut self, job: &Job) {
         self.metrics.add(|c| &c.failed, 1);
         self.finish(Report::Failed {
-            subscription: job.sub.id.clone(),
+            subscription: job.sub.id,
             kind: job.kind(),
         });
     }

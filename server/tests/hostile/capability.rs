@@ -134,9 +134,9 @@ fn the_restart_push_carries_the_tag_and_never_the_id() {
     let id = "0123456789abcdef0123456789abcdef";
     {
         // What a previous run left: one keyless, tagged subscription.
-        let (journal, _) = Journal::open(&config.data_dir.join("journal.redb")).unwrap();
+        let (mut journal, _) = Journal::open(&config.data_dir.join("journal.redb")).unwrap();
         let record = Record {
-            id: id.into(),
+            id: id.parse().unwrap(),
             key_hash: "00".repeat(32),
             new_mail: target("/new"),
             reconnect: target("/re"),

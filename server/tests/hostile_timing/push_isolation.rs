@@ -53,9 +53,13 @@ impl Drop for Tarpit {
     }
 }
 
-fn subscription(id: &str, url: &str) -> Arc<PushSubscription> {
+/// A subscription whose id is made of `name` (its bytes, zero-padded).
+fn subscription(name: &str, url: &str) -> Arc<PushSubscription> {
     let target = PushTarget::web_push_unencrypted(url).unwrap();
-    PushSubscription::new(id.to_owned(), target.clone(), target, 1_000)
+    let mut bytes = [0u8; 16];
+    bytes[..name.len()].copy_from_slice(name.as_bytes());
+    let id = imap_push_proxy::id::SubscriptionId::from_bytes(bytes);
+    PushSubscription::new(id, target.clone(), target, 1_000)
 }
 
 fn server_like_pool() -> (Delivery, crossbeam_channel::Receiver<Report>) {
