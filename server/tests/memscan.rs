@@ -409,40 +409,10 @@ fn no_password_is_left_after_refused_registrations() {
         );
     }
     eprintln!("refusals seen (kind, status): count = {seen:?}");
-    for (kind, status) in [
-        ("401", 401),
-        ("400", 400),
-        ("413", 413),
-        ("404", 404),
-        ("405", 405),
-        ("429", 429),
-    ] {
-        assert_eq!(
-            seen.get(&(kind, status)),
-            Some(&REFUSALS),
-            "{kind}: {seen:?}"
-        );
-    }
+    assert_each_refused(&seen, &["401", "400", "413", "404", "405", "429"], REFUSALS);
     // The cut-off connections must be gone before the scan.
     std::thread::sleep(Duration::from_millis(500));
-
-    let needles = vec![
-        REFUSED_MARKER.as_bytes().to_vec(),
-        TOKEN_MARKER.as_bytes().to_vec(),
-    ];
-    let (scanned, hits) = scan(server.0.id(), &needles);
-    eprintln!("scanned {} MiB of the server's memory", scanned >> 20);
-    assert!(scanned > 1 << 20, "the scan read the process memory");
-    assert!(
-        hits.is_empty(),
-        "{} secrets found: {:?}",
-        hits.len(),
-        &hits[..hits.len().min(10)]
-    );
-
-    // Control: a string the server holds (its right token, from its config) is found.
-    let (_, found) = scan(server.0.id(), &[API_TOKEN.as_bytes().to_vec()]);
-    assert!(!found.is_empty(), "control: a known string must be found");
+    assert_no_refused_secret_left(server.0.id());
     drop(server);
 }
 
@@ -584,26 +554,33 @@ fn no_password_is_left_after_refused_registrations_over_tls() {
             .or_default() += 1;
     }
     eprintln!("TLS refusals seen (kind, status): count = {seen:?}");
-    for (kind, status) in [
-        ("401", 401),
-        ("400", 400),
-        ("413", 413),
-        ("404", 404),
-        ("429", 429),
-    ] {
-        assert_eq!(
-            seen.get(&(kind, status)),
-            Some(&TLS_REFUSALS),
-            "{kind}: {seen:?}"
-        );
-    }
+    assert_each_refused(&seen, &["401", "400", "413", "404", "429"], TLS_REFUSALS);
     std::thread::sleep(Duration::from_millis(500));
+    assert_no_refused_secret_left(server.0.id());
+    drop(server);
+}
 
+/// Every kind of refusal in `kinds` was answered with its own status (the kind names it)
+/// exactly `n` times.
+fn assert_each_refused(
+    seen: &std::collections::BTreeMap<(&str, u16), usize>,
+    kinds: &[&str],
+    n: usize,
+) {
+    for kind in kinds {
+        let status: u16 = kind.parse().expect("a kind is its status");
+        assert_eq!(seen.get(&(*kind, status)), Some(&n), "{kind}: {seen:?}");
+    }
+}
+
+/// Scans the server's memory: no refused password and no wrong token is left, and the
+/// control (the right token, which the server holds from its config) is found.
+fn assert_no_refused_secret_left(pid: u32) {
     let needles = vec![
         REFUSED_MARKER.as_bytes().to_vec(),
         TOKEN_MARKER.as_bytes().to_vec(),
     ];
-    let (scanned, hits) = scan(server.0.id(), &needles);
+    let (scanned, hits) = scan(pid, &needles);
     eprintln!("scanned {} MiB of the server's memory", scanned >> 20);
     assert!(scanned > 1 << 20, "the scan read the process memory");
     assert!(
@@ -612,7 +589,6 @@ fn no_password_is_left_after_refused_registrations_over_tls() {
         hits.len(),
         &hits[..hits.len().min(10)]
     );
-    let (_, found) = scan(server.0.id(), &[API_TOKEN.as_bytes().to_vec()]);
+    let (_, found) = scan(pid, &[API_TOKEN.as_bytes().to_vec()]);
     assert!(!found.is_empty(), "control: a known string must be found");
-    drop(server);
 }
