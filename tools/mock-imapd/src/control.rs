@@ -25,6 +25,10 @@ const LINE_MAX: u64 = 4096;
 /// How long one worker may take to answer an order (a large `garbage`
 /// to all sessions is the slowest).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Orders waiting in one worker's inbox. Each caller of the controller waits for its
+/// answer before the next order, so only concurrent control clients queue up; past
+/// this a caller waits up to [`ANSWER_TIMEOUT`] for room and then gets an error.
+pub(crate) const ORDERS_QUEUED_MAX: usize = 64;
 /// Largest `garbage` / `huge-line` size, so a typo cannot eat the memory.
 pub const FAULT_BYTES_MAX: usize = 256 * 1024 * 1024;
 
@@ -219,11 +223,17 @@ impl Controller {
         let (tx, rx) = crossbeam_channel::bounded(self.links.len());
         for (i, link) in self.links.iter().enumerate() {
             link.tx
-                .send(Request {
-                    order: order(i),
-                    reply: tx.clone(),
-                })
-                .map_err(|_| "worker gone")?;
+                .send_timeout(
+                    Request {
+                        order: order(i),
+                        reply: tx.clone(),
+                    },
+                    ANSWER_TIMEOUT,
+                )
+                .map_err(|e| match e {
+                    crossbeam_channel::SendTimeoutError::Timeout(_) => "worker inbox full",
+                    crossbeam_channel::SendTimeoutError::Disconnected(_) => "worker gone",
+                })?;
             link.waker.wake().map_err(|e| format!("wake: {e}"))?;
         }
         (0..self.links.len())

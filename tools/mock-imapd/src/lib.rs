@@ -424,7 +424,7 @@ pub fn run(config: Config) -> Result<Handle, Error> {
     let mut links = Vec::with_capacity(config.threads);
     let mut workers = Vec::with_capacity(config.threads);
     for (id, listeners) in per_worker.into_iter().enumerate() {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(control::ORDERS_QUEUED_MAX);
         let (worker, waker) =
             reactor::worker(id, shared.clone(), listeners, rx).map_err(io_err("poll"))?;
         let thread = std::thread::Builder::new()
