@@ -66,6 +66,7 @@ mod tls;
 
 pub use error::HttpdError;
 pub use forwarded::Cidr;
+pub use handler::RESPONSES_QUEUED_PER_CONNECTION;
 pub use limits::Limits;
 pub use request::{Method, Request, RequestId};
 pub use response::Response;

@@ -479,7 +479,10 @@ impl<H: Handler> Reactor<H> {
             .published
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *published = self.stats;
+        *published = Stats {
+            responses_dropped: self.responder.dropped.load(Ordering::Relaxed),
+            ..self.stats
+        };
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
@@ -12,6 +12,7 @@ use rustls::ServerConfig;
 
 use crate::error::HttpdError;
 use crate::forwarded::Cidr;
+use crate::handler::RESPONSES_QUEUED_PER_CONNECTION;
 pub use crate::handler::{Handler, Responder};
 use crate::limits::Limits;
 use crate::reactor::{Parts, Reactor, LISTENER, WAKER};
@@ -81,10 +82,15 @@ impl Server {
 
     /// Starts the event loop on a thread named `httpd`, serving `handler`.
     pub fn spawn<H: Handler>(self, handler: H) -> Result<ServerHandle, HttpdError> {
-        let (tx, responses) = mpsc::channel();
+        let (tx, responses) = mpsc::sync_channel(
+            self.limits
+                .connections_max
+                .saturating_mul(RESPONSES_QUEUED_PER_CONNECTION),
+        );
         let responder = Responder {
             tx,
             waker: self.waker,
+            dropped: Arc::new(AtomicU64::new(0)),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let published = Arc::new(Mutex::new(Stats::default()));

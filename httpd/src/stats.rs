@@ -59,6 +59,9 @@ pub struct Stats {
     /// Answers for requests whose connection had gone away or had already
     /// been answered; dropped.
     pub responses_stale: u64,
+    /// Answers dropped because the queue to the server thread was full (see
+    /// [`RESPONSES_QUEUED_PER_CONNECTION`](crate::RESPONSES_QUEUED_PER_CONNECTION)).
+    pub responses_dropped: u64,
     /// Answers that broke a [`Response`](crate::Response) rule and were
     /// replaced by 500.
     pub responses_invalid: u64,

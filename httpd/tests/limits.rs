@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::{get, post, respond_ok, NoReply, TestServer};
 use httpd::limits::{BODY_BYTES_MAX, HEADERS_MAX, HEADER_BYTES_MAX};
-use httpd::Limits;
+use httpd::{Limits, RESPONSES_QUEUED_PER_CONNECTION};
 
 #[test]
 fn body_at_limit_is_served_and_one_byte_more_gets_413() {
@@ -247,4 +247,30 @@ fn unanswered_request_gets_503_and_late_answer_is_stale() {
     respond_ok(&server.responder(), held.id);
     let stats = server.wait_stats("a stale response", |s| s.responses_stale == 1);
     assert_eq!(stats.timed_out_response, 1);
+}
+
+#[test]
+fn answers_past_the_queue_bound_are_dropped_and_counted_never_waited_on() {
+    let connections_max = 2;
+    let bound = connections_max * RESPONSES_QUEUED_PER_CONNECTION;
+    let server = TestServer::start(Limits {
+        connections_max,
+        ..Limits::default()
+    });
+    let mut client = server.connect();
+
+    // At the bound: every answer is queued; the first is served, the rest stale.
+    let reply = client.exchange(&get(&format!("/repeat?n={bound}")));
+    assert_eq!(reply.status, 200);
+    let stats = server.wait_stats("the stale repeats", |s| {
+        s.responses_stale == bound as u64 - 1
+    });
+    assert_eq!(stats.responses_dropped, 0);
+
+    // One past it: the handler (on the server thread, so nothing is drained) is
+    // not blocked; the extra answer is dropped and counted, the first still served.
+    let reply = client.exchange(&get(&format!("/repeat?n={}", bound + 1)));
+    assert_eq!(reply.status, 200);
+    let stats = server.wait_stats("one dropped answer", |s| s.responses_dropped == 1);
+    assert_eq!(stats.responses_stale, 2 * (bound as u64 - 1));
 }

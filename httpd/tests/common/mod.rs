@@ -18,6 +18,9 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// - `/echo`: 200, body echoed, `x-method` and `x-query` headers.
 /// - `/async?ms=N`: the same as `/echo`, answered from another thread N ms
 ///   later.
+/// - `/repeat?n=N`: answered N times from inside the handler, before the
+///   server thread can apply any answer (the first is served, the rest are stale
+///   or find the answer queue full).
 /// - `/hold`: not answered; the request is sent to the test instead.
 /// - `/invalid`: answered with a response that breaks a rule (CRLF in a
 ///   header value).
@@ -42,6 +45,17 @@ impl httpd::Handler for App {
                     thread::sleep(Duration::from_millis(ms));
                     responder.respond(request.id, echo(&request));
                 });
+            }
+            "/repeat" => {
+                let n: usize = request
+                    .query
+                    .as_deref()
+                    .and_then(|q| q.strip_prefix("n="))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                for _ in 0..n {
+                    responder.respond(request.id, echo(&request));
+                }
             }
             "/hold" => {
                 let _ = self.held.send(request);
