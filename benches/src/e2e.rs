@@ -400,6 +400,8 @@ pub struct Arrival {
     pub reconnect: bool,
     pub ns: u64,
     pub undecryptable: bool,
+    /// The sink's answer when it was not a 2xx (a failure it was told to make), else 0.
+    pub status: u16,
 }
 
 impl Tail {
@@ -435,7 +437,12 @@ impl Tail {
                 let mut w = l.split_whitespace();
                 let path = w.next()?;
                 let ns = w.next()?.parse().ok()?;
-                let undecryptable = w.next() == Some("undecryptable");
+                let rest: Vec<&str> = w.collect();
+                let undecryptable = rest.first() == Some(&"undecryptable");
+                let status = rest
+                    .iter()
+                    .find_map(|t| t.strip_prefix("status=")?.parse().ok())
+                    .unwrap_or(0);
                 let (reconnect, index) = if let Some(i) = path.strip_prefix("/n/") {
                     (false, i)
                 } else {
@@ -446,6 +453,7 @@ impl Tail {
                     reconnect,
                     ns,
                     undecryptable,
+                    status,
                 })
             })
             .collect()
@@ -460,7 +468,8 @@ impl Tail {
         let mut progress = Progress::new("bench: pushes arriving", wanted.len(), Instant::now());
         loop {
             progress.tick(got.first.len());
-            for a in self.read() {
+            // A push the sink failed on purpose did not arrive; its retry will.
+            for a in self.read().into_iter().filter(|a| a.status == 0) {
                 if a.reconnect {
                     got.reconnects += 1;
                 } else if wanted.contains(&a.index) {

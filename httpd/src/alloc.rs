@@ -19,8 +19,21 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use zeroize::Zeroize;
+
+/// Bytes in live blocks of every [`Wiping`] allocator: the program's live heap when one
+/// is its global allocator. A relaxed atomic add per allocation and per free; read by
+/// [`live_bytes`] for the server's metrics (a heap that grows over hours is a leak the
+/// soak bench looks for).
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes the program holds in live heap blocks, if its global allocator is a
+/// [`Wiping`] (0 otherwise).
+pub fn live_bytes() -> usize {
+    LIVE_BYTES.load(Ordering::Relaxed)
+}
 
 /// Wraps the allocator `A`, wiping blocks before `A` frees them.
 #[derive(Debug, Default)]
@@ -30,6 +43,14 @@ impl<A> Wiping<A> {
     pub const fn new(inner: A) -> Wiping<A> {
         Wiping(inner)
     }
+}
+
+/// Counts a new block of `size` bytes at `ptr` (none if the allocation failed).
+fn counted(ptr: *mut u8, size: usize) -> *mut u8 {
+    if !ptr.is_null() {
+        LIVE_BYTES.fetch_add(size, Ordering::Relaxed);
+    }
+    ptr
 }
 
 /// Zeroes `len` bytes at `ptr` with writes the compiler may not drop.
@@ -47,12 +68,12 @@ unsafe fn wipe(ptr: *mut u8, len: usize) {
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Wiping<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as is.
-        unsafe { self.0.alloc(layout) }
+        counted(unsafe { self.0.alloc(layout) }, layout.size())
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as is.
-        unsafe { self.0.alloc_zeroed(layout) }
+        counted(unsafe { self.0.alloc_zeroed(layout) }, layout.size())
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -61,6 +82,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Wiping<A> {
             wipe(ptr, layout.size());
             self.0.dealloc(ptr, layout);
         }
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -69,7 +91,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Wiping<A> {
         // freed with its own layout.
         unsafe {
             let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
-            let new = self.0.alloc(new_layout);
+            let new = counted(self.0.alloc(new_layout), new_size);
             if !new.is_null() {
                 ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
                 self.dealloc(ptr, layout);

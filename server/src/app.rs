@@ -531,6 +531,11 @@ impl Owner {
             let _ = writeln!(text, "{name} {n}");
         }
         text.push_str(&self.delivery.stats().prometheus());
+        // The live heap, when the binary's allocator counts it (the server's does, see
+        // main.rs): the soak bench watches it for leaks.
+        let heap = "imap_push_heap_live_bytes";
+        let _ = writeln!(text, "# TYPE {heap} gauge");
+        let _ = writeln!(text, "{heap} {}", httpd::alloc::live_bytes());
         text
     }
 }

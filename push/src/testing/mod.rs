@@ -327,6 +327,41 @@ mod tests {
     }
 
     #[test]
+    fn sink_fails_a_share_of_requests_at_random_and_records_the_status() {
+        let record = SharedBuf::default();
+        let sink = Sink::with_config(SinkConfig {
+            keep_requests: false,
+            record: Some(Box::new(record.clone())),
+            fail_per_mille: 250,
+            fail_status: 503,
+            fail_seed: 7,
+            ..SinkConfig::default()
+        })
+        .unwrap();
+        sink.set_status("/kept", 202);
+        let sender = sender();
+        let clear = PushTarget::web_push_unencrypted(&sink.url("/f")).unwrap();
+        let failed = (0..200)
+            .filter(|_| sender.send(&clear, &notification(b"{}"), 0) != crate::Outcome::Delivered)
+            .count();
+        // 25 % of 200, drawn: well inside (20, 80) unless the dice are broken.
+        assert!((20..80).contains(&failed), "{failed} of 200 failed");
+        // A path with a status of its own is never failed.
+        let kept = PushTarget::web_push_unencrypted(&sink.url("/kept")).unwrap();
+        for _ in 0..40 {
+            assert_eq!(
+                sender.send(&kept, &notification(b"{}"), 0),
+                crate::Outcome::Delivered
+            );
+        }
+        sink.stop().unwrap();
+        let text = String::from_utf8(record.0.lock().unwrap().clone()).unwrap();
+        let marked = text.lines().filter(|l| l.ends_with(" status=503")).count();
+        assert_eq!(marked, failed, "each failure is marked in the record");
+        assert_eq!(text.lines().count(), 240, "one line per request");
+    }
+
+    #[test]
     fn sink_answers_its_counters() {
         use std::io::{Read as _, Write as _};
         let sink = Sink::start();

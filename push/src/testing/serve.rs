@@ -223,14 +223,7 @@ impl Server {
             None
         };
         let (at, at_unix_ns) = conn.read_at;
-        if let Some(out) = self.record.as_mut() {
-            // A failed write shows again at the flush that ends this turn.
-            let _ = match decrypted {
-                Some(true) => writeln!(out, "{} {at_unix_ns} ok", request.path),
-                Some(false) => writeln!(out, "{} {at_unix_ns} undecryptable", request.path),
-                None => writeln!(out, "{} {at_unix_ns}", request.path),
-            };
-        }
+        let path = self.record.is_some().then(|| request.path.clone());
         let recorded = Recorded {
             method: request.method,
             path: request.path,
@@ -242,6 +235,10 @@ impl Server {
             decrypted,
         };
         let decision = self.shared.record(recorded, encrypted);
+        if let (Some(out), Some(path)) = (self.record.as_mut(), path) {
+            // A failed write shows again at the flush that ends this turn.
+            let _ = write_record(out, &path, at_unix_ns, decrypted, decision.status);
+        }
         let response = http1::response(&Answer {
             status: decision.status,
             retry_after: decision.retry_after,
@@ -254,6 +251,27 @@ impl Server {
             conn.held = Some((at + decision.delay, response, close));
         }
     }
+}
+
+/// One line of the record: `PATH ARRIVAL_UNIX_NS`, then ` ok` or ` undecryptable` when
+/// the body was decrypted, then ` status=N` when the answer was not a 2xx.
+fn write_record(
+    out: &mut dyn Write,
+    path: &str,
+    at_unix_ns: u64,
+    decrypted: Option<bool>,
+    status: u16,
+) -> std::io::Result<()> {
+    write!(out, "{path} {at_unix_ns}")?;
+    match decrypted {
+        Some(true) => write!(out, " ok")?,
+        Some(false) => write!(out, " undecryptable")?,
+        None => {}
+    }
+    if !(200..300).contains(&status) {
+        write!(out, " status={status}")?;
+    }
+    writeln!(out)
 }
 
 /// Reads what the socket has; `false` on end of stream, an error, or more input

@@ -43,8 +43,9 @@ pub struct SinkConfig {
     /// Keep every request for [`Sink::requests`] and [`Sink::wait_for`].
     pub keep_requests: bool,
     /// Receives one line per request, `PATH ARRIVAL_UNIX_NS`, plus ` ok` or
-    /// ` undecryptable` when it was decrypted; flushed after every turn of the
-    /// loop, so another process can follow a file.
+    /// ` undecryptable` when it was decrypted, plus ` status=N` when the answer
+    /// was not a 2xx; flushed after every turn of the loop, so another process
+    /// can follow a file.
     pub record: Option<Box<dyn Write + Send>>,
     /// Keys to decrypt `aes128gcm` bodies with, chosen by the longest path prefix.
     pub decrypt_keys: Vec<DecryptKey>,
@@ -53,6 +54,12 @@ pub struct SinkConfig {
     /// Connections served at once; more are accepted, counted in
     /// [`SinkStats::refused`] and closed.
     pub connections_max: usize,
+    /// Answer this many of every 1,000 requests (drawn at random, from `fail_seed`)
+    /// with `fail_status` instead of the path's status: a push service that fails
+    /// now and then. Paths with a status or a script of their own are not touched.
+    pub fail_per_mille: u16,
+    pub fail_status: u16,
+    pub fail_seed: u64,
 }
 
 impl Default for SinkConfig {
@@ -65,6 +72,9 @@ impl Default for SinkConfig {
             decrypt_keys: Vec::new(),
             decrypt_every: 1,
             connections_max: CONNECTIONS_MAX,
+            fail_per_mille: 0,
+            fail_status: 500,
+            fail_seed: 1,
         }
     }
 }
@@ -193,6 +203,10 @@ impl Sink {
             state: Mutex::new(State {
                 default_status: config.status,
                 keep_requests: config.keep_requests,
+                fail_per_mille: config.fail_per_mille.min(1000),
+                fail_status: config.fail_status,
+                // xorshift never leaves zero.
+                fail_rng: config.fail_seed.max(1),
                 ..State::default()
             }),
             arrived: Condvar::new(),
@@ -341,6 +355,10 @@ struct State {
     default_status: u16,
     keep_requests: bool,
     stats: SinkStats,
+    /// Random failures: per mille, status, and the xorshift state that draws them.
+    fail_per_mille: u16,
+    fail_status: u16,
+    fail_rng: u64,
 }
 
 #[derive(Default)]
@@ -356,6 +374,22 @@ pub(super) struct Decision {
     pub status: u16,
     pub retry_after: Option<String>,
     pub delay: Duration,
+}
+
+impl State {
+    /// `Some(fail_status)` for `fail_per_mille` of the calls, at random.
+    fn draw_failure(&mut self) -> Option<u16> {
+        if self.fail_per_mille == 0 {
+            return None;
+        }
+        // xorshift64: a test stand-in's dice, not a secret.
+        let mut x = self.fail_rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.fail_rng = x;
+        (x % 1000 < u64::from(self.fail_per_mille)).then_some(self.fail_status)
+    }
 }
 
 impl Shared {
@@ -383,7 +417,7 @@ impl Shared {
                 delay: route.delay,
             },
             None => Decision {
-                status: default_status,
+                status: state.draw_failure().unwrap_or(default_status),
                 retry_after: None,
                 delay: Duration::ZERO,
             },

@@ -45,7 +45,9 @@ push-sink: a keep-alive HTTP/1.1 push service stand-in that records arrival time
   --status CODE           status answered to every request (default 201)
   --decrypt-keys FILE     lines `PATH_PREFIX PRIVATE_KEY_B64URL AUTH_B64URL`: decrypt aes128gcm bodies
   --decrypt-every N       decrypt only every Nth encrypted request (default 1)
-  --record FILE           append `PATH ARRIVAL_UNIX_NS [ok|undecryptable]` per request
+  --record FILE           append `PATH ARRIVAL_UNIX_NS [ok|undecryptable] [status=N]` per request
+  --fail-per-mille N      answer N of every 1,000 requests, at random, with --fail-status (default 0)
+  --fail-status S         the status of those failures (default 500)
   --max-secs S            exit after S seconds (default 3600)
   --exit-on-stdin-eof     exit when standard input closes (for a parent process)
 ";
@@ -61,6 +63,8 @@ struct Cli {
     record: Option<String>,
     max_secs: u64,
     exit_on_stdin_eof: bool,
+    fail_per_mille: u16,
+    fail_status: u16,
 }
 
 fn b64(text: &str) -> Result<Vec<u8>, String> {
@@ -100,6 +104,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Cli, String> {
         record: None,
         max_secs: 3600,
         exit_on_stdin_eof: false,
+        fail_per_mille: 0,
+        fail_status: 500,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -123,6 +129,22 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Cli, String> {
                 cli.decrypt_every = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| bad(&v))?;
             }
             "--record" => cli.record = Some(value()?),
+            "--fail-per-mille" => {
+                let v = value()?;
+                cli.fail_per_mille = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= 1000)
+                    .ok_or_else(|| bad(&v))?;
+            }
+            "--fail-status" => {
+                let v = value()?;
+                cli.fail_status = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (100..600).contains(s))
+                    .ok_or_else(|| bad(&v))?;
+            }
             "--max-secs" => {
                 let v = value()?;
                 cli.max_secs = v.parse().map_err(|_| bad(&v))?;
@@ -164,6 +186,9 @@ fn serve(cli: Cli) -> Result<SinkStats, String> {
         record,
         decrypt_keys: cli.keys,
         decrypt_every: cli.decrypt_every,
+        fail_per_mille: cli.fail_per_mille,
+        fail_status: cli.fail_status,
+        fail_seed: cli.fail_per_mille.into(),
         ..SinkConfig::default()
     })
     .map_err(|e| format!("bind {}: {e}", cli.listen))?;
