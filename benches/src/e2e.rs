@@ -797,11 +797,24 @@ pub fn machine() -> serde_json::Value {
     serde_json::json!({"cores": cores, "kernel": kernel.trim()})
 }
 
+/// Whether a bench needs the machine to itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quiet {
+    /// Its figures are rates or latencies: take the bench lock and wait (bounded) for
+    /// fuzzers, so no other bench or fuzzer runs beside it.
+    Needed,
+    /// Its figures do not depend on the CPU it gets (memory over time, counts), and it
+    /// runs for long: holding the lock would stall every other bench that long.
+    NotNeeded,
+}
+
 /// The whole `main` of an end-to-end bench: parse the options (default `sessions`), build
-/// the tools, take the bench lock, wait (bounded) for fuzzers, run, write the JSON.
+/// the tools, take the bench lock and wait (bounded) for fuzzers if `quiet` says so, run,
+/// write the JSON.
 pub fn bench_main(
     name: &str,
     sessions: usize,
+    quiet: Quiet,
     run: impl FnOnce(&Options) -> Result<serde_json::Value, String>,
 ) {
     let fail = |e: String, code: i32| -> ! {
@@ -810,9 +823,13 @@ pub fn bench_main(
     };
     let o = Options::parse(sessions).unwrap_or_else(|e| fail(e, 2));
     build_tools().unwrap_or_else(|e| fail(e, 1));
-    let _lock = crate::proc::bench_lock(Duration::from_secs(1800));
-    let fuzzers =
-        wait_for_no_fuzzers(Duration::from_secs(o.num("wait-fuzzers-secs", 300.0) as u64));
+    let (_lock, fuzzers) = if quiet == Quiet::Needed {
+        let lock = crate::proc::bench_lock(Duration::from_secs(1800));
+        let wait = Duration::from_secs(o.num("wait-fuzzers-secs", 300.0) as u64);
+        (Some(lock), wait_for_no_fuzzers(wait))
+    } else {
+        (None, fuzzers())
+    };
     let mut json = run(&o).unwrap_or_else(|e| fail(e, 1));
     json["fuzzers_running"] = fuzzers.into();
     let path = write_json(name, &json);

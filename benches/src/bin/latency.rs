@@ -226,5 +226,5 @@ fn run(o: &Options) -> Result<serde_json::Value, String> {
 }
 
 fn main() {
-    e2e::bench_main("latency", 19_000, run);
+    e2e::bench_main("latency", 19_000, e2e::Quiet::Needed, run);
 }
