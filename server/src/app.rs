@@ -369,10 +369,10 @@ impl Owner {
     }
 
     fn handle(&mut self, input: Input<engine::SessionId, httpd::RequestId>) {
-        // Only a new subscription uses the random bytes (its id).
+        // Only a new subscription uses the random bytes (its id and verification codes).
         let random = match &input {
             Input::Request(_) | Input::Lookup(_) => {
-                let mut bytes = [0u8; 16];
+                let mut bytes = [0u8; crate::core::RANDOM_LEN];
                 self.rng.fill(&mut bytes).ok().map(|()| bytes)
             }
             _ => None,

@@ -119,7 +119,9 @@ fn is_new_mail(job: &PushJob) -> bool {
 /// Whether `job` pushes to `subscription`.
 fn is_for(job: &PushJob, subscription: &SubscriptionId) -> bool {
     match job {
-        PushJob::NewMail { push, .. } | PushJob::Reconnect { push, .. } => push.id == *subscription,
+        PushJob::NewMail { push, .. }
+        | PushJob::Reconnect { push, .. }
+        | PushJob::Verify { push, .. } => push.id == *subscription,
         PushJob::Forget { .. } => false,
     }
 }
