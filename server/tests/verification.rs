@@ -174,6 +174,11 @@ fn nothing_but_verification_until_verified_then_the_mail_that_waited() {
     let body = registration(&dovecot, &sink, &phone, "anna", "phone");
     let v = register(addr, &body, &sink, &phone, "/anna-phone");
     assert_eq!(get(addr, &v.id).json()["state"], "verifying");
+    let metrics = http(addr, "GET", "/metrics", "", "").body;
+    assert!(
+        metrics.contains("imap_push_sessions{state=\"verifying\"} 1"),
+        "{metrics}"
+    );
 
     // Mail before verification: no push.
     dovecot.deliver("anna", &simple_message("one")).unwrap();

@@ -233,3 +233,78 @@ fn a_restart_drops_a_verifying_record_without_a_push_and_pushes_an_active_one() 
         "the verifying record goes: {out:?}"
     );
 }
+
+#[test]
+fn a_session_that_ends_before_activation_sends_nothing() {
+    let (mut d, _) = Driver::new(Vec::new());
+    let (id, _) = d.register();
+    let mail = d.input(Input::Session(SessionEvent::NewMail {
+        session: SESSION,
+        mailbox: 0,
+        exists: 1,
+        preview: None,
+    }));
+    assert!(pushes(&mail).is_empty());
+    let lost = d.input(Input::Session(SessionEvent::Lost {
+        session: SESSION,
+        reason: engine::EndReason::Closed,
+    }));
+    assert!(pushes(&lost).is_empty(), "no reconnect push: {lost:?}");
+    assert!(
+        lost.iter()
+            .any(|o| matches!(o, Output::JournalRemove { .. })),
+        "its record goes: {lost:?}"
+    );
+    let get = d.request(2, Method::Get, &format!("/v1/subscriptions/{id}"), "");
+    assert!(matches!(&get[..], [Output::Respond { response, .. }] if response.status == 404));
+    assert_eq!(d.core.poll_timeout(), None, "no deadline left behind");
+}
+
+#[test]
+fn a_verifying_subscription_whose_record_failed_is_dropped_without_a_push() {
+    let (mut d, _) = Driver::new(Vec::new());
+    let body = serde_json::json!({
+        "imap": {"host": "127.0.0.1", "port": 993, "security": "tls",
+                 "username": "u", "password": "p"},
+        "device_id": "d",
+        "new_mail": {"endpoint": "https://push.example.net/new"},
+        "reconnect": {"endpoint": "https://push.example.net/re"},
+    });
+    let out = d.request(1, Method::Post, "/v1/subscriptions", &body.to_string());
+    let Some(Output::Watch { subscription, .. }) = out.into_iter().next() else {
+        panic!("no watch");
+    };
+    d.input(Input::Watched {
+        subscription,
+        result: Ok(SESSION),
+    });
+    let ready = engine::Ready {
+        idle: true,
+        notify: false,
+        exists: 0,
+        uidvalidity: 1,
+        uidnext: 1,
+    };
+    let out = d.input(Input::Session(SessionEvent::Ready {
+        session: SESSION,
+        ready,
+    }));
+    let Some(Output::JournalInsert { ticket, .. }) = out.into_iter().next() else {
+        panic!("no journal write");
+    };
+    let out = d.input(Input::JournalDurable { ticket, ok: false });
+    assert!(
+        matches!(out.first(), Some(Output::Respond { response, .. }) if response.status == 500),
+        "{out:?}"
+    );
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Unwatch(SESSION))),
+        "{out:?}"
+    );
+    assert!(
+        pushes(&out)
+            .iter()
+            .all(|j| matches!(j, PushJob::Forget { .. })),
+        "no verification push for a registration answered 500: {out:?}"
+    );
+}
