@@ -308,3 +308,25 @@ fn a_verifying_subscription_whose_record_failed_is_dropped_without_a_push() {
         "no verification push for a registration answered 500: {out:?}"
     );
 }
+
+#[test]
+fn a_simplepush_endpoint_is_refused_since_it_cannot_carry_a_code() {
+    let (mut d, _) = Driver::new(Vec::new());
+    for field in ["new_mail", "reconnect"] {
+        let mut body = serde_json::json!({
+            "imap": {"host": "127.0.0.1", "port": 993, "security": "tls",
+                     "username": "u", "password": "p"},
+            "device_id": "d",
+            "new_mail": {"endpoint": "https://push.example.net/new"},
+            "reconnect": {"endpoint": "https://push.example.net/re"},
+        });
+        body[field]["protocol"] = "simplepush".into();
+        let out = d.request(1, Method::Post, "/v1/subscriptions", &body.to_string());
+        let [Output::Respond { response, .. }] = &out[..] else {
+            panic!("{field}: {out:?}");
+        };
+        assert_eq!(response.status, 400, "{field}");
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(body["field"], field);
+    }
+}

@@ -145,6 +145,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     ) -> Result<(), Refused<R>> {
         let checked = self.check_rate(client, now.instant).and_then(|()| {
             let registration = parse_registration(body, &self.config)?;
+            self.check_verifiable(&registration)?;
             // What the caps refuse is refused now; they are checked again before the login.
             self.admit(
                 &registration.dedup_key(),
@@ -162,6 +163,29 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             return self.start_login(id, registration, now, random);
         }
         self.resolve(id, registration, &lookups)
+    }
+
+    /// With endpoint verification required, both endpoints must be able to carry a code:
+    /// a SimplePush endpoint gets only a version number, so it could never be verified.
+    fn check_verifiable(&self, registration: &Registration) -> Result<(), ApiError> {
+        if !self.config.require_endpoint_verification {
+            return Ok(());
+        }
+        let targets = [
+            ("new_mail", &registration.new_mail),
+            ("reconnect", &registration.reconnect),
+        ];
+        match targets
+            .iter()
+            .find(|(_, t)| t.protocol() == push::Protocol::SimplePush)
+        {
+            Some((field, _)) => Err(ApiError::bad_request(
+                field,
+                "a simplepush endpoint carries no payload, so it cannot receive the \
+                 verification code this server requires",
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The host names of a registration to resolve and judge before its login: none when
