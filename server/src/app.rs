@@ -369,15 +369,19 @@ impl Owner {
     }
 
     fn handle(&mut self, input: Input<engine::SessionId, httpd::RequestId>) {
-        // Only a new subscription uses the random bytes (its id).
-        let random = match &input {
+        // Only a new subscription uses the random bytes (its id and verification codes).
+        let mut random = match &input {
             Input::Request(_) | Input::Lookup(_) => {
-                let mut bytes = [0u8; 16];
+                let mut bytes = [0u8; crate::core::RANDOM_LEN];
                 self.rng.fill(&mut bytes).ok().map(|()| bytes)
             }
             _ => None,
         };
         self.core.handle(input, now(), random);
+        // The bytes may hold a subscription's verification codes: wiped once used.
+        if let Some(bytes) = random.as_mut() {
+            zeroize::Zeroize::zeroize(bytes);
+        }
         self.carry_out();
     }
 

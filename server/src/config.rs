@@ -16,6 +16,12 @@ pub const DATA_DIR_DEFAULT: &str = "./data";
 pub const SESSIONS_PER_ACCOUNT_MAX_DEFAULT: usize = 10;
 /// How long a registration may wait for its IMAP session to become idle.
 pub const REGISTER_TIMEOUT_SECS_DEFAULT: u64 = 30;
+/// How long a subscription may take to verify its endpoints: ten minutes, as long as a
+/// push may wait at a push service for a sleeping phone and still be worth reading.
+pub const VERIFICATION_TIMEOUT_SECS_DEFAULT: u64 = 600;
+/// The longest verification timeout: one day. An unverified subscription holds an IMAP
+/// session and pushes nothing; longer than this it is only a held session.
+pub const VERIFICATION_TIMEOUT_SECS_MAX: u64 = 24 * 3600;
 
 /// `Debug` is written by hand: it never shows `api_token`.
 #[derive(Clone, Deserialize, PartialEq)]
@@ -53,6 +59,15 @@ pub struct Config {
     pub coalesce_window_ms: u64,
     /// A registration answers within this time (504 imap_timeout past it).
     pub register_timeout_secs: u64,
+    /// Prove that the caller owns its push endpoints before any new-mail push (see
+    /// [`crate::verification`]): a new subscription answers 201 with state `verifying`,
+    /// gets one verification push per endpoint, and is active only once
+    /// `POST /v1/subscriptions/{id}/verify` echoes both codes. Off by default, so that
+    /// existing clients keep working; recommended for any instance open to the public.
+    pub require_endpoint_verification: bool,
+    /// An unverified subscription is dropped (its session logged out, nothing pushed)
+    /// this long after its 201. Between 1 and 86400.
+    pub verification_timeout_secs: u64,
     /// On shutdown, how long queued pushes (the `shutdown` reconnects first) may take.
     pub shutdown_grace_secs: u64,
     /// If set, every API request but /healthz needs `Authorization: Bearer <token>`.
@@ -203,6 +218,8 @@ impl Default for Config {
             vapid_subject: "mailto:postmaster@localhost".into(),
             coalesce_window_ms: 1000,
             register_timeout_secs: REGISTER_TIMEOUT_SECS_DEFAULT,
+            require_endpoint_verification: false,
+            verification_timeout_secs: VERIFICATION_TIMEOUT_SECS_DEFAULT,
             shutdown_grace_secs: 10,
             api_token: None,
             api_token_file: None,
@@ -232,6 +249,8 @@ impl std::fmt::Debug for Config {
             vapid_subject,
             coalesce_window_ms,
             register_timeout_secs,
+            require_endpoint_verification,
+            verification_timeout_secs,
             shutdown_grace_secs,
             api_token,
             api_token_file,
@@ -255,6 +274,11 @@ impl std::fmt::Debug for Config {
             .field("vapid_subject", vapid_subject)
             .field("coalesce_window_ms", coalesce_window_ms)
             .field("register_timeout_secs", register_timeout_secs)
+            .field(
+                "require_endpoint_verification",
+                require_endpoint_verification,
+            )
+            .field("verification_timeout_secs", verification_timeout_secs)
             .field("shutdown_grace_secs", shutdown_grace_secs)
             .field("api_token", &api_token.as_ref().map(|_| "<redacted>"))
             // The path is no secret; what the file holds is never kept apart from api_token.
@@ -363,6 +387,9 @@ impl Config {
         if self.register_timeout_secs == 0 {
             return invalid("register_timeout_secs", "must be at least 1");
         }
+        if !(1..=VERIFICATION_TIMEOUT_SECS_MAX).contains(&self.verification_timeout_secs) {
+            return invalid("verification_timeout_secs", "must be between 1 and 86400");
+        }
         if self.limits.logins_per_second_per_host == 0 {
             return invalid("limits.logins_per_second_per_host", "must be at least 1");
         }
@@ -386,6 +413,21 @@ impl Config {
             return invalid("api_token", "must be at least 16 characters");
         }
         Ok(())
+    }
+
+    /// The warning to print at start when the API listens beyond loopback and still
+    /// pushes to endpoints nobody proved to own: anyone who can reach it and owns one
+    /// IMAP account can make it POST to any public URL.
+    pub fn verification_warning(&self) -> Option<String> {
+        if self.require_endpoint_verification || self.listen.ip().is_loopback() {
+            return None;
+        }
+        Some(format!(
+            "the API listens on {} (not loopback) and require_endpoint_verification is \
+             false: anyone who reaches it with one IMAP account can make this server push \
+             to any URL; set require_endpoint_verification = true",
+            self.listen.ip()
+        ))
     }
 
     /// The resolver pool's settings from `[limits]`.
@@ -527,6 +569,46 @@ mod tests {
             let config: Config = toml::from_str(&text).unwrap();
             assert!(config.validate().is_err(), "{key} = 0 must be refused");
         }
+    }
+
+    #[test]
+    fn verification_is_off_by_default_and_its_timeout_is_bounded() {
+        let config: Config = toml::from_str("").unwrap();
+        assert!(!config.require_endpoint_verification);
+        assert_eq!(config.verification_timeout_secs, 600);
+        let text = "require_endpoint_verification = true\nverification_timeout_secs = 1";
+        let config: Config = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        assert!(config.require_endpoint_verification);
+        for secs in [0, VERIFICATION_TIMEOUT_SECS_MAX + 1] {
+            let config = Config {
+                verification_timeout_secs: secs,
+                ..Config::default()
+            };
+            assert!(config.validate().is_err(), "{secs} must be refused");
+        }
+        let max = Config {
+            verification_timeout_secs: VERIFICATION_TIMEOUT_SECS_MAX,
+            ..Config::default()
+        };
+        max.validate().unwrap();
+    }
+
+    #[test]
+    fn a_public_listener_without_verification_is_warned_of() {
+        let mut config = Config::default();
+        assert_eq!(config.verification_warning(), None, "loopback");
+        config.listen = "0.0.0.0:8080".parse().unwrap();
+        let warning = config.verification_warning().unwrap();
+        assert!(
+            warning.contains("require_endpoint_verification"),
+            "{warning}"
+        );
+        config.require_endpoint_verification = true;
+        assert_eq!(config.verification_warning(), None);
+        config.listen = "[::1]:8080".parse().unwrap();
+        config.require_endpoint_verification = false;
+        assert_eq!(config.verification_warning(), None, "IPv6 loopback");
     }
 
     #[test]

@@ -54,6 +54,8 @@
 //! subscription has at most one new-mail push in flight and one pending.
 //! Reconnect pushes are never merged or dropped, and they drop the
 //! subscription's pending new mail (the IMAP session it described is gone).
+//! Verification pushes go like reconnect pushes (first, never merged) but drop
+//! nothing, and report only a 404 or 410.
 //!
 //! # Isolation
 //!
@@ -128,6 +130,15 @@ pub enum PushJob {
     },
     /// Drop the pending new mail of a deleted or replaced subscription.
     Forget { subscription: SubscriptionId },
+    /// The one verification push of a new subscription to its `endpoint` (see
+    /// [`crate::verification`]): never coalesced, and it leaves pending new mail alone.
+    /// Only a 404 or 410 is reported ([`Report::Gone`]): whether it arrived is the app's
+    /// to show, by verifying.
+    Verify {
+        push: Arc<PushSubscription>,
+        endpoint: Kind,
+        code: crate::verification::Encoded,
+    },
 }
 
 impl PushJob {
@@ -254,7 +265,8 @@ impl fmt::Debug for PushSubscription {
 }
 
 /// What became of a push job, for the registry. Sent once per finished job
-/// (coalesced, dropped and undelivered jobs send nothing).
+/// (coalesced, dropped and undelivered jobs send nothing, and a verification push
+/// only `Gone`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
     /// The push service answered 404 or 410: the subscription no longer
@@ -544,7 +556,7 @@ mod tests {
             What::NewMail {
                 exists, event_at, ..
             } => (*exists, *event_at),
-            What::Reconnect { .. } => panic!("not new mail"),
+            What::Reconnect { .. } | What::Verify { .. } => panic!("not new mail"),
         }
     }
 

@@ -28,6 +28,10 @@ pub enum ErrorCode {
     TooLarge,
     /// 422: the IMAP server refused the credentials.
     ImapAuthFailed,
+    /// 422: the verification codes are wrong, or the subscription is active already
+    /// (a code is good once). Wrong codes count against
+    /// [`crate::verification::VERIFY_ATTEMPTS_MAX`]; the last one drops the subscription.
+    VerificationFailed,
     /// 429: too many requests; `Retry-After` says when to come back.
     RateLimited,
     /// 500: something on our side failed (randomness, the journal).
@@ -51,7 +55,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in status order: the source of the documented error table.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::ForbiddenDestination,
@@ -62,6 +66,7 @@ impl ErrorCode {
         ErrorCode::TooManySessions,
         ErrorCode::TooLarge,
         ErrorCode::ImapAuthFailed,
+        ErrorCode::VerificationFailed,
         ErrorCode::RateLimited,
         ErrorCode::Internal,
         ErrorCode::ImapUnreachable,
@@ -83,7 +88,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Replaced | ErrorCode::Deleted | ErrorCode::TooManySessions => 409,
             ErrorCode::TooLarge => 413,
-            ErrorCode::ImapAuthFailed => 422,
+            ErrorCode::ImapAuthFailed | ErrorCode::VerificationFailed => 422,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::ImapUnreachable
@@ -107,6 +112,7 @@ impl ErrorCode {
             ErrorCode::TooManySessions => "too_many_sessions",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::ImapAuthFailed => "imap_auth_failed",
+            ErrorCode::VerificationFailed => "verification_failed",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
             ErrorCode::ImapUnreachable => "imap_unreachable",

@@ -57,6 +57,11 @@ pub struct Record {
     /// before tags existed, which still read (as no tag). `Debug` shows only its length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<push::message::Tag>,
+    /// The subscription had not verified its endpoints yet ([`crate::verification`]):
+    /// after a restart it gets no push and is dropped. Absent (false) in records written
+    /// before verification existed, and in records of active subscriptions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verifying: bool,
 }
 
 /// A push target as stored. The keys are the subscription's public key and auth secret,
@@ -410,6 +415,7 @@ mod tests {
             },
             created_unix: 1,
             tag: None,
+            verifying: false,
         }
     }
 
@@ -432,6 +438,26 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), tagged);
         assert!(!format!("{tagged:?}").contains("work"), "never logged");
+    }
+
+    #[test]
+    fn a_record_written_before_verification_reads_as_active_and_the_state_round_trips() {
+        // A record as the previous version wrote it, tag included.
+        let old = r#"{"id":"00112233445566778899aabbccddeeff","key_hash":"00","new_mail":{"endpoint":"https://p/n","p256dh":null,"auth":null,"simplepush":false},"reconnect":{"endpoint":"https://p/r","p256dh":null,"auth":null,"simplepush":false},"created_unix":1,"tag":"work"}"#;
+        let read: Record = serde_json::from_str(old).unwrap();
+        assert!(!read.verifying, "an old record is an active subscription");
+        let active = serde_json::to_string(&record("a")).unwrap();
+        assert!(
+            !active.contains("verifying"),
+            "active records stay as before: {active}"
+        );
+        let verifying = Record {
+            verifying: true,
+            ..record("b")
+        };
+        let json = serde_json::to_string(&verifying).unwrap();
+        assert!(json.contains(r#""verifying":true"#), "{json}");
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), verifying);
     }
 
     #[test]

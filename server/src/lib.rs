@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod replacement;
 pub mod resolution;
+pub mod verification;
 
 pub use app::App;
 pub use config::Config;

@@ -95,11 +95,19 @@ fn check_config(args: &[String]) -> Result<(), Failure> {
     );
     println!("{config:#?}");
     print!("{}", capacity::assess(&config, &capacity::Kernel::read()));
-    for warning in secret_file_warnings(&config, config_file_path.as_deref()) {
+    for warning in config_warnings(&config, config_file_path.as_deref()) {
         println!("WARNING: {warning}");
     }
     println!("config ok");
     Ok(())
+}
+
+/// Every warning about a valid config: secret files others may read, and a public
+/// listener that pushes to endpoints nobody proved to own.
+fn config_warnings(config: &Config, config_file: Option<&std::path::Path>) -> Vec<String> {
+    let mut warnings = secret_file_warnings(config, config_file);
+    warnings.extend(config.verification_warning());
+    warnings
 }
 
 /// Files holding a secret that every user of the box may read: the token file, and the
@@ -184,6 +192,9 @@ fn serve(args: &[String]) -> Result<(), Failure> {
         config.data_dir = dir;
     }
     config.validate().map_err(|e| e.to_string())?;
+    for warning in config_warnings(&config, config_file.as_deref()) {
+        eprintln!("imap-push-proxy: WARNING: {warning}");
+    }
     // Signals are taken by this thread alone: every thread started below inherits the mask.
     let signals = block_termination_signals()?;
     // Descriptors are the ceiling of sessions: take all the hard limit allows.

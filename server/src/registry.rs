@@ -17,6 +17,7 @@ use crate::accounts::AccountCounter;
 use crate::delivery::PushSubscription;
 use crate::id::SubscriptionId;
 use crate::replacement::{Promotion, Replacements};
+use crate::verification::Verification;
 
 /// A registration key: SHA-256 of (host, port, username, device_id), see
 /// [`crate::api::Registration::dedup_key`].
@@ -33,6 +34,9 @@ pub enum State {
     Idle,
     /// Polled with NOOP (the server has no IDLE).
     Polling,
+    /// Ready (in IDLE or polled), but its endpoints are not proven yet: no new-mail push
+    /// leaves (see [`crate::verification`]).
+    Verifying,
 }
 
 impl State {
@@ -41,6 +45,7 @@ impl State {
             State::Pending => "pending",
             State::Idle => "idle",
             State::Polling => "polling",
+            State::Verifying => "verifying",
         }
     }
 }
@@ -70,7 +75,13 @@ pub struct Subscription<S, R> {
     pub pushes_failed: u64,
     /// The registration request waiting for this session, and its deadline.
     pub waiting: Option<(R, Instant)>,
+    /// Set when the server requires endpoint verification, until the app has echoed
+    /// the codes back; dropped (and its codes zeroized) with the subscription.
+    pub verification: Option<Box<Verification<Mail>>>,
 }
+
+/// New mail that waits for a subscription's verification: sent at activation.
+pub type Mail = crate::delivery::PushJob;
 
 #[derive(Debug)]
 pub struct Registry<S, R> {
@@ -84,6 +95,9 @@ pub struct Registry<S, R> {
     /// Deadlines of the registrations still waiting for their session: kept apart so
     /// neither the deadline check nor the pending count walks every subscription.
     waiting: HashMap<SubscriptionId, Instant>,
+    /// Deadlines of the subscriptions still verifying their endpoints, kept apart for
+    /// the same reason.
+    verifying: HashMap<SubscriptionId, Instant>,
 }
 
 impl<S, R> Default for Registry<S, R> {
@@ -95,6 +109,7 @@ impl<S, R> Default for Registry<S, R> {
             accounts: AccountCounter::default(),
             per_host: HashMap::new(),
             waiting: HashMap::new(),
+            verifying: HashMap::new(),
         }
     }
 }
@@ -150,6 +165,7 @@ impl<S: Copy + Eq + Hash, R> Registry<S, R> {
     pub fn remove(&mut self, id: &SubscriptionId) -> Option<Subscription<S, R>> {
         let sub = self.by_id.remove(id)?;
         self.waiting.remove(id);
+        self.verifying.remove(id);
         if let Some(session) = sub.session {
             self.by_session.remove(&session);
         }
@@ -226,9 +242,38 @@ impl<S: Copy + Eq + Hash, R> Registry<S, R> {
         sub.waiting.take().map(|(request, _)| request)
     }
 
-    /// The earliest registration deadline, for the owner's next wake-up.
+    /// The earliest registration or verification deadline, for the owner's next wake-up.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.waiting.values().min().copied()
+        self.waiting
+            .values()
+            .chain(self.verifying.values())
+            .min()
+            .copied()
+    }
+
+    /// Subscription `id` verifies its endpoints until `deadline`.
+    pub fn start_verifying(&mut self, id: &SubscriptionId, deadline: Instant) {
+        if self.by_id.contains_key(id) {
+            self.verifying.insert(*id, deadline);
+        }
+    }
+
+    /// Subscription `id` is verified: its deadline goes.
+    pub fn stop_verifying(&mut self, id: &SubscriptionId) {
+        self.verifying.remove(id);
+    }
+
+    /// Subscriptions whose verification deadline has passed, sorted (see
+    /// [`Registry::overdue`]).
+    pub fn overdue_verifications(&self, now: Instant) -> Vec<SubscriptionId> {
+        let mut ids: Vec<SubscriptionId> = self
+            .verifying
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// The session of every subscription, for checks that walk them all.

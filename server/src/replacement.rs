@@ -11,6 +11,10 @@
 //! is itself superseded. Whatever the order of the logins, one subscription per key
 //! remains, and it is the newest one that logged in.
 //!
+//! When the server requires endpoint verification ([`crate::verification`]), a login is
+//! not proof enough: the caller reports a candidate "ready" only once its endpoints are
+//! verified, so until then the live subscription keeps working (replace after verified).
+//!
 //! Pure bookkeeping: no clock, no I/O. The caller ends the sessions this module names.
 
 use std::collections::HashMap;

@@ -212,3 +212,29 @@ fn the_token_file_is_one_line_with_its_newline_trimmed() {
     let e = Config::load(Path::new(&config)).unwrap_err().to_string();
     assert!(e.contains("/nonexistent/token"), "{e}");
 }
+
+/// A listener beyond loopback without endpoint verification is warned of (it can be made
+/// to push to any URL); with verification on, or on loopback, it is not.
+#[test]
+fn a_public_listener_without_endpoint_verification_is_warned_of() {
+    let dir = TempDir::new();
+    let cases = [
+        ("public.toml", "listen = \"0.0.0.0:8080\"\n", true),
+        (
+            "verified.toml",
+            "listen = \"0.0.0.0:8080\"\nrequire_endpoint_verification = true\n",
+            false,
+        ),
+        ("loopback.toml", "listen = \"127.0.0.1:8080\"\n", false),
+    ];
+    for (name, text, warned) in cases {
+        let path = write(&dir, name, text, 0o644);
+        let out = check_config(&["--config", &path]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let warning = stdout
+            .lines()
+            .any(|l| l.starts_with("WARNING: ") && l.contains("require_endpoint_verification"));
+        assert_eq!(warning, warned, "{name}: {stdout}");
+    }
+}

@@ -658,3 +658,53 @@ fn many_subscriptions_throughput() {
         h.sink.connections()
     );
 }
+
+/// A verification push goes alone to its endpoint, with no topic (it must not replace
+/// new mail at the push service, nor be replaced), carries its code, and is reported
+/// only when the endpoint is gone: a delivered one reported as `Reconnect` would read as
+/// a settled reconnect push and drop the journal record.
+#[test]
+fn a_verification_push_carries_its_code_and_reports_only_gone() {
+    use imap_push_proxy::verification::Code;
+    let h = Harness::start(config());
+    let sub = h.subscription("verify", "/v");
+    let code = Code::from_random([7; 16]).encode();
+    for endpoint in [Kind::NewMail, Kind::Reconnect] {
+        let job = PushJob::Verify {
+            push: Arc::clone(&sub),
+            endpoint,
+            code: code.clone(),
+        };
+        assert!(h.delivery.offer(job).is_ok());
+    }
+    let pushes = h.sink.wait_for(2, WAIT);
+    assert_eq!(pushes.len(), 2);
+    let mut paths: Vec<&str> = pushes.iter().map(|p| p.path.as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(paths, ["/v", "/v/reconnect"]);
+    for push in &pushes {
+        assert_eq!(push.header("topic"), None, "no topic");
+        assert_eq!(
+            h.json(push),
+            serde_json::json!({"type": "verify", "subscription": hex("verify"), "code": code.as_str()})
+        );
+    }
+    h.no_more_reports();
+    assert!(!format!("{code:?}").contains(code.as_str()), "redacted");
+
+    h.sink.set_status("/gone", 410);
+    let gone = h.subscription("gone", "/gone");
+    let job = PushJob::Verify {
+        push: gone,
+        endpoint: Kind::NewMail,
+        code,
+    };
+    assert!(h.delivery.offer(job).is_ok());
+    assert_eq!(
+        h.report(),
+        Report::Gone {
+            subscription: id("gone")
+        }
+    );
+    h.no_more_reports();
+}

@@ -316,3 +316,84 @@ fn refusals_of_a_strict_server_validate() {
     assert!(reply.header("retry-after").is_some());
     app.shutdown();
 }
+
+/// With `require_endpoint_verification`: the 201 and GET of a verifying subscription, the
+/// verification pushes, and every answer of the verify route validate.
+#[test]
+fn the_verification_flow_validates() {
+    let dovecot =
+        Dovecot::start(DovecotConfig::default().with_user("olga", "secret-olga")).unwrap();
+    let sink = Sink::start();
+    let phone = Subscriber::generate();
+    let dir = TempDir::new();
+    let mut config = loopback_config(&dir, Some(&dovecot));
+    config.api_token = Some(TOKEN.into());
+    config.require_endpoint_verification = true;
+    let app = App::start(config).unwrap();
+    let api = Api {
+        addr: app.local_addr(),
+    };
+    let new_mail: Value =
+        serde_json::from_str(&phone.subscription_json(&sink.url("/new"))).unwrap();
+    let created = api.register(&registration(
+        dovecot.imaps_port(),
+        "secret-olga",
+        new_mail,
+        &sink.url("/re"),
+    ));
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.json()["state"], "verifying");
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let one = format!("/v1/subscriptions/{id}");
+    let described = api.call("GET", "/v1/subscriptions/{id}", &one, "");
+    assert_eq!(described.json()["state"], "verifying");
+
+    let pushes = sink.wait_for(2, std::time::Duration::from_secs(10));
+    assert_eq!(pushes.len(), 2);
+    let mut codes = serde_json::Map::new();
+    for push in &pushes {
+        let body = match push.header("content-encoding") {
+            Some(_) => phone.decrypt(&push.body).unwrap(),
+            None => push.body.clone(),
+        };
+        let payload: Value = serde_json::from_slice(&body).unwrap();
+        assert_valid("/components/schemas/VerifyPush", &payload, &push.path);
+        let field = if push.path == "/new" {
+            "new_mail"
+        } else {
+            "reconnect"
+        };
+        codes.insert(field.into(), payload["code"].clone());
+    }
+    let right = Value::Object(codes);
+    let wrong = json!({"new_mail": right["reconnect"], "reconnect": right["new_mail"]});
+    let template = "/v1/subscriptions/{id}/verify";
+    let path = format!("{one}/verify");
+    for body in [&right, &wrong] {
+        assert!(request_is_valid(template, "post", body), "{body}");
+    }
+    assert!(!request_is_valid(
+        template,
+        "post",
+        &json!({"new_mail": "x"})
+    ));
+    let bad = api.call("POST", template, &path, r#"{"new_mail": "x"}"#);
+    assert_eq!(bad.status, 400);
+    let refused = api.call("POST", template, &path, &wrong.to_string());
+    assert_eq!(refused.error(), "verification_failed");
+    let unknown = api.call(
+        "POST",
+        template,
+        "/v1/subscriptions/00000000000000000000000000000000/verify",
+        &right.to_string(),
+    );
+    assert_eq!(unknown.status, 404);
+    let not_allowed = api.call("GET", template, &path, "");
+    assert_eq!(not_allowed.status, 405);
+    let verified = api.call("POST", template, &path, &right.to_string());
+    assert_eq!(verified.status, 200, "{}", verified.body);
+    assert_eq!(verified.json()["state"], "idle");
+    let again = api.call("POST", template, &path, &right.to_string());
+    assert_eq!(again.error(), "verification_failed");
+    app.shutdown();
+}

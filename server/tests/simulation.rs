@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use engine::{EndReason, Ready, ResolveError, WatchError};
 use httpd::{Method, Response};
 use imap_push_proxy::config::Config;
-use imap_push_proxy::core::{ApiRequest, Core, Input, Now, Output, PushJob, SessionEvent};
+use imap_push_proxy::core::{
+    ApiRequest, Core, Input, Now, Output, PushJob, Random, SessionEvent, RANDOM_LEN,
+};
 use imap_push_proxy::delivery::Report;
 use imap_push_proxy::fd_budget::Budget;
 use imap_push_proxy::id::SubscriptionId;
@@ -285,10 +287,11 @@ impl Sim {
         self.events.insert(self.seq, event);
     }
 
-    fn random(&mut self) -> Option<[u8; 16]> {
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&self.rng.next().to_le_bytes());
-        bytes[8..].copy_from_slice(&self.rng.next().to_le_bytes());
+    fn random(&mut self) -> Option<Random> {
+        let mut bytes = [0u8; RANDOM_LEN];
+        for chunk in bytes.chunks_mut(8) {
+            chunk.copy_from_slice(&self.rng.next().to_le_bytes()[..chunk.len()]);
+        }
         Some(bytes)
     }
 
@@ -764,7 +767,8 @@ impl Sim {
     fn push(&mut self, job: PushJob) {
         self.pushes += 1;
         let (id, kind, restart) = match &job {
-            PushJob::Forget { .. } => return,
+            // Verification is off in this simulation (the default).
+            PushJob::Forget { .. } | PushJob::Verify { .. } => return,
             PushJob::NewMail { push, .. } => (push.id, Kind::NewMail, false),
             PushJob::Reconnect { push, reason } => {
                 (push.id, Kind::Reconnect, *reason == "server_restart")
@@ -992,9 +996,9 @@ fn delivered(id: SubscriptionId, kind: Kind) -> Report {
 /// The id a job pushes to, as the clients know it (from the 201's body).
 fn job_subscription(job: &PushJob) -> Option<String> {
     match job {
-        PushJob::NewMail { push, .. } | PushJob::Reconnect { push, .. } => {
-            Some(push.id.to_string())
-        }
+        PushJob::NewMail { push, .. }
+        | PushJob::Reconnect { push, .. }
+        | PushJob::Verify { push, .. } => Some(push.id.to_string()),
         PushJob::Forget { .. } => None,
     }
 }

@@ -15,8 +15,9 @@ use crate::id::SubscriptionId;
 /// New-mail jobs held at most. One more is dropped and counted: the pool's queue
 /// (100,000 jobs by default) has been full for a while, and new mail is the one push
 /// that a later one makes good (the next new mail, or the reconnect push when the
-/// session ends). Reconnect and `Forget` jobs are never dropped; there is at most one
-/// of each per subscription, so the subscriptions' own bound bounds them.
+/// session ends). Reconnect, verification and `Forget` jobs are never dropped; there
+/// are at most one reconnect, two verification pushes and one `Forget` per
+/// subscription, so the subscriptions' own bound bounds them.
 pub const HELD_NEW_MAIL_MAX: usize = 10_000;
 
 /// How long after a refusal the held jobs are offered again. Short, since room comes
@@ -119,7 +120,9 @@ fn is_new_mail(job: &PushJob) -> bool {
 /// Whether `job` pushes to `subscription`.
 fn is_for(job: &PushJob, subscription: &SubscriptionId) -> bool {
     match job {
-        PushJob::NewMail { push, .. } | PushJob::Reconnect { push, .. } => push.id == *subscription,
+        PushJob::NewMail { push, .. }
+        | PushJob::Reconnect { push, .. }
+        | PushJob::Verify { push, .. } => push.id == *subscription,
         PushJob::Forget { .. } => false,
     }
 }

@@ -25,7 +25,13 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         let r = &self.registry;
         let mut out = String::new();
         let _ = writeln!(out, "# TYPE imap_push_sessions gauge");
-        for state in [SubState::Pending, SubState::Idle, SubState::Polling] {
+        let states = [
+            SubState::Pending,
+            SubState::Idle,
+            SubState::Polling,
+            SubState::Verifying,
+        ];
+        for state in states {
             let (name, n) = (state.as_str(), r.count(state));
             let _ = writeln!(out, "imap_push_sessions{{state=\"{name}\"}} {n}");
         }

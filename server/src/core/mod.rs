@@ -10,7 +10,9 @@
 //!   [`requests`] (calling [`crate::replacement`], [`crate::accounts`], [`crate::pacer`],
 //!   [`crate::ratelimit`] through [`crate::registry`]);
 //! - readiness, failure and loss of sessions, the registration deadline: `sessions`;
-//! - journal-before-201, push reports, the restart and shutdown pushes: `pushes`.
+//! - journal-before-201, push reports, the restart and shutdown pushes: `pushes`;
+//! - endpoint verification (the verify route, activation, the verification deadline):
+//!   `verify`, calling [`crate::verification`].
 //!
 //! Coalescing, backoff and the 429 and 410 handling of each push still live in
 //! [`crate::delivery`], which turns [`PushJob`]s into requests and answers with
@@ -32,6 +34,7 @@ mod metrics;
 mod pushes;
 pub mod requests;
 mod sessions;
+mod verify;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -55,6 +58,14 @@ use crate::registry::Registry;
 use held::Held;
 pub use metrics::Counters;
 use requests::Resolving;
+
+/// Fresh random bytes the owner passes with each input ([`Core::handle`]): a new
+/// subscription's id (16 bytes), then its two verification codes
+/// ([`crate::verification::RANDOM_BYTES`]).
+pub const RANDOM_LEN: usize = crate::id::ID_BYTES + crate::verification::RANDOM_BYTES;
+
+/// [`RANDOM_LEN`] random bytes.
+pub type Random = [u8; RANDOM_LEN];
 
 /// An API request as the owner forwards it: no socket, only what the rules read.
 #[derive(Debug)]
@@ -183,11 +194,14 @@ struct PacedLogin {
     options: WatchOptions,
 }
 
-/// A 201 (or a DELETE's 204) waiting for its journal write to be durable.
+/// A 201 (or a DELETE's 204, or a verify's 200) waiting for its journal write to be
+/// durable.
 #[derive(Debug)]
 struct Created<R> {
     request: R,
     response: Response,
+    /// A verifying subscription's 201: its verification pushes go once it is sent.
+    verify: Option<SubscriptionId>,
 }
 
 /// The owner of the server's state. See the module docs for the call order.
@@ -250,9 +264,10 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         core
     }
 
-    /// Handles one input. `random` is 16 fresh random bytes, used if the input creates a
-    /// subscription (its id); `None` if the random source failed.
-    pub fn handle(&mut self, input: Input<S, R>, now: Now, random: Option<[u8; 16]>) {
+    /// Handles one input. `random` is [`RANDOM_LEN`] fresh random bytes, used if the
+    /// input creates a subscription (its id and verification codes); `None` if the random
+    /// source failed.
+    pub fn handle(&mut self, input: Input<S, R>, now: Now, random: Option<Random>) {
         match input {
             Input::Request(request) => self.on_request(request, now, random),
             Input::Watched {
@@ -267,6 +282,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             Input::Tick => {
                 self.start_paced_logins(now.instant);
                 self.expire_registrations(now.instant);
+                self.expire_verifications(now.instant);
                 self.reoffer_held(now.instant);
             }
             Input::Shutdown => self.shutdown_pushes(),
@@ -278,8 +294,8 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         self.out.pop_front()
     }
 
-    /// When [`Input::Tick`] is next due: the earliest paced login, registration deadline
-    /// or offer of held pushes.
+    /// When [`Input::Tick`] is next due: the earliest paced login, registration or
+    /// verification deadline, or offer of held pushes.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let paced = self.paced.iter().map(|p| p.due).min();
         [paced, self.registry.next_deadline(), self.held.due()]

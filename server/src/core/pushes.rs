@@ -13,6 +13,8 @@ use crate::journal::Record;
 impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     /// A journal write ended: its registration gets the 201, or a 500 if the record is
     /// not durable (a crash after a 201 must still reach the app with a restart push).
+    /// A verifying subscription's verification pushes go after its 201; one whose record
+    /// failed is dropped, since its app will never verify it.
     pub(super) fn on_durable(&mut self, ticket: u64, ok: bool) {
         let Some(created) = self.created.remove(&ticket) else {
             return;
@@ -23,6 +25,11 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             ApiError::new(ErrorCode::Internal, "the journal write failed").to_response()
         };
         self.respond(created.request, response);
+        match created.verify {
+            Some(id) if ok => self.verification_pushes(&id),
+            Some(id) => self.drop_unverified(&id),
+            None => {}
+        }
     }
 
     pub(super) fn on_report(&mut self, report: Report) {
@@ -54,6 +61,11 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     /// it leaves the journal once that push is settled.
     pub(super) fn restart_pushes(&mut self, leftovers: Vec<Record>, now: Now) {
         for record in leftovers {
+            // Never verified: its endpoints are not proven, so they hear nothing.
+            if record.verifying {
+                self.forget_record(record.id);
+                continue;
+            }
             match (record.new_mail.to_target(), record.reconnect.to_target()) {
                 (Ok(new_mail), Ok(reconnect)) => {
                     let push = PushSubscription::new_tagged(
@@ -73,7 +85,8 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
 
     /// The server stops: every subscription leaves, and each that got its 201 gets its
     /// reconnect push (`shutdown`). Those still waiting were never told of and are not
-    /// journalled. Inputs after this one change nothing but push reports.
+    /// journalled. Those still verifying get nothing; their records stay, for the next
+    /// start to drop by their state, as after a crash. Inputs after this one change nothing but push reports.
     pub(super) fn shutdown_pushes(&mut self) {
         if self.shut_down {
             return;
@@ -86,7 +99,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             let Some(sub) = self.registry.remove(&id) else {
                 continue;
             };
-            if sub.waiting.is_none() {
+            if sub.waiting.is_none() && sub.verification.is_none() {
                 self.push(PushJob::Reconnect {
                     push: sub.push,
                     reason: "shutdown",

@@ -13,9 +13,10 @@ use crate::api::{parse_registration, ApiError, Registration};
 use crate::delivery::PushSubscription;
 use crate::destination::{is_public, normalize_host};
 use crate::error_code::ErrorCode;
-use crate::id::SubscriptionId;
+use crate::id::{SubscriptionId, ID_BYTES};
 use crate::registry::{State as SubState, Subscription};
 use crate::resolution::{Checks, Progress, Refusal, Target};
+use crate::verification::{Verification, RANDOM_BYTES};
 
 /// Bits of a lookup token that name the [`Target`]; the rest is the resolution number.
 const TARGET_BITS: u32 = 2;
@@ -31,14 +32,14 @@ pub(super) struct Resolving<R> {
 }
 
 /// Where a refused registration's answer goes, with why.
-type Refused<R> = (R, ApiError);
+pub(super) type Refused<R> = (R, ApiError);
 
 impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     pub(super) fn on_request(
         &mut self,
         request: ApiRequest<R>,
         now: Now,
-        random: Option<[u8; 16]>,
+        random: Option<super::Random>,
     ) {
         let ApiRequest {
             id,
@@ -74,6 +75,12 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 return self.register(id, client, &mut body, now, random);
             }
             (Method::Get, ["v1", "subscriptions", sub]) => self.describe(sub),
+            (Method::Post, ["v1", "subscriptions", sub, "verify"]) => {
+                if let Err((id, e)) = self.verify(id, sub, &body) {
+                    self.respond(id, e.to_response());
+                }
+                return;
+            }
             (Method::Delete, ["v1", "subscriptions", sub]) => {
                 if let Err((id, e)) = self.delete(id, sub) {
                     self.respond(id, e.to_response());
@@ -85,10 +92,9 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 ["healthz" | "metrics"]
                 | ["v1", "vapid-public-key" | "openapi.json" | "subscriptions"],
             )
-            | (_, ["v1", "subscriptions", _]) => Err(ApiError::new(
-                ErrorCode::MethodNotAllowed,
-                "method not allowed",
-            )),
+            | (_, ["v1", "subscriptions", _] | ["v1", "subscriptions", _, "verify"]) => Err(
+                ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed"),
+            ),
             _ => Err(ApiError::new(ErrorCode::NotFound, "no such resource")),
         };
         match result {
@@ -121,7 +127,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         client: IpAddr,
         body: &mut [u8],
         now: Now,
-        random: Option<[u8; 16]>,
+        random: Option<super::Random>,
     ) {
         if let Err((id, e)) = self.try_register(id, client, body, now, random) {
             self.counters.registrations_rejected += 1;
@@ -135,10 +141,11 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         client: IpAddr,
         body: &mut [u8],
         now: Now,
-        random: Option<[u8; 16]>,
+        random: Option<super::Random>,
     ) -> Result<(), Refused<R>> {
         let checked = self.check_rate(client, now.instant).and_then(|()| {
             let registration = parse_registration(body, &self.config)?;
+            self.check_verifiable(&registration)?;
             // What the caps refuse is refused now; they are checked again before the login.
             self.admit(
                 &registration.dedup_key(),
@@ -156,6 +163,29 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             return self.start_login(id, registration, now, random);
         }
         self.resolve(id, registration, &lookups)
+    }
+
+    /// With endpoint verification required, both endpoints must be able to carry a code:
+    /// a SimplePush endpoint gets only a version number, so it could never be verified.
+    fn check_verifiable(&self, registration: &Registration) -> Result<(), ApiError> {
+        if !self.config.require_endpoint_verification {
+            return Ok(());
+        }
+        let targets = [
+            ("new_mail", &registration.new_mail),
+            ("reconnect", &registration.reconnect),
+        ];
+        match targets
+            .iter()
+            .find(|(_, t)| t.protocol() == push::Protocol::SimplePush)
+        {
+            Some((field, _)) => Err(ApiError::bad_request(
+                field,
+                "a simplepush endpoint carries no payload, so it cannot receive the \
+                 verification code this server requires",
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The host names of a registration to resolve and judge before its login: none when
@@ -218,7 +248,12 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
 
     /// One lookup answered: the registration waits for the others, is refused, or starts
     /// its login. An answer for a registration refused already is dropped.
-    pub(super) fn on_lookup(&mut self, lookup: engine::Lookup, now: Now, random: Option<[u8; 16]>) {
+    pub(super) fn on_lookup(
+        &mut self,
+        lookup: engine::Lookup,
+        now: Now,
+        random: Option<super::Random>,
+    ) {
         let n = lookup.token >> TARGET_BITS;
         let Some(target) = Target::from_index(lookup.token & TARGET_MASK) else {
             return;
@@ -254,7 +289,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         request: R,
         registration: Registration,
         now: Now,
-        random: Option<[u8; 16]>,
+        random: Option<super::Random>,
     ) -> Result<(), Refused<R>> {
         let key = registration.dedup_key();
         let account = registration.account_key();
@@ -262,7 +297,13 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         let Some(random) = random else {
             return Err((request, ApiError::new(ErrorCode::Internal, "no randomness")));
         };
-        let id = SubscriptionId::from_bytes(random);
+        let id = SubscriptionId::from_bytes(std::array::from_fn(|i| random[i]));
+        // The codes are made now, while the random bytes are at hand; they go out once
+        // the session is ready and its 201 sent.
+        let verification = self.config.require_endpoint_verification.then(|| {
+            let codes: [u8; RANDOM_BYTES] = std::array::from_fn(|i| random[ID_BYTES + i]);
+            Box::new(Verification::new(&codes))
+        });
         // A registration of a key that is live already does not end the live one here: it
         // logs in beside it and replaces it only once ready (see `crate::replacement`).
         let wait = match self
@@ -314,6 +355,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             pushes_sent: 0,
             pushes_failed: 0,
             waiting: Some((request, deadline)),
+            verification,
         });
         Ok(())
     }
@@ -370,7 +412,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             .map_err(|wait| ApiError::rate_limited(wait.as_secs() + 1, "too many registrations"))
     }
 
-    fn describe(&self, id: &str) -> Result<Response, ApiError> {
+    pub(super) fn describe(&self, id: &str) -> Result<Response, ApiError> {
         let id = SubscriptionId::parse(id).map_err(|_| not_found())?;
         let sub = self.registry.get(&id).ok_or_else(not_found)?;
         let body = serde_json::json!({
@@ -411,6 +453,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             super::Created {
                 request,
                 response: Response::empty(204),
+                verify: None,
             },
         );
         self.out.push_back(Output::JournalRemove {
@@ -493,6 +536,6 @@ pub(super) fn watch_error(e: engine::WatchError) -> ApiError {
     }
 }
 
-fn not_found() -> ApiError {
+pub(super) fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such subscription")
 }

@@ -2,7 +2,7 @@
 //! mail, lost; and the deadlines of logins waiting for their turn or for readiness.
 
 use std::hash::Hash;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::requests::watch_error;
 use super::{Core, Created, Now, Output, PushJob, SessionEvent};
@@ -40,7 +40,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
 
     pub(super) fn on_session(&mut self, event: SessionEvent<S>, now: Now) {
         match event {
-            SessionEvent::Ready { session, ready } => self.on_ready(session, &ready),
+            SessionEvent::Ready { session, ready } => self.on_ready(session, &ready, now),
             SessionEvent::Failed { session, reason } => {
                 if matches!(
                     reason,
@@ -67,19 +67,29 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 sub.last_new_mail = Some((now.unix, exists));
                 let name = sub.mailboxes.get(mailbox).cloned().unwrap_or_default();
                 let push = sub.push.clone();
-                self.push(PushJob::NewMail {
+                let job = PushJob::NewMail {
                     push,
                     mailbox: name,
                     exists,
                     preview,
                     event_at: now.instant,
-                });
+                };
+                // Until its endpoints are proven, new mail waits, as one push.
+                match sub.verification.as_mut() {
+                    Some(verification) => verification.remember(job),
+                    None => self.push(job),
+                }
             }
             SessionEvent::Lost { session, reason } => {
                 self.counters.sessions_lost += 1;
                 // Deleted and replaced subscriptions are gone from the registry already:
-                // they get no reconnect push.
+                // they get no reconnect push. Nor does one still verifying: its
+                // endpoints are not proven, and its journal record goes.
                 if let Some(sub) = self.registry.remove_by_session(session) {
+                    if sub.verification.is_some() {
+                        self.forget_record(sub.id);
+                        return;
+                    }
                     self.push(PushJob::Reconnect {
                         push: sub.push,
                         reason: reason.code(),
@@ -91,13 +101,52 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
 
     /// A session is ready: its subscription takes its key over (ending the one it
     /// replaces) or gives way to a newer one; then its registration gets its 201 once the
-    /// record is durable.
-    fn on_ready(&mut self, session: S, ready: &engine::Ready) {
+    /// record is durable. A subscription that must verify its endpoints takes nothing
+    /// over yet: it starts verifying (see `verify`), and the live one keeps working.
+    fn on_ready(&mut self, session: S, ready: &engine::Ready, now: Now) {
         self.counters.logins_ok += 1;
-        let Some(id) = self.registry.by_session_mut(session).map(|s| s.id) else {
+        let Some(sub) = self.registry.by_session_mut(session) else {
             return;
         };
-        match self.registry.promote(&id) {
+        let (id, verifying) = (sub.id, sub.verification.is_some());
+        if !verifying && !self.promote(&id) {
+            return;
+        }
+        let waiting = self.registry.take_waiting(session);
+        let Some(sub) = self.registry.by_id_mut(&id) else {
+            return;
+        };
+        sub.state = match (verifying, ready.idle) {
+            (true, _) => SubState::Verifying,
+            (false, true) => SubState::Idle,
+            (false, false) => SubState::Polling,
+        };
+        sub.idle = ready.idle;
+        sub.notify = ready.notify;
+        let Some(waiting) = waiting else {
+            return;
+        };
+        let (record, response) = created(sub, ready);
+        if verifying {
+            let timeout = Duration::from_secs(self.config.verification_timeout_secs);
+            self.registry.start_verifying(&id, now.instant + timeout);
+        }
+        let ticket = self.ticket();
+        self.created.insert(
+            ticket,
+            Created {
+                request: waiting,
+                response,
+                verify: verifying.then_some(id),
+            },
+        );
+        self.out.push_back(Output::JournalInsert { ticket, record });
+    }
+
+    /// Subscription `id` takes its key over, ending the one it replaces; or, if a newer
+    /// registration of the key holds it already, it is ended (`false`).
+    pub(super) fn promote(&mut self, id: &SubscriptionId) -> bool {
+        match self.registry.promote(id) {
             Promotion::Promoted { replaced } => {
                 // The replaced app registered again: it gets no reconnect push (its
                 // session's loss finds nothing in the registry).
@@ -108,11 +157,12 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                         subscription: old.id,
                     });
                 }
+                true
             }
             // `Unknown` would be a registry out of step with its key table: ending the
             // session is the safe way out, since only one session per key may stay.
             Promotion::Superseded | Promotion::Unknown => {
-                if let Some(sub) = self.registry.remove(&id) {
+                if let Some(sub) = self.registry.remove(id) {
                     self.unwatch(sub.session);
                     if let Some((waiting, _)) = sub.waiting {
                         let e =
@@ -120,31 +170,8 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                         self.respond(waiting, e.to_response());
                     }
                 }
-                return;
+                false
             }
-        }
-        let waiting = self.registry.take_waiting(session);
-        let Some(sub) = self.registry.by_id_mut(&id) else {
-            return;
-        };
-        sub.state = if ready.idle {
-            SubState::Idle
-        } else {
-            SubState::Polling
-        };
-        sub.idle = ready.idle;
-        sub.notify = ready.notify;
-        if let Some(waiting) = waiting {
-            let (record, response) = created(sub, ready);
-            let ticket = self.ticket();
-            self.created.insert(
-                ticket,
-                Created {
-                    request: waiting,
-                    response,
-                },
-            );
-            self.out.push_back(Output::JournalInsert { ticket, record });
         }
     }
 
@@ -200,13 +227,18 @@ fn created<S, R>(sub: &Subscription<S, R>, ready: &engine::Ready) -> (Record, ht
     });
     let location = format!("/v1/subscriptions/{}", sub.id);
     let response = httpd::Response::json(201, body.to_string()).with_header("location", location);
-    let record = Record {
+    (record(sub), response)
+}
+
+/// The journal record of a subscription, verifying or not.
+pub(super) fn record<S, R>(sub: &Subscription<S, R>) -> Record {
+    Record {
         id: sub.id,
         key_hash: sub.key.iter().map(|b| format!("{b:02x}")).collect(),
         new_mail: TargetRecord::from_target(&sub.push.new_mail),
         reconnect: TargetRecord::from_target(&sub.push.reconnect),
         created_unix: sub.created_unix,
         tag: sub.push.tag.clone(),
-    };
-    (record, response)
+        verifying: sub.verification.is_some(),
+    }
 }

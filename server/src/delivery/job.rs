@@ -50,6 +50,37 @@ pub(super) enum What {
     Reconnect {
         reason: String,
     },
+    /// A verification code, to the endpoint `to`.
+    Verify {
+        to: Kind,
+        code: crate::verification::Encoded,
+    },
+}
+
+/// The `type` of a verification payload.
+pub const TYPE_VERIFY: &str = "verify";
+
+/// `{"type":"verify","code":CODE}`, plus `subscription` and `tag` as `about` says (the
+/// id only when encrypted to the device, like every payload).
+pub fn verify_payload(about: About<'_>, code: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct Verify<'a> {
+        r#type: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subscription: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tag: Option<&'a str>,
+        code: &'a str,
+    }
+    let (subscription, tag) = about.parts();
+    // Serializing strings into a String has no failure path.
+    serde_json::to_string(&Verify {
+        r#type: TYPE_VERIFY,
+        subscription,
+        tag,
+        code,
+    })
+    .unwrap_or_default()
 }
 
 /// One push to make, through all its attempts.
@@ -81,11 +112,19 @@ impl Job {
         }
     }
 
+    /// The endpoint the job goes to (and the urgency it goes with).
     pub(super) fn kind(&self) -> Kind {
         match self.what {
             What::NewMail { .. } => Kind::NewMail,
             What::Reconnect { .. } => Kind::Reconnect,
+            What::Verify { to, .. } => to,
         }
+    }
+
+    /// New mail: coalesced in its subscription's slot. Reconnect and verification
+    /// pushes go alone, first in their origin's turn.
+    pub(super) fn is_new_mail(&self) -> bool {
+        matches!(self.what, What::NewMail { .. })
     }
 
     pub(super) fn target(&self) -> &PushTarget {
@@ -97,6 +136,8 @@ impl Job {
         let id = self.sub.id.to_string();
         let about = self.about(&id);
         match &self.what {
+            // Shrinking would drop the code, which is the whole message.
+            What::Verify { code, .. } => verify_payload(about, code.as_str()),
             _ if self.minimal => minimal_payload(self.kind(), about),
             What::NewMail {
                 mailbox,
@@ -137,7 +178,7 @@ impl Job {
     pub(super) fn event_at(&self) -> Option<Instant> {
         match self.what {
             What::NewMail { event_at, .. } => Some(event_at),
-            What::Reconnect { .. } => None,
+            What::Reconnect { .. } | What::Verify { .. } => None,
         }
     }
 }
@@ -158,7 +199,7 @@ pub(super) fn merge_mail(older: Job, newer: Job) -> Job {
             ref preview,
             ..
         } => (Some(mailbox.as_str()), preview.as_deref()),
-        What::Reconnect { .. } => (None, None),
+        What::Reconnect { .. } | What::Verify { .. } => (None, None),
     };
     let what = match newer.what {
         What::NewMail {
@@ -182,7 +223,7 @@ pub(super) fn merge_mail(older: Job, newer: Job) -> Job {
                 event_at,
             }
         }
-        reconnect @ What::Reconnect { .. } => reconnect,
+        other @ (What::Reconnect { .. } | What::Verify { .. }) => other,
     };
     Job {
         what,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{never, select, Receiver, Sender};
-use push::{Backoff, Kind, Notification, Outcome, Protocol};
+use push::{Backoff, Notification, Outcome, Protocol};
 use ring::rand::{SecureRandom as _, SystemRandom};
 
 use crate::id::SubscriptionId;
@@ -50,12 +50,9 @@ pub(super) fn run_worker(sender: &push::Sender, work: &Receiver<Job>, done: &Sen
 pub(super) fn send_one(sender: &push::Sender, job: &Job, now_unix: u64) -> Outcome {
     let target = job.target();
     let payload = job.payload();
-    let topic = match job.kind() {
-        Kind::NewMail => Some(job.sub.topic()),
-        // A reconnect must not replace, or be replaced by, pending new mail
-        // at the push service.
-        Kind::Reconnect => None,
-    };
+    // A reconnect or a verification push must not replace, or be replaced by,
+    // pending new mail at the push service.
+    let topic = job.is_new_mail().then(|| job.sub.topic());
     let simple_push_version = match target.protocol() {
         Protocol::SimplePush => job.sub.next_simple_push_version(now_unix),
         Protocol::WebPush => 0,
@@ -275,6 +272,14 @@ impl Scheduler {
                 let job = Job::new(sub, What::Reconnect { reason }, 0);
                 self.queue_reconnect(job, false);
             }
+            Command::Job(PushJob::Verify {
+                push: sub,
+                endpoint,
+                code,
+            }) => {
+                let job = Job::new(sub, What::Verify { to: endpoint, code }, 0);
+                self.queue_reconnect(job, false);
+            }
             Command::Job(PushJob::Forget { subscription }) => {
                 self.drop_pending(&subscription, true);
             }
@@ -453,7 +458,7 @@ impl Scheduler {
                 .hold(job.target().endpoint(), answered_at + retry_after, now);
         }
         // New mail: the slot is looked at again once the job is settled.
-        let sub = (job.kind() == Kind::NewMail).then(|| Arc::clone(&job.sub));
+        let sub = job.is_new_mail().then(|| Arc::clone(&job.sub));
         if sub.is_some() {
             self.release_slot(&job, &outcome, answered_at);
         }
@@ -521,10 +526,12 @@ impl Scheduler {
     /// its slot, merging with mail that arrived meanwhile, unless it went
     /// stale (reconnect, forget, gone).
     pub(super) fn requeue(&mut self, job: Job, not_before: Instant, now: Instant) {
-        match job.kind() {
-            Kind::Reconnect if not_before <= now => self.queue_reconnect(job, true),
-            Kind::Reconnect => self.push_timer(not_before, TimerWhat::Reconnect(job)),
-            Kind::NewMail => self.requeue_mail(job, not_before),
+        if job.is_new_mail() {
+            self.requeue_mail(job, not_before);
+        } else if not_before <= now {
+            self.queue_reconnect(job, true);
+        } else {
+            self.push_timer(not_before, TimerWhat::Reconnect(job));
         }
     }
 
@@ -549,30 +556,40 @@ impl Scheduler {
             self.metrics
                 .record_latency(answered_at.saturating_duration_since(event_at));
         }
-        self.finish(Report::Delivered {
+        let report = Report::Delivered {
             subscription: job.sub.id,
             kind: job.kind(),
-        });
+        };
+        self.finish(report, job);
     }
 
     pub(super) fn gone(&mut self, job: &Job) {
         // Pending new mail would meet the same 404/410.
         self.drop_pending(&job.sub.id, false);
-        self.finish(Report::Gone {
+        let report = Report::Gone {
             subscription: job.sub.id,
-        });
+        };
+        self.finish(report, job);
     }
 
     pub(super) fn failed(&mut self, job: &Job) {
         self.metrics.add(|c| &c.failed, 1);
-        self.finish(Report::Failed {
+        let report = Report::Failed {
             subscription: job.sub.id,
             kind: job.kind(),
-        });
+        };
+        self.finish(report, job);
     }
 
-    pub(super) fn finish(&mut self, report: Report) {
+    /// `job` has ended as `report` says. A verification push reports only `Gone`: its
+    /// delivery shows when the app verifies, and a report of its endpoint kind would
+    /// read as a reconnect push settled.
+    pub(super) fn finish(&mut self, report: Report, job: &Job) {
         self.permits.release(1);
+        let verify = matches!(job.what, What::Verify { .. });
+        if verify && !matches!(report, Report::Gone { .. }) {
+            return;
+        }
         // A receiver that is gone no longer wants reports.
         let _ = self.reports.send(report);
     }

@@ -142,6 +142,7 @@ fn the_restart_push_carries_the_tag_and_never_the_id() {
             reconnect: target("/re"),
             created_unix: 1,
             tag: push::message::Tag::new("work"),
+            verifying: false,
         };
         journal.insert(&record, Box::new(|_| {}));
         journal.flush();
