@@ -15,9 +15,12 @@ pub mod error_code;
 pub mod fd_budget;
 pub mod id;
 pub mod journal;
+pub mod log_limit;
+pub mod logging;
 pub mod pacer;
 pub mod ratelimit;
 pub mod registry;
+pub mod reload;
 pub mod replacement;
 pub mod resolution;
 

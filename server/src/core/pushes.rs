@@ -13,10 +13,13 @@ use crate::journal::Record;
 impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     /// A journal write ended: its registration gets the 201, or a 500 if the record is
     /// not durable (a crash after a 201 must still reach the app with a restart push).
-    pub(super) fn on_durable(&mut self, ticket: u64, ok: bool) {
+    pub(super) fn on_durable(&mut self, ticket: u64, ok: bool, now: std::time::Instant) {
         let Some(created) = self.created.remove(&ticket) else {
             return;
         };
+        if !ok {
+            self.logs.journal_failed(now);
+        }
         let response = if ok {
             created.response
         } else {
@@ -53,6 +56,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     /// Every subscription the previous run left gets its reconnect push (`server_restart`);
     /// it leaves the journal once that push is settled.
     pub(super) fn restart_pushes(&mut self, leftovers: Vec<Record>, now: Now) {
+        let mut unusable = 0;
         for record in leftovers {
             match (record.new_mail.to_target(), record.reconnect.to_target()) {
                 (Ok(new_mail), Ok(reconnect)) => {
@@ -66,9 +70,13 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 }
                 // A record we cannot use can never be pushed: drop it rather than retry
                 // forever.
-                _ => self.forget_record(record.id),
+                _ => {
+                    unusable += 1;
+                    self.forget_record(record.id);
+                }
             }
         }
+        super::logs::unusable_records(unusable);
     }
 
     /// The server stops: every subscription leaves, and each that got its 201 gets its

@@ -125,6 +125,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     ) {
         if let Err((id, e)) = self.try_register(id, client, body, now, random) {
             self.counters.registrations_rejected += 1;
+            self.logs.refused(&e, now.instant);
             self.respond(id, e.to_response());
         }
     }
@@ -243,6 +244,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         };
         if let Err((request, e)) = result {
             self.counters.registrations_rejected += 1;
+            self.logs.refused(&e, now.instant);
             self.respond(request, e.to_response());
         }
     }
@@ -289,6 +291,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             });
         } else {
             self.counters.logins_paced += 1;
+            self.logs.paced(&host, wait, now.instant);
             self.paced.push(PacedLogin {
                 due: now.instant + wait,
                 subscription: id,
