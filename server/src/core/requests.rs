@@ -53,6 +53,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             return self.respond(id, Response::json(200, r#"{"status":"ok"}"#));
         }
         if let Err(e) = self.authorize(authorization.as_deref().map(String::as_str)) {
+            self.logs.refused(&e, now.instant);
             return self.respond(id, e.to_response());
         }
         let result = match (method, segments.as_slice()) {
@@ -93,7 +94,10 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         };
         match result {
             Ok(response) => self.respond(id, response),
-            Err(e) => self.respond(id, e.to_response()),
+            Err(e) => {
+                self.logs.refused(&e, now.instant);
+                self.respond(id, e.to_response());
+            }
         }
     }
 
