@@ -256,6 +256,31 @@ fn run_scenario(format: &str) {
         secrets.add("wrong token", &token);
     }
 
+    // Refused requests that carry a password: 400 (a bad field), 404, 405, 413.
+    for (n, (method, path, status)) in [
+        ("POST", "/v1/subscriptions", 400),
+        ("POST", "/v1/nowhere", 404),
+        ("PUT", "/v1/subscriptions", 405),
+        ("POST", "/v1/subscriptions", 413),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let pw = format!("logpw-refused-{n}-c0ffee{status}");
+        let mut body = serde_json::json!({
+            "imap": {"host": "127.0.0.1", "port": imaps, "security": "bogus",
+                     "username": user, "password": pw},
+            "new_mail": {"endpoint": url},
+            "reconnect": {"endpoint": url},
+        });
+        if status == 413 {
+            body["padding"] = "x".repeat(64 * 1024).into();
+        }
+        let reply = authorized(addr, method, path, &body.to_string());
+        assert_eq!(reply.status, status, "{}", reply.body);
+        secrets.password(user, &pw);
+    }
+
     // DELETE.
     let reply = authorized(addr, "DELETE", &format!("/v1/subscriptions/{}", ids[1]), "");
     assert_eq!(reply.status, 204);
@@ -263,6 +288,8 @@ fn run_scenario(format: &str) {
     server.wait_for_line(&["push attempt failed", "503"]);
     server.wait_for_line(&["push endpoint gone", "404/410"]);
     server.wait_for_line(&["session ended", "auth_rejected", "127.0.0.1"]);
+    server.wait_for_line(&["request refused", "unauthorized"]);
+    server.wait_for_line(&["request refused", "bad_request"]);
     let log = server.stop();
     for id in &ids {
         secrets.add("subscription id", id);
