@@ -72,4 +72,4 @@ pub use request::{Method, Request, RequestId};
 pub use response::Response;
 pub use server::{Config, Handler, Responder, Server, ServerHandle};
 pub use stats::Stats;
-pub use tls::TlsFiles;
+pub use tls::{TlsCert, TlsFiles};

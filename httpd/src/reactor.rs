@@ -16,7 +16,6 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use rustls::ServerConfig;
 use slab::Slab;
 
 use crate::admission::{Admission, Attribution, ClientKey, Decision, Refusal};
@@ -30,7 +29,7 @@ use crate::proxy_header::{self, Parsed};
 use crate::request::{Request, RequestId};
 use crate::response::{self, Framing, Persistence, Response};
 use crate::stats::Stats;
-use crate::tls::TlsLayer;
+use crate::tls::{SharedTls, TlsLayer};
 
 /// Low bits of a token: the slab slot. High bits: the generation.
 const SLOT_BITS: u32 = 16;
@@ -79,7 +78,7 @@ pub(crate) struct Reactor<H> {
     poll: Poll,
     listener: TcpListener,
     limits: Limits,
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<SharedTls>,
     trusted_proxies: Vec<Cidr>,
     handler: H,
     responder: Responder,
@@ -102,7 +101,7 @@ pub(crate) struct Parts<H> {
     pub(crate) poll: Poll,
     pub(crate) listener: TcpListener,
     pub(crate) limits: Limits,
-    pub(crate) tls: Option<Arc<ServerConfig>>,
+    pub(crate) tls: Option<SharedTls>,
     pub(crate) trusted_proxies: Vec<Cidr>,
     pub(crate) handler: H,
     pub(crate) responder: Responder,
@@ -228,7 +227,8 @@ impl<H: Handler> Reactor<H> {
         }
         let transport = match &self.tls {
             None => Transport::Plain,
-            Some(config) => match TlsLayer::new(config) {
+            // Read at each accept: a replaced certificate serves new connections only.
+            Some(shared) => match TlsLayer::new(&crate::tls::current(shared)) {
                 Ok(layer) => Transport::Tls(Box::new(layer)),
                 Err(_) => {
                     self.stats.tls_failures += 1;

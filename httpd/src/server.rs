@@ -8,7 +8,6 @@ use std::thread::{self, JoinHandle};
 
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
-use rustls::ServerConfig;
 
 use crate::error::HttpdError;
 use crate::forwarded::Cidr;
@@ -17,7 +16,7 @@ pub use crate::handler::{Handler, Responder};
 use crate::limits::Limits;
 use crate::reactor::{Parts, Reactor, LISTENER, WAKER};
 use crate::stats::Stats;
-use crate::tls::{load_server_config, TlsFiles};
+use crate::tls::{load_server_config, SharedTls, TlsCert, TlsFiles};
 
 /// Server settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -43,7 +42,7 @@ pub struct Server {
     waker: Arc<Waker>,
     local_addr: SocketAddr,
     limits: Limits,
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<SharedTls>,
     trusted_proxies: Vec<Cidr>,
 }
 
@@ -56,6 +55,7 @@ impl Server {
             .check()
             .map_err(|reason| HttpdError::InvalidLimits { reason })?;
         let tls = config.tls.as_ref().map(load_server_config).transpose()?;
+        let tls = tls.map(|c| Arc::new(std::sync::RwLock::new(c)));
         let bind_error = |source| HttpdError::Bind { addr, source };
         let mut listener = TcpListener::bind(addr).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
@@ -98,7 +98,7 @@ impl Server {
             poll: self.poll,
             listener: self.listener,
             limits: self.limits,
-            tls: self.tls,
+            tls: self.tls.clone(),
             trusted_proxies: self.trusted_proxies,
             handler,
             responder: responder.clone(),
@@ -116,6 +116,7 @@ impl Server {
             responder,
             published,
             local_addr: self.local_addr,
+            tls: self.tls,
         })
     }
 }
@@ -130,9 +131,21 @@ pub struct ServerHandle {
     responder: Responder,
     published: Arc<Mutex<Stats>>,
     local_addr: SocketAddr,
+    tls: Option<SharedTls>,
 }
 
 impl ServerHandle {
+    /// Serves new connections with `cert` from now on; connections open already keep the
+    /// certificate they were accepted with. `false` (nothing replaced) when the server
+    /// serves plain HTTP: TLS cannot be turned on without a restart.
+    pub fn replace_tls(&self, cert: TlsCert) -> bool {
+        let Some(shared) = &self.tls else {
+            return false;
+        };
+        *shared.write().unwrap_or_else(|p| p.into_inner()) = cert.0;
+        true
+    }
+
     /// A handle for answering requests, e.g. from worker threads.
     pub fn responder(&self) -> Responder {
         self.responder.clone()

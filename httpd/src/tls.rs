@@ -55,6 +55,33 @@ pub struct TlsFiles {
     pub key_file: PathBuf,
 }
 
+/// The certificate and key new connections are served with, shared between the server
+/// thread (which reads it at each accept) and [`crate::ServerHandle::replace_tls`].
+pub(crate) type SharedTls = Arc<std::sync::RwLock<Arc<ServerConfig>>>;
+
+/// A loaded certificate and key, ready to replace the served one (see
+/// [`crate::ServerHandle::replace_tls`]): loading can fail, replacing cannot.
+#[derive(Clone)]
+pub struct TlsCert(pub(crate) Arc<ServerConfig>);
+
+impl TlsCert {
+    /// Reads and checks `files` as [`crate::Server::bind`] does.
+    pub fn load(files: &TlsFiles) -> Result<TlsCert, HttpdError> {
+        load_server_config(files).map(TlsCert)
+    }
+}
+
+impl std::fmt::Debug for TlsCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsCert(<key redacted>)")
+    }
+}
+
+/// The configuration in force; a poisoned lock still holds a whole `Arc`.
+pub(crate) fn current(shared: &SharedTls) -> Arc<ServerConfig> {
+    Arc::clone(&shared.read().unwrap_or_else(|p| p.into_inner()))
+}
+
 /// Builds the rustls configuration (ring provider, safe default protocol
 /// versions, no client authentication, ALPN `http/1.1`).
 pub(crate) fn load_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, HttpdError> {

@@ -162,6 +162,8 @@ pub struct App {
     addr: SocketAddr,
     budget: Budget,
     grace: Duration,
+    /// Journal records the previous run left (each gets its `server_restart` push).
+    recovered: usize,
 }
 
 /// The owner thread's state: the core and the handles of the threads that move bytes.
@@ -174,6 +176,8 @@ struct Owner {
     lookup_tx: Sender<engine::Lookup>,
     durable_tx: Sender<Durable>,
     rng: ring::rand::SystemRandom,
+    /// Subscriptions when the stop came, for the shutdown summary.
+    subscriptions_at_stop: usize,
 }
 
 /// The channels the owner reads.
@@ -220,6 +224,7 @@ impl App {
         );
         let (journal, leftovers) =
             Journal::open(&config.data_dir.join("journal.redb")).map_err(StartError::Journal)?;
+        let recovered = leftovers.len();
         let engine = Engine::start(EngineConfig {
             sessions_max: budget.engine_sessions_max,
             ..engine_config(&config)
@@ -266,6 +271,7 @@ impl App {
             lookup_tx,
             durable_tx,
             rng: ring::rand::SystemRandom::new(),
+            subscriptions_at_stop: 0,
         };
         // The restart pushes, queued by `Core::new`, go out before anything else.
         owner.carry_out();
@@ -280,7 +286,19 @@ impl App {
             addr,
             budget,
             grace,
+            recovered,
         })
+    }
+
+    /// How many journal records the previous run left (each gets a `server_restart` push).
+    pub fn recovered(&self) -> usize {
+        self.recovered
+    }
+
+    /// Serves new API connections with `cert` (SIGHUP); `false` when the API serves
+    /// plain HTTP. Open connections keep theirs.
+    pub fn replace_tls(&self, cert: httpd::TlsCert) -> bool {
+        self.httpd.as_ref().is_some_and(|h| h.replace_tls(cert))
     }
 
     /// The address the API listens on.
@@ -364,6 +382,7 @@ impl Owner {
                 self.handle(Input::Tick);
             }
         }
+        self.subscriptions_at_stop = self.core.subscriptions();
         self.handle(Input::Shutdown);
         (self, inlets.reports)
     }
@@ -463,6 +482,7 @@ impl Owner {
         let deadline = Instant::now() + grace;
         self.offer_held(deadline, reports);
         let grace = deadline.saturating_duration_since(Instant::now());
+        let subscriptions_at_stop = self.subscriptions_at_stop;
         let Owner {
             mut core,
             engine,
@@ -471,14 +491,16 @@ impl Owner {
             durable_tx,
             ..
         } = self;
+
         let _ = engine.shutdown();
         // The scheduler may wait for room in the report channel: drain it while the pool
         // finishes. The channel closes when the scheduler ends.
-        std::thread::scope(|scope| {
-            scope.spawn(|| delivery.shutdown(grace));
+        let delivery_stats = std::thread::scope(|scope| {
+            let pool = scope.spawn(|| delivery.shutdown(grace));
             for report in reports {
                 core.handle(Input::PushSettled(report), now(), None);
             }
+            pool.join().ok()
         });
         while let Some(output) = core.poll_output() {
             if let Output::JournalRemove { id, .. } = output {
@@ -487,6 +509,12 @@ impl Owner {
         }
         drop(durable_tx);
         journal.flush();
+        log_summary(
+            subscriptions_at_stop,
+            core.counters(),
+            delivery_stats.as_ref(),
+            &journal,
+        );
     }
 
     /// Before the pool stops: the pushes the core holds (the pool's queue was full, as
@@ -542,6 +570,31 @@ impl Owner {
         let _ = writeln!(text, "{heap} {}", httpd::alloc::live_bytes());
         text
     }
+}
+
+/// The shutdown summary: one line of counts for the whole run.
+fn log_summary(
+    subscriptions: usize,
+    counters: &crate::core::Counters,
+    pushes: Option<&crate::delivery::DeliveryStats>,
+    journal: &Journal,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = pushes.cloned().unwrap_or_default();
+    tracing::info!(
+        subscriptions,
+        logins_ok = counters.logins_ok,
+        logins_failed = counters.logins_failed + counters.logins_auth_failed,
+        registrations_refused = counters.registrations_rejected,
+        sessions_lost = counters.sessions_lost,
+        pushes_delivered = c.delivered,
+        pushes_failed = c.failed,
+        pushes_gone = c.gone,
+        pushes_undelivered = c.undelivered,
+        journal_commits = journal.stats.commits.load(Relaxed),
+        journal_commit_failures = journal.stats.commit_failures.load(Relaxed),
+        "stopped: run summary"
+    );
 }
 
 /// The engine's event in the core's words.

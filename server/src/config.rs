@@ -83,6 +83,13 @@ pub struct Config {
     /// Per-client limits then apply to the real client. Empty: every peer is the client.
     pub trusted_proxies: Vec<String>,
     pub limits: LimitsConfig,
+    /// What is logged: a filter directive such as `"info"`, `"warn"` or
+    /// `"imap_push_proxy=debug,warn"` (target=level pairs, `tracing`'s `EnvFilter`
+    /// syntax). The `RUST_LOG` variable, when set, overrides it. Re-read on SIGHUP.
+    pub log_level: String,
+    /// `"text"` (one line per event) or `"json"` (one JSON object per line). Logs go to
+    /// stderr (the journal under systemd). A change needs a restart.
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// The API bearer token: wiped when dropped, compared in constant time, redacted in `Debug`.
@@ -226,6 +233,8 @@ impl Default for Config {
             tls: None,
             trusted_proxies: Vec::new(),
             limits: LimitsConfig::default(),
+            log_level: crate::logging::LOG_LEVEL_DEFAULT.into(),
+            log_format: crate::logging::LogFormat::Text,
         }
     }
 }
@@ -258,6 +267,8 @@ impl std::fmt::Debug for Config {
             tls_compact,
             tls,
             limits,
+            log_level,
+            log_format,
         } = self;
         f.debug_struct("Config")
             .field("listen", listen)
@@ -287,6 +298,8 @@ impl std::fmt::Debug for Config {
             .field("tls_compact", tls_compact)
             .field("tls", tls)
             .field("limits", limits)
+            .field("log_level", log_level)
+            .field("log_format", log_format)
             .finish()
     }
 }
@@ -320,6 +333,23 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A parse error without the quoted line: the line may hold `api_token`, and this message
+/// is printed and logged. The line number and its key (the text before `=`) stay.
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return e.message().to_owned();
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    match line.split_once('=').map(|(key, _)| key.trim()) {
+        // serde's message may quote the value ("invalid type: integer `123`").
+        Some(key @ "api_token") => format!("line {line_no} (`{key}`): not a valid token"),
+        Some(key) => format!("line {line_no} (`{key}`): {}", e.message()),
+        None => format!("line {line_no}: {}", e.message()),
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -328,7 +358,7 @@ impl Config {
         })?;
         let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: parse_message(&text, &e),
         })?;
         config.read_api_token_file()?;
         config.validate()?;
@@ -409,6 +439,12 @@ impl Config {
             return invalid("limits.push_permits_per_origin", "must be at least 1");
         }
         self.trusted_proxies()?;
+        if let Err(message) = crate::logging::parse_filter(&self.log_level) {
+            return Err(ConfigError::Invalid {
+                key: "log_level",
+                message,
+            });
+        }
         if self.api_token.as_ref().is_some_and(|t| t.len() < 16) {
             return invalid("api_token", "must be at least 16 characters");
         }
@@ -609,6 +645,46 @@ mod tests {
         config.listen = "[::1]:8080".parse().unwrap();
         config.require_endpoint_verification = false;
         assert_eq!(config.verification_warning(), None, "IPv6 loopback");
+    }
+
+    #[test]
+    fn log_keys_parse_and_bad_values_name_their_key() {
+        let config: Config =
+            toml::from_str("log_level = \"imap_push_proxy=debug,warn\"\nlog_format = \"json\"")
+                .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.log_format, crate::logging::LogFormat::Json);
+        assert_eq!(Config::default().log_level, "info");
+        assert_eq!(
+            Config::default().log_format,
+            crate::logging::LogFormat::Text
+        );
+        let bad: Config = toml::from_str("log_level = \"imap_push_proxy=loud\"").unwrap();
+        let e = bad.validate().unwrap_err();
+        assert!(e.to_string().contains("`log_level`"), "{e}");
+        let e = toml::from_str::<Config>("log_format = \"xml\"").unwrap_err();
+        assert!(e.to_string().contains("log_format"), "{e}");
+    }
+
+    #[test]
+    fn a_parse_error_names_the_line_and_key_but_never_quotes_the_value() {
+        let dir = std::env::temp_dir().join(format!("ipp-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        for (text, key) in [
+            (
+                "log_level = \"info\"\napi_token = \"s3cret-unterminated\n",
+                "api_token",
+            ),
+            ("api_token = [\"s3cret-0123456789abc\"]\n", "api_token"),
+            ("api_token = 31415926535897932\n", "api_token"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = Config::load(&path).unwrap_err().to_string();
+            assert!(!e.contains("s3cret") && !e.contains("31415926535"), "{e}");
+            assert!(e.contains(&format!("`{key}`")), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -15,8 +15,10 @@
 //!   Each end has a counter in [`DeliveryStats`]. When the queue is full,
 //!   [`Delivery::offer`] hands the job back (the owner keeps it and offers it
 //!   again) and the blocking calls wait; nothing is discarded.
-//! - **No logging.** Endpoint URLs are capabilities and keys are secrets;
-//!   nothing here prints. `Debug` of [`PushSubscription`] is redacted.
+//! - **No endpoint in a log line.** Endpoint URLs are capabilities and keys are
+//!   secrets: failed attempts are logged by origin (scheme://host:port) and status
+//!   only, at most a line per (origin, status) a minute (`logs`). `Debug` of
+//!   [`PushSubscription`] is redacted.
 //! - **No redirects followed** ([`push::Sender`] never follows them).
 //!
 //! # Threads
@@ -79,6 +81,7 @@
 //! - `metrics`: counters, the latency histogram, Prometheus text.
 
 mod job;
+mod logs;
 mod metrics;
 mod origins;
 mod permits;

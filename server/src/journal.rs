@@ -18,6 +18,8 @@ use std::thread::JoinHandle;
 
 use base64::Engine as _;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::log_limit::{LogLimit, Verdict};
 use push::{Keys, Protocol, PushTarget};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -159,6 +161,8 @@ pub struct Journal {
     backlog: VecDeque<Op>,
     writer: Option<JoinHandle<()>>,
     pub stats: std::sync::Arc<JournalStats>,
+    /// One line a minute at most while the backlog is full.
+    full_log: LogLimit<()>,
 }
 
 /// The bounded queue of operations for the writer.
@@ -188,6 +192,7 @@ impl Journal {
                 backlog: VecDeque::new(),
                 writer: Some(writer),
                 stats,
+                full_log: LogLimit::default(),
             },
             leftovers,
         ))
@@ -278,6 +283,15 @@ impl Journal {
             let dropped = &self.stats.removals_dropped;
             dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        if let Verdict::Log { more } | Verdict::Overflow { more } =
+            self.full_log.check((), std::time::Instant::now())
+        {
+            tracing::error!(
+                backlog = BACKLOG_MAX,
+                more,
+                "journal backlog full: the writer is stalled; write refused"
+            );
+        }
         fail(op);
     }
 }
@@ -346,6 +360,7 @@ fn read_all(db: &Database) -> Result<Vec<Record>, JournalError> {
 fn write_loop(db: Database, rx: &Receiver<Op>, stats: &JournalStats) {
     use std::sync::atomic::Ordering;
     let mut batch = Vec::with_capacity(BATCH_MAX);
+    let mut failure_log = LogLimit::<()>::default();
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < BATCH_MAX {
@@ -354,7 +369,16 @@ fn write_loop(db: Database, rx: &Receiver<Op>, stats: &JournalStats) {
                 Err(_) => break,
             }
         }
-        let ok = commit(&db, &batch).is_ok();
+        let result = commit(&db, &batch);
+        if let Err(e) = &result {
+            // redb's error names the storage fault (IO, corruption), never a record.
+            if let Verdict::Log { more } | Verdict::Overflow { more } =
+                failure_log.check((), std::time::Instant::now())
+            {
+                tracing::error!(error = %e, ops = batch.len(), more, "journal commit failed");
+            }
+        }
+        let ok = result.is_ok();
         let counter = if ok {
             &stats.commits
         } else {
@@ -507,6 +531,7 @@ mod tests {
             backlog: VecDeque::new(),
             writer: None,
             stats: std::sync::Arc::default(),
+            full_log: LogLimit::default(),
         };
         (journal, rx)
     }

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use imap_push_proxy::{capacity, fd_budget, App, Config};
+use imap_push_proxy::logging::{self, LevelSource};
+use imap_push_proxy::{capacity, fd_budget, reload, App, Config};
 
 /// Every freed heap block is wiped: passwords and tokens pass through buffers of rustls,
 /// serde and std that no code here can reach (see `httpd::alloc`).
@@ -22,7 +23,11 @@ USAGE:
 Without --config the embedded defaults apply: the API listens on 127.0.0.1:8080 and
 keeps its data (the VAPID key) in ./data. Flags override the config file.
 SIGTERM or SIGINT: stop accepting, log out every IMAP session, send each
-subscription its reconnect push, and exit.
+subscription its reconnect push, and exit. SIGHUP: read the config file again,
+apply log_level and the API's TLS certificate, and log every other changed key as
+needing a restart.
+
+Logs go to stderr, as text or JSON (log_format), filtered by log_level or RUST_LOG.
 
 check-config prints the effective settings (secrets redacted), the descriptor budget,
 the memory at full capacity and each kernel limit that stops this box short of
@@ -34,6 +39,8 @@ enum Failure {
     Usage(String),
     /// The config or the start failed: exit 1.
     Failed(String),
+    /// Failed after the log was set up, and logged there: exit 1, nothing more printed.
+    Logged,
 }
 
 impl From<String> for Failure {
@@ -50,6 +57,7 @@ fn main() -> ExitCode {
             eprintln!("imap-push-proxy: {message}");
             ExitCode::FAILURE
         }
+        Err(Failure::Logged) => ExitCode::FAILURE,
         Err(Failure::Usage(message)) => {
             eprintln!("imap-push-proxy: {message}\n\n{USAGE}");
             ExitCode::from(2)
@@ -167,60 +175,211 @@ fn check_files(config: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The `serve` flags that override the config file, applied again on each SIGHUP so
+/// that they are not reported as changed keys.
+struct Overrides {
+    listen: Option<std::net::SocketAddr>,
+    data_dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    fn apply(&self, config: &mut Config) {
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+    }
+}
+
 fn serve(args: &[String]) -> Result<(), Failure> {
     let mut config_file: Option<PathBuf> = None;
-    let mut listen: Option<String> = None;
-    let mut data_dir: Option<PathBuf> = None;
+    let mut overrides = Overrides {
+        listen: None,
+        data_dir: None,
+    };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--config" => config_file = Some(PathBuf::from(flag_value(flag, it.next())?)),
-            "--listen" => listen = Some(flag_value(flag, it.next())?.clone()),
-            "--data-dir" => data_dir = Some(PathBuf::from(flag_value(flag, it.next())?)),
+            "--listen" => {
+                let listen = flag_value(flag, it.next())?;
+                overrides.listen = Some(listen.parse().map_err(|_| {
+                    Failure::Usage(format!(
+                        "--listen {listen}: not an address like 127.0.0.1:8080"
+                    ))
+                })?);
+            }
+            "--data-dir" => overrides.data_dir = Some(PathBuf::from(flag_value(flag, it.next())?)),
             other => return Err(Failure::Usage(format!("unknown flag {other}"))),
         }
     }
     let mut config = load(config_file.as_deref())?;
-    if let Some(listen) = listen {
-        config.listen = listen.parse().map_err(|_| {
-            Failure::Usage(format!(
-                "--listen {listen}: not an address like 127.0.0.1:8080"
-            ))
-        })?;
-    }
-    if let Some(dir) = data_dir {
-        config.data_dir = dir;
-    }
+    overrides.apply(&mut config);
     config.validate().map_err(|e| e.to_string())?;
-    for warning in config_warnings(&config, config_file.as_deref()) {
-        eprintln!("imap-push-proxy: WARNING: {warning}");
-    }
+    // Before the log exists, a failure is one line on stderr; after, it is a log event.
+    let env = std::env::var(logging::LOG_ENV).ok();
+    let (directive, source) = logging::effective_directive(&config.log_level, env);
+    let logs = logging::init(&directive, config.log_format).map_err(|e| match source {
+        LevelSource::Env => format!("{}: {e}", logging::LOG_ENV),
+        LevelSource::Config => format!("config key `log_level`: {e}"),
+    })?;
+    let reload = Reload {
+        config_file,
+        overrides,
+        logs,
+        level_source: source,
+    };
+    serve_logged(config, &reload).map_err(|e| {
+        tracing::error!("{e}");
+        Failure::Logged
+    })
+}
+
+/// What SIGHUP needs to read the config again and apply it.
+struct Reload {
+    config_file: Option<PathBuf>,
+    overrides: Overrides,
+    logs: logging::LogHandle,
+    level_source: LevelSource,
+}
+
+fn serve_logged(config: Config, reload: &Reload) -> Result<(), String> {
     // Signals are taken by this thread alone: every thread started below inherits the mask.
-    let signals = block_termination_signals()?;
+    let signals = block_signals().map_err(|_| "could not block SIGTERM/SIGINT/SIGHUP")?;
+    for warning in config_warnings(&config, reload.config_file.as_deref()) {
+        tracing::warn!("{warning}");
+    }
     // Descriptors are the ceiling of sessions: take all the hard limit allows.
     match fd_budget::raise_nofile_limit() {
         Ok((before, after)) if before != after => {
-            eprintln!("imap-push-proxy: descriptor limit raised from {before} to {after}")
+            tracing::info!(before, after, "descriptor limit raised")
         }
         Ok(_) => {}
-        Err(e) => eprintln!("imap-push-proxy: descriptor limit not raised: {e}"),
+        Err(e) => tracing::warn!(error = %e, "descriptor limit not raised"),
     }
-    let app = App::start(config).map_err(|e| e.to_string())?;
-    if let Some(budget) = app.budget() {
-        eprintln!(
-            "imap-push-proxy: descriptor limit {}, session capacity {}, API connections {}",
-            budget.nofile, budget.sessions_capacity, budget.api_connections
+    let report = capacity::assess(&config, &capacity::Kernel::read());
+    for short in &report.shortfalls {
+        tracing::warn!(
+            limit = short.limit,
+            value = %short.value,
+            sessions = short.sessions,
+            fix = %short.fix,
+            "a kernel limit stops this box short of limits.sessions_max"
         );
     }
-    eprintln!("imap-push-proxy: listening on http://{}", app.local_addr());
-    let signal = wait_for(&signals);
-    eprintln!("imap-push-proxy: signal {signal}, shutting down");
+    let mut running = config.clone();
+    let app = App::start(config).map_err(|e| e.to_string())?;
+    log_start(&app, &running, &report);
+    loop {
+        match wait_for(&signals) {
+            libc::SIGHUP => running = reread(&app, running, reload),
+            signal => {
+                let name = if signal == libc::SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                };
+                tracing::info!(signal = name, "shutting down");
+                break;
+            }
+        }
+    }
+    // The run summary is logged by the owner once everything is flushed.
     app.shutdown();
-    eprintln!("imap-push-proxy: stopped");
     Ok(())
 }
 
-fn block_termination_signals() -> Result<libc::sigset_t, Failure> {
+/// The start line: what this server runs with.
+fn log_start(app: &App, config: &Config, report: &capacity::Report) {
+    let budget = app.budget();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %app.local_addr(),
+        https = config.tls.is_some(),
+        data_dir = %config.data_dir.display(),
+        sessions_capacity = budget.map_or(0, |b| b.sessions_capacity),
+        descriptor_limit = budget.map_or(0, |b| b.nofile),
+        api_connections = budget.map_or(0, |b| b.api_connections),
+        memory_at_capacity = %capacity::human_bytes(report.memory.total_bytes()),
+        journal_recovered = app.recovered(),
+        "started"
+    );
+}
+
+/// SIGHUP: the config file read again. The new log level and API certificate apply;
+/// every other changed key is named as needing a restart. A file that does not load (or
+/// a certificate that does not) changes nothing. Returns the settings now in force.
+fn reread(app: &App, running: Config, reload: &Reload) -> Config {
+    let Some(path) = &reload.config_file else {
+        tracing::info!("SIGHUP: no config file to read again (built-in defaults)");
+        return running;
+    };
+    let new = match load(Some(path)).and_then(|mut new| {
+        reload.overrides.apply(&mut new);
+        new.validate().map_err(|e| Failure::Failed(e.to_string()))?;
+        check_files(&new)?;
+        Ok(new)
+    }) {
+        Ok(new) => new,
+        Err(Failure::Failed(e) | Failure::Usage(e)) => {
+            tracing::error!(error = %e, "SIGHUP: config not reloaded; the settings in force stay");
+            return running;
+        }
+        Err(Failure::Logged) => return running,
+    };
+    // The certificate is loaded before anything changes, so a bad one changes nothing.
+    let cert = match (&running.tls, &new.tls) {
+        (Some(_), Some(t)) => match httpd::TlsCert::load(&httpd::TlsFiles {
+            cert_file: t.cert_file.clone(),
+            key_file: t.key_file.clone(),
+        }) {
+            Ok(cert) => Some(cert),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: certificate not reloaded; the settings in force stay");
+                return running;
+            }
+        },
+        _ => None,
+    };
+    let mut applied = running.clone();
+    apply_level(&mut applied, &new, reload);
+    if let Some(cert) = cert {
+        if app.replace_tls(cert) {
+            applied.tls = new.tls.clone();
+            tracing::info!("SIGHUP: API certificate reloaded; new connections use it");
+        }
+    }
+    for key in reload::restart_keys(&applied, &new) {
+        tracing::warn!(
+            key,
+            "SIGHUP: changed in the config file; needs a restart to apply"
+        );
+    }
+    applied
+}
+
+/// The new `log_level`, unless `RUST_LOG` is in force.
+fn apply_level(applied: &mut Config, new: &Config, reload: &Reload) {
+    if applied.log_level == new.log_level {
+        return;
+    }
+    if reload.level_source == LevelSource::Env {
+        tracing::info!("SIGHUP: log_level changed, but RUST_LOG is set and wins");
+        applied.log_level = new.log_level.clone();
+        return;
+    }
+    match reload.logs.set_filter(&new.log_level) {
+        Ok(()) => {
+            applied.log_level = new.log_level.clone();
+            tracing::info!(log_level = %new.log_level, "SIGHUP: log level changed");
+        }
+        Err(e) => tracing::error!(error = %e, "SIGHUP: log level not changed"),
+    }
+}
+
+fn block_signals() -> Result<libc::sigset_t, Failure> {
     // SAFETY: sigemptyset/sigaddset initialise a local set; pthread_sigmask changes only this
     // thread's mask, before any other thread exists.
     unsafe {
@@ -228,8 +387,11 @@ fn block_termination_signals() -> Result<libc::sigset_t, Failure> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return Err(Failure::Failed("could not block SIGTERM/SIGINT".into()));
+            return Err(Failure::Failed(
+                "could not block SIGTERM/SIGINT/SIGHUP".into(),
+            ));
         }
         Ok(set)
     }
@@ -237,7 +399,7 @@ fn block_termination_signals() -> Result<libc::sigset_t, Failure> {
 
 fn wait_for(set: &libc::sigset_t) -> i32 {
     let mut signal: libc::c_int = 0;
-    // SAFETY: `set` was initialised by block_termination_signals; sigwait writes one int.
+    // SAFETY: `set` was initialised by block_signals; sigwait writes one int.
     loop {
         if unsafe { libc::sigwait(set, &mut signal) } == 0 {
             return signal;

@@ -49,6 +49,8 @@ fn a_valid_config_exits_0_with_the_report() {
         "capacity: limits.sessions_max = 1000000",
         "descriptors: RLIMIT_NOFILE",
         "memory at full capacity: 4.6 GiB",
+        "log_level: \"info\"",
+        "log_format: Text",
         "config ok",
     ] {
         assert!(text.contains(part), "{part:?} missing in {text}");
@@ -65,6 +67,12 @@ fn an_invalid_config_exits_1() {
             "idle_refresh_secs",
         ),
         ("typo.toml", "idle_refresh_sec = 10\n", "idle_refresh_sec"),
+        (
+            "level.toml",
+            "log_level = \"imap_push_proxy=loud\"\n",
+            "`log_level`",
+        ),
+        ("format.toml", "log_format = \"xml\"\n", "`log_format`"),
         (
             "tls.toml",
             "[tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n",
@@ -237,4 +245,50 @@ fn a_public_listener_without_endpoint_verification_is_warned_of() {
             .any(|l| l.starts_with("WARNING: ") && l.contains("require_endpoint_verification"));
         assert_eq!(warning, warned, "{name}: {stdout}");
     }
+}
+
+#[test]
+fn serve_refuses_a_bad_log_level_or_rust_log_naming_it() {
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    let bad = write(
+        &dir,
+        "bad.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nlog_level = \"x=loud\"\n",
+            data.display()
+        ),
+        0o644,
+    );
+    let good = write(
+        &dir,
+        "good.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
+            data.display()
+        ),
+        0o644,
+    );
+    let serve = |config: &str, rust_log: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_imap-push-proxy"));
+        command
+            .args(["serve", "--config", config])
+            .env_remove("RUST_LOG");
+        if let Some(v) = rust_log {
+            command.env("RUST_LOG", v);
+        }
+        command.output().unwrap()
+    };
+    let out = serve(&bad, None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`log_level`"),
+        "{out:?}"
+    );
+    let out = serve(&good, Some("x=loud"));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("RUST_LOG"),
+        "{out:?}"
+    );
 }

@@ -30,6 +30,7 @@
 //! Handles are the owner's: `S` names an engine session, `R` a waiting API request.
 
 pub mod held;
+mod logs;
 mod metrics;
 mod pushes;
 pub mod requests;
@@ -227,6 +228,8 @@ pub struct Core<S, R> {
     held: Held,
     out: VecDeque<Output<S, R>>,
     shut_down: bool,
+    /// The limiters of the lines that repeat per session or registration.
+    logs: logs::CoreLogs,
 }
 
 impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
@@ -259,6 +262,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             held: Held::default(),
             out: VecDeque::new(),
             shut_down: false,
+            logs: logs::CoreLogs::default(),
         };
         core.restart_pushes(leftovers, now);
         core
@@ -276,7 +280,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             } => self.on_watched(subscription, result),
             Input::Session(event) => self.on_session(event, now),
             Input::Lookup(lookup) => self.on_lookup(lookup, now, random),
-            Input::JournalDurable { ticket, ok } => self.on_durable(ticket, ok),
+            Input::JournalDurable { ticket, ok } => self.on_durable(ticket, ok, now.instant),
             Input::PushSettled(report) => self.on_report(report),
             Input::PushRefused(job) => self.on_push_refused(job, now.instant),
             Input::Tick => {

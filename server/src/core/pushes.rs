@@ -15,10 +15,13 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     /// not durable (a crash after a 201 must still reach the app with a restart push).
     /// A verifying subscription's verification pushes go after its 201; one whose record
     /// failed is dropped, since its app will never verify it.
-    pub(super) fn on_durable(&mut self, ticket: u64, ok: bool) {
+    pub(super) fn on_durable(&mut self, ticket: u64, ok: bool, now: std::time::Instant) {
         let Some(created) = self.created.remove(&ticket) else {
             return;
         };
+        if !ok {
+            self.logs.journal_failed(now);
+        }
         let response = if ok {
             created.response
         } else {
@@ -60,6 +63,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     /// Every subscription the previous run left gets its reconnect push (`server_restart`);
     /// it leaves the journal once that push is settled.
     pub(super) fn restart_pushes(&mut self, leftovers: Vec<Record>, now: Now) {
+        let mut unusable = 0;
         for record in leftovers {
             // Never verified: its endpoints are not proven, so they hear nothing.
             if record.verifying {
@@ -78,9 +82,13 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 }
                 // A record we cannot use can never be pushed: drop it rather than retry
                 // forever.
-                _ => self.forget_record(record.id),
+                _ => {
+                    unusable += 1;
+                    self.forget_record(record.id);
+                }
             }
         }
+        super::logs::unusable_records(unusable);
     }
 
     /// The server stops: every subscription leaves, and each that got its 201 gets its

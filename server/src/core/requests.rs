@@ -54,6 +54,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             return self.respond(id, Response::json(200, r#"{"status":"ok"}"#));
         }
         if let Err(e) = self.authorize(authorization.as_deref().map(String::as_str)) {
+            self.logs.refused(&e, now.instant);
             return self.respond(id, e.to_response());
         }
         let result = match (method, segments.as_slice()) {
@@ -99,7 +100,10 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         };
         match result {
             Ok(response) => self.respond(id, response),
-            Err(e) => self.respond(id, e.to_response()),
+            Err(e) => {
+                self.logs.refused(&e, now.instant);
+                self.respond(id, e.to_response());
+            }
         }
     }
 
@@ -131,6 +135,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     ) {
         if let Err((id, e)) = self.try_register(id, client, body, now, random) {
             self.counters.registrations_rejected += 1;
+            self.logs.refused(&e, now.instant);
             self.respond(id, e.to_response());
         }
     }
@@ -278,6 +283,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         };
         if let Err((request, e)) = result {
             self.counters.registrations_rejected += 1;
+            self.logs.refused(&e, now.instant);
             self.respond(request, e.to_response());
         }
     }
@@ -330,6 +336,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             });
         } else {
             self.counters.logins_paced += 1;
+            self.logs.paced(&host, wait, now.instant);
             self.paced.push(PacedLogin {
                 due: now.instant + wait,
                 subscription: id,

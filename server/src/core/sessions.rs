@@ -4,6 +4,7 @@
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
+use super::logs::Phase;
 use super::requests::watch_error;
 use super::{Core, Created, Now, Output, PushJob, SessionEvent};
 use crate::api::ApiError;
@@ -51,6 +52,9 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                     self.counters.logins_failed += 1;
                 }
                 let sub = self.registry.remove_by_session(session);
+                let host = sub.as_ref().map(|s| s.host.as_str());
+                self.logs
+                    .session_ended(Phase::Login, &reason, host, now.instant);
                 if let Some((waiting, _)) = sub.and_then(|s| s.waiting) {
                     self.respond(waiting, ApiError::from_end_reason(reason).to_response());
                 }
@@ -85,7 +89,11 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 // Deleted and replaced subscriptions are gone from the registry already:
                 // they get no reconnect push. Nor does one still verifying: its
                 // endpoints are not proven, and its journal record goes.
-                if let Some(sub) = self.registry.remove_by_session(session) {
+                let sub = self.registry.remove_by_session(session);
+                let host = sub.as_ref().map(|s| s.host.as_str());
+                self.logs
+                    .session_ended(Phase::Ready, &reason, host, now.instant);
+                if let Some(sub) = sub {
                     if sub.verification.is_some() {
                         self.forget_record(sub.id);
                         return;

@@ -162,6 +162,7 @@ pub(super) struct Scheduler {
     pub(super) permits: Arc<Permits>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) rng: SystemRandom,
+    pub(super) logs: super::logs::PushLogs,
 }
 
 impl Scheduler {
@@ -191,6 +192,7 @@ impl Scheduler {
             permits: Arc::clone(permits),
             metrics: Arc::clone(metrics),
             rng: SystemRandom::new(),
+            logs: super::logs::PushLogs::default(),
         }
     }
 
@@ -453,6 +455,7 @@ impl Scheduler {
         } = done;
         self.ready.release(job.target().origin());
         self.count_attempt(&outcome);
+        self.logs.attempt(job.target().origin(), &outcome, now);
         if let Outcome::RateLimited { retry_after } = outcome {
             self.holds
                 .hold(job.target().endpoint(), answered_at + retry_after, now);

@@ -65,7 +65,8 @@ impl Server {
     /// The session capacity the server printed at start, if it did.
     fn printed_capacity(&self) -> Option<usize> {
         self.stderr.try_iter().find_map(|line| {
-            let rest = line.split("session capacity ").nth(1)?;
+            // The start line: `... sessions_capacity=N ...` (text log format).
+            let rest = line.split("sessions_capacity=").nth(1)?;
             rest.split(|c: char| !c.is_ascii_digit())
                 .next()?
                 .parse()
