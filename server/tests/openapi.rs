@@ -316,3 +316,37 @@ fn refusals_of_a_strict_server_validate() {
     assert!(reply.header("retry-after").is_some());
     app.shutdown();
 }
+
+/// `/readyz` answers, ready and not (at capacity: `sessions_max = 1` holding one session),
+/// validate; neither needs the token.
+#[test]
+fn readyz_answers_validate() {
+    let dovecot =
+        Dovecot::start(DovecotConfig::default().with_user("olga", "secret-olga")).unwrap();
+    let sink = Sink::start();
+    let dir = TempDir::new();
+    let mut config = loopback_config(&dir, Some(&dovecot));
+    config.api_token = Some(TOKEN.into());
+    config.limits.sessions_max = 1;
+    let app = App::start(config).unwrap();
+    let api = Api {
+        addr: app.local_addr(),
+    };
+    let ready = http(api.addr, "GET", "/readyz", "", "");
+    check_response("get", "/readyz", &ready);
+    assert_eq!(ready.status, 200);
+    let body = registration(
+        dovecot.imaps_port(),
+        "secret-olga",
+        json!({"endpoint": sink.url("/n")}),
+        &sink.url("/r"),
+    );
+    assert_eq!(api.register(&body).status, 201);
+    let full = http(api.addr, "GET", "/readyz", "", "");
+    check_response("get", "/readyz", &full);
+    assert_eq!(
+        (full.status, full.json()["reason"].clone()),
+        (503, json!("at_capacity"))
+    );
+    app.shutdown();
+}

@@ -30,6 +30,7 @@
 pub mod held;
 mod metrics;
 mod pushes;
+pub mod readiness;
 pub mod requests;
 mod sessions;
 
@@ -88,6 +89,9 @@ pub enum SessionEvent<S> {
         mailbox: usize,
         exists: u32,
         preview: Option<Box<Preview>>,
+        /// When the engine read the change ([`engine::Event::NewMail`]'s `read_at`): the
+        /// push's latency counts from here.
+        read_at: Instant,
     },
     /// Ended after it was ready (or unwatched).
     Lost {
@@ -163,6 +167,12 @@ pub enum Output<S, R> {
         id: SubscriptionId,
         ticket: Option<u64>,
     },
+    /// The journal failed: write something that touches the disk as a record would
+    /// (nothing a restart reads back), then answer [`Input::JournalDurable`] with `ticket`.
+    /// See [`readiness`].
+    JournalProbe {
+        ticket: u64,
+    },
     Push(PushJob),
 }
 
@@ -213,6 +223,8 @@ pub struct Core<S, R> {
     held: Held,
     out: VecDeque<Output<S, R>>,
     shut_down: bool,
+    /// The journal's health, for `/readyz`.
+    journal: readiness::JournalHealth,
 }
 
 impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
@@ -245,6 +257,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             held: Held::default(),
             out: VecDeque::new(),
             shut_down: false,
+            journal: readiness::JournalHealth::default(),
         };
         core.restart_pushes(leftovers, now);
         core
@@ -261,13 +274,17 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             } => self.on_watched(subscription, result),
             Input::Session(event) => self.on_session(event, now),
             Input::Lookup(lookup) => self.on_lookup(lookup, now, random),
-            Input::JournalDurable { ticket, ok } => self.on_durable(ticket, ok),
+            Input::JournalDurable { ticket, ok } => {
+                self.journal_settled(ticket, ok, now.instant);
+                self.on_durable(ticket, ok);
+            }
             Input::PushSettled(report) => self.on_report(report),
             Input::PushRefused(job) => self.on_push_refused(job, now.instant),
             Input::Tick => {
                 self.start_paced_logins(now.instant);
                 self.expire_registrations(now.instant);
                 self.reoffer_held(now.instant);
+                self.probe_journal(now.instant);
             }
             Input::Shutdown => self.shutdown_pushes(),
         }
@@ -278,14 +295,17 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         self.out.pop_front()
     }
 
-    /// When [`Input::Tick`] is next due: the earliest paced login, registration deadline
-    /// or offer of held pushes.
+    /// When [`Input::Tick`] is next due: the earliest paced login, registration deadline,
+    /// offer of held pushes or journal probe.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let paced = self.paced.iter().map(|p| p.due).min();
-        [paced, self.registry.next_deadline(), self.held.due()]
-            .into_iter()
-            .flatten()
-            .min()
+        let deadlines = [
+            paced,
+            self.registry.next_deadline(),
+            self.held.due(),
+            self.journal.due(),
+        ];
+        deadlines.into_iter().flatten().min()
     }
 
     /// Pushes held because the pool's queue was full (see [`Input::PushRefused`]).

@@ -60,6 +60,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 mailbox,
                 exists,
                 preview,
+                read_at,
             } => {
                 let Some(sub) = self.registry.by_session_mut(session) else {
                     return;
@@ -72,7 +73,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                     mailbox: name,
                     exists,
                     preview,
-                    event_at: now.instant,
+                    event_at: read_at,
                 });
             }
             SessionEvent::Lost { session, reason } => {
