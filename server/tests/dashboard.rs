@@ -109,22 +109,19 @@ fn sample_names(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// PromQL words that are neither metrics nor functions (functions are followed by `(`).
-const KEYWORDS: &[&str] = &[
+/// PromQL modifiers that may take a label list in parentheses.
+const LABEL_LIST_KEYWORDS: [&str; 6] = [
     "by",
     "without",
     "on",
     "ignoring",
     "group_left",
     "group_right",
-    "and",
-    "or",
-    "unless",
-    "bool",
-    "offset",
-    "inf",
-    "nan",
 ];
+
+/// PromQL words that are neither metrics nor functions (functions are followed by `(`),
+/// besides [`LABEL_LIST_KEYWORDS`].
+const KEYWORDS: [&str; 7] = ["and", "or", "unless", "bool", "offset", "inf", "nan"];
 
 /// The metric names a PromQL expression reads: identifiers that are not functions,
 /// aggregation modifiers' label lists, label matchers, string literals, ranges,
@@ -157,7 +154,10 @@ fn metric_names(expr: &str) -> Vec<String> {
         let word: String = chars[start..i].iter().collect();
         let next = chars[i..].iter().find(|c| !c.is_whitespace());
         let is_function = next == Some(&'(');
-        if !is_function && !KEYWORDS.contains(&word.to_ascii_lowercase().as_str()) {
+        let lower = word.to_ascii_lowercase();
+        let keyword =
+            KEYWORDS.contains(&lower.as_str()) || LABEL_LIST_KEYWORDS.contains(&lower.as_str());
+        if !is_function && !keyword {
             names.push(word);
         }
     }
@@ -187,14 +187,7 @@ fn strip_between(s: &str, open: char, close: char) -> String {
 /// `group_left (..)` and `group_right (..)`.
 fn strip_label_lists(s: &str) -> String {
     let mut out = s.to_owned();
-    for keyword in [
-        "by",
-        "without",
-        "on",
-        "ignoring",
-        "group_left",
-        "group_right",
-    ] {
+    for keyword in LABEL_LIST_KEYWORDS {
         let mut rest = out.as_str();
         let mut kept = String::new();
         while let Some(at) = find_word(rest, keyword) {

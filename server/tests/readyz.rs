@@ -50,6 +50,16 @@ fn registration<'a>(dovecot: &Dovecot, sink: &'a Sink, device: &'a str) -> Strin
     .body()
 }
 
+/// Starts a server with `config`, registers phone-1 (201) and sees it ready.
+fn ready_with_one(config: Config, dovecot: &Dovecot, sink: &Sink) -> App {
+    let app = App::start(config).unwrap();
+    let addr = app.local_addr();
+    let reply = common::post(addr, &registration(dovecot, sink, "phone-1"));
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(state(&readyz(addr)), "ready");
+    app
+}
+
 fn post_with_token(addr: std::net::SocketAddr, body: &str) -> Reply {
     let auth = format!("Authorization: Bearer {TOKEN}\r\n");
     http(addr, "POST", "/v1/subscriptions", body, &auth)
@@ -105,11 +115,8 @@ fn draining_while_the_shutdown_pushes_go_out() {
         shutdown_grace_secs: 5,
         ..loopback_config(&dir, Some(&dovecot))
     };
-    let app = App::start(config).unwrap();
+    let app = ready_with_one(config, &dovecot, &sink);
     let addr = app.local_addr();
-    let reply = common::post(addr, &registration(&dovecot, &sink, "phone-1"));
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    assert_eq!(state(&readyz(addr)), "ready");
 
     let stopping = std::thread::spawn(move || app.shutdown());
     assert!(
@@ -159,11 +166,8 @@ fn journal_on_a_full_disk_inner() {
         data_dir: mnt.join("data"),
         ..loopback_config(&dir, Some(&dovecot))
     };
-    let app = App::start(config).unwrap();
+    let app = ready_with_one(config, &dovecot, &sink);
     let addr = app.local_addr();
-    let reply = common::post(addr, &registration(&dovecot, &sink, "phone-1"));
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    assert_eq!(state(&readyz(addr)), "ready");
 
     let filler = mnt.join("filler");
     fill(&filler);
