@@ -165,6 +165,8 @@ pub struct Stats {
     /// Times a reactor found the event queue full and kept a session's events for a later
     /// turn (`reactor::EVENT_RETRY_DELAY`) instead of waiting for the consumer.
     pub events_deferred: u64,
+    /// How long reactor turns take (the work after `poll` returns), all reactors merged.
+    pub turn_time: crate::histogram::HistogramSnapshot,
 }
 
 struct ReactorHandle {
@@ -340,6 +342,7 @@ impl Engine {
             stats.tls_compact_sessions += r.counters.tls_compact.load(Ordering::Relaxed);
             stats.heap_trims += r.counters.heap_trims.load(Ordering::Relaxed);
             stats.events_deferred += r.counters.events_deferred.load(Ordering::Relaxed);
+            stats.turn_time.merge(&r.counters.turn_time.snapshot());
         }
         stats
     }

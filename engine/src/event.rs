@@ -27,11 +27,14 @@ pub enum Event {
     /// With a filter ([`crate::WatchOptions::filter`]), only when a new message of the
     /// selected mailbox matched it. `preview` is set only for the selected mailbox of a
     /// spec that asked for previews: the newest matching messages, newest first.
+    /// `read_at` is when the reactor turn that read and parsed the change began: push
+    /// latency is measured from it.
     NewMail {
         id: SessionId,
         mailbox: usize,
         exists: u32,
         preview: Option<Box<Preview>>,
+        read_at: std::time::Instant,
     },
     /// A ready session ended.
     SessionLost { id: SessionId, reason: EndReason },

@@ -28,6 +28,7 @@
 pub mod api;
 pub mod connect;
 pub mod event;
+pub mod histogram;
 pub mod pool;
 pub mod reactor;
 pub mod reason;

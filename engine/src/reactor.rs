@@ -8,7 +8,7 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::TcpStream;
@@ -19,6 +19,7 @@ use zeroize::Zeroize;
 use crate::connect::{attempt_state, Attempt, Dial, Dialer};
 pub use crate::connect::{ConnectFilter, KeepaliveConfig, Sources};
 use crate::event::{Event, SessionId};
+use crate::histogram::Histogram;
 use crate::pool::BufPool;
 use crate::reason::EndReason;
 use crate::resolve::CONNECTION_ATTEMPT_DELAY;
@@ -82,6 +83,9 @@ pub(crate) struct Counters {
     pub tls_compact: AtomicUsize,
     /// Offers of events that found the event queue full (see [`EVENT_RETRY_DELAY`]).
     pub events_deferred: AtomicU64,
+    /// Time each turn takes from the moment `poll` returns to the end of the turn (the
+    /// work, not the wait): a long turn delays every other session of the reactor.
+    pub turn_time: Histogram,
 }
 
 struct Slot {
@@ -154,6 +158,9 @@ pub(crate) struct Reactor {
     /// `Failed` events of sessions that never got a slot, refused by the full queue. Each
     /// is a session still counted live, so `sessions_max` bounds them.
     unsent: Vec<Event>,
+    /// When this turn's `poll` returned: the time stamp of the `NewMail` events the turn
+    /// parses (what the server measures its push latency from).
+    turn_at: Instant,
 }
 
 impl Reactor {
@@ -179,6 +186,7 @@ impl Reactor {
             records_dropped_seen: 0,
             deferred: Vec::new(),
             unsent: Vec::new(),
+            turn_at: Instant::now(),
         }
     }
 
@@ -208,6 +216,7 @@ impl Reactor {
                     return;
                 }
             }
+            self.turn_at = Instant::now();
             self.shared
                 .counters
                 .loop_turns
@@ -252,6 +261,7 @@ impl Reactor {
             counters
                 .record_buffers_lent
                 .store(self.records.lent(), Ordering::Relaxed);
+            counters.turn_time.record(self.turn_at.elapsed());
             if self.shutting_down && self.slots.is_empty() && self.unsent.is_empty() {
                 return;
             }
@@ -577,11 +587,12 @@ impl Reactor {
         let slot = &mut self.slots[key];
         while let Some(event) = slot.session.poll_event() {
             let ended = matches!(event, SessionEvent::Ended(_));
-            match self.shared.events.try_send(engine_event(
-                slot.id,
-                slot.session.was_ready(),
-                event,
-            )) {
+            let (id, was_ready) = (slot.id, slot.session.was_ready());
+            match self
+                .shared
+                .events
+                .try_send(engine_event(id, was_ready, event, self.turn_at))
+            {
                 Ok(()) | Err(TrySendError::Disconnected(_)) if ended => return self.remove(key),
                 Ok(()) | Err(TrySendError::Disconnected(_)) => {}
                 Err(TrySendError::Full(refused)) => {
@@ -752,8 +763,9 @@ impl Reactor {
     }
 }
 
-/// The engine's report of a session's event.
-fn engine_event(id: SessionId, was_ready: bool, event: SessionEvent) -> Event {
+/// The engine's report of a session's event; `read_at` is when the turn that parsed it
+/// began.
+fn engine_event(id: SessionId, was_ready: bool, event: SessionEvent, read_at: Instant) -> Event {
     match event {
         SessionEvent::Ready(ready) => Event::Ready { id, ready },
         SessionEvent::NewMail {
@@ -765,6 +777,7 @@ fn engine_event(id: SessionId, was_ready: bool, event: SessionEvent) -> Event {
             mailbox,
             exists,
             preview,
+            read_at,
         },
         SessionEvent::Ended(reason) if was_ready => Event::SessionLost { id, reason },
         SessionEvent::Ended(reason) => Event::Failed { id, reason },

@@ -278,8 +278,24 @@ impl Sender {
         notification: &Notification<'_>,
         now_unix: u64,
     ) -> Outcome {
+        self.send_then(target, notification, now_unix, || {})
+    }
+
+    /// [`Sender::send`], calling `leaving` once the request is encrypted and signed, just
+    /// before it goes to the HTTP client: the moment a caller measures a push as leaving.
+    /// Not called for a push that could not be built.
+    pub fn send_then(
+        &self,
+        target: &PushTarget,
+        notification: &Notification<'_>,
+        now_unix: u64,
+        leaving: impl FnOnce(),
+    ) -> Outcome {
         match self.prepare(target, notification, now_unix) {
-            Ok(prepared) => self.execute(target.endpoint(), prepared, now_unix),
+            Ok(prepared) => {
+                leaving();
+                self.execute(target.endpoint(), prepared, now_unix)
+            }
             Err(outcome) => outcome,
         }
     }

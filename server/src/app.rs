@@ -16,6 +16,7 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,6 +29,7 @@ use zeroize::Zeroizing;
 
 use crate::api::ApiError;
 use crate::config::Config;
+use crate::core::readiness::{self, NotReady};
 use crate::core::{ApiRequest, Core, Input, Now, Output, PushJob, SessionEvent};
 use crate::delivery::{Delivery, DeliveryConfig, Report};
 use crate::destination::is_public;
@@ -147,6 +149,18 @@ pub fn forward(requests: &Sender<Forwarded>, request: Request, responder: &Respo
     }
 }
 
+/// What the httpd thread answers once shutdown has begun and the owner no longer reads
+/// requests: `/readyz` says `draining` (so load balancers move on while the shutdown
+/// pushes go out), `/healthz` that the process lives, anything else `503 shutting_down`.
+fn answer_draining(request: Request, responder: &Responder) {
+    let response = match request.path.trim_end_matches('/') {
+        "/readyz" => readiness::response(Err(NotReady::Draining)),
+        "/healthz" => httpd::Response::json(200, r#"{"status":"ok"}"#),
+        _ => ApiError::new(ErrorCode::ShuttingDown, "shutting down").to_response(),
+    };
+    responder.respond(request.id, response);
+}
+
 fn busy(reason: &str) -> ApiError {
     ApiError {
         retry_after_secs: Some(1),
@@ -164,6 +178,9 @@ pub struct App {
     grace: Duration,
     /// Journal records the previous run left (each gets its `server_restart` push).
     recovered: usize,
+    /// Set when shutdown begins: from then on the httpd thread answers every request
+    /// itself ([`answer_draining`]) until the shutdown pushes are out.
+    draining: Arc<AtomicBool>,
 }
 
 /// The owner thread's state: the core and the handles of the threads that move bytes.
@@ -245,8 +262,13 @@ impl App {
         .map_err(StartError::Httpd)?;
         let addr = server.local_addr();
         let (requests_tx, requests) = request_channel();
+        let draining = Arc::new(AtomicBool::new(false));
+        let draining_seen = Arc::clone(&draining);
         let httpd = server
             .spawn(move |request: Request, responder: &Responder| {
+                if draining_seen.load(Ordering::Relaxed) {
+                    return answer_draining(request, responder);
+                }
                 forward(&requests_tx, request, responder);
             })
             .map_err(StartError::Httpd)?;
@@ -287,6 +309,7 @@ impl App {
             budget,
             grace,
             recovered,
+            draining,
         })
     }
 
@@ -317,20 +340,22 @@ impl App {
         self.stop_all();
     }
 
+    /// The API stays up until the shutdown pushes are out, answering `/readyz` with
+    /// `draining` and everything else with `503 shutting_down`, so that a load balancer
+    /// sees the drain rather than a refused connection.
     fn stop_all(&mut self) {
+        self.draining.store(true, Ordering::Relaxed);
+        let _ = self.stop.try_send(());
+        if let Some(owner) = self.owner.take() {
+            // The owner has queued every `shutdown` push and returns its state.
+            if let Ok((owner, reports)) = owner.join() {
+                owner.finish(self.grace, &reports);
+            }
+        }
         if let Some(httpd) = self.httpd.take() {
             // An error here means the httpd thread panicked; shutdown goes on regardless.
             let _ = httpd.shutdown();
         }
-        let _ = self.stop.try_send(());
-        let Some(owner) = self.owner.take() else {
-            return;
-        };
-        // The owner has queued every `shutdown` push and returns its state.
-        let Ok((owner, reports)) = owner.join() else {
-            return;
-        };
-        owner.finish(self.grace, &reports);
     }
 }
 
@@ -384,6 +409,11 @@ impl Owner {
         }
         self.subscriptions_at_stop = self.core.subscriptions();
         self.handle(Input::Shutdown);
+        // Requests that came before the drain began are answered, not left hanging until
+        // the API stops: the core refuses them now (see `Core::readiness`).
+        for request in inlets.requests.try_iter().take(REQUESTS_QUEUE_MAX) {
+            self.handle(Input::Request(request));
+        }
         (self, inlets.reports)
     }
 
@@ -461,6 +491,12 @@ impl Owner {
                             let _ = durable.send((ticket, ok));
                         }),
                     );
+                }
+                Output::JournalProbe { ticket } => {
+                    let durable = self.durable_tx.clone();
+                    self.journal.probe(Box::new(move |ok| {
+                        let _ = durable.send((ticket, ok));
+                    }));
                 }
                 Output::Push(job) => self.push(job),
             }
@@ -562,13 +598,45 @@ impl Owner {
             let _ = writeln!(text, "# TYPE {name} counter");
             let _ = writeln!(text, "{name} {n}");
         }
+        crate::delivery::render_histogram(
+            &mut text,
+            "imap_push_reactor_turn_seconds",
+            "Work of one engine reactor turn, from poll's return to the turn's end (all reactors).",
+            &engine.turn_time,
+        );
         text.push_str(&self.delivery.stats().prometheus());
         // The live heap, when the binary's allocator counts it (the server's does, see
         // main.rs): the soak bench watches it for leaks.
         let heap = "imap_push_heap_live_bytes";
         let _ = writeln!(text, "# TYPE {heap} gauge");
         let _ = writeln!(text, "{heap} {}", httpd::alloc::live_bytes());
+        self.journal_metrics(&mut text);
         text
+    }
+
+    fn journal_metrics(&self, text: &mut String) {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = &self.journal.stats;
+        let _ = writeln!(
+            text,
+            "# HELP imap_push_journal_commits_total Group commits of the journal by outcome.\n\
+             # TYPE imap_push_journal_commits_total counter\n\
+             imap_push_journal_commits_total{{outcome=\"ok\"}} {}\n\
+             imap_push_journal_commits_total{{outcome=\"failed\"}} {}\n\
+             # HELP imap_push_journal_removals_dropped_total Removals dropped behind a stalled disk.\n\
+             # TYPE imap_push_journal_removals_dropped_total counter\n\
+             imap_push_journal_removals_dropped_total {}",
+            stats.commits.load(Relaxed),
+            stats.commit_failures.load(Relaxed),
+            stats.removals_dropped.load(Relaxed),
+        );
+        crate::delivery::render_histogram(
+            text,
+            "imap_push_journal_commit_seconds",
+            "Time of each journal group commit, write transaction and fsync.",
+            &stats.commit_time.snapshot(),
+        );
     }
 }
 
@@ -610,11 +678,13 @@ fn session_event(event: Event) -> SessionEvent<engine::SessionId> {
             mailbox,
             exists,
             preview,
+            read_at,
         } => SessionEvent::NewMail {
             session: id,
             mailbox,
             exists,
             preview,
+            read_at,
         },
         Event::SessionLost { id, reason } => SessionEvent::Lost {
             session: id,

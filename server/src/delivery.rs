@@ -104,7 +104,7 @@ use permits::{CloseOnExit, Closed, Permits};
 use scheduler::{run_worker, Scheduler};
 
 pub use job::minimal_payload;
-pub use metrics::{DeliveryStats, LatencySummary};
+pub use metrics::{render_histogram, DeliveryStats, LatencySummary};
 
 /// [`DeliveryConfig::permits_per_origin`] by default: half of the default 8 workers.
 pub const PERMITS_PER_ORIGIN_DEFAULT: usize = 4;
@@ -338,9 +338,10 @@ impl Delivery {
         let workers = (0..threads)
             .map(|i| {
                 let (sender, work, done) = (Arc::clone(&sender), work_rx.clone(), done_tx.clone());
+                let metrics = Arc::clone(&metrics);
                 thread::Builder::new()
                     .name(format!("push-worker-{i}"))
-                    .spawn(move || run_worker(&sender, &work, &done))
+                    .spawn(move || run_worker(&sender, &work, &done, &metrics))
                     .expect("spawn push worker")
             })
             .collect();

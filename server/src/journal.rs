@@ -43,6 +43,12 @@ pub const OPS_QUEUE_MAX: usize = 4 * BATCH_MAX;
 pub const BACKLOG_MAX: usize = 64 * BATCH_MAX;
 
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("subscriptions");
+/// Where a probe writes (see [`Journal::probe`]): apart from the records, so a restart
+/// never reads it as one.
+const PROBE_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("probe");
+/// What a probe writes: a page's worth, so that the commit allocates and writes pages as
+/// a batch of records would.
+const PROBE_BYTES: usize = 4096;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// One journalled subscription. Holds no credential.
@@ -141,6 +147,7 @@ pub type Then = Box<dyn FnOnce(bool) + Send>;
 enum Op {
     Insert(String, Vec<u8>, Option<Then>),
     Remove(String, Option<Then>),
+    Probe(Then),
     Flush(Sender<()>),
 }
 
@@ -151,6 +158,9 @@ pub struct JournalStats {
     pub commit_failures: std::sync::atomic::AtomicU64,
     /// Removals dropped at [`BACKLOG_MAX`].
     pub removals_dropped: std::sync::atomic::AtomicU64,
+    /// How long each group commit takes, from the write transaction's start to the end
+    /// of its fsync, failed ones included.
+    pub commit_time: engine::histogram::Histogram,
 }
 
 /// The owner's handle on the writer thread.
@@ -180,10 +190,10 @@ impl Journal {
         let (ops, rx) = ops_channel();
         let stats = std::sync::Arc::new(JournalStats::default());
         let writer = {
-            let stats = stats.clone();
+            let (stats, path) = (stats.clone(), path.to_path_buf());
             std::thread::Builder::new()
                 .name("journal".into())
-                .spawn(move || write_loop(db, &rx, &stats))
+                .spawn(move || write_loop(&path, db, &rx, &stats))
                 .map_err(|e| JournalError::Open(e.to_string()))?
         };
         Ok((
@@ -217,6 +227,12 @@ impl Journal {
     /// Never waits.
     pub fn remove_then(&mut self, id: &SubscriptionId, then: Then) {
         self.offer(Op::Remove(id.to_string(), Some(then)));
+    }
+
+    /// Writes a probe that touches the disk as a batch of records would, and calls
+    /// `then(durable)`: how a failed journal shows that it works again. Never waits.
+    pub fn probe(&mut self, then: Then) {
+        self.offer(Op::Probe(then));
     }
 
     /// Whether operations wait in the backlog: the owner calls
@@ -299,7 +315,7 @@ impl Journal {
 /// Tells whoever waits for `op` that it was not written.
 fn fail(op: Op) {
     match op {
-        Op::Insert(_, _, Some(then)) | Op::Remove(_, Some(then)) => then(false),
+        Op::Insert(_, _, Some(then)) | Op::Remove(_, Some(then)) | Op::Probe(then) => then(false),
         Op::Insert(_, _, None) | Op::Remove(_, None) | Op::Flush(_) => {}
     }
 }
@@ -357,8 +373,13 @@ fn read_all(db: &Database) -> Result<Vec<Record>, JournalError> {
     Ok(records)
 }
 
-fn write_loop(db: Database, rx: &Receiver<Op>, stats: &JournalStats) {
+/// Commits batches until the channel closes. After a failed commit redb refuses every
+/// later one ("previous I/O error") until the database is opened again, so the writer
+/// drops it and opens it again before the next batch: a disk that had no room, or
+/// failed for a moment, is used again once it works, and the probes of `/readyz` see it.
+fn write_loop(path: &Path, db: Database, rx: &Receiver<Op>, stats: &JournalStats) {
     use std::sync::atomic::Ordering;
+    let mut db = Some(db);
     let mut batch = Vec::with_capacity(BATCH_MAX);
     let mut failure_log = LogLimit::<()>::default();
     while let Ok(first) = rx.recv() {
@@ -369,7 +390,15 @@ fn write_loop(db: Database, rx: &Receiver<Op>, stats: &JournalStats) {
                 Err(_) => break,
             }
         }
-        let result = commit(&db, &batch);
+        if db.is_none() {
+            db = Database::create(path).ok();
+        }
+        let started = std::time::Instant::now();
+        let result = match db.as_ref() {
+            Some(db) => commit(db, &batch).map_err(|e| e.to_string()),
+            None => Err("the journal could not be opened again".to_owned()),
+        };
+        stats.commit_time.record(started.elapsed());
         if let Err(e) = &result {
             // redb's error names the storage fault (IO, corruption), never a record.
             if let Verdict::Log { more } | Verdict::Overflow { more } =
@@ -382,12 +411,16 @@ fn write_loop(db: Database, rx: &Receiver<Op>, stats: &JournalStats) {
         let counter = if ok {
             &stats.commits
         } else {
+            // Closed before it is opened again: redb allows one open handle per file.
+            db = None;
             &stats.commit_failures
         };
         counter.fetch_add(1, Ordering::Relaxed);
         for op in batch.drain(..) {
             match op {
-                Op::Insert(_, _, Some(then)) | Op::Remove(_, Some(then)) => then(ok),
+                Op::Insert(_, _, Some(then)) | Op::Remove(_, Some(then)) | Op::Probe(then) => {
+                    then(ok)
+                }
                 Op::Flush(done) => {
                     let _ = done.send(());
                 }
@@ -409,9 +442,13 @@ fn commit(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
                 Op::Remove(id, _) => {
                     table.remove(id.as_str())?;
                 }
-                Op::Flush(_) => {}
+                Op::Probe(_) | Op::Flush(_) => {}
             }
         }
+    }
+    if batch.iter().any(|op| matches!(op, Op::Probe(_))) {
+        let mut table = txn.open_table(PROBE_TABLE)?;
+        table.insert("probe", [0u8; PROBE_BYTES].as_slice())?;
     }
     txn.commit()?;
     Ok(())

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use common::{http, loopback_config, Reply, TempDir};
 use imap_push_proxy::error_code::ErrorCode;
-use imap_push_proxy::App;
+use imap_push_proxy::{App, Config};
 use push::testing::{Sink, Subscriber};
 use serde_json::{json, Value};
 use testkit::{Dovecot, DovecotConfig};
@@ -194,21 +194,31 @@ fn registration(port: u16, password: &str, new_mail: Value, reconnect: &str) -> 
     })
 }
 
-#[test]
-fn every_body_a_running_server_answers_validates() {
+/// Dovecot with olga's account, a push sink, and a temp dir.
+fn olga() -> (Dovecot, Sink, TempDir) {
     let dovecot =
         Dovecot::start(DovecotConfig::default().with_user("olga", "secret-olga")).unwrap();
-    let sink = Sink::start();
-    let phone = Subscriber::generate();
-    let dir = TempDir::new();
-    let mut config = loopback_config(&dir, Some(&dovecot));
+    (dovecot, Sink::start(), TempDir::new())
+}
+
+/// A server for `dovecot` that wants the token, with `tune` applied to its config.
+fn start(dir: &TempDir, dovecot: &Dovecot, tune: impl FnOnce(&mut Config)) -> (App, Api) {
+    let mut config = loopback_config(dir, Some(dovecot));
     config.api_token = Some(TOKEN.into());
-    // One device per account, so that a second device meets 409 too_many_sessions.
-    config.limits.sessions_per_account_max = 1;
+    tune(&mut config);
     let app = App::start(config).unwrap();
     let api = Api {
         addr: app.local_addr(),
     };
+    (app, api)
+}
+
+#[test]
+fn every_body_a_running_server_answers_validates() {
+    let (dovecot, sink, dir) = olga();
+    let phone = Subscriber::generate();
+    // One device per account, so that a second device meets 409 too_many_sessions.
+    let (app, api) = start(&dir, &dovecot, |c| c.limits.sessions_per_account_max = 1);
 
     let health = http(api.addr, "GET", "/healthz", "", "");
     check_response("get", "/healthz", &health);
@@ -395,5 +405,30 @@ fn the_verification_flow_validates() {
     assert_eq!(verified.json()["state"], "idle");
     let again = api.call("POST", template, &path, &right.to_string());
     assert_eq!(again.error(), "verification_failed");
+    app.shutdown();
+}
+
+/// `/readyz` answers, ready and not (at capacity: `sessions_max = 1` holding one session),
+/// validate; neither needs the token.
+#[test]
+fn readyz_answers_validate() {
+    let (dovecot, sink, dir) = olga();
+    let (app, api) = start(&dir, &dovecot, |c| c.limits.sessions_max = 1);
+    let ready = http(api.addr, "GET", "/readyz", "", "");
+    check_response("get", "/readyz", &ready);
+    assert_eq!(ready.status, 200);
+    let body = registration(
+        dovecot.imaps_port(),
+        "secret-olga",
+        json!({"endpoint": sink.url("/n")}),
+        &sink.url("/r"),
+    );
+    assert_eq!(api.register(&body).status, 201);
+    let full = http(api.addr, "GET", "/readyz", "", "");
+    check_response("get", "/readyz", &full);
+    assert_eq!(
+        (full.status, full.json()["reason"].clone()),
+        (503, json!("at_capacity"))
+    );
     app.shutdown();
 }

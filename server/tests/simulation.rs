@@ -181,6 +181,8 @@ struct Sim {
     /// Draws for the full pool only, so that a seed's other events are the ones it had
     /// before the pool could refuse (its replays stay valid).
     pool_rng: Rng,
+    /// Draws for journal probes only, for the same reason.
+    probe_rng: Rng,
     /// Percent of offers that find the pool full (`SIM_POOL_FULL_PERCENT`, default 0).
     pool_full_percent: u64,
     /// After `Input::Shutdown` the pool takes everything (the real owner stops offering).
@@ -209,6 +211,8 @@ impl std::ops::AddAssign for Tally {
 
 /// Mixed into the seed for the full pool's own stream of draws.
 const POOL_STREAM: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Where the journal probes' random stream starts, apart from the pool's.
+const PROBE_STREAM: u64 = 0xbf58_476d_1ce4_e5b9;
 
 fn config() -> Config {
     let mut config = Config::default();
@@ -239,6 +243,7 @@ impl Sim {
         let mut sim = Sim {
             rng: Rng(seed),
             pool_rng: Rng(seed ^ POOL_STREAM),
+            probe_rng: Rng(seed ^ PROBE_STREAM),
             pool_full_percent: env_u64("SIM_POOL_FULL_PERCENT", 0),
             base,
             now_ms: 0,
@@ -628,6 +633,7 @@ impl Sim {
             mailbox: 0,
             exists,
             preview: None,
+            read_at: self.now().instant,
         }));
     }
 
@@ -917,6 +923,15 @@ impl Sim {
                 }
                 Output::JournalRemove { id, ticket } => {
                     self.journal(id.to_string(), JournalOp::Remove(ticket), None);
+                }
+                // A journal probe (after a failed write) is answered at once from its own
+                // random stream, failing as often as a commit does, so that a seed's
+                // journal batches are the ones it had before probes existed.
+                Output::JournalProbe { ticket } => {
+                    let ok = !self.probe_rng.chance(2);
+                    let now = self.now();
+                    self.core
+                        .handle(Input::JournalDurable { ticket, ok }, now, None);
                 }
                 Output::Push(job) => {
                     if self.pool_refuses() {

@@ -167,6 +167,7 @@ fn an_unverified_subscription_expires_at_its_deadline_not_before_and_pushes_noth
         mailbox: 0,
         exists: 1,
         preview: None,
+        read_at: d.now().instant,
     }));
     assert!(pushes(&mail).is_empty(), "no new-mail push while verifying");
 
@@ -243,6 +244,7 @@ fn a_session_that_ends_before_activation_sends_nothing() {
         mailbox: 0,
         exists: 1,
         preview: None,
+        read_at: d.now().instant,
     }));
     assert!(pushes(&mail).is_empty());
     let lost = d.input(Input::Session(SessionEvent::Lost {

@@ -33,6 +33,7 @@ pub mod held;
 mod logs;
 mod metrics;
 mod pushes;
+pub mod readiness;
 pub mod requests;
 mod sessions;
 mod verify;
@@ -100,6 +101,9 @@ pub enum SessionEvent<S> {
         mailbox: usize,
         exists: u32,
         preview: Option<Box<Preview>>,
+        /// When the engine read the change ([`engine::Event::NewMail`]'s `read_at`): the
+        /// push's latency counts from here.
+        read_at: Instant,
     },
     /// Ended after it was ready (or unwatched).
     Lost {
@@ -175,6 +179,12 @@ pub enum Output<S, R> {
         id: SubscriptionId,
         ticket: Option<u64>,
     },
+    /// The journal failed: write something that touches the disk as a record would
+    /// (nothing a restart reads back), then answer [`Input::JournalDurable`] with `ticket`.
+    /// See [`readiness`].
+    JournalProbe {
+        ticket: u64,
+    },
     Push(PushJob),
 }
 
@@ -230,6 +240,8 @@ pub struct Core<S, R> {
     shut_down: bool,
     /// The limiters of the lines that repeat per session or registration.
     logs: logs::CoreLogs,
+    /// The journal's health, for `/readyz`.
+    journal: readiness::JournalHealth,
 }
 
 impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
@@ -263,6 +275,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             out: VecDeque::new(),
             shut_down: false,
             logs: logs::CoreLogs::default(),
+            journal: readiness::JournalHealth::default(),
         };
         core.restart_pushes(leftovers, now);
         core
@@ -280,7 +293,10 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             } => self.on_watched(subscription, result),
             Input::Session(event) => self.on_session(event, now),
             Input::Lookup(lookup) => self.on_lookup(lookup, now, random),
-            Input::JournalDurable { ticket, ok } => self.on_durable(ticket, ok, now.instant),
+            Input::JournalDurable { ticket, ok } => {
+                self.journal_settled(ticket, ok, now.instant);
+                self.on_durable(ticket, ok, now.instant);
+            }
             Input::PushSettled(report) => self.on_report(report),
             Input::PushRefused(job) => self.on_push_refused(job, now.instant),
             Input::Tick => {
@@ -288,6 +304,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 self.expire_registrations(now.instant);
                 self.expire_verifications(now.instant);
                 self.reoffer_held(now.instant);
+                self.probe_journal(now.instant);
             }
             Input::Shutdown => self.shutdown_pushes(),
         }
@@ -299,13 +316,16 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     }
 
     /// When [`Input::Tick`] is next due: the earliest paced login, registration or
-    /// verification deadline, or offer of held pushes.
+    /// verification deadline, offer of held pushes or journal probe.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let paced = self.paced.iter().map(|p| p.due).min();
-        [paced, self.registry.next_deadline(), self.held.due()]
-            .into_iter()
-            .flatten()
-            .min()
+        let deadlines = [
+            paced,
+            self.registry.next_deadline(),
+            self.held.due(),
+            self.journal.due(),
+        ];
+        deadlines.into_iter().flatten().min()
     }
 
     /// Pushes held because the pool's queue was full (see [`Input::PushRefused`]).

@@ -53,8 +53,16 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         if segments == ["healthz"] {
             return self.respond(id, Response::json(200, r#"{"status":"ok"}"#));
         }
+        // Like /healthz, for load balancers that hold no token.
+        if segments == ["readyz"] {
+            return self.respond(id, super::readiness::response(self.readiness()));
+        }
         if let Err(e) = self.authorize(authorization.as_deref().map(String::as_str)) {
             self.logs.refused(&e, now.instant);
+            return self.respond(id, e.to_response());
+        }
+        if self.shut_down {
+            let e = ApiError::new(ErrorCode::ShuttingDown, "shutting down");
             return self.respond(id, e.to_response());
         }
         let result = match (method, segments.as_slice()) {

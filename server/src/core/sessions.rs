@@ -64,6 +64,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 mailbox,
                 exists,
                 preview,
+                read_at,
             } => {
                 let Some(sub) = self.registry.by_session_mut(session) else {
                     return;
@@ -76,7 +77,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                     mailbox: name,
                     exists,
                     preview,
-                    event_at: now.instant,
+                    event_at: read_at,
                 };
                 // Until its endpoints are proven, new mail waits, as one push.
                 match sub.verification.as_mut() {

@@ -1,11 +1,13 @@
-//! The pool's counters and its event-to-push latency histogram, and their
-//! Prometheus text.
+//! The pool's counters, its latency summary and histogram, and their Prometheus text;
+//! and [`render_histogram`], which every fixed-bucket histogram of `/metrics` goes
+//! through.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use engine::histogram::HistogramSnapshot;
 use hdrhistogram::Histogram;
 
 /// Event-to-push latency quantiles, microseconds, for delivered new-mail
@@ -49,6 +51,9 @@ pub struct DeliveryStats {
     /// Jobs accepted and not yet finished (gauge).
     pub queue_depth: u64,
     pub latency: LatencySummary,
+    /// New mail, first attempts: from the engine reading EXISTS
+    /// ([`engine::Event::NewMail`]'s `read_at`) to the request leaving the worker.
+    pub exists_to_push: HistogramSnapshot,
 }
 
 impl DeliveryStats {
@@ -115,6 +120,12 @@ impl DeliveryStats {
             self.backpressure_waits, self.offers_refused, self.queue_depth
         );
         self.render_latency(out);
+        render_histogram(
+            out,
+            "imap_push_exists_to_push_seconds",
+            "New mail, first attempt: the engine reading EXISTS to the push request leaving.",
+            &self.exists_to_push,
+        );
     }
 
     fn render_latency(&self, out: &mut String) {
@@ -122,7 +133,7 @@ impl DeliveryStats {
         let l = &self.latency;
         let _ = writeln!(
             out,
-            "# HELP {NAME} Engine event to 2xx from the push service, new mail only.\n\
+            "# HELP {NAME} Engine reading EXISTS to 2xx from the push service, new mail only.\n\
              # TYPE {NAME} summary"
         );
         for (q, us) in [
@@ -136,6 +147,21 @@ impl DeliveryStats {
         let _ = writeln!(out, "{NAME}_sum {}", seconds(l.sum_us));
         let _ = writeln!(out, "{NAME}_count {}", l.count);
     }
+}
+
+/// Appends `histogram` as a Prometheus histogram named `name` (seconds): cumulative
+/// `_bucket{le=..}` lines ending in `+Inf`, then `_sum` and `_count`.
+pub fn render_histogram(out: &mut String, name: &str, help: &str, histogram: &HistogramSnapshot) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (le, n) in histogram.cumulative() {
+        match le {
+            Some(le) => writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}"),
+            None => writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {n}"),
+        }
+        .unwrap_or(());
+    }
+    let sum = histogram.sum_ns as f64 / 1e9;
+    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {}", histogram.count());
 }
 
 fn seconds(us: u64) -> f64 {
@@ -172,6 +198,8 @@ struct Latency {
 pub(super) struct Metrics {
     pub(super) counters: Counters,
     latency: Mutex<Latency>,
+    /// Recorded by the workers, lock-free (see [`DeliveryStats::exists_to_push`]).
+    pub(super) exists_to_push: engine::histogram::Histogram,
 }
 
 impl Metrics {
@@ -184,6 +212,7 @@ impl Metrics {
                 histogram,
                 sum_us: 0,
             }),
+            exists_to_push: engine::histogram::Histogram::default(),
         }
     }
 
@@ -229,6 +258,7 @@ impl Metrics {
             offers_refused: get(&c.offers_refused),
             queue_depth: queue_depth as u64,
             latency,
+            exists_to_push: self.exists_to_push.snapshot(),
         }
     }
 }

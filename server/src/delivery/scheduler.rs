@@ -32,9 +32,22 @@ pub(super) struct Done {
     pub(super) answered_at: Instant,
 }
 
-pub(super) fn run_worker(sender: &push::Sender, work: &Receiver<Job>, done: &Sender<Done>) {
+pub(super) fn run_worker(
+    sender: &push::Sender,
+    work: &Receiver<Job>,
+    done: &Sender<Done>,
+    metrics: &Metrics,
+) {
     while let Ok(job) = work.recv() {
-        let outcome = send_one(sender, &job, unix_now());
+        // The first attempt of new mail: how long from the engine reading EXISTS to the
+        // request leaving (encrypted and signed, handed to the HTTP client).
+        let read_at = job.event_at().filter(|_| job.retries == 0);
+        let leaving = || {
+            if let Some(read_at) = read_at {
+                metrics.exists_to_push.record(read_at.elapsed());
+            }
+        };
+        let outcome = send_one(sender, &job, unix_now(), leaving);
         let answered_at = Instant::now();
         let finished = Done {
             job,
@@ -47,7 +60,13 @@ pub(super) fn run_worker(sender: &push::Sender, work: &Receiver<Job>, done: &Sen
     }
 }
 
-pub(super) fn send_one(sender: &push::Sender, job: &Job, now_unix: u64) -> Outcome {
+/// Sends one attempt; `leaving` runs once the request is built, as it leaves.
+pub(super) fn send_one(
+    sender: &push::Sender,
+    job: &Job,
+    now_unix: u64,
+    leaving: impl FnOnce(),
+) -> Outcome {
     let target = job.target();
     let payload = job.payload();
     // A reconnect or a verification push must not replace, or be replaced by,
@@ -63,7 +82,7 @@ pub(super) fn send_one(sender: &push::Sender, job: &Job, now_unix: u64) -> Outco
         topic,
         simple_push_version,
     };
-    sender.send(target, &notification, now_unix)
+    sender.send_then(target, &notification, now_unix, leaving)
 }
 
 pub(super) fn unix_now() -> u64 {
