@@ -63,7 +63,7 @@ pub(super) fn send_one(sender: &push::Sender, job: &Job, now_unix: u64) -> Outco
     let notification = Notification {
         kind: job.kind(),
         payload_json: payload.as_bytes(),
-        topic,
+        topic: topic.as_ref(),
         simple_push_version,
     };
     sender.send(target, &notification, now_unix)
