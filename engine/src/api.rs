@@ -229,7 +229,9 @@ impl Engine {
                 live_sessions: live_sessions.clone(),
                 sources: sources.clone(),
             };
-            let reactor = Reactor::new(poll, command_rx, shared);
+            // Each reactor's share of the sessions, rounded up.
+            let share = config.sessions_max.div_ceil(threads);
+            let reactor = Reactor::new(poll, command_rx, shared, share);
             let waker = Arc::new(reactor.waker().map_err(StartError::Io)?);
             let thread = std::thread::Builder::new()
                 .name(format!("imap-reactor-{index}"))

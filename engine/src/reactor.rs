@@ -49,6 +49,14 @@ pub const READ_BUDGET: usize = 256 * 1024;
 /// are compact (`tls_compact`). Without it an idle compact session costs 2.7 to 4.6 KB of
 /// RSS instead of under 1 KB (density bench).
 pub const HEAP_TRIM_DELAY: Duration = Duration::from_secs(1);
+/// Most sessions a reactor reserves room for at start. Each reactor reserves its share
+/// of `sessions_max`, up to this, in its slab of slots, its wheel's node array and its id
+/// map, so that these never double and copy while sessions arrive: the slab and the node
+/// array are single allocations reserved as address space, and pages never touched cost
+/// no memory (a slot is ~750 bytes: 48 MiB of address space at this bound). Beyond the
+/// bound they grow as vectors do. The id map's control bytes (1 per entry) are written at
+/// start.
+pub const PRESIZE_SESSIONS_MAX: usize = 64 * 1024;
 /// How soon a reactor offers again the events it could not queue because the event queue
 /// was full. The reactor never waits for the consumer: a session keeps its undelivered
 /// events (they coalesce, so they take no more room however long the wait) and goes on
@@ -98,15 +106,25 @@ struct Slot {
     /// Happy Eyeballs state until the connection is up; `sock` is the oldest attempt.
     dialer: Option<Box<Dialer>>,
     connected: bool,
-    /// Plain TCP: bytes the socket did not take yet.
-    parked: Option<Vec<u8>>,
-    /// STARTTLS: the TLS server name, kept until the handshake starts.
-    starttls_host: Option<Box<str>>,
+    /// Plain TCP: bytes the socket did not take yet. Boxed: rarely there, and the slot
+    /// is what every idle session pays for (8 bytes absent, against a `Vec`'s 24).
+    #[allow(clippy::box_collection)]
+    parked: Option<Box<Vec<u8>>>,
     /// The deadline this slot is filed under in the wheel, or NEVER.
     filed: Tick,
     /// The session holds events the full event queue refused; the slot is in `deferred`.
     deferred: bool,
 }
+
+/// Budget of a slot, what every session pays for while idle: the session (at most 384
+/// bytes), its TLS state (at most [`crate::tls::TLS_STATE_BYTES_MAX`]), the socket, and
+/// handles (8 bytes each) to what is rarely there: the dialer, parked plaintext. A slab of
+/// slots is reserved at start ([`PRESIZE_SESSIONS_MAX`]); only the slots in use are
+/// touched.
+pub const SLOT_BYTES_MAX: usize = 704;
+/// The size of a slot in this build (the density bench prints it).
+pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+const _: () = assert!(SLOT_BYTES <= SLOT_BYTES_MAX, "slot over budget");
 
 pub(crate) struct Shared {
     pub config: Arc<SessionConfig>,
@@ -164,16 +182,24 @@ pub(crate) struct Reactor {
 }
 
 impl Reactor {
-    pub fn new(poll: Poll, commands: Receiver<Command>, shared: Shared) -> Reactor {
+    /// A reactor with room for `sessions` sessions reserved (bounded by
+    /// [`PRESIZE_SESSIONS_MAX`]).
+    pub fn new(
+        poll: Poll,
+        commands: Receiver<Command>,
+        shared: Shared,
+        sessions: usize,
+    ) -> Reactor {
         let clock = Clock::new();
+        let presize = sessions.min(PRESIZE_SESSIONS_MAX);
         Reactor {
             poll,
             commands,
             shared,
-            wheel: Wheel::new(clock.now()),
+            wheel: Wheel::with_capacity(clock.now(), presize),
             clock,
-            slots: Slab::new(),
-            ids: std::collections::HashMap::new(),
+            slots: Slab::with_capacity(presize),
+            ids: std::collections::HashMap::with_capacity(presize),
             pool: BufPool::new(),
             records: RecordPool::default(),
             tls_scratch: Vec::with_capacity(TX_BUF_LEN + 1024),
@@ -307,7 +333,6 @@ impl Reactor {
         addrs: Vec<SocketAddr>,
     ) {
         let security = spec.security;
-        let host = spec.host.clone();
         let config = self.shared.config.clone();
         let mut session = Session::with_options(now, config, spec, options, splitmix(id.0));
         if self.shutting_down {
@@ -315,7 +340,7 @@ impl Reactor {
             return self.emit_end(id, session);
         }
         let tls = if security == Security::Tls {
-            match Tls::new(&self.shared.tls, &host) {
+            match Tls::new(&self.shared.tls, session.host().unwrap_or_default()) {
                 Ok(tls) => Some(tls),
                 Err(failure) => {
                     session.handle_transport_closed(now, EndReason::Tls(failure));
@@ -346,7 +371,6 @@ impl Reactor {
             dialer: Some(dialer),
             connected: false,
             parked: None,
-            starttls_host: (security == Security::StartTls).then(|| host.into_boxed_str()),
             filed: Tick::NEVER,
             deferred: false,
         };
@@ -556,7 +580,7 @@ impl Reactor {
             });
             if parked.is_empty() {
                 parked.zeroize();
-                self.pool.give(parked);
+                self.pool.give(*parked);
             } else {
                 slot.parked = Some(parked);
             }
@@ -625,9 +649,9 @@ impl Reactor {
         if !slot.session.wants_tls() || slot.tls.is_some() {
             return;
         }
-        // The name was kept for this moment only.
-        let name = slot.starttls_host.take().unwrap_or_default();
-        match Tls::new(&self.shared.tls, &name) {
+        // The session keeps the host it was given until the mailbox is open.
+        let name = slot.session.host().unwrap_or_default();
+        match Tls::new(&self.shared.tls, name) {
             Ok(tls) => {
                 slot.tls = Some(tls);
                 // Sends the ClientHello (and takes anything already there).
@@ -675,7 +699,7 @@ impl Reactor {
         }
         if let Some(mut parked) = slot.parked.take() {
             parked.zeroize();
-            self.pool.give(parked);
+            self.pool.give(*parked);
         }
         self.ids.remove(&slot.id);
         self.shared
@@ -832,7 +856,7 @@ fn send(
     if n < bytes.len() {
         let mut parked = pool.take();
         parked.extend_from_slice(&bytes[n..]);
-        slot.parked = Some(parked);
+        slot.parked = Some(Box::new(parked));
     }
     Ok(())
 }

@@ -79,12 +79,32 @@ impl fmt::Debug for Keys {
 /// [`PushTarget::from_subscription_json`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct PushTarget {
-    endpoint: String,
+    endpoint: Box<str>,
     /// `scheme://host[:port]`, lowercase, default port omitted (RFC 6454
     /// serialization); the VAPID `aud` and the log form.
-    origin: String,
+    origin: Origin,
     keys: Option<Keys>,
     protocol: Protocol,
+}
+
+/// Where a target's origin is. A server keeps one target per subscription and often
+/// thousands to one push service, so the origin is not copied when the endpoint begins
+/// with it as written (lowercase, default port omitted: the usual case); only other
+/// endpoints (`HTTPS://Push.Example:443/...`) keep it apart.
+#[derive(Clone, PartialEq, Eq)]
+enum Origin {
+    /// The endpoint's first `len` bytes.
+    Prefix(u16),
+    Owned(Box<str>),
+}
+
+impl Origin {
+    fn of(endpoint: &str, origin: String) -> Origin {
+        match u16::try_from(origin.len()) {
+            Ok(len) if endpoint.starts_with(origin.as_str()) => Origin::Prefix(len),
+            _ => Origin::Owned(origin.into_boxed_str()),
+        }
+    }
 }
 
 impl PushTarget {
@@ -122,8 +142,8 @@ impl PushTarget {
             .map_err(TargetError::Endpoint)?
             .origin();
         Ok(Self {
-            endpoint: endpoint.to_owned(),
-            origin,
+            origin: Origin::of(endpoint, origin),
+            endpoint: endpoint.into(),
             keys,
             protocol,
         })
@@ -167,13 +187,16 @@ impl PushTarget {
 
     /// `scheme://host[:port]`, the RFC 8292 `aud`.
     pub fn origin(&self) -> &str {
-        &self.origin
+        match &self.origin {
+            Origin::Prefix(len) => &self.endpoint[..usize::from(*len)],
+            Origin::Owned(origin) => origin,
+        }
     }
 
     /// The host as written (lowercase; IPv6 without brackets), for the
     /// caller's address policy.
     pub fn host(&self) -> &str {
-        let after_scheme = self.origin.split_once("://").map_or("", |(_, rest)| rest);
+        let after_scheme = self.origin().split_once("://").map_or("", |(_, rest)| rest);
         split_host_port(after_scheme)
             .0
             .trim_start_matches('[')
@@ -190,14 +213,14 @@ impl PushTarget {
 
     /// The log form of the endpoint.
     pub fn redacted(&self) -> String {
-        format!("{}/…", self.origin)
+        format!("{}/…", self.origin())
     }
 }
 
 impl fmt::Debug for PushTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PushTarget")
-            .field("endpoint", &format_args!("{}/…", self.origin))
+            .field("endpoint", &format_args!("{}/…", self.origin()))
             .field("keys", &self.keys)
             .field("protocol", &self.protocol)
             .finish()
@@ -598,11 +621,11 @@ mod tests {
             ("https://example.com?x=1", "https://example.com"),
         ];
         for (url, origin) in cases {
-            assert_eq!(
-                PushTarget::simple_push(url).unwrap().origin(),
-                origin,
-                "{url}"
-            );
+            let target = PushTarget::simple_push(url).unwrap();
+            assert_eq!(target.origin(), origin, "{url}");
+            // Not copied when the endpoint begins with it, as most do.
+            let copied = matches!(target.origin, Origin::Owned(_));
+            assert_eq!(copied, !url.starts_with(origin), "{url}");
         }
         assert_eq!(
             PushTarget::simple_push("https://[2001:db8::1]/p")

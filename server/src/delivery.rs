@@ -196,7 +196,6 @@ pub struct PushSubscription {
     pub reconnect: PushTarget,
     /// The app's own label, carried back in every payload.
     pub tag: Option<Tag>,
-    topic: Topic,
     /// The last SimplePush version handed out.
     simple_push_version: AtomicU64,
 }
@@ -222,7 +221,6 @@ impl PushSubscription {
         now_unix: u64,
     ) -> Arc<Self> {
         Arc::new(Self {
-            topic: Topic::for_subscription(&id.to_string()),
             id,
             new_mail,
             reconnect,
@@ -231,9 +229,11 @@ impl PushSubscription {
         })
     }
 
-    /// The RFC 8030 topic of this subscription's new-mail pushes.
-    pub fn topic(&self) -> &Topic {
-        &self.topic
+    /// The RFC 8030 topic of this subscription's new-mail pushes. Derived from the id
+    /// for each push (one SHA-256) rather than kept: every idle subscription would hold
+    /// its 32 characters, and pushes are rare.
+    pub fn topic(&self) -> Topic {
+        Topic::for_subscription(&self.id.to_string())
     }
 
     /// The next SimplePush version: `max(previous + 1, now_unix)`. Strictly

@@ -29,6 +29,13 @@ use crate::id::SubscriptionId;
 /// Most operations committed in one transaction.
 pub const BATCH_MAX: usize = 1024;
 
+/// Memory redb may use to cache the journal's pages (redb's default is 1 GiB). The journal
+/// is read once, at start, and otherwise only written, so a cache buys nothing; with the
+/// default every record written stayed cached, and each subscription cost its record
+/// again in the proxy's RSS (whole-proxy density bench, `proxy_density`). The file's pages
+/// stay in the kernel's page cache, which the kernel may reclaim.
+pub const JOURNAL_CACHE_BYTES: usize = 2 * 1024 * 1024;
+
 /// Operations waiting for the writer thread: four batches. The owner thread, the only
 /// one that writes, never waits here, since the writer may itself be waiting for the
 /// owner to read its outcomes; an operation that finds the queue full goes to the
@@ -185,7 +192,10 @@ impl Journal {
     pub fn open(path: &Path) -> Result<(Journal, Vec<Record>), JournalError> {
         // The file exists, owner-only, before redb opens it.
         drop(open_private(path).map_err(|e| JournalError::Open(e.to_string()))?);
-        let db = Database::create(path).map_err(|e| JournalError::Open(e.to_string()))?;
+        let db = Database::builder()
+            .set_cache_size(JOURNAL_CACHE_BYTES)
+            .create(path)
+            .map_err(|e| JournalError::Open(e.to_string()))?;
         let leftovers = read_all(&db)?;
         let (ops, rx) = ops_channel();
         let stats = std::sync::Arc::new(JournalStats::default());
@@ -557,6 +567,42 @@ mod tests {
             leftovers[0].reconnect.to_target().unwrap().protocol(),
             Protocol::SimplePush
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The cache is bounded ([`JOURNAL_CACHE_BYTES`]), the journal is not: records worth
+    /// more than the cache, written in batches past it, all read back after a reopen.
+    #[test]
+    fn records_past_the_cache_size_survive_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("journal-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal.redb");
+        let _ = std::fs::remove_file(&path);
+        let long = format!("https://push.example/{}", "x".repeat(2_000));
+        let big = |i: usize| {
+            let mut r = record(&format!("big{i}"));
+            r.new_mail.endpoint = format!("{long}/{i}");
+            r
+        };
+        let count = 2 * JOURNAL_CACHE_BYTES / 2_000 + 1;
+        {
+            let (mut journal, _) = Journal::open(&path).unwrap();
+            let (tx, rx) = crossbeam_channel::bounded(count);
+            for i in 0..count {
+                let tx = tx.clone();
+                journal.insert(&big(i), Box::new(move |ok| tx.send(ok).unwrap()));
+                // The owner offers its backlog again on each turn; so does this loop.
+                journal.offer_backlog();
+            }
+            for _ in 0..count {
+                assert!(rx.recv().unwrap(), "durable");
+            }
+        }
+        let (_journal, leftovers) = Journal::open(&path).unwrap();
+        assert_eq!(leftovers.len(), count);
+        let total: usize = leftovers.iter().map(|r| r.new_mail.endpoint.len()).sum();
+        assert!(total > JOURNAL_CACHE_BYTES, "{total} bytes");
+        assert!(leftovers.contains(&big(count - 1)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -56,8 +56,10 @@ impl State {
 pub struct Subscription<S, R> {
     pub id: SubscriptionId,
     /// The IMAP host in its normal form ([`crate::destination::normalize_host`]): sessions
-    /// per host are capped and logins paced on it.
-    pub host: String,
+    /// per host are capped and logins paced on it. Shared: [`Registry::insert`] swaps it
+    /// for the copy the per-host count keeps, so thousands of subscriptions to one
+    /// provider hold one string.
+    pub host: Arc<str>,
     /// The engine session; `None` while the login waits for its turn (login pacing).
     pub session: Option<S>,
     pub key: Key,
@@ -85,13 +87,15 @@ pub type Mail = crate::delivery::PushJob;
 
 #[derive(Debug)]
 pub struct Registry<S, R> {
-    by_id: HashMap<SubscriptionId, Subscription<S, R>>,
+    /// Boxed: a subscription is ~250 bytes, and a table of them inline would carry that
+    /// much for every empty bucket too (half the table after it grows).
+    by_id: HashMap<SubscriptionId, Box<Subscription<S, R>>>,
     by_session: HashMap<S, SubscriptionId>,
     /// The live subscription and the candidates of each key.
     keys: Replacements<Key, SubscriptionId>,
     /// Keys (devices) per account, live or logging in.
     accounts: AccountCounter<Account, Key>,
-    per_host: HashMap<String, usize>,
+    per_host: HashMap<Arc<str>, usize>,
     /// Deadlines of the registrations still waiting for their session: kept apart so
     /// neither the deadline check nor the pending count walks every subscription.
     waiting: HashMap<SubscriptionId, Instant>,
@@ -131,17 +135,25 @@ impl<S: Copy + Eq + Hash, R> Registry<S, R> {
         self.by_id.values().filter(|s| s.state == state).count()
     }
 
-    pub fn insert(&mut self, sub: Subscription<S, R>) {
+    pub fn insert(&mut self, mut sub: Subscription<S, R>) {
         if let Some(session) = sub.session {
             self.by_session.insert(session, sub.id);
         }
         self.keys.begin(sub.key, sub.id);
         self.accounts.add(sub.account, sub.key);
-        *self.per_host.entry(sub.host.clone()).or_default() += 1;
+        match self.per_host.get_key_value(&sub.host) {
+            Some((shared, _)) => sub.host = shared.clone(),
+            None => {
+                self.per_host.insert(sub.host.clone(), 0);
+            }
+        }
+        if let Some(n) = self.per_host.get_mut(&sub.host) {
+            *n += 1;
+        }
         if let Some((_, deadline)) = sub.waiting {
             self.waiting.insert(sub.id, deadline);
         }
-        self.by_id.insert(sub.id, sub);
+        self.by_id.insert(sub.id, Box::new(sub));
     }
 
     /// Subscriptions to `host` (lower-cased).
@@ -150,20 +162,20 @@ impl<S: Copy + Eq + Hash, R> Registry<S, R> {
     }
 
     pub fn get(&self, id: &SubscriptionId) -> Option<&Subscription<S, R>> {
-        self.by_id.get(id)
+        self.by_id.get(id).map(|sub| &**sub)
     }
 
     pub fn by_session_mut(&mut self, session: S) -> Option<&mut Subscription<S, R>> {
         let id = self.by_session.get(&session)?;
-        self.by_id.get_mut(id)
+        self.by_id.get_mut(id).map(|sub| &mut **sub)
     }
 
     pub fn by_id_mut(&mut self, id: &SubscriptionId) -> Option<&mut Subscription<S, R>> {
-        self.by_id.get_mut(id)
+        self.by_id.get_mut(id).map(|sub| &mut **sub)
     }
 
     pub fn remove(&mut self, id: &SubscriptionId) -> Option<Subscription<S, R>> {
-        let sub = self.by_id.remove(id)?;
+        let sub = *self.by_id.remove(id)?;
         self.waiting.remove(id);
         self.verifying.remove(id);
         if let Some(session) = sub.session {

@@ -1,7 +1,7 @@
 //! density: memory and idle CPU of idle IMAP IDLE sessions held by the engine.
 //!
 //! ```text
-//! cargo run --release -p imap-push-benches --bin density [-- --max 19000 --plain|--tls --chain small|realistic]
+//! cargo run --release -p imap-push-benches --bin density [-- --max 19000 --plain|--tls|--compact-only --chain small|realistic]
 //! ```
 //!
 //! Default: every variant (TLS with the small and the realistic chain, each on the compact
@@ -134,6 +134,9 @@ struct Options {
     plain: bool,
     chains: Vec<Chain>,
     idle_secs: u64,
+    /// Only the compact TLS path: no rustls floors, no `tls_compact = false` variant (a
+    /// quick look while working on the slot; the README's figures come from full runs).
+    compact_only: bool,
 }
 
 fn options(args: &[String]) -> Result<Options, String> {
@@ -143,12 +146,14 @@ fn options(args: &[String]) -> Result<Options, String> {
         plain: true,
         chains: vec![Chain::Small, Chain::Realistic],
         idle_secs: IDLE_CPU_WINDOW.as_secs(),
+        compact_only: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--plain" => (o.tls, o.plain) = (false, true),
             "--tls" => (o.tls, o.plain) = (true, false),
+            "--compact-only" => (o.tls, o.plain, o.compact_only) = (true, false, true),
             "--max" => {
                 o.max = it
                     .next()
@@ -207,7 +212,12 @@ fn parent(args: &[String]) -> Result<(), String> {
     if o.tls {
         for chain in &o.chains {
             let c = chain.name();
-            for kind in ["unbuffered", "buffered"] {
+            let kinds: &[&str] = if o.compact_only {
+                &[]
+            } else {
+                &["unbuffered", "buffered"]
+            };
+            for kind in kinds {
                 floors.push(run_child(&strings(&[
                     "--measure",
                     "rustls",
@@ -216,10 +226,15 @@ fn parent(args: &[String]) -> Result<(), String> {
                     "--max",
                     &max,
                     "--kind",
-                    kind,
+                    *kind,
                 ]))?);
             }
-            for compact in ["true", "false"] {
+            let paths: &[&str] = if o.compact_only {
+                &["true"]
+            } else {
+                &["true", "false"]
+            };
+            for compact in paths {
                 variants.push(run_child(&strings(&[
                     "--measure",
                     "engine",
@@ -232,7 +247,7 @@ fn parent(args: &[String]) -> Result<(), String> {
                     "--idle-secs",
                     &idle,
                     "--compact",
-                    compact,
+                    *compact,
                 ]))?);
             }
         }
@@ -450,9 +465,23 @@ fn summarize(kernel: &Value, floors: &[Value], variants: &[Value], busy: &[Strin
             "rustls_heap_delta": f(fr, "heap_slope") - f(fs, "heap_slope"),
         });
     }
+    let sizes = json!({
+        "slot": engine::reactor::SLOT_BYTES,
+        "slot_max": engine::reactor::SLOT_BYTES_MAX,
+        "session": std::mem::size_of::<engine::session::Session>(),
+        "tls_state": std::mem::size_of::<Tls>(),
+        "wheel_node": engine::wheel::NODE_BYTES,
+        "presize_sessions_max": engine::reactor::PRESIZE_SESSIONS_MAX,
+    });
+    println!();
+    println!(
+        "Fixed-size state per session: slot {} B (session {} B, TLS state {} B), wheel node {} B",
+        sizes["slot"], sizes["session"], sizes["tls_state"], sizes["wheel_node"]
+    );
     println!();
     json!({
         "bench": "density",
+        "sizes": sizes,
         "unix_time": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
@@ -833,10 +862,15 @@ fn engine_density(
     for &step in steps {
         let t = Instant::now();
         while started < step {
-            engine
-                .watch(spec(started, addrs[started % addrs.len()], security))
-                .map_err(|e| e.to_string())?;
-            started += 1;
+            match engine.watch(spec(started, addrs[started % addrs.len()], security)) {
+                Ok(_) => started += 1,
+                // A burst faster than the dispatcher takes it (its queue holds 4,096
+                // commands, a step adds up to 9,000 sessions): wait for room.
+                Err(engine::WatchError::AtCapacity) if t.elapsed() < STEP_TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
         let deadline = t + STEP_TIMEOUT;
         let phase = format!("  ramping engine {} to {step}", chain.name());

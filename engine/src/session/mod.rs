@@ -232,6 +232,12 @@ impl Session {
         self.exists
     }
 
+    /// The host the session was given, until its mailbox is open (`None` after): the
+    /// server name for a STARTTLS handshake.
+    pub fn host(&self) -> Option<&str> {
+        self.setup.as_deref().map(|s| s.host.as_str())
+    }
+
     /// STARTTLS was accepted: the caller MUST now run the TLS handshake.
     pub fn wants_tls(&self) -> bool {
         self.phase == Phase::TlsHandshake && !self.tls_active

@@ -51,9 +51,10 @@ pub const RECORD_BUF_LEN: usize = 16 * 1024 + 2048 + 5;
 pub const RECORD_POOL_FREE_MAX: usize = 64;
 /// Budget of a session's TLS state inside its slot: the compact keys of both directions
 /// (two keys, two IVs, two sequence numbers, two TLS 1.3 traffic secrets: 200 bytes), a
-/// handshake-message header being read, and the handles of lent or parked buffers. During
-/// the handshake the same bytes hold a pointer to the boxed rustls connection.
-pub const TLS_STATE_BYTES_MAX: usize = 304;
+/// handshake-message header being read, and the handles of lent or parked buffers (a
+/// parked tail is boxed: 8 bytes while absent). During the handshake the same bytes hold a
+/// pointer to the boxed rustls connection.
+pub const TLS_STATE_BYTES_MAX: usize = 272;
 
 /// Why the TLS client configuration could not be built.
 #[derive(Debug)]
@@ -231,9 +232,13 @@ pub struct Tls {
     state: State,
     /// Ciphertext received and not yet processed (a partial record), in a lent buffer.
     incoming: Option<Box<[u8]>>,
-    incoming_used: usize,
+    /// Bytes of `incoming` in use: at most [`RECORD_BUF_LEN`].
+    incoming_used: u32,
     /// Ciphertext the socket has not taken yet.
-    outgoing: Option<Vec<u8>>,
+    /// Boxed: rarely there, and every idle session's slot holds the handle (8 bytes
+    /// absent, against a `Vec`'s 24).
+    #[allow(clippy::box_collection)]
+    outgoing: Option<Box<Vec<u8>>>,
     established: bool,
     established_reported: bool,
 }
@@ -408,7 +413,7 @@ impl Tls {
     ) -> Result<TlsRead, TlsError> {
         self.flush(sock)?;
         let mut buf = self.incoming.take();
-        let mut used = self.incoming_used;
+        let mut used = self.incoming_used as usize;
         let mut input = Input {
             buf: &mut buf,
             used: &mut used,
@@ -442,7 +447,8 @@ impl Tls {
             Some(b) if used == 0 => pool.give(b),
             other => self.incoming = other,
         }
-        self.incoming_used = used;
+        // The buffer is RECORD_BUF_LEN long, so `used` fits.
+        self.incoming_used = used as u32;
         result
     }
 
@@ -475,7 +481,10 @@ impl Tls {
     ) -> Result<(), TlsError> {
         let sealed = match &mut self.state {
             State::Rustls(hs) => {
-                let incoming = self.incoming.as_mut().map(|b| &mut b[..self.incoming_used]);
+                let incoming = self
+                    .incoming
+                    .as_mut()
+                    .map(|b| &mut b[..self.incoming_used as usize]);
                 hs.encrypt(incoming, scratch, plaintext)
             }
             State::Compact(c) => c.seal(plaintext, scratch).map_err(TlsError::Tls),
@@ -547,7 +556,7 @@ type Io<'a, S> = (
     &'a mut S,
     &'a mut RecordPool,
     &'a mut Vec<u8>,
-    &'a mut Option<Vec<u8>>,
+    &'a mut Option<Box<Vec<u8>>>,
 );
 
 /// Drives rustls until it needs input that is not there, or the switch is due.
@@ -770,8 +779,9 @@ mod switch {
 
 /// Writes `scratch` to the socket, parking in `outgoing` what it does not take, behind
 /// anything already parked (order matters).
+#[allow(clippy::box_collection)] // see `Tls::outgoing`
 fn send_or_park<S: Write>(
-    outgoing: &mut Option<Vec<u8>>,
+    outgoing: &mut Option<Box<Vec<u8>>>,
     sock: &mut S,
     scratch: &mut Vec<u8>,
 ) -> Result<(), TlsError> {
@@ -780,7 +790,7 @@ fn send_or_park<S: Write>(
     } else {
         let n = write_some(sock, scratch).map_err(|e| TlsError::Io(e.kind()))?;
         if n < scratch.len() {
-            *outgoing = Some(scratch[n..].to_vec());
+            *outgoing = Some(Box::new(scratch[n..].to_vec()));
         }
     }
     scratch.clear();

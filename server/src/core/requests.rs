@@ -355,7 +355,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         let deadline = now.instant + wait + Duration::from_secs(self.config.register_timeout_secs);
         self.registry.insert(Subscription {
             id,
-            host,
+            host: host.into(),
             session: None,
             key,
             account,

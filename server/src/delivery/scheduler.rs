@@ -79,7 +79,7 @@ pub(super) fn send_one(
     let notification = Notification {
         kind: job.kind(),
         payload_json: payload.as_bytes(),
-        topic,
+        topic: topic.as_ref(),
         simple_push_version,
     };
     sender.send_then(target, &notification, now_unix, leaving)
