@@ -187,15 +187,20 @@ fn ops_channel() -> (Sender<Op>, Receiver<Op>) {
     crossbeam_channel::bounded(OPS_QUEUE_MAX)
 }
 
+/// redb on `path`, its page cache bounded: at start and whenever the writer opens it
+/// again after a failed commit.
+fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder()
+        .set_cache_size(JOURNAL_CACHE_BYTES)
+        .create(path)
+}
+
 impl Journal {
     /// Opens (or creates) the journal at `path` and returns what the previous run left.
     pub fn open(path: &Path) -> Result<(Journal, Vec<Record>), JournalError> {
         // The file exists, owner-only, before redb opens it.
         drop(open_private(path).map_err(|e| JournalError::Open(e.to_string()))?);
-        let db = Database::builder()
-            .set_cache_size(JOURNAL_CACHE_BYTES)
-            .create(path)
-            .map_err(|e| JournalError::Open(e.to_string()))?;
+        let db = open_database(path).map_err(|e| JournalError::Open(e.to_string()))?;
         let leftovers = read_all(&db)?;
         let (ops, rx) = ops_channel();
         let stats = std::sync::Arc::new(JournalStats::default());
@@ -401,7 +406,7 @@ fn write_loop(path: &Path, db: Database, rx: &Receiver<Op>, stats: &JournalStats
             }
         }
         if db.is_none() {
-            db = Database::create(path).ok();
+            db = open_database(path).ok();
         }
         let started = std::time::Instant::now();
         let result = match db.as_ref() {

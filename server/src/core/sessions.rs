@@ -52,7 +52,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                     self.counters.logins_failed += 1;
                 }
                 let sub = self.registry.remove_by_session(session);
-                let host = sub.as_ref().map(|s| s.host.as_str());
+                let host = sub.as_ref().map(|s| &*s.host);
                 self.logs
                     .session_ended(Phase::Login, &reason, host, now.instant);
                 if let Some((waiting, _)) = sub.and_then(|s| s.waiting) {
@@ -91,7 +91,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 // they get no reconnect push. Nor does one still verifying: its
                 // endpoints are not proven, and its journal record goes.
                 let sub = self.registry.remove_by_session(session);
-                let host = sub.as_ref().map(|s| s.host.as_str());
+                let host = sub.as_ref().map(|s| &*s.host);
                 self.logs
                     .session_ended(Phase::Ready, &reason, host, now.instant);
                 if let Some(sub) = sub {
