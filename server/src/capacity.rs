@@ -8,15 +8,16 @@
 use crate::fd_budget::{self, Budget, Demand, TooFewDescriptors};
 use crate::Config;
 
-/// User-space memory per idle TLS session with compact TLS (`tls_compact = true`, the
-/// default), measured: the README's density bench of 2026-12-04, compact path, small chain
-/// (RSS slope of the bench process from 1k to 10k idle sessions): 1,075 B. The certificate
-/// chain no longer counts (realistic chain: 1,063 B).
-pub const USER_BYTES_PER_SESSION_COMPACT: u64 = 1_075;
+/// User-space memory of the whole proxy per idle subscription with compact TLS
+/// (`tls_compact = true`, the default), measured: the README's `proxy_density` bench of
+/// 2026-12-04 (server RSS slope from 1,000 to 4,000 subscriptions registered through the
+/// API, TLS IMAP, Web Push keys): 2,456 B. The engine's share is ~800 B (density bench), the
+/// rest is the server's state and its allocator's arenas.
+pub const USER_BYTES_PER_SESSION_COMPACT: u64 = 2_456;
 /// The same with rustls kept for the session's life (`tls_compact = false`), measured in
-/// the same run: 6,737 B with the small chain; a 3.3 KB chain costs more (8,393 B), since
-/// rustls keeps the peer's chain for the connection's life.
-pub const USER_BYTES_PER_SESSION_RUSTLS: u64 = 6_737;
+/// the same run: 7,870 B (a longer certificate chain costs more, since rustls keeps the
+/// peer's chain for the connection's life).
+pub const USER_BYTES_PER_SESSION_RUSTLS: u64 = 7_870;
 
 /// User-space bytes per idle session that `config` asks for.
 pub fn user_bytes_per_session(config: &Config) -> u64 {
@@ -26,11 +27,11 @@ pub fn user_bytes_per_session(config: &Config) -> u64 {
         USER_BYTES_PER_SESSION_RUSTLS
     }
 }
-/// Kernel memory per TCP socket end, measured by the same bench: 3,910 B (TCP socket,
+/// Kernel memory per TCP socket end, measured by the density bench: 3,904 B (TCP socket,
 /// inode, file, dentry, epoll entry) for an idle connection with empty buffers. A session
 /// holds one end on this box; data queued in socket buffers comes on top and is bounded by
 /// `net.ipv4.tcp_mem`.
-pub const KERNEL_BYTES_PER_SESSION: u64 = 3_910;
+pub const KERNEL_BYTES_PER_SESSION: u64 = 3_904;
 /// Memory the projection leaves to everything else (the kernel's own, page cache, the
 /// journal, API buffers, a burst of new mail): 1/N of RAM.
 pub const MEMORY_HEADROOM_DIVISOR: u64 = 10;
@@ -366,16 +367,16 @@ mod tests {
         assert!(r.nofile_needed <= 1_100_000, "{r}");
         assert_eq!(r.shortfalls, [], "{r}");
         assert!(r.unknown.is_empty());
-        // Compact TLS (the default): 1M x (1075 + 3910) B = 4.6 GiB.
-        assert_eq!(r.memory.total_bytes(), 4_985_000_000);
-        // rustls kept: 1M x (6737 + 3910) B = 9.9 GiB.
+        // Compact TLS (the default): 1M x (2456 + 3904) B = 5.9 GiB.
+        assert_eq!(r.memory.total_bytes(), 6_360_000_000);
+        // rustls kept: 1M x (7870 + 3904) B = 11.0 GiB.
         let rustls = Config {
             tls_compact: false,
             ..config(1_000_000, 16)
         };
         assert_eq!(
             assess(&rustls, &big_box()).memory.total_bytes(),
-            10_647_000_000
+            11_774_000_000
         );
     }
 
@@ -386,7 +387,7 @@ mod tests {
             nr_open: Some(1_048_576),
             file_max: Some(9_000_000),
             port_range: Some((32768, 60999)),
-            // 4.6 GiB wanted at a million compact sessions; 4 GiB less a tenth is short.
+            // 5.9 GiB wanted at a million compact sessions; 4 GiB less a tenth is short.
             mem_total_bytes: Some(4 << 30),
         };
         let r = assess(&config(1_000_000, 0), &kernel);
@@ -403,7 +404,10 @@ mod tests {
         );
         assert_eq!(r.shortfalls[2].sessions, 28_232, "one bind address");
         let memory = &r.shortfalls[3];
-        assert_eq!(memory.sessions, (4u64 << 30) * 9 / 10 / (1_075 + 3_910));
+        assert_eq!(
+            memory.sessions,
+            (4u64 << 30) * 9 / 10 / (USER_BYTES_PER_SESSION_COMPACT + KERNEL_BYTES_PER_SESSION)
+        );
         let rlimit = &r.shortfalls[0];
         assert_eq!(
             rlimit.sessions,
