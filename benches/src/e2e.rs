@@ -43,7 +43,7 @@ pub fn release_bin(name: &str) -> PathBuf {
 }
 
 /// Builds the proxy and the tools in release mode (a no-op when fresh), so that one
-/// `cargo run --release -p imap-push-benches --bin X` is the whole command.
+/// `cargo run --release -p benches --bin X` is the whole command.
 pub fn build_tools() -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

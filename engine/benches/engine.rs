@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the engine's per-event work: the timing wheel with 100k entries,
 //! and one `* N EXISTS` line handled by an idling session.
 //!
-//! `cargo bench -p imap-push-engine` (short: `-- --warm-up-time 1 --measurement-time 2`).
+//! `cargo bench -p engine` (short: `-- --warm-up-time 1 --measurement-time 2`).
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Embeds the engine and prints its events.
 //!
-//! IMAP_HOST=imap.example.org IMAP_USER=alice IMAP_PASSWORD=... cargo run -p imap-push-engine --example watch
+//! IMAP_HOST=imap.example.org IMAP_USER=alice IMAP_PASSWORD=... cargo run -p engine --example watch
 use engine::{Engine, EngineConfig, Event, Secret, Security, WatchSpec};
 use zeroize::Zeroizing;
 

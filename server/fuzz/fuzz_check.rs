@@ -24,8 +24,8 @@
 //! - the open configuration accepts whatever the default one accepts, as
 //!   the same registration.
 
-use imap_push_proxy::api::{parse_registration, ApiError, Registration, MAILBOXES_MAX};
-use imap_push_proxy::Config;
+use server::api::{parse_registration, ApiError, Registration, MAILBOXES_MAX};
+use server::Config;
 
 /// Shorter secrets are too likely to occur in an error template by chance
 /// ("host", say, is 4): the content check above covers them.

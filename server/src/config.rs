@@ -84,7 +84,7 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     pub limits: LimitsConfig,
     /// What is logged: a filter directive such as `"info"`, `"warn"` or
-    /// `"imap_push_proxy=debug,warn"` (target=level pairs, `tracing`'s `EnvFilter`
+    /// `"server=debug,warn"` (target=level pairs, `tracing`'s `EnvFilter`
     /// syntax). The `RUST_LOG` variable, when set, overrides it. Re-read on SIGHUP.
     pub log_level: String,
     /// `"text"` (one line per event) or `"json"` (one JSON object per line). Logs go to
@@ -650,7 +650,7 @@ mod tests {
     #[test]
     fn log_keys_parse_and_bad_values_name_their_key() {
         let config: Config =
-            toml::from_str("log_level = \"imap_push_proxy=debug,warn\"\nlog_format = \"json\"")
+            toml::from_str("log_level = \"server=debug,warn\"\nlog_format = \"json\"")
                 .unwrap();
         config.validate().unwrap();
         assert_eq!(config.log_format, crate::logging::LogFormat::Json);
@@ -659,7 +659,7 @@ mod tests {
             Config::default().log_format,
             crate::logging::LogFormat::Text
         );
-        let bad: Config = toml::from_str("log_level = \"imap_push_proxy=loud\"").unwrap();
+        let bad: Config = toml::from_str("log_level = \"server=loud\"").unwrap();
         let e = bad.validate().unwrap_err();
         assert!(e.to_string().contains("`log_level`"), "{e}");
         let e = toml::from_str::<Config>("log_format = \"xml\"").unwrap_err();

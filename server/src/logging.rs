@@ -30,7 +30,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// Parses a filter directive (`"info"`, `"imap_push_proxy=debug,warn"`); the error says
+/// Parses a filter directive (`"info"`, `"server=debug,warn"`); the error says
 /// what is wrong with it.
 pub fn parse_filter(directive: &str) -> Result<EnvFilter, String> {
     EnvFilter::builder()
@@ -92,14 +92,14 @@ mod tests {
     fn directives_parse_and_nonsense_is_refused() {
         for ok in [
             "info",
-            "imap_push_proxy=debug,warn",
+            "server=debug,warn",
             "trace",
             "off",
             "warn,httpd=info",
         ] {
             assert!(parse_filter(ok).is_ok(), "{ok}");
         }
-        for bad in ["imap_push_proxy=loud", "info,=debug=x", "[{"] {
+        for bad in ["server=loud", "info,=debug=x", "[{"] {
             assert!(parse_filter(bad).is_err(), "{bad}");
         }
     }

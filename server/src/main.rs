@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use imap_push_proxy::logging::{self, LevelSource};
-use imap_push_proxy::{capacity, fd_budget, reload, App, Config};
+use server::logging::{self, LevelSource};
+use server::{capacity, fd_budget, reload, App, Config};
 
 /// Every freed heap block is wiped: passwords and tokens pass through buffers of rustls,
 /// serde and std that no code here can reach (see `httpd::alloc`).

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::TempDir;
-use imap_push_proxy::Config;
+use server::Config;
 
 const SECRET: &str = "tok-5ecret-9f8e7d6c5b4a3210";
 
@@ -69,7 +69,7 @@ fn an_invalid_config_exits_1() {
         ("typo.toml", "idle_refresh_sec = 10\n", "idle_refresh_sec"),
         (
             "level.toml",
-            "log_level = \"imap_push_proxy=loud\"\n",
+            "log_level = \"server=loud\"\n",
             "`log_level`",
         ),
         ("format.toml", "log_format = \"xml\"\n", "`log_format`"),

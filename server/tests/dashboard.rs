@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use imap_push_proxy::App;
+use server::App;
 use push::testing::{Sink, Subscriber};
 use testkit::{simple_message, Dovecot, DovecotConfig};
 

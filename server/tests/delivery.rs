@@ -5,10 +5,10 @@
 //! tight enough to tell "at once" from "after the window".
 
 use crossbeam_channel::Receiver;
-use imap_push_proxy::delivery::{
+use server::delivery::{
     minimal_payload, Delivery, DeliveryConfig, PushJob, PushSubscription, Report,
 };
-use imap_push_proxy::id::SubscriptionId;
+use server::id::SubscriptionId;
 use push::testing::{Recorded, Sink, Subscriber};
 use push::{message, Backoff, Kind, PushTarget, Sender, SenderConfig};
 use serde_json::Value;
@@ -665,7 +665,7 @@ fn many_subscriptions_throughput() {
 /// a settled reconnect push and drop the journal record.
 #[test]
 fn a_verification_push_carries_its_code_and_reports_only_gone() {
-    use imap_push_proxy::verification::Code;
+    use server::verification::Code;
     let h = Harness::start(config());
     let sub = h.subscription("verify", "/v");
     let code = Code::from_random([7; 16]).encode();

@@ -1,10 +1,10 @@
-//! The destination rule (`imap_push_proxy::destination`) tested from the outside: every
+//! The destination rule (`server::destination`) tested from the outside: every
 //! block of the IANA special-purpose registries at its edges, the IPv4 embeddings in IPv6
 //! as a property, and the normal form of host names.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use imap_push_proxy::destination::{is_public, normalize_host, HostError};
+use server::destination::{is_public, normalize_host, HostError};
 use proptest::prelude::*;
 
 /// One registry block: its CIDR, the verdict for its first and last address, and the

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use imap_push_proxy::{App, Config};
+use server::{App, Config};
 use push::testing::{Sink, Subscriber};
 use testkit::{simple_message, Dovecot, DovecotConfig};
 

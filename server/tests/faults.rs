@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use engine::session::SessionEvent;
 use engine::{EndReason, Secret, Security, Tick, Waiting, WatchSpec};
-use imap_push_proxy::{App, Config};
+use server::{App, Config};
 use push::testing::{Recorded, Sink};
 use serde_json::Value;
 

@@ -5,8 +5,8 @@
 
 use std::str::FromStr;
 
-use imap_push_proxy::id::SubscriptionId;
-use imap_push_proxy::journal::{Journal, Record, TargetRecord, JOURNAL_CACHE_BYTES};
+use server::id::SubscriptionId;
+use server::journal::{Journal, Record, TargetRecord, JOURNAL_CACHE_BYTES};
 
 #[global_allocator]
 static HEAP: httpd::alloc::Wiping<std::alloc::System> =

@@ -8,8 +8,8 @@ mod common;
 use std::net::SocketAddr;
 
 use common::{http, loopback_config, Reply, TempDir};
-use imap_push_proxy::error_code::ErrorCode;
-use imap_push_proxy::{App, Config};
+use server::error_code::ErrorCode;
+use server::{App, Config};
 use push::testing::{Sink, Subscriber};
 use serde_json::{json, Value};
 use testkit::{Dovecot, DovecotConfig};

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use imap_push_proxy::{App, Config};
+use server::{App, Config};
 use push::testing::{Sink, Subscriber};
 use testkit::{message_with_body, Dovecot, DovecotConfig};
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use imap_push_proxy::{App, Config};
+use server::{App, Config};
 use push::testing::Sink;
 use testkit::{Dovecot, DovecotConfig};
 

@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 
 use engine::{EndReason, Ready, ResolveError, WatchError};
 use httpd::{Method, Response};
-use imap_push_proxy::config::Config;
-use imap_push_proxy::core::{
+use server::config::Config;
+use server::core::{
     ApiRequest, Core, Input, Now, Output, PushJob, Random, SessionEvent, RANDOM_LEN,
 };
-use imap_push_proxy::delivery::Report;
-use imap_push_proxy::fd_budget::Budget;
-use imap_push_proxy::id::SubscriptionId;
-use imap_push_proxy::journal::Record;
+use server::delivery::Report;
+use server::fd_budget::Budget;
+use server::id::SubscriptionId;
+use server::journal::Record;
 use push::Kind;
 use zeroize::Zeroizing;
 
@@ -1065,7 +1065,7 @@ fn the_server_core_keeps_its_invariants_in_virtual_time() {
             }
             Err((e, seed)) => panic!(
                 "seed {seed} failed: {e}\nreplay: SIM_SEED={seed} SIM_DAY_SECS={day_secs} \
-                 cargo test -p imap-push-proxy --test simulation -- --nocapture"
+                 cargo test -p server --test simulation -- --nocapture"
             ),
         }
     }

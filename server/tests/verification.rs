@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use imap_push_proxy::verification::VERIFY_ATTEMPTS_MAX;
-use imap_push_proxy::{App, Config};
+use server::verification::VERIFY_ATTEMPTS_MAX;
+use server::{App, Config};
 use push::testing::{Recorded, Sink, Subscriber};
 use serde_json::{json, Value};
 use testkit::{simple_message, Dovecot, DovecotConfig};

@@ -6,10 +6,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use httpd::Method;
-use imap_push_proxy::config::Config;
-use imap_push_proxy::core::{ApiRequest, Core, Input, Now, Output, PushJob, SessionEvent};
-use imap_push_proxy::fd_budget::Budget;
-use imap_push_proxy::journal::{Record, TargetRecord};
+use server::config::Config;
+use server::core::{ApiRequest, Core, Input, Now, Output, PushJob, SessionEvent};
+use server::fd_budget::Budget;
+use server::journal::{Record, TargetRecord};
 use zeroize::Zeroizing;
 
 type TestCore = Core<u64, u64>;
@@ -75,7 +75,7 @@ impl Driver {
 
     fn input(&mut self, input: Input<u64, u64>) -> Vec<Output<u64, u64>> {
         self.next_random += 1;
-        let random = [self.next_random; imap_push_proxy::core::RANDOM_LEN];
+        let random = [self.next_random; server::core::RANDOM_LEN];
         let now = self.now();
         self.core.handle(input, now, Some(random));
         self.outputs()

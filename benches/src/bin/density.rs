@@ -1,7 +1,7 @@
 //! density: memory and idle CPU of idle IMAP IDLE sessions held by the engine.
 //!
 //! ```text
-//! cargo run --release -p imap-push-benches --bin density [-- --max 19000 --plain|--tls|--compact-only --chain small|realistic]
+//! cargo run --release -p benches --bin density [-- --max 19000 --plain|--tls|--compact-only --chain small|realistic]
 //! ```
 //!
 //! Default: every variant (TLS with the small and the realistic chain, each on the compact
@@ -41,8 +41,8 @@ use std::time::{Duration, Instant};
 
 use engine::tls::{RecordPool, Tls, TlsClient};
 use engine::{Engine, EngineConfig, Event, Secret, Security, WatchSpec};
-use imap_push_benches::proc::{self, Chain, Child, MockServer, Slab};
-use imap_push_benches::progress::Progress;
+use benches::proc::{self, Chain, Child, MockServer, Slab};
+use benches::progress::Progress;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 

@@ -3,7 +3,7 @@
 //! and one burst to every session at once.
 //!
 //! ```sh
-//! cargo run --release -p imap-push-benches --bin latency
+//! cargo run --release -p benches --bin latency
 //! # options: --sessions 19000 --security tls|plain --rate 200 --secs 10
 //! ```
 //!
@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use imap_push_benches::e2e::{self, Options, Setup};
+use benches::e2e::{self, Options, Setup};
 
 /// Latencies for the (mock index or account) -> write ns pairs, against arrivals.
 fn latencies(writes: &[(usize, u64)], arrivals: &HashMap<usize, u64>) -> (Histogram<u64>, usize) {

@@ -1,7 +1,7 @@
 //! proxy_density: memory of the whole proxy per idle subscription.
 //!
 //! ```sh
-//! cargo run --release -p imap-push-benches --bin proxy_density
+//! cargo run --release -p benches --bin proxy_density
 //! # options: --max 4000 (steps of max/4) --settle-secs 5
 //! ```
 //!
@@ -27,8 +27,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use imap_push_benches::e2e::{self, Mock, Proxy, Sink};
-use imap_push_benches::proc;
+use benches::e2e::{self, Mock, Proxy, Sink};
+use benches::proc;
 use serde_json::{json, Value};
 
 /// The issue's whole-proxy target: RSS slope per subscription.

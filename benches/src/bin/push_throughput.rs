@@ -1,7 +1,7 @@
 //! Web Push throughput with RFC 8291 encryption and VAPID to a keep-alive `push-sink`.
 //!
 //! ```sh
-//! cargo run --release -p imap-push-benches --bin push_throughput
+//! cargo run --release -p benches --bin push_throughput
 //! # options: --sessions 19000 --security tls|plain --secs 10
 //! ```
 //!
@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use imap_push_benches::e2e::{self, Options, Setup};
+use benches::e2e::{self, Options, Setup};
 use push::{Kind, Notification, Outcome, PushTarget, Sender, SenderConfig, Topic};
 
 /// Pushes from a single sender thread are capped here as well as by time.

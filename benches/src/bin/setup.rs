@@ -2,7 +2,7 @@
 //! what each costs the proxy in CPU.
 //!
 //! ```text
-//! cargo run --release -p imap-push-benches --bin setup [-- --n 5000]
+//! cargo run --release -p benches --bin setup [-- --n 5000]
 //! ```
 //!
 //! For each case, N watches are started as fast as `Engine::watch` takes them and the
@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use engine::{Engine, EngineConfig, Event, Secret, Security, WatchSpec};
 use hdrhistogram::Histogram;
-use imap_push_benches::proc::{self, Chain, Child, MockServer};
-use imap_push_benches::progress::Progress;
+use benches::proc::{self, Chain, Child, MockServer};
+use benches::progress::Progress;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 

@@ -2,7 +2,7 @@
 //! deleted and registered again, the mock drops sessions, and pushes fail at random.
 //!
 //! ```sh
-//! cargo run --release -p imap-push-benches --bin soak        # ~32 min; target/bench/soak.json
+//! cargo run --release -p benches --bin soak        # ~32 min; target/bench/soak.json
 //! # options: --sessions 5000 --minutes 30 --warmup-minutes 7 --churn-per-s 100
 //! #          --drop-percent-per-min 1 --mail-per-s 20 --fail-per-mille 50 --security tls|plain
 //! ```
@@ -37,8 +37,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use imap_push_benches::e2e::{self, Options};
-use imap_push_benches::proc;
+use benches::e2e::{self, Options};
+use benches::proc;
 
 /// API connections, each owning the accounts `i` with `i % WORKERS == its number`, so
 /// one account's DELETE, POST, drop and re-registration never race.
@@ -388,7 +388,7 @@ fn sample(proxy: &e2e::Proxy, start: Instant) -> Sample {
 }
 
 fn register_all(plan: &Arc<Plan>, workers: &mut [Worker]) -> Result<(), String> {
-    let mut progress = imap_push_benches::progress::Progress::new(
+    let mut progress = benches::progress::Progress::new(
         "soak: registering",
         plan.sessions,
         Instant::now(),

@@ -3,7 +3,7 @@
 //! same second), while real EXISTS events are injected.
 //!
 //! ```sh
-//! cargo run --release -p imap-push-benches --bin storm
+//! cargo run --release -p benches --bin storm
 //! # options: --sessions 19000 --security tls|plain
 //! ```
 //!
@@ -21,7 +21,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use imap_push_benches::e2e::{self, Options, Setup};
+use benches::e2e::{self, Options, Setup};
 
 const PROBE_OFFSETS_MS: [u64; 10] = [0, 1, 2, 5, 10, 20, 50, 100, 200, 500];
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use imap_push_proxy::Config;
+use server::Config;
 use testkit::Dovecot;
 
 /// A directory under the system temp dir, removed on drop.

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use imap_push_proxy::config::SESSIONS_PER_ACCOUNT_MAX_DEFAULT;
-use imap_push_proxy::App;
+use server::config::SESSIONS_PER_ACCOUNT_MAX_DEFAULT;
+use server::App;
 use testkit::{Dovecot, DovecotConfig};
 
 use crate::common::{loopback_config, post, Registration, TempDir};

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use imap_push_proxy::App;
+use server::App;
 use push::testing::{Sink, Subscriber};
 use testkit::{simple_message, Dovecot, DovecotConfig};
 
@@ -120,7 +120,7 @@ fn a_tag_past_64_bytes_is_refused() {
 
 #[test]
 fn the_restart_push_carries_the_tag_and_never_the_id() {
-    use imap_push_proxy::journal::{Journal, Record, TargetRecord};
+    use server::journal::{Journal, Record, TargetRecord};
     let sink = Sink::start();
     let dir = TempDir::new();
     let config = loopback_config(&dir, None);

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::time::Duration;
 
-use imap_push_proxy::{App, Config};
+use server::{App, Config};
 use testkit::netns::{self, HostsFile};
 use testkit::{Dovecot, DovecotConfig};
 

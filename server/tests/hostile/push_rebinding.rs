@@ -12,7 +12,7 @@ use std::net::{IpAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use imap_push_proxy::App;
+use server::App;
 use push::testing::Sink;
 use testkit::netns::{self, HostsFile};
 use testkit::{simple_message, Dovecot, DovecotConfig};

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 
-use imap_push_proxy::{App, Config};
+use server::{App, Config};
 use testkit::{netns, Dovecot, DovecotConfig};
 
 use crate::common::{http, loopback_config, post, Registration, TempDir};

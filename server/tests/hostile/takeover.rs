@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use imap_push_proxy::App;
+use server::App;
 use push::testing::Sink;
 use testkit::{simple_message, Dovecot, DovecotConfig};
 

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use imap_push_proxy::App;
+use server::App;
 
 use crate::common::{loopback_config, parse_reply, TempDir};
 

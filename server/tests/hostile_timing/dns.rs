@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
 use engine::resolve::RESOLVE_TIMEOUT;
-use imap_push_proxy::{App, Config};
+use server::{App, Config};
 use socket2::{Domain, Socket, Type};
 use testkit::netns::{self, HostsFile, MountedFile};
 use testkit::{Dovecot, DovecotConfig};

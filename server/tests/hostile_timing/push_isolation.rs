@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use imap_push_proxy::delivery::{Delivery, DeliveryConfig, PushSubscription, Report};
+use server::delivery::{Delivery, DeliveryConfig, PushSubscription, Report};
 use push::testing::Sink;
 use push::{PushTarget, Sender, SenderConfig};
 
@@ -58,7 +58,7 @@ fn subscription(name: &str, url: &str) -> Arc<PushSubscription> {
     let target = PushTarget::web_push_unencrypted(url).unwrap();
     let mut bytes = [0u8; 16];
     bytes[..name.len()].copy_from_slice(name.as_bytes());
-    let id = imap_push_proxy::id::SubscriptionId::from_bytes(bytes);
+    let id = server::id::SubscriptionId::from_bytes(bytes);
     PushSubscription::new(id, target.clone(), target, 1_000)
 }
 
