@@ -230,6 +230,8 @@ pub struct Core<S, R> {
     /// Registrations waiting for their host names, by resolution number.
     resolving: HashMap<u64, Resolving<R>>,
     next_resolution: u64,
+    /// The rank of the next registration request (see [`crate::replacement`]).
+    next_arrival: u64,
     /// 201s and 204s waiting for their journal write, by ticket.
     created: HashMap<u64, Created<R>>,
     next_ticket: u64,
@@ -268,6 +270,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             paced: Vec::new(),
             resolving: HashMap::new(),
             next_resolution: 0,
+            next_arrival: 0,
             created: HashMap::new(),
             next_ticket: 0,
             counters: Counters::default(),
