@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use httpd::Method;
 use server::config::Config;
-use server::core::{ApiRequest, Core, Input, Now, Output, PushJob, SessionEvent};
+use server::core::{ApiRequest, Core, Input, Now, Output, SessionEvent};
 use server::fd_budget::Budget;
 use server::id::SubscriptionId;
 use zeroize::Zeroizing;
@@ -195,8 +195,7 @@ fn the_later_post_wins_when_the_earlier_one_resolves_last() {
             "one session for the key, the later POST's"
         );
         assert!(
-            !all.iter()
-                .any(|o| matches!(o, Output::Push(PushJob::Reconnect { .. }))),
+            !all.iter().any(|o| matches!(o, Output::Send(_))),
             "no reconnect push: its app registered again"
         );
     }
