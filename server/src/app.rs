@@ -4,15 +4,16 @@
 //! The other threads only move bytes and talk to the owner over bounded channels:
 //! httpd forwards each request (a full queue is `503` at once, from the httpd thread);
 //! the engine's reactors send session events; resolver threads send lookup answers; the
-//! journal thread says when a write is durable; the push pool sends reports. No lock
-//! guards server state: the owner alone holds it.
+//! journal thread says when a write is durable; the push senders make the requests the
+//! core's scheduler decides and say how each went. No lock guards server state: the
+//! owner alone holds it.
 //!
 //! ```text
 //! registration:  httpd ──request──▶ owner: Core ──Watch──▶ engine reactor (login)
 //!                reactor ──Ready──▶ owner: Core ──JournalInsert──▶ journal thread (fsync)
 //!                journal ──durable──▶ owner: Core ──201──▶ httpd
-//! new mail:      reactor ──NewMail──▶ owner: Core ──Push──▶ push scheduler ──▶ worker
-//!                worker ──▶ scheduler ──Report──▶ owner: Core (counts, 410 ends it)
+//! new mail:      reactor ──NewMail──▶ owner: Core (coalesce, permits) ──Send──▶ sender
+//!                sender (HTTP) ──Done──▶ owner: Core (retry, 429 hold, 410 ends it)
 //! ```
 
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 use engine::{Engine, EngineConfig, Event};
 use httpd::{Request, Responder};
 use ring::rand::SecureRandom;
@@ -30,8 +31,8 @@ use zeroize::Zeroizing;
 use crate::api::ApiError;
 use crate::config::Config;
 use crate::core::readiness::{self, NotReady};
-use crate::core::{ApiRequest, Core, Input, Now, Output, PushJob, SessionEvent};
-use crate::delivery::{Delivery, DeliveryConfig, Report};
+use crate::core::{ApiRequest, Core, Done, Input, Now, Output, SessionEvent};
+use crate::delivery::{Attempt, Pool};
 use crate::destination::is_public;
 use crate::error_code::ErrorCode;
 use crate::fd_budget::{self, Budget, Demand, TooFewDescriptors};
@@ -51,12 +52,6 @@ pub const LOOKUPS_QUEUE_MAX: usize = 1024;
 /// owner never waits for the journal thread while it runs (its op queue takes every op),
 /// so the two cannot wait for each other.
 pub const DURABLE_QUEUE_MAX: usize = 1024;
-
-/// Push reports waiting for the owner. The push scheduler waits when it is full (it is
-/// the byte-moving side; the owner never waits for the scheduler, since it hands pushes
-/// over with [`Delivery::offer`]), so the two cannot wait for each other. At shutdown
-/// the owner drains it while the pool finishes.
-pub const REPORTS_QUEUE_MAX: usize = 1024;
 
 /// How soon the owner offers the journal's backlog again when the journal's queue was
 /// full (see [`crate::journal::BACKLOG_MAX`]).
@@ -115,11 +110,6 @@ fn lookup_channel() -> (Sender<engine::Lookup>, Receiver<engine::Lookup>) {
     crossbeam_channel::bounded(LOOKUPS_QUEUE_MAX)
 }
 
-/// The bounded channel the push scheduler reports on.
-fn report_channel() -> (Sender<Report>, Receiver<Report>) {
-    crossbeam_channel::bounded(REPORTS_QUEUE_MAX)
-}
-
 /// The bounded channel the journal thread says on which writes are durable.
 fn durable_channel() -> (Sender<Durable>, Receiver<Durable>) {
     crossbeam_channel::bounded(DURABLE_QUEUE_MAX)
@@ -171,11 +161,10 @@ fn busy(reason: &str) -> ApiError {
 /// A running server.
 pub struct App {
     httpd: Option<httpd::ServerHandle>,
-    owner: Option<JoinHandle<(Owner, Receiver<Report>)>>,
+    owner: Option<JoinHandle<(Owner, Receiver<Done>)>>,
     stop: Sender<()>,
     addr: SocketAddr,
     budget: Budget,
-    grace: Duration,
     /// Journal records the previous run left (each gets its `server_restart` push).
     recovered: usize,
     /// Set when shutdown begins: from then on the httpd thread answers every request
@@ -187,7 +176,8 @@ pub struct App {
 struct Owner {
     core: ServerCore,
     engine: Engine,
-    delivery: Delivery,
+    /// The push senders: they make the requests the core's scheduler decides.
+    pool: Pool,
     journal: Journal,
     responder: Responder,
     lookup_tx: Sender<engine::Lookup>,
@@ -202,7 +192,7 @@ struct Inlets {
     stop: Receiver<()>,
     requests: Receiver<Forwarded>,
     events: Receiver<Event>,
-    reports: Receiver<Report>,
+    pushes: Receiver<Done>,
     lookups: Receiver<engine::Lookup>,
     durable: Receiver<Durable>,
 }
@@ -226,19 +216,8 @@ impl App {
             // Push endpoints are resolved once and only public addresses are connected to.
             sender = sender.with_address_filter(Arc::new(is_public));
         }
-        // Bounded: the scheduler waits on it, and the owner, which drains it, never waits
-        // for the scheduler (see `REPORTS_QUEUE_MAX`).
-        let (report_tx, reports) = report_channel();
-        let delivery = Delivery::start(
-            DeliveryConfig {
-                threads: config.sender_threads,
-                coalesce_window: Duration::from_millis(config.coalesce_window_ms),
-                permits_per_origin: config.limits.push_permits_per_origin,
-                ..DeliveryConfig::default()
-            },
-            Arc::new(sender),
-            report_tx,
-        );
+        let pool =
+            Pool::start(config.sender_threads, Arc::new(sender)).map_err(StartError::Thread)?;
         let (journal, leftovers) =
             Journal::open(&config.data_dir.join("journal.redb")).map_err(StartError::Journal)?;
         let recovered = leftovers.len();
@@ -275,19 +254,18 @@ impl App {
         let (lookup_tx, lookups) = lookup_channel();
         let (durable_tx, durable) = durable_channel();
         let (stop, stop_rx) = crossbeam_channel::bounded(1);
-        let grace = Duration::from_secs(config.shutdown_grace_secs);
         let inlets = Inlets {
             stop: stop_rx,
             requests,
             events: engine.events().clone(),
-            reports,
+            pushes: pool.done().clone(),
             lookups,
             durable,
         };
         let mut owner = Owner {
             core: Core::new(config, budget, vapid_public_key, leftovers, now()),
             engine,
-            delivery,
+            pool,
             journal,
             responder: httpd.responder(),
             lookup_tx,
@@ -307,7 +285,6 @@ impl App {
             stop,
             addr,
             budget,
-            grace,
             recovered,
             draining,
         })
@@ -348,8 +325,8 @@ impl App {
         let _ = self.stop.try_send(());
         if let Some(owner) = self.owner.take() {
             // The owner has queued every `shutdown` push and returns its state.
-            if let Ok((owner, reports)) = owner.join() {
-                owner.finish(self.grace, &reports);
+            if let Ok((owner, pushes)) = owner.join() {
+                owner.finish(&pushes);
             }
         }
         if let Some(httpd) = self.httpd.take() {
@@ -377,7 +354,7 @@ fn now() -> Now {
 impl Owner {
     /// The owner's loop: one input at a time into the core, its outputs carried out, until
     /// the stop message; then the `shutdown` pushes are queued.
-    fn run(mut self, inlets: Inlets) -> (Owner, Receiver<Report>) {
+    fn run(mut self, inlets: Inlets) -> (Owner, Receiver<Done>) {
         loop {
             self.journal.offer_backlog();
             let mut wait = self
@@ -391,7 +368,7 @@ impl Owner {
                 recv(inlets.stop) -> _ => break,
                 recv(inlets.requests) -> r => r.ok().map(Input::Request),
                 recv(inlets.events) -> e => e.ok().map(|e| Input::Session(session_event(e))),
-                recv(inlets.reports) -> r => r.ok().map(Input::PushSettled),
+                recv(inlets.pushes) -> d => d.ok().map(Input::PushDone),
                 recv(inlets.lookups) -> l => l.ok().map(Input::Lookup),
                 recv(inlets.durable) -> d => d.ok().map(|(ticket, ok)| Input::JournalDurable { ticket, ok }),
                 default(wait) => Some(Input::Tick),
@@ -414,13 +391,14 @@ impl Owner {
         for request in inlets.requests.try_iter().take(REQUESTS_QUEUE_MAX) {
             self.handle(Input::Request(request));
         }
-        (self, inlets.reports)
+        (self, inlets.pushes)
     }
 
     fn handle(&mut self, input: Input<engine::SessionId, httpd::RequestId>) {
-        // Only a new subscription uses the random bytes (its id and verification codes).
+        // A new subscription uses the random bytes (its id and verification codes), a
+        // push retry its jitter.
         let mut random = match &input {
-            Input::Request(_) | Input::Lookup(_) => {
+            Input::Request(_) | Input::Lookup(_) | Input::PushDone(_) => {
                 let mut bytes = [0u8; crate::core::RANDOM_LEN];
                 self.rng.fill(&mut bytes).ok().map(|()| bytes)
             }
@@ -498,78 +476,44 @@ impl Owner {
                         let _ = durable.send((ticket, ok));
                     }));
                 }
-                Output::Push(job) => self.push(job),
+                Output::Send(attempt) => self.send(attempt),
             }
         }
     }
 
-    /// Offers a push to the pool; a full pool hands it back to the core, which keeps it.
-    fn push(&mut self, job: PushJob) {
-        if let Err(job) = self.delivery.offer(job) {
-            self.core.handle(Input::PushRefused(job), now(), None);
+    /// Hands an attempt to an idle sender. The core hands out no more attempts than
+    /// there are senders, so one is idle; if the pool has stopped after all, the attempt
+    /// comes back as a network error, which the scheduler retries as it would any.
+    fn send(&mut self, attempt: Attempt) {
+        if let Err(attempt) = self.pool.send(attempt) {
+            let now = now();
+            let done = Done {
+                attempt,
+                outcome: push::Outcome::Retry { status: None },
+                left_at: None,
+                answered_at: now.instant,
+            };
+            self.core.handle(Input::PushDone(done), now, None);
         }
     }
 
-    /// After the owner's loop: the engine logs out, the push pool sends what it can within
-    /// `grace`, and the reconnect pushes it settled leave the journal. Undelivered ones
-    /// (and pushes the core still holds because the pool's queue was full) stay and get
+    /// After the owner's loop: the core's scheduler sends what it can within the
+    /// shutdown grace (reconnect pushes first, pending new mail without waiting out its
+    /// window), then the engine logs out; the the reconnect pushes it settles leave the
+    /// journal. Undelivered ones (and pushes the core still holds) stay and get
     /// `server_restart` on the next start, so nobody is dropped silently.
-    fn finish(mut self, grace: Duration, reports: &Receiver<Report>) {
-        let deadline = Instant::now() + grace;
-        self.offer_held(deadline, reports);
-        let grace = deadline.saturating_duration_since(Instant::now());
-        let subscriptions_at_stop = self.subscriptions_at_stop;
-        let Owner {
-            mut core,
-            engine,
-            delivery,
-            mut journal,
-            durable_tx,
-            ..
-        } = self;
-
-        let _ = engine.shutdown();
-        // The scheduler may wait for room in the report channel: drain it while the pool
-        // finishes. The channel closes when the scheduler ends.
-        let delivery_stats = std::thread::scope(|scope| {
-            let pool = scope.spawn(|| delivery.shutdown(grace));
-            for report in reports {
-                core.handle(Input::PushSettled(report), now(), None);
-            }
-            pool.join().ok()
-        });
-        while let Some(output) = core.poll_output() {
-            if let Output::JournalRemove { id, .. } = output {
-                journal.remove(&id);
-            }
-        }
-        drop(durable_tx);
-        journal.flush();
-        log_summary(
-            subscriptions_at_stop,
-            core.counters(),
-            delivery_stats.as_ref(),
-            &journal,
-        );
-    }
-
-    /// Before the pool stops: the pushes the core holds (the pool's queue was full, as
-    /// it is when every subscription gets its `shutdown` push at once) are offered again
-    /// as room comes back, until none is left or `deadline`.
-    fn offer_held(&mut self, deadline: Instant, reports: &Receiver<Report>) {
-        while self.core.held_pushes() > 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                return;
+    fn finish(mut self, pushes: &Receiver<Done>) {
+        loop {
+            let now = now().instant;
+            if self.core.pushes_finished(now) {
+                break;
             }
             let wake = self
                 .core
                 .poll_timeout()
-                .map_or(deadline, |at| at.min(deadline));
-            match reports.recv_timeout(wake.saturating_duration_since(now)) {
-                Ok(report) => self.handle(Input::PushSettled(report)),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                .map_or(IDLE_WAKE, |at| at.saturating_duration_since(now));
+            if let Ok(done) = pushes.recv_timeout(wake) {
+                self.handle(Input::PushDone(done));
             }
             if self
                 .core
@@ -580,6 +524,21 @@ impl Owner {
             }
             self.journal.offer_backlog();
         }
+        self.core.abandon_pushes();
+        let subscriptions_at_stop = self.subscriptions_at_stop;
+        let Owner {
+            core,
+            engine,
+            pool,
+            mut journal,
+            durable_tx,
+            ..
+        } = self;
+        let _ = engine.shutdown();
+        pool.stop(Instant::now());
+        drop(durable_tx);
+        journal.flush();
+        log_summary(subscriptions_at_stop, &core, &journal);
     }
 
     fn metrics(&self, mut text: String) -> String {
@@ -604,7 +563,6 @@ impl Owner {
             "Work of one engine reactor turn, from poll's return to the turn's end (all reactors).",
             &engine.turn_time,
         );
-        text.push_str(&self.delivery.stats().prometheus());
         // The live heap, when the binary's allocator counts it (the server's does, see
         // main.rs): the soak bench watches it for leaks.
         let heap = "imap_push_heap_live_bytes";
@@ -641,14 +599,10 @@ impl Owner {
 }
 
 /// The shutdown summary: one line of counts for the whole run.
-fn log_summary(
-    subscriptions: usize,
-    counters: &crate::core::Counters,
-    pushes: Option<&crate::delivery::DeliveryStats>,
-    journal: &Journal,
-) {
+fn log_summary(subscriptions: usize, core: &ServerCore, journal: &Journal) {
     use std::sync::atomic::Ordering::Relaxed;
-    let c = pushes.cloned().unwrap_or_default();
+    let counters = core.counters();
+    let c = core.push_stats();
     tracing::info!(
         subscriptions,
         logins_ok = counters.logins_ok,
@@ -797,15 +751,6 @@ mod tests {
         holds_exactly(&tx, LOOKUPS_QUEUE_MAX, lookup);
         let (tx, _rx) = durable_channel();
         holds_exactly(&tx, DURABLE_QUEUE_MAX, || (0, true));
-    }
-
-    #[test]
-    fn the_report_queue_refuses_one_past_its_bound() {
-        let (tx, _rx) = report_channel();
-        let report = || Report::Gone {
-            subscription: crate::id::SubscriptionId::from_bytes([7; 16]),
-        };
-        holds_exactly(&tx, REPORTS_QUEUE_MAX, report);
     }
 
     #[test]

@@ -177,6 +177,10 @@ pub struct LimitsConfig {
     /// Push requests in flight to one push service (origin) at most; its other pushes
     /// wait without a sender thread. Never more than `sender_threads - 1` apply.
     pub push_permits_per_origin: usize,
+    /// Push jobs accepted and not yet ended (queued, waiting to retry, or in flight).
+    /// Past it the core holds further pushes, in order, and offers them again; new mail
+    /// past [`crate::core::held::HELD_NEW_MAIL_MAX`] held is dropped and counted.
+    pub push_queue_max: usize,
     /// Open API connections in total; at it, the longest idle one is closed for a newcomer
     /// (503 when none is idle).
     pub api_connections_max: usize,
@@ -201,6 +205,7 @@ impl Default for LimitsConfig {
             logins_per_second_per_host: 20,
             login_queue_secs: 10,
             push_permits_per_origin: crate::delivery::PERMITS_PER_ORIGIN_DEFAULT,
+            push_queue_max: crate::delivery::QUEUE_MAX_DEFAULT,
             api_connections_max: httpd::limits::CONNECTIONS_MAX,
             api_connections_per_client_max: httpd::limits::CONNECTIONS_PER_CLIENT_MAX,
         }
@@ -438,6 +443,9 @@ impl Config {
         if self.limits.push_permits_per_origin == 0 {
             return invalid("limits.push_permits_per_origin", "must be at least 1");
         }
+        if self.limits.push_queue_max == 0 {
+            return invalid("limits.push_queue_max", "must be at least 1");
+        }
         self.trusted_proxies()?;
         if let Err(message) = crate::logging::parse_filter(&self.log_level) {
             return Err(ConfigError::Invalid {
@@ -488,6 +496,17 @@ impl Config {
             .collect()
     }
 
+    /// The push scheduler's settings.
+    pub fn delivery(&self) -> crate::delivery::DeliveryConfig {
+        crate::delivery::DeliveryConfig {
+            threads: self.sender_threads,
+            coalesce_window: Duration::from_millis(self.coalesce_window_ms),
+            permits_per_origin: self.limits.push_permits_per_origin,
+            queue_max: self.limits.push_queue_max,
+            ..crate::delivery::DeliveryConfig::default()
+        }
+    }
+
     pub fn session(&self) -> engine::SessionConfig {
         let refresh = Duration::from_secs(self.idle_refresh_secs);
         engine::SessionConfig {
@@ -525,12 +544,14 @@ mod tests {
             body_bytes_max = 4096
             sessions_max = 10
             push_permits_per_origin = 3
+            push_queue_max = 500
         "#;
         let config: Config = toml::from_str(text).unwrap();
         config.validate().unwrap();
         assert_eq!(config.reactor_threads, 2);
         assert_eq!(config.limits.sessions_max, 10);
         assert_eq!(config.limits.push_permits_per_origin, 3);
+        assert_eq!(config.delivery().queue_max, 500);
         assert_eq!(config.limits.headers_max, httpd::limits::HEADERS_MAX);
     }
 
@@ -540,6 +561,15 @@ mod tests {
         config.limits.push_permits_per_origin = 1;
         config.validate().unwrap();
         config.limits.push_permits_per_origin = 0;
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn push_queue_max_is_at_least_one() {
+        let mut config = Config::default();
+        config.limits.push_queue_max = 1;
+        config.validate().unwrap();
+        config.limits.push_queue_max = 0;
         assert!(config.validate().is_err());
     }
 

@@ -1,5 +1,6 @@
-//! Push delivery: a pool of sender threads that turns engine events into
-//! pushes.
+//! Push delivery: every rule about a push (coalescing, backoff, the 429 and 410
+//! handling, the per-origin permits) in a sans-IO [`Scheduler`] that the server's
+//! [`crate::core::Core`] owns, and a [`Pool`] of sender threads that only moves bytes.
 //!
 //! Read first: RFC 8030 §5.4 (topics), §8.4 (`404`/`410`, `413`, `429`);
 //! the `push` crate docs ([`push::Sender`], [`push::Outcome`],
@@ -7,35 +8,34 @@
 //!
 //! # What this module never does
 //!
-//! - **No async runtime.** std threads and crossbeam channels only.
+//! - **No clock, no thread, no channel, no random source in the rules.** [`Scheduler`]
+//!   takes `now` (and the jitter of a retry) as arguments and hands out [`Attempt`]s to
+//!   make; the [`Pool`] makes each one and hands back a [`Done`] with the outcome and
+//!   when the answer came. So the rules run in virtual time in the simulation
+//!   (`server/tests/simulation.rs`) and the delivery tests (`server/tests/delivery.rs`).
 //! - **No silent drops.** Every accepted job ends as exactly one of:
 //!   delivered, gone, failed, coalesced (merged into a newer new-mail push),
-//!   dropped (new mail made stale by a reconnect, `forget` or `Gone`), or
+//!   dropped (new mail made stale by a reconnect, `Forget` or `Gone`), or
 //!   undelivered (still queued or in flight when shutdown's grace ran out).
-//!   Each end has a counter in [`DeliveryStats`]. When the queue is full,
-//!   [`Delivery::offer`] hands the job back (the owner keeps it and offers it
-//!   again) and the blocking calls wait; nothing is discarded.
+//!   Each end has a counter in [`DeliveryStats`]. When `queue_max` jobs are
+//!   outstanding, [`Scheduler::offer`] hands the job back (the core keeps it and offers
+//!   it again); nothing is discarded.
 //! - **No endpoint in a log line.** Endpoint URLs are capabilities and keys are
 //!   secrets: failed attempts are logged by origin (scheme://host:port) and status
 //!   only, at most a line per (origin, status) a minute (`logs`). `Debug` of
 //!   [`PushSubscription`] is redacted.
 //! - **No redirects followed** ([`push::Sender`] never follows them).
 //!
-//! # Threads
+//! # Who does what
 //!
-//! 1. The owner thread calls [`Delivery::offer`], which never blocks: a job
-//!    that finds `queue_max` jobs outstanding (or the command queue full) is
-//!    handed back. Other callers (tests, benches) may call
-//!    [`Delivery::new_mail`], [`Delivery::reconnect`] and [`Delivery::forget`],
-//!    which wait for room instead.
-//! 2. One scheduler thread owns all state: a slot per subscription (the
-//!    coalescing state), per-endpoint `Retry-After` holds, the ready queues
-//!    (per origin, under a per-origin cap, reconnect before new mail; see
-//!    `origins`) and a timer heap. It hands a job to a worker only when a
-//!    worker is idle, so priority holds up to the wire.
-//! 3. `threads` workers call [`push::Sender::send`] and hand the outcome
-//!    back to the scheduler, which decides: done, retry later, shrink, or
-//!    give up.
+//! 1. The owner thread's [`crate::core::Core`] offers [`PushJob`]s to its
+//!    [`Scheduler`]: a slot per subscription (the coalescing state), per-endpoint
+//!    `Retry-After` holds, the ready queues (per origin, under a per-origin cap,
+//!    reconnect before new mail; see `origins`) and a timer heap. It hands out an
+//!    [`Attempt`] only while a sender thread is idle, so priority holds up to the wire.
+//! 2. `threads` [`Pool`] workers call [`push::Sender::send`] and hand the outcome back
+//!    as a [`Done`]; the scheduler decides: done, retry later, shrink, or give up, and
+//!    reports each job's end as a [`Report`], which the core reads at once.
 //!
 //! # Rules
 //!
@@ -76,47 +76,39 @@
 //! - `job`: jobs and the pure rules about them (payloads, merging new mail,
 //!   what to do after an attempt, the coalescing slot).
 //! - `origins`: the per-origin cap and turns, pure.
-//! - `permits`: the queue bound callers block on.
-//! - `scheduler`: the workers and the scheduler thread.
+//! - `scheduler`: the sans-IO [`Scheduler`], which applies them.
+//! - `pool`: the sender threads, which only send.
 //! - `metrics`: counters, the latency histogram, Prometheus text.
 
 mod job;
 mod logs;
 mod metrics;
 mod origins;
-mod permits;
+mod pool;
 mod scheduler;
 
-use crossbeam_channel::{Sender, TrySendError};
 use engine::Preview;
 use push::message::Tag;
 use push::{Backoff, Kind, PushTarget, Topic};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::id::SubscriptionId;
-use job::Job;
-use metrics::Metrics;
-use permits::{CloseOnExit, Closed, Permits};
-use scheduler::{run_worker, Scheduler};
 
 pub use job::minimal_payload;
 pub use metrics::{render_histogram, DeliveryStats, LatencySummary};
+pub use pool::{Pool, WORK_QUEUE_PER_THREAD};
+pub use scheduler::{Attempt, Done, Scheduler, SchedulerQueues};
 
 /// [`DeliveryConfig::permits_per_origin`] by default: half of the default 8 workers.
 pub const PERMITS_PER_ORIGIN_DEFAULT: usize = 4;
 
-/// Commands waiting for the scheduler. The scheduler takes one per turn and never waits
-/// for anything but its channels, so the queue fills only in a burst faster than it
-/// drains; then [`Delivery::offer`] hands the job back at once (the owner must never
-/// wait: the scheduler may itself be waiting for the owner to read a report), and the
-/// blocking calls of other callers wait.
-pub const COMMANDS_QUEUE_MAX: usize = 1024;
+/// [`DeliveryConfig::queue_max`] by default: jobs accepted and not yet ended.
+pub const QUEUE_MAX_DEFAULT: usize = 100_000;
 
-/// A push for the pool, as the owner's core decides it.
+/// A push for the scheduler, as the core decides it.
 #[derive(Debug)]
 pub enum PushJob {
     NewMail {
@@ -145,24 +137,24 @@ pub enum PushJob {
 }
 
 impl PushJob {
-    /// New mail and reconnect pushes hold a queue permit until they end; a `Forget`
-    /// takes none.
+    /// New mail, reconnect and verification pushes count against `queue_max` until they
+    /// end; a `Forget` does not.
     fn takes_permit(&self) -> bool {
         !matches!(self, PushJob::Forget { .. })
     }
 }
 
-/// Pool settings.
+/// The scheduler's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryConfig {
-    /// Sender threads; each holds at most one request open. At least 1.
+    /// Sender threads; each holds at most one request open. At least 1. The scheduler
+    /// hands out at most this many attempts at once.
     pub threads: usize,
     /// After a delivered new-mail push, further new mail for the same
     /// subscription waits this long and goes as one push.
     pub coalesce_window: Duration,
-    /// Jobs accepted and not yet finished (queued, waiting to retry, or in
-    /// flight). At this many, [`Delivery::new_mail`] and
-    /// [`Delivery::reconnect`] block. At least 1.
+    /// Jobs accepted and not yet ended (queued, waiting to retry, or in flight). At
+    /// this many, [`Scheduler::offer`] hands a job back. At least 1.
     pub queue_max: usize,
     pub backoff: Backoff,
     /// No retry starts later than this after a job's first attempt. The
@@ -179,7 +171,7 @@ impl Default for DeliveryConfig {
         Self {
             threads: 8,
             coalesce_window: Duration::from_secs(1),
-            queue_max: 100_000,
+            queue_max: QUEUE_MAX_DEFAULT,
             backoff: Backoff::default(),
             retry_budget: Duration::from_secs(600),
             permits_per_origin: PERMITS_PER_ORIGIN_DEFAULT,
@@ -287,252 +279,15 @@ pub enum Report {
     },
 }
 
-/// The push pool. See the module docs.
-///
-/// `Send + Sync`: share it by reference or `Arc`. Dropping it is
-/// [`Delivery::shutdown`] with no grace.
-pub struct Delivery {
-    commands: Sender<Command>,
-    permits: Arc<Permits>,
-    metrics: Arc<Metrics>,
-    scheduler: Option<JoinHandle<()>>,
-    workers: Vec<JoinHandle<()>>,
-}
-
-impl fmt::Debug for Delivery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Delivery")
-            .field("workers", &self.workers.len())
-            .field("queue_depth", &self.permits.used())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Delivery {
-    /// Starts the scheduler and `config.threads` workers.
-    ///
-    /// The scheduler waits on a full `reports` channel. So the thread that
-    /// drains it MUST NOT wait for the pool: it uses [`Delivery::offer`], never
-    /// the blocking calls, and while [`Delivery::shutdown`] runs it goes on
-    /// draining (another thread calls `shutdown`, or the channel has room for
-    /// every outstanding job).
-    ///
-    /// # Panics
-    ///
-    /// If the OS refuses to start a thread.
-    pub fn start(
-        config: DeliveryConfig,
-        sender: Arc<push::Sender>,
-        reports: Sender<Report>,
-    ) -> Delivery {
-        let threads = config.threads.max(1);
-        let permits = Arc::new(Permits::new(config.queue_max.max(1)));
-        let metrics = Arc::new(Metrics::new());
-        let (command_tx, command_rx) = command_channel();
-        // Never more jobs in this channel than idle workers, so it never
-        // blocks the scheduler.
-        let (work_tx, work_rx) = crossbeam_channel::bounded::<Job>(threads);
-        // At most one attempt per worker is handed out and not yet handled, so a
-        // worker never waits here (and a worker is the one that would wait).
-        let (done_tx, done_rx) = crossbeam_channel::bounded(threads);
-        let workers = (0..threads)
-            .map(|i| {
-                let (sender, work, done) = (Arc::clone(&sender), work_rx.clone(), done_tx.clone());
-                let metrics = Arc::clone(&metrics);
-                thread::Builder::new()
-                    .name(format!("push-worker-{i}"))
-                    .spawn(move || run_worker(&sender, &work, &done, &metrics))
-                    .expect("spawn push worker")
-            })
-            .collect();
-        let scheduler = Scheduler::new(&config, threads, work_tx, reports, &permits, &metrics);
-        let close = CloseOnExit(Arc::clone(&permits));
-        let scheduler = thread::Builder::new()
-            .name("push-scheduler".into())
-            .spawn(move || {
-                let _close = close;
-                scheduler.run(command_rx, done_rx);
-            })
-            .expect("spawn push scheduler");
-        Delivery {
-            commands: command_tx,
-            permits,
-            metrics,
-            scheduler: Some(scheduler),
-            workers,
-        }
-    }
-
-    /// Queues a new-mail push (coalesced per subscription). `event_at` is
-    /// when the engine saw the change; latency is measured from it. Blocks
-    /// while the queue is full.
-    pub fn new_mail(
-        &self,
-        sub: &Arc<PushSubscription>,
-        mailbox: &str,
-        exists: u32,
-        event_at: Instant,
-    ) {
-        self.new_mail_with_preview(sub, mailbox, exists, None, event_at);
-    }
-
-    /// [`Delivery::new_mail`] with the engine's preview of the newest messages. The
-    /// preview goes into the payload only for an encrypted Web Push target (never to a
-    /// push service that could read it), fitted to the payload limit.
-    pub fn new_mail_with_preview(
-        &self,
-        sub: &Arc<PushSubscription>,
-        mailbox: &str,
-        exists: u32,
-        preview: Option<Box<Preview>>,
-        event_at: Instant,
-    ) {
-        self.enqueue(PushJob::NewMail {
-            push: Arc::clone(sub),
-            mailbox: mailbox.to_owned(),
-            exists,
-            preview,
-            event_at,
-        });
-    }
-
-    /// Queues a reconnect push (never coalesced or dropped) and drops the
-    /// subscription's pending new mail. Blocks while the queue is full.
-    pub fn reconnect(&self, sub: &Arc<PushSubscription>, reason: &'static str) {
-        self.enqueue(PushJob::Reconnect {
-            push: Arc::clone(sub),
-            reason,
-        });
-    }
-
-    /// Drops pending new mail (and any new-mail retry) for a deleted
-    /// subscription. Queued reconnect pushes still go out. Blocks while the
-    /// command queue is full.
-    pub fn forget(&self, subscription: SubscriptionId) {
-        let _ = self
-            .commands
-            .send(Command::Job(PushJob::Forget { subscription }));
-    }
-
-    /// Offers a job without waiting: `Err` hands it back when `queue_max` jobs are
-    /// outstanding or the command queue is full (counted as a refused offer); the
-    /// caller keeps it and offers it again later. A pool that has stopped takes the job
-    /// and counts it undelivered, as the blocking calls do.
-    pub fn offer(&self, job: PushJob) -> Result<(), PushJob> {
-        let permit = job.takes_permit();
-        if permit {
-            match self.permits.try_acquire() {
-                Ok(true) => {}
-                Ok(false) => return Err(self.refused(job)),
-                Err(Closed) => {
-                    self.metrics.add(|c| &c.undelivered, 1);
-                    return Ok(());
-                }
-            }
-        }
-        let give_back = |this: &Self| {
-            if permit {
-                this.permits.release(1);
-            }
-        };
-        match self.commands.try_send(Command::Job(job)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(Command::Job(job))) => {
-                give_back(self);
-                Err(self.refused(job))
-            }
-            Err(_) => {
-                give_back(self);
-                self.metrics.add(|c| &c.undelivered, u64::from(permit));
-                Ok(())
-            }
-        }
-    }
-
-    fn refused(&self, job: PushJob) -> PushJob {
-        self.metrics.add(|c| &c.offers_refused, 1);
-        job
-    }
-
-    pub fn stats(&self) -> DeliveryStats {
-        self.metrics.snapshot(self.permits.used())
-    }
-
-    /// Stops accepting jobs, sends what is queued (reconnect pushes first,
-    /// pending new mail without waiting out its window, retries whose delay
-    /// ends in time) until everything is done or `grace` has passed, then
-    /// stops. Jobs left, including requests still in flight, count as
-    /// `undelivered`. Returns within about `grace`: workers still blocked
-    /// in a request are left to end on their own.
-    pub fn shutdown(mut self, grace: Duration) -> DeliveryStats {
-        self.stop(grace);
-        self.stats()
-    }
-
-    fn enqueue(&self, job: PushJob) {
-        match self.permits.acquire() {
-            Ok(waited) => {
-                if waited {
-                    self.metrics.add(|c| &c.backpressure_waits, 1);
-                }
-                if self.commands.send(Command::Job(job)).is_err() {
-                    self.permits.release(1);
-                    self.metrics.add(|c| &c.undelivered, 1);
-                }
-            }
-            Err(Closed) => self.metrics.add(|c| &c.undelivered, 1),
-        }
-    }
-
-    fn stop(&mut self, grace: Duration) {
-        let Some(scheduler) = self.scheduler.take() else {
-            return;
-        };
-        let deadline = Instant::now() + grace;
-        let _ = self.commands.send(Command::Shutdown { deadline });
-        let _ = scheduler.join();
-        // The scheduler has closed the work channel: idle workers end at
-        // once, busy ones when their request ends. Wait for those only
-        // until the deadline (and briefly, for the idle ones).
-        let until = deadline.max(Instant::now() + WORKER_EXIT_WAIT);
-        let workers = std::mem::take(&mut self.workers);
-        while Instant::now() < until && !workers.iter().all(JoinHandle::is_finished) {
-            thread::sleep(Duration::from_millis(1));
-        }
-        for worker in workers.into_iter().filter(JoinHandle::is_finished) {
-            let _ = worker.join();
-        }
-    }
-}
-
-impl Drop for Delivery {
-    fn drop(&mut self) {
-        self.stop(Duration::ZERO);
-    }
-}
-
 /// The per-origin cap in force: `permits`, but below `threads` when there are two
 /// workers or more, so one origin never holds every worker.
 fn origin_cap(permits: usize, threads: usize) -> usize {
     permits.min(threads.saturating_sub(1)).max(1)
 }
 
-/// The bounded channel of commands for the scheduler.
-fn command_channel() -> (Sender<Command>, crossbeam_channel::Receiver<Command>) {
-    crossbeam_channel::bounded(COMMANDS_QUEUE_MAX)
-}
-
-/// How long shutdown waits for idle workers to notice the closed channel.
-const WORKER_EXIT_WAIT: Duration = Duration::from_millis(100);
-
-enum Command {
-    Job(PushJob),
-    Shutdown { deadline: Instant },
-}
-
 #[cfg(test)]
 mod tests {
-    use super::job::{decide, merge_mail, Next, Slot, What};
+    use super::job::{decide, merge_mail, Job, Next, Slot, What};
     use super::scheduler::Holds;
     use super::*;
     use push::message::{self, About};
@@ -562,20 +317,6 @@ mod tests {
             } => (*exists, *event_at),
             What::Reconnect { .. } | What::Verify { .. } => panic!("not new mail"),
         }
-    }
-
-    #[test]
-    fn the_command_queue_refuses_one_past_its_bound() {
-        let (tx, _rx) = command_channel();
-        let forget = || {
-            Command::Job(PushJob::Forget {
-                subscription: crate::id::named("a"),
-            })
-        };
-        for i in 0..COMMANDS_QUEUE_MAX {
-            assert!(tx.try_send(forget()).is_ok(), "command {i} refused");
-        }
-        assert!(matches!(tx.try_send(forget()), Err(TrySendError::Full(_))));
     }
 
     #[test]

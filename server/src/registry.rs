@@ -135,11 +135,13 @@ impl<S: Copy + Eq + Hash, R> Registry<S, R> {
         self.by_id.values().filter(|s| s.state == state).count()
     }
 
-    pub fn insert(&mut self, mut sub: Subscription<S, R>) {
+    /// Adds a registration; `arrival` ranks it among its key's (see
+    /// [`Replacements::begin`]).
+    pub fn insert(&mut self, mut sub: Subscription<S, R>, arrival: u64) {
         if let Some(session) = sub.session {
             self.by_session.insert(session, sub.id);
         }
-        self.keys.begin(sub.key, sub.id);
+        self.keys.begin(sub.key, sub.id, arrival);
         self.accounts.add(sub.account, sub.key);
         match self.per_host.get_key_value(&sub.host) {
             Some((shared, _)) => sub.host = shared.clone(),

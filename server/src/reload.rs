@@ -96,6 +96,7 @@ fn limits_changed(running: &LimitsConfig, new: &LimitsConfig) -> Vec<&'static st
         logins_per_second_per_host,
         login_queue_secs,
         push_permits_per_origin,
+        push_queue_max,
         api_connections_max,
         api_connections_per_client_max,
     } = new;
@@ -121,6 +122,7 @@ fn limits_changed(running: &LimitsConfig, new: &LimitsConfig) -> Vec<&'static st
         logins_per_second_per_host,
         login_queue_secs,
         push_permits_per_origin,
+        push_queue_max,
         api_connections_max,
         api_connections_per_client_max
     );

@@ -9,7 +9,10 @@
 //! Candidates of one key may log in at the same time. Arrival order decides between them:
 //! a ready candidate replaces the live subscription only if it arrived later, otherwise it
 //! is itself superseded. Whatever the order of the logins, one subscription per key
-//! remains, and it is the newest one that logged in.
+//! remains, and it is the newest one that logged in. "Arrived" is the caller's rank,
+//! given when the registration request came (see [`Replacements::begin`]): the later
+//! request is the newer state of the device, even when its host name lookups or its login
+//! turn end after an earlier request's.
 //!
 //! When the server requires endpoint verification ([`crate::verification`]), a login is
 //! not proof enough: the caller reports a candidate "ready" only once its endpoints are
@@ -24,8 +27,6 @@ use std::hash::Hash;
 #[derive(Debug)]
 pub struct Replacements<K, I> {
     keys: HashMap<K, Slot<I>>,
-    /// Arrival order of registrations; never reused.
-    next_arrival: u64,
 }
 
 #[derive(Debug)]
@@ -51,16 +52,15 @@ impl<K: Hash + Eq + Clone, I: PartialEq> Default for Replacements<K, I> {
     fn default() -> Self {
         Replacements {
             keys: HashMap::new(),
-            next_arrival: 0,
         }
     }
 }
 
 impl<K: Hash + Eq + Clone, I: PartialEq> Replacements<K, I> {
-    /// A registration of `key` starts logging in as `id`.
-    pub fn begin(&mut self, key: K, id: I) {
-        let arrival = self.next_arrival;
-        self.next_arrival += 1;
+    /// A registration of `key` starts logging in as `id`. `arrival` ranks it among the
+    /// registrations of its key: the caller MUST give each registration a number greater
+    /// than every earlier registration's, taken when its request arrived.
+    pub fn begin(&mut self, key: K, id: I, arrival: u64) {
         let slot = self.keys.entry(key).or_insert(Slot {
             live: None,
             candidates: Vec::new(),
@@ -141,12 +141,12 @@ mod tests {
     #[test]
     fn a_failed_candidate_leaves_the_live_one_alone() {
         let mut r = Replacements::default();
-        r.begin("k", "victim");
+        r.begin("k", "victim", 1);
         assert_eq!(
             r.ready(&"k", &"victim"),
             Promotion::Promoted { replaced: None }
         );
-        r.begin("k", "attacker");
+        r.begin("k", "attacker", 2);
         // The attacker's login fails.
         r.forget(&"k", &"attacker");
         assert_eq!(r.live(&"k"), Some(&"victim"));
@@ -156,9 +156,9 @@ mod tests {
     #[test]
     fn a_ready_candidate_replaces_the_live_one() {
         let mut r = Replacements::default();
-        r.begin("k", 1);
+        r.begin("k", 1, 3);
         assert_eq!(r.ready(&"k", &1), Promotion::Promoted { replaced: None });
-        r.begin("k", 2);
+        r.begin("k", 2, 4);
         assert_eq!(r.live(&"k"), Some(&1), "still 1 while 2 logs in");
         assert_eq!(r.ready(&"k", &2), Promotion::Promoted { replaced: Some(1) });
         assert_eq!(r.live(&"k"), Some(&2));
@@ -171,8 +171,8 @@ mod tests {
     fn concurrent_candidates_leave_the_newest_whatever_the_order() {
         for newest_first in [false, true] {
             let mut r = Replacements::default();
-            r.begin("k", "older");
-            r.begin("k", "newer");
+            r.begin("k", "older", 5);
+            r.begin("k", "newer", 6);
             let (first, second) = if newest_first {
                 ("newer", "older")
             } else {
@@ -195,15 +195,30 @@ mod tests {
         }
     }
 
+    /// The rank is the caller's (when the request came), not the order of `begin` calls:
+    /// a later request whose login starts first still wins.
+    #[test]
+    fn the_later_request_wins_whichever_login_begins_first() {
+        let mut r = Replacements::default();
+        r.begin("k", "newer", 2);
+        r.begin("k", "older", 1);
+        assert_eq!(
+            r.ready(&"k", &"newer"),
+            Promotion::Promoted { replaced: None }
+        );
+        assert_eq!(r.ready(&"k", &"older"), Promotion::Superseded);
+        assert_eq!(r.live(&"k"), Some(&"newer"));
+    }
+
     #[test]
     fn forgotten_ids_are_unknown_and_keys_are_dropped() {
         let mut r: Replacements<&str, u32> = Replacements::default();
-        r.begin("k", 1);
+        r.begin("k", 1, 7);
         r.forget(&"k", &1);
         assert_eq!(r.ready(&"k", &1), Promotion::Unknown);
         assert!(!r.contains(&"k") && r.is_empty());
-        r.begin("k", 2);
-        r.begin("other", 3);
+        r.begin("k", 2, 8);
+        r.begin("other", 3, 9);
         assert_eq!(r.ready(&"other", &2), Promotion::Unknown, "keys do not mix");
         assert_eq!(r.ready(&"k", &2), Promotion::Promoted { replaced: None });
         r.forget(&"k", &2);

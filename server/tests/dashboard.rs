@@ -36,8 +36,17 @@ fn metrics_after_activity() -> String {
     assert_eq!(reply.status, 201, "{}", reply.body);
     dovecot.deliver("alice", &simple_message("hi")).unwrap();
     assert_eq!(sink.wait_for(1, Duration::from_secs(10)).len(), 1);
-    let metrics = http(addr, "GET", "/metrics", "", "");
+    // The push's outcome reaches the core (which records the push's timings) a moment
+    // after the push reaches the sink.
+    let delivered = "imap_push_delivery_attempts_total{outcome=\"delivered\"} 1";
+    let mut metrics = http(addr, "GET", "/metrics", "", "");
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while !metrics.body.contains(delivered) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+        metrics = http(addr, "GET", "/metrics", "", "");
+    }
     assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains(delivered), "{}", metrics.body);
     app.shutdown();
     metrics.body
 }

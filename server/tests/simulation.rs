@@ -6,14 +6,15 @@
 //! `SIM_SEEDS` seeds (default 1,000) of `SIM_DAY_SECS` simulated seconds (default one day)
 //! each; `SIM_SEED=N` replays one seed. A failing seed prints the command that replays it.
 //!
-//! What the simulated push pool stands for: the delivery pool's net outcome per job
-//! (delivered, given up, gone) after its own retries, 429 waits and timeouts, which are
-//! modelled as delays. The retry rules themselves are still in `server/src/delivery/`.
-//! With `SIM_POOL_FULL_PERCENT=N`, N% of offers find the pool's queue full for up to 2 s:
-//! it hands them back (`Input::PushRefused`), as `Delivery::offer` does, and the core
-//! holds them. Off by default for now: with it on, seed 603 (N=2) shows the core and this
-//! model disagreeing on which of two in-flight registrations of one key is the newer
-//! (the core goes by the order their sessions began, after DNS; the model by POST order).
+//! The push rules (coalescing, backoff, 429 and `Retry-After`, 410, per-origin permits,
+//! the queue bound) run inside the core; the simulation is the push service, answering
+//! each request the core sends (`Output::Send`) with a fault now and then: slow answers,
+//! 429 with `Retry-After`, 410, 5xx, timeouts. `SIM_PUSH_QUEUE_MAX` (default 16) bounds
+//! the core's outstanding push jobs, so that a burst of pushes (the restart pushes after
+//! a crash) finds it full and the core holds the rest.
+//!
+//! Concurrent registrations of one key: the later POST is the newer device state and
+//! wins, whichever login is ready first (the core ranks them when the POST arrives).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
@@ -22,16 +23,16 @@ use std::time::{Duration, Instant};
 
 use engine::{EndReason, Ready, ResolveError, WatchError};
 use httpd::{Method, Response};
-use push::Kind;
 use server::config::Config;
-use server::core::{
-    ApiRequest, Core, Input, Now, Output, PushJob, Random, SessionEvent, RANDOM_LEN,
-};
-use server::delivery::Report;
+use server::core::{ApiRequest, Core, Done, Input, Now, Output, Random, SessionEvent, RANDOM_LEN};
 use server::fd_budget::Budget;
 use server::id::SubscriptionId;
 use server::journal::Record;
 use zeroize::Zeroizing;
+
+/// The push service the core's requests go to.
+#[path = "simulation/push_service.rs"]
+mod push_service;
 
 type SimCore = Core<u64, u64>;
 
@@ -43,27 +44,9 @@ const RIGHT: &str = "right";
 /// Steps per seed at most: a livelock fails fast.
 const STEPS_MAX: u64 = 2_000_000;
 
-/// SplitMix64: small, seedable, and the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-}
+#[path = "simulation/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// What happens at a point in virtual time.
 #[derive(Debug)]
@@ -95,10 +78,8 @@ enum Event {
     Fsync {
         ok: bool,
     },
-    PushDone {
-        report: Report,
-        restart: bool,
-    },
+    /// The push service answers a request.
+    PushDone(Done),
 }
 
 #[derive(Debug)]
@@ -129,11 +110,23 @@ struct Sub {
     ended: bool,
     /// A reconnect push was owed when it ended.
     owed: bool,
+    /// Reconnect pushes (not restart ones) sent: first attempts of reconnect jobs.
     reconnects: u32,
+    /// Its reconnect push was decided but not sent when the shutdown grace ran out.
+    abandoned: bool,
+    /// Of those, accepted by the push service.
+    reconnects_delivered: u32,
     /// Journal: the record is durable.
     durable: bool,
-    restart_emitted: u32,
+    /// Crashes that found the record durable: each owes a `server_restart` push.
     restart_owed: u32,
+    /// The running core owes it a `server_restart` push (the last crash found it
+    /// journalled), and has not settled it (its record left the journal) yet.
+    restart_pending: bool,
+    /// `server_restart` pushes sent by the running core (first attempts).
+    restarts_now: u32,
+    /// `server_restart` pushes the push service accepted, in all incarnations.
+    restarts_delivered: u32,
     restart_settled: bool,
     /// A journal commit with its removal failed.
     remove_failed: bool,
@@ -176,17 +169,11 @@ struct Sim {
     pushes: u64,
     /// What happened, for the summary: 201s, 204s, reconnect and restart pushes.
     tally: Tally,
-    /// The simulated pool's queue is full until then: it hands offers back.
-    pool_full_until_ms: u64,
-    /// Draws for the full pool only, so that a seed's other events are the ones it had
-    /// before the pool could refuse (its replays stay valid).
-    pool_rng: Rng,
-    /// Draws for journal probes only, for the same reason.
+    /// Draws for the push service only.
+    push_rng: Rng,
+    /// Draws for journal probes only, so that a seed's journal batches are the ones it
+    /// had before probes existed.
     probe_rng: Rng,
-    /// Percent of offers that find the pool full (`SIM_POOL_FULL_PERCENT`, default 0).
-    pool_full_percent: u64,
-    /// After `Input::Shutdown` the pool takes everything (the real owner stops offering).
-    shutting_down: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -195,8 +182,14 @@ struct Tally {
     deleted: u64,
     reconnects: u64,
     restarts: u64,
-    /// Offers the full pool handed back.
-    refused: u64,
+    /// Push requests in all, and those answered 429, 5xx, timeout, 410.
+    attempts: u64,
+    rate_limited: u64,
+    server_errors: u64,
+    timeouts: u64,
+    gone: u64,
+    /// Steps after which the core held pushes (its scheduler was full).
+    held_steps: u64,
 }
 
 impl std::ops::AddAssign for Tally {
@@ -205,12 +198,17 @@ impl std::ops::AddAssign for Tally {
         self.deleted += o.deleted;
         self.reconnects += o.reconnects;
         self.restarts += o.restarts;
-        self.refused += o.refused;
+        self.attempts += o.attempts;
+        self.rate_limited += o.rate_limited;
+        self.server_errors += o.server_errors;
+        self.timeouts += o.timeouts;
+        self.gone += o.gone;
+        self.held_steps += o.held_steps;
     }
 }
 
-/// Mixed into the seed for the full pool's own stream of draws.
-const POOL_STREAM: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Mixed into the seed for the push service's own stream of draws.
+const PUSH_STREAM: u64 = 0x9e37_79b9_7f4a_7c15;
 /// Where the journal probes' random stream starts, apart from the pool's.
 const PROBE_STREAM: u64 = 0xbf58_476d_1ce4_e5b9;
 
@@ -219,6 +217,7 @@ fn config() -> Config {
     config.limits.sessions_per_host_max = 30;
     config.limits.logins_per_second_per_host = 5;
     config.limits.registrations_per_minute_per_ip = 30;
+    config.limits.push_queue_max = env_u64("SIM_PUSH_QUEUE_MAX", 16) as usize;
     config
 }
 
@@ -242,9 +241,8 @@ impl Sim {
         let core = Core::new(config.clone(), budget, "key".into(), Vec::new(), now);
         let mut sim = Sim {
             rng: Rng(seed),
-            pool_rng: Rng(seed ^ POOL_STREAM),
+            push_rng: Rng(seed ^ PUSH_STREAM),
             probe_rng: Rng(seed ^ PROBE_STREAM),
-            pool_full_percent: env_u64("SIM_POOL_FULL_PERCENT", 0),
             base,
             now_ms: 0,
             day_ms: day_secs * 1000,
@@ -272,8 +270,6 @@ impl Sim {
             crashes: 0,
             pushes: 0,
             tally: Tally::default(),
-            pool_full_until_ms: 0,
-            shutting_down: false,
         };
         sim.at(0, Event::Client);
         sim
@@ -316,21 +312,44 @@ impl Sim {
             self.now_ms = self.now_ms.max(at);
             self.step()?;
             self.check()?;
+            if self.core.held_pushes() > 0 {
+                self.tally.held_steps += 1;
+            }
         }
-        self.shutting_down = true;
         self.input(Input::Shutdown);
         self.sessions.clear();
         self.settle_ended_at_shutdown();
-        // The pool sends what is queued; the reports come back.
-        while let Some(Reverse((at, seq))) = self.queue.pop() {
+        // As the owner does: the core sends what it can within the shutdown grace, and the
+        // answers come back; then what is left is abandoned (its records stay).
+        while !self.core.pushes_finished(self.now().instant) {
+            self.steps += 1;
+            if self.steps > STEPS_MAX {
+                return Err(format!("more than {STEPS_MAX} steps: a livelock"));
+            }
+            let Some(at) = self.next_at() else { break };
             self.now_ms = self.now_ms.max(at);
-            match self.events.remove(&seq) {
-                Some(Event::PushDone { report, restart }) => self.push_done(report, restart),
-                Some(Event::Fsync { .. }) => self.fsync(true),
-                _ => {}
+            if self
+                .core
+                .poll_timeout()
+                .is_some_and(|d| d <= self.now().instant)
+            {
+                self.input(Input::Tick);
+            } else if let Some(Reverse((_, seq))) = self.queue.pop() {
+                match self.events.remove(&seq) {
+                    Some(Event::PushDone(done)) => self.push_done(done),
+                    Some(Event::Fsync { .. }) => self.fsync(true),
+                    _ => {}
+                }
             }
             self.check()?;
         }
+        for (id, sub) in self.subs.iter_mut() {
+            if sub.owed && sub.reconnects == 0 {
+                let sid: SubscriptionId = id.parse().expect("the sim's ids are the core's");
+                sub.abandoned = self.core.holds_reconnect(&sid);
+            }
+        }
+        self.core.abandon_pushes();
         self.fsync(true);
         self.check_end()
     }
@@ -377,7 +396,7 @@ impl Sim {
                 self.input(Input::Lookup(engine::Lookup { token, result }));
             }
             Event::Fsync { ok } => self.fsync(ok),
-            Event::PushDone { report, restart } => self.push_done(report, restart),
+            Event::PushDone(done) => self.push_done(done),
         }
         Ok(())
     }
@@ -735,9 +754,9 @@ impl Sim {
         self.sessions.clear();
         for (id, sub) in self.subs.iter_mut() {
             if sub.owed && sub.reconnects == 0 {
-                // Its reconnect push was decided but held (the pool's queue was full): the
-                // crash loses it as it loses the pool's queue, and the journal's restart
-                // push stands in for it.
+                // Its reconnect push was decided but not sent yet (held, queued behind its
+                // origin's permits, or waiting for a retry): the crash loses it, and the
+                // journal's restart push stands in for it.
                 let id: SubscriptionId = id.parse().expect("the sim's ids are the core's");
                 assert!(
                     self.core.holds_reconnect(&id),
@@ -747,6 +766,8 @@ impl Sim {
             }
             // Ended by the crash: the restart push is what it is owed.
             sub.ended = true;
+            sub.restarts_now = 0;
+            sub.restart_pending = sub.durable;
             if sub.durable {
                 sub.restart_owed += 1;
                 sub.restart_settled = false;
@@ -766,113 +787,6 @@ impl Sim {
             let gap = self.rng.between(200, 60_000);
             self.at(gap, Event::Client);
         }
-    }
-
-    // ---- the push pool and push service ----
-
-    fn push(&mut self, job: PushJob) {
-        self.pushes += 1;
-        let (id, kind, restart) = match &job {
-            // Verification is off in this simulation (the default).
-            PushJob::Forget { .. } | PushJob::Verify { .. } => return,
-            PushJob::NewMail { push, .. } => (push.id, Kind::NewMail, false),
-            PushJob::Reconnect { push, reason } => {
-                (push.id, Kind::Reconnect, *reason == "server_restart")
-            }
-        };
-        let (sid, id) = (id, id.to_string());
-        let sub = self.subs.entry(id.clone()).or_default();
-        if restart {
-            self.tally.restarts += 1;
-            sub.restart_emitted += 1;
-            assert!(
-                sub.restart_emitted <= sub.restart_owed,
-                "{} restart pushes for {id}, {} crashes found it journalled",
-                sub.restart_emitted,
-                sub.restart_owed
-            );
-        } else if kind == Kind::Reconnect {
-            self.tally.reconnects += 1;
-            sub.reconnects += 1;
-            assert!(
-                sub.reconnects <= 1,
-                "{} reconnect pushes for {id}",
-                sub.reconnects
-            );
-        }
-        // Faults of the push service, as the pool's net outcome and its delay.
-        let (delay, report) = match self.rng.below(100) {
-            0..=69 => (self.rng.between(20, 300), delivered(sid, kind)),
-            70..=79 => (self.rng.between(5_000, 30_000), delivered(sid, kind)), // slow
-            80..=86 => {
-                // 429 with Retry-After: delivered after the wait.
-                let wait = self.rng.between(1, 120) * 1000;
-                (wait, delivered(sid, kind))
-            }
-            87..=92 => {
-                // 5xx: retried with backoff, then delivered or given up.
-                let delay = self.rng.between(1_000, 300_000);
-                if self.rng.chance(50) {
-                    (delay, delivered(sid, kind))
-                } else {
-                    (
-                        delay,
-                        Report::Failed {
-                            subscription: sid,
-                            kind,
-                        },
-                    )
-                }
-            }
-            93..=96 => (
-                30_000,
-                Report::Failed {
-                    subscription: sid,
-                    kind,
-                },
-            ), // timeout
-            _ => (
-                self.rng.between(20, 300),
-                Report::Gone { subscription: sid },
-            ), // 410
-        };
-        self.at(delay, Event::PushDone { report, restart });
-    }
-
-    /// Whether the pool's queue is full: now and then, for up to two seconds.
-    fn pool_refuses(&mut self) -> bool {
-        if self.shutting_down {
-            return false;
-        }
-        if self.now_ms < self.pool_full_until_ms {
-            return true;
-        }
-        if self.pool_full_percent > 0 && self.pool_rng.chance(self.pool_full_percent) {
-            self.pool_full_until_ms = self.now_ms + self.pool_rng.between(1, 2_000);
-            return true;
-        }
-        false
-    }
-
-    fn push_done(&mut self, report: Report, restart: bool) {
-        let id = match &report {
-            Report::Gone { subscription } => {
-                let id = subscription.to_string();
-                if let Some(s) = self.subs.get_mut(&id) {
-                    s.gone = true;
-                }
-                id
-            }
-            Report::Delivered { subscription, .. } | Report::Failed { subscription, .. } => {
-                subscription.to_string()
-            }
-        };
-        if restart {
-            if let Some(s) = self.subs.get_mut(&id) {
-                s.restart_settled = true;
-            }
-        }
-        self.input(Input::PushSettled(report));
     }
 
     // ---- outputs ----
@@ -922,7 +836,21 @@ impl Sim {
                     self.journal(id, JournalOp::Insert(ticket), Some(record));
                 }
                 Output::JournalRemove { id, ticket } => {
-                    self.journal(id.to_string(), JournalOp::Remove(ticket), None);
+                    let id = id.to_string();
+                    // A restart push's subscription lives nowhere but in the journal: its
+                    // record goes when the core has settled the push.
+                    if let Some(s) = self.subs.get_mut(&id) {
+                        if s.restart_pending {
+                            assert!(
+                                s.restarts_now == 1,
+                                "{id} left the journal with {} restart pushes sent",
+                                s.restarts_now
+                            );
+                            s.restart_pending = false;
+                            s.restart_settled = true;
+                        }
+                    }
+                    self.journal(id, JournalOp::Remove(ticket), None);
                 }
                 // A journal probe (after a failed write) is answered at once from its own
                 // random stream, failing as often as a commit does, so that a seed's
@@ -933,20 +861,7 @@ impl Sim {
                     self.core
                         .handle(Input::JournalDurable { ticket, ok }, now, None);
                 }
-                Output::Push(job) => {
-                    if self.pool_refuses() {
-                        self.tally.refused += 1;
-                        let now = self.now();
-                        self.core.handle(Input::PushRefused(job), now, None);
-                        continue;
-                    }
-                    if let Some(id) = job_subscription(&job) {
-                        if self.deleted.contains(&id) {
-                            panic!("a push for {id} after its DELETE: {job:?}");
-                        }
-                    }
-                    self.push(job);
-                }
+                Output::Send(attempt) => self.send(attempt),
             }
         }
     }
@@ -979,16 +894,19 @@ impl Sim {
 
     fn check_end(&self) -> Result<(), String> {
         for (id, s) in &self.subs {
-            if s.owed && s.reconnects != 1 {
+            // One decided but not sent within the shutdown grace is undelivered (counted;
+            // a journalled one gets the next start's restart push).
+            if s.owed && s.reconnects != 1 && !(s.reconnects == 0 && s.abandoned) {
                 return Err(format!(
-                    "{id} (key {}) ended ready, not deleted, replaced or gone, and got {} reconnect pushes",
+                    "{id} (key {}) ended ready, not deleted, replaced or gone, and got {} reconnect pushes: {s:?}",
                     s.key, s.reconnects
                 ));
             }
-            if s.restart_emitted != s.restart_owed {
+            // One not settled within the shutdown grace stays journalled, for the next
+            // start to push.
+            if s.restart_pending && !s.durable {
                 return Err(format!(
-                    "{id}: {} restart pushes for {} crashes that found it journalled",
-                    s.restart_emitted, s.restart_owed
+                    "{id}: owed a restart push, not settled, and no longer journalled"
                 ));
             }
             if s.durable && s.restart_settled && !s.remove_failed {
@@ -998,23 +916,6 @@ impl Sim {
             }
         }
         Ok(())
-    }
-}
-
-fn delivered(id: SubscriptionId, kind: Kind) -> Report {
-    Report::Delivered {
-        subscription: id,
-        kind,
-    }
-}
-
-/// The id a job pushes to, as the clients know it (from the 201's body).
-fn job_subscription(job: &PushJob) -> Option<String> {
-    match job {
-        PushJob::NewMail { push, .. }
-        | PushJob::Reconnect { push, .. }
-        | PushJob::Verify { push, .. } => Some(push.id.to_string()),
-        PushJob::Forget { .. } => None,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use httpd::Method;
 use server::config::Config;
-use server::core::{ApiRequest, Core, Input, Now, Output, PushJob, SessionEvent};
+use server::core::{ApiRequest, Attempt, Core, Input, Now, Output, SessionEvent};
 use server::fd_budget::Budget;
 use server::journal::{Record, TargetRecord};
 use zeroize::Zeroizing;
@@ -142,10 +142,11 @@ impl Driver {
     }
 }
 
-fn pushes(out: &[Output<u64, u64>]) -> Vec<&PushJob> {
+/// The push requests among the outputs.
+fn pushes(out: &[Output<u64, u64>]) -> Vec<&Attempt> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Push(job) => Some(job),
+            Output::Send(attempt) => Some(attempt),
             _ => None,
         })
         .collect()
@@ -157,7 +158,7 @@ fn an_unverified_subscription_expires_at_its_deadline_not_before_and_pushes_noth
     let (id, out) = d.register();
     let verify = pushes(&out);
     assert_eq!(verify.len(), 2, "{out:?}");
-    assert!(verify.iter().all(|j| matches!(j, PushJob::Verify { .. })));
+    assert!(verify.iter().all(|a| a.is_verification()));
     let registered_at = d.now().instant;
     let deadline = registered_at + Duration::from_secs(TIMEOUT_SECS);
     assert_eq!(d.core.poll_timeout(), Some(deadline));
@@ -185,10 +186,7 @@ fn an_unverified_subscription_expires_at_its_deadline_not_before_and_pushes_noth
     );
     assert!(at.iter().any(|o| matches!(o, Output::JournalRemove { .. })));
     let pushed = pushes(&at);
-    assert!(
-        pushed.iter().all(|j| matches!(j, PushJob::Forget { .. })),
-        "nothing pushed: {pushed:?}"
-    );
+    assert!(pushed.is_empty(), "nothing pushed: {pushed:?}");
     // The engine's word that the session ended finds nothing to push to.
     let lost = d.input(Input::Session(SessionEvent::Lost {
         session: SESSION,
@@ -222,9 +220,9 @@ fn a_restart_drops_a_verifying_record_without_a_push_and_pushes_an_active_one() 
     let (_, out) = Driver::new(vec![record(verifying, true), record(active, false)]);
     let pushed: Vec<String> = pushes(&out)
         .iter()
-        .map(|j| match j {
-            PushJob::Reconnect { push, reason } => format!("{} {reason}", push.id),
-            other => panic!("{other:?}"),
+        .map(|a| match a.reconnect_reason() {
+            Some(reason) => format!("{} {reason}", a.subscription()),
+            None => panic!("{a:?}"),
         })
         .collect();
     assert_eq!(pushed, [format!("{active} server_restart")]);
@@ -304,9 +302,7 @@ fn a_verifying_subscription_whose_record_failed_is_dropped_without_a_push() {
         "{out:?}"
     );
     assert!(
-        pushes(&out)
-            .iter()
-            .all(|j| matches!(j, PushJob::Forget { .. })),
+        pushes(&out).is_empty(),
         "no verification push for a registration answered 500: {out:?}"
     );
 }

@@ -1,10 +1,10 @@
-//! Push jobs the push pool handed back because its queue was full, kept in order and
-//! offered again a moment later.
+//! Push jobs the push scheduler handed back because `queue_max` jobs were outstanding
+//! (`limits.push_queue_max`), kept in order and offered again a moment later.
 //!
-//! Why here and not a blocking call: the owner thread must never wait for the pool,
-//! since the pool's scheduler may itself be waiting for the owner to read a report.
 //! Why in order: a `Forget` must not overtake the new mail it forgets, nor a later push
 //! an earlier reconnect; so once one job is held, every later one queues behind it.
+//! Why a pause: room comes back one ended job at a time, and offering every held job on
+//! every input would cost the owner O(held) per input while the scheduler is full.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::delivery::PushJob;
 use crate::id::SubscriptionId;
 
-/// New-mail jobs held at most. One more is dropped and counted: the pool's queue
+/// New-mail jobs held at most. One more is dropped and counted: the scheduler
 /// (100,000 jobs by default) has been full for a while, and new mail is the one push
 /// that a later one makes good (the next new mail, or the reconnect push when the
 /// session ends). Reconnect, verification and `Forget` jobs are never dropped; there
@@ -21,8 +21,8 @@ use crate::id::SubscriptionId;
 pub const HELD_NEW_MAIL_MAX: usize = 10_000;
 
 /// How long after a refusal the held jobs are offered again. Short, since room comes
-/// back as soon as a push ends; long enough that a full pool does not turn the owner's
-/// loop into a busy one.
+/// back as soon as a push ends; long enough that a full scheduler does not turn the
+/// owner's loop into a busy one.
 pub const REOFFER_AFTER: Duration = Duration::from_millis(10);
 
 /// The held jobs, oldest first.
@@ -50,7 +50,7 @@ impl Held {
         self.new_mail
     }
 
-    /// The pool refused `job`: it goes first, and the jobs are offered again after
+    /// The scheduler refused `job`: it goes first, and the jobs are offered again after
     /// [`REOFFER_AFTER`].
     pub fn refused(&mut self, job: PushJob, now: Instant) {
         if self.admit(&job) {
@@ -60,7 +60,7 @@ impl Held {
     }
 
     /// Queues `job` behind the held ones. A `Forget` first drops the held pushes of its
-    /// subscription (deleted or replaced): they would reach the pool after the `Forget`
+    /// subscription (deleted or replaced): they would reach the scheduler after the `Forget`
     /// and go out after the DELETE was answered.
     pub fn hold(&mut self, job: PushJob) {
         if let PushJob::Forget { subscription } = &job {

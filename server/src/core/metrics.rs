@@ -73,6 +73,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name} {n}");
         }
+        self.scheduler.stats().render_prometheus(&mut out);
         out
     }
 }

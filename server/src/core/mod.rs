@@ -12,11 +12,11 @@
 //! - readiness, failure and loss of sessions, the registration deadline: `sessions`;
 //! - journal-before-201, push reports, the restart and shutdown pushes: `pushes`;
 //! - endpoint verification (the verify route, activation, the verification deadline):
-//!   `verify`, calling [`crate::verification`].
-//!
-//! Coalescing, backoff and the 429 and 410 handling of each push still live in
-//! [`crate::delivery`], which turns [`PushJob`]s into requests and answers with
-//! [`Report`]s.
+//!   `verify`, calling [`crate::verification`];
+//! - coalescing, backoff, the 429 and 410 handling and the per-origin permits of each
+//!   push: the [`Scheduler`] the core owns ([`crate::delivery`]). The core offers it
+//!   [`PushJob`]s, polls its [`Attempt`]s out as [`Output::Send`], feeds each
+//!   attempt's [`Done`] back, and reads its [`crate::delivery::Report`]s at once.
 //!
 //! # How to drive it
 //!
@@ -25,7 +25,9 @@
 //!    [`Core::poll_timeout`] has passed);
 //! 2. call [`Core::poll_output`] until it returns `None`, carrying each output out;
 //!    a [`Output::Watch`] MUST be answered with [`Input::Watched`] before any other input,
-//!    since the engine names the session.
+//!    since the engine names the session. Every [`Output::Send`] MUST come back as one
+//!    [`Input::PushDone`]: the core hands out at most `sender_threads` attempts at once,
+//!    so a pool of that many senders always has one idle for the next.
 //!
 //! Handles are the owner's: `S` names an engine session, `R` a waiting API request.
 
@@ -48,8 +50,8 @@ use httpd::{Method, Response};
 use zeroize::Zeroizing;
 
 use crate::config::Config;
-pub use crate::delivery::PushJob;
-use crate::delivery::Report;
+pub use crate::delivery::{Attempt, Done, PushJob};
+use crate::delivery::{DeliveryStats, Scheduler};
 use crate::fd_budget::Budget;
 use crate::id::SubscriptionId;
 use crate::journal::Record;
@@ -130,12 +132,9 @@ pub enum Input<S, R> {
         ticket: u64,
         ok: bool,
     },
-    /// What became of a push job.
-    PushSettled(Report),
-    /// The push pool's queue was full: it handed [`Output::Push`]'s job back. The core
-    /// keeps it (and every later push behind it) and offers it again after
-    /// [`held::REOFFER_AFTER`]. Answer at once, before polling on.
-    PushRefused(PushJob),
+    /// An attempt of [`Output::Send`] was made (or could not be). The handle's random
+    /// bytes give a retry its jitter.
+    PushDone(Done),
     /// A deadline ([`Core::poll_timeout`]) may have passed.
     Tick,
     /// The server stops: every ready subscription gets its `shutdown` push.
@@ -149,8 +148,8 @@ pub enum Output<S, R> {
         request: R,
         response: Response,
     },
-    /// `GET /metrics`: the core's part; the owner appends the engine's and the push
-    /// pool's counters and answers.
+    /// `GET /metrics`: the core's part (the push scheduler's counters included); the
+    /// owner appends the engine's and the journal's and answers.
     RespondMetrics {
         request: R,
         text: String,
@@ -185,7 +184,8 @@ pub enum Output<S, R> {
     JournalProbe {
         ticket: u64,
     },
-    Push(PushJob),
+    /// Make this push request; answer with [`Input::PushDone`].
+    Send(Attempt),
 }
 
 /// The clock, read by the owner.
@@ -230,11 +230,18 @@ pub struct Core<S, R> {
     /// Registrations waiting for their host names, by resolution number.
     resolving: HashMap<u64, Resolving<R>>,
     next_resolution: u64,
+    /// The rank of the next registration request (see [`crate::replacement`]).
+    next_arrival: u64,
     /// 201s and 204s waiting for their journal write, by ticket.
     created: HashMap<u64, Created<R>>,
     next_ticket: u64,
     counters: Counters,
-    /// Pushes the pool handed back, in order, bounded by [`held::HELD_NEW_MAIL_MAX`].
+    /// Every push rule: coalescing, backoff, 429 and 410, per-origin permits.
+    scheduler: Scheduler,
+    /// Pushes decided in this input, offered to the scheduler once it is handled.
+    jobs: VecDeque<PushJob>,
+    /// Pushes the scheduler handed back (`queue_max` outstanding), in order, bounded by
+    /// [`held::HELD_NEW_MAIL_MAX`].
     held: Held,
     out: VecDeque<Output<S, R>>,
     shut_down: bool,
@@ -255,6 +262,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         now: Now,
     ) -> Core<S, R> {
         let limits = &config.limits;
+        let scheduler = Scheduler::new(&config.delivery());
         let mut core = Core {
             limiter: RateLimiter::new(limits.registrations_per_minute_per_ip),
             pacer: Pacer::new(
@@ -268,9 +276,12 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             paced: Vec::new(),
             resolving: HashMap::new(),
             next_resolution: 0,
+            next_arrival: 0,
             created: HashMap::new(),
             next_ticket: 0,
             counters: Counters::default(),
+            scheduler,
+            jobs: VecDeque::new(),
             held: Held::default(),
             out: VecDeque::new(),
             shut_down: false,
@@ -278,6 +289,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             journal: readiness::JournalHealth::default(),
         };
         core.restart_pushes(leftovers, now);
+        core.pump_pushes(now.instant);
         core
     }
 
@@ -297,17 +309,23 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 self.journal_settled(ticket, ok, now.instant);
                 self.on_durable(ticket, ok, now.instant);
             }
-            Input::PushSettled(report) => self.on_report(report),
-            Input::PushRefused(job) => self.on_push_refused(job, now.instant),
+            Input::PushDone(done) => {
+                let jitter = random.map_or(u32::MAX / 2, |r| {
+                    u32::from_le_bytes([r[0], r[1], r[2], r[3]])
+                });
+                self.scheduler.handle_done(done, now.instant, jitter);
+            }
             Input::Tick => {
                 self.start_paced_logins(now.instant);
                 self.expire_registrations(now.instant);
                 self.expire_verifications(now.instant);
                 self.reoffer_held(now.instant);
                 self.probe_journal(now.instant);
+                self.scheduler.handle_timeout(now.instant);
             }
-            Input::Shutdown => self.shutdown_pushes(),
+            Input::Shutdown => self.shutdown_pushes(now.instant),
         }
+        self.pump_pushes(now.instant);
     }
 
     /// The next thing to do, in the order the core decided it.
@@ -316,7 +334,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     }
 
     /// When [`Input::Tick`] is next due: the earliest paced login, registration or
-    /// verification deadline, offer of held pushes or journal probe.
+    /// verification deadline, offer of held pushes, journal probe or push timer.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let paced = self.paced.iter().map(|p| p.due).min();
         let deadlines = [
@@ -324,19 +342,41 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             self.registry.next_deadline(),
             self.held.due(),
             self.journal.due(),
+            self.scheduler.poll_timeout(),
         ];
         deadlines.into_iter().flatten().min()
     }
 
-    /// Pushes held because the pool's queue was full (see [`Input::PushRefused`]).
+    /// Pushes held because the scheduler had `queue_max` jobs outstanding.
     pub fn held_pushes(&self) -> usize {
         self.held.len()
     }
 
-    /// Whether a reconnect push of `subscription` is held (what a checker asks when the
-    /// process dies: a held push is lost like one queued in the pool).
+    /// Whether a reconnect push of `subscription` is decided and waits to be sent, held
+    /// or in the scheduler (what a checker asks when the process dies: such a push is
+    /// lost with it, and the journal's restart push stands in).
     pub fn holds_reconnect(&self, subscription: &SubscriptionId) -> bool {
-        self.held.holds_reconnect(subscription)
+        self.held.holds_reconnect(subscription) || self.scheduler.holds_reconnect(subscription)
+    }
+
+    /// After [`Input::Shutdown`]: every push has ended (or the shutdown grace is over)
+    /// and nothing is held, so the owner may stop the senders. See
+    /// [`Core::abandon_pushes`].
+    pub fn pushes_finished(&self, now: Instant) -> bool {
+        let drained = self.held.is_empty() && self.jobs.is_empty();
+        self.shut_down
+            && (self.scheduler.past_deadline(now) || (drained && self.scheduler.is_finished(now)))
+    }
+
+    /// Counts the pushes still outstanding as undelivered: the process ends with them
+    /// (their journal records stay, for the next start's `server_restart` pushes).
+    pub fn abandon_pushes(&mut self) {
+        self.scheduler.abandon();
+    }
+
+    /// The push scheduler's counters.
+    pub fn push_stats(&self) -> DeliveryStats {
+        self.scheduler.stats()
     }
 
     /// The counters for /metrics and for tests.
@@ -362,6 +402,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             resolving: self.resolving.len(),
             created: self.created.len(),
             held_new_mail: self.held.new_mail(),
+            pushes: self.scheduler.queues(),
             keys: self.registry.keys(),
             pending_max: self.config.limits.pending_registrations_max,
             keys_max: self.budget.sessions_capacity,
@@ -378,33 +419,47 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         }
     }
 
-    /// Queues a push, behind the held ones if there are any: pushes reach the pool in
-    /// the order the core decided them.
+    /// Queues a push for the scheduler, behind the held ones if there are any: pushes
+    /// reach the scheduler in the order the core decided them.
     fn push(&mut self, job: PushJob) {
         if self.held.is_empty() {
-            self.out.push_back(Output::Push(job));
+            self.jobs.push_back(job);
         } else {
             self.held.hold(job);
         }
     }
 
-    /// The pool handed `job` back: it is held, and so is every push still waiting to be
-    /// polled, so that none overtakes it.
-    fn on_push_refused(&mut self, job: PushJob, now: Instant) {
-        self.held.refused(job, now);
-        let waiting = std::mem::take(&mut self.out);
-        for output in waiting {
-            match output {
-                Output::Push(job) => self.held.hold(job),
-                other => self.out.push_back(other),
-            }
+    /// Offers the held pushes again once their pause has passed, ahead of any decided
+    /// since.
+    fn reoffer_held(&mut self, now: Instant) {
+        if let Some(mut jobs) = self.held.release(now) {
+            jobs.extend(self.jobs.drain(..));
+            self.jobs = jobs;
         }
     }
 
-    /// Offers the held pushes again once their pause has passed.
-    fn reoffer_held(&mut self, now: Instant) {
-        if let Some(jobs) = self.held.release(now) {
-            self.out.extend(jobs.into_iter().map(Output::Push));
+    /// After each input: the decided pushes go to the scheduler (one it hands back is
+    /// held, and every later one behind it, so that none overtakes it), its attempts
+    /// out as [`Output::Send`], and its reports into the core's state.
+    fn pump_pushes(&mut self, now: Instant) {
+        loop {
+            while let Some(job) = self.jobs.pop_front() {
+                if !self.held.is_empty() {
+                    self.held.hold(job);
+                } else if let Err(job) = self.scheduler.offer(job, now) {
+                    self.held.refused(job, now);
+                }
+            }
+            while let Some(attempt) = self.scheduler.poll_attempt(now) {
+                self.out.push_back(Output::Send(attempt));
+            }
+            let Some(report) = self.scheduler.poll_report() else {
+                return;
+            };
+            self.on_report(report);
+            while let Some(report) = self.scheduler.poll_report() {
+                self.on_report(report);
+            }
         }
     }
 
@@ -430,8 +485,10 @@ pub struct Queues {
     pub paced: usize,
     pub resolving: usize,
     pub created: usize,
-    /// New-mail pushes held while the pool's queue is full.
+    /// New-mail pushes held while the scheduler has `queue_max` jobs outstanding.
     pub held_new_mail: usize,
+    /// The push scheduler's tables.
+    pub pushes: crate::delivery::SchedulerQueues,
     /// Keys live or logging in.
     pub keys: usize,
     pub pending_max: usize,
@@ -455,5 +512,6 @@ impl Queues {
             .iter()
             .find(|(_, n, max)| n > max)
             .map(|(name, _, _)| *name)
+            .or_else(|| self.pushes.over_bound())
     }
 }

@@ -95,14 +95,15 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     /// reconnect push (`shutdown`). Those still waiting were never told of and are not
     /// journalled. Those still verifying get nothing; their records stay, for the next
     /// start to drop by their state, as after a crash. Inputs after this one change nothing but push reports.
-    pub(super) fn shutdown_pushes(&mut self) {
+    pub(super) fn shutdown_pushes(&mut self, now: std::time::Instant) {
         if self.shut_down {
             return;
         }
         self.shut_down = true;
         // Held pushes are older than the shutdown pushes: they go first, due or not.
-        let held = self.held.take_all();
-        self.out.extend(held.into_iter().map(super::Output::Push));
+        let mut held = self.held.take_all();
+        held.extend(self.jobs.drain(..));
+        self.jobs = held;
         for id in self.registry.ids() {
             let Some(sub) = self.registry.remove(&id) else {
                 continue;
@@ -116,6 +117,10 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         }
         self.paced.clear();
         self.resolving.clear();
+        // Pending new mail goes without waiting out its window; what is left at the
+        // grace's end is counted undelivered.
+        let grace = std::time::Duration::from_secs(self.config.shutdown_grace_secs);
+        self.scheduler.begin_shutdown(now + grace, now);
     }
 }
 

@@ -27,6 +27,8 @@ const TARGET_MASK: u64 = (1 << TARGET_BITS) - 1;
 #[derive(Debug)]
 pub(super) struct Resolving<R> {
     request: R,
+    /// Its rank among registrations, taken when the request came.
+    arrival: u64,
     registration: Registration,
     checks: Checks,
 }
@@ -171,11 +173,15 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             Ok(registration) => registration,
             Err(e) => return Err((id, e)),
         };
+        // Ranked now: of two registrations of one key, the later request is the newer
+        // state of the device, whichever lookups or login turn end first.
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
         let lookups = self.lookups_for(&registration);
         if lookups.is_empty() {
-            return self.start_login(id, registration, now, random);
+            return self.start_login(id, arrival, registration, now, random);
         }
-        self.resolve(id, registration, &lookups)
+        self.resolve(id, arrival, registration, &lookups)
     }
 
     /// With endpoint verification required, both endpoints must be able to carry a code:
@@ -230,6 +236,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     fn resolve(
         &mut self,
         request: R,
+        arrival: u64,
         registration: Registration,
         lookups: &[(Target, String, u16)],
     ) -> Result<(), Refused<R>> {
@@ -245,6 +252,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             n,
             Resolving {
                 request,
+                arrival,
                 registration,
                 checks,
             },
@@ -286,7 +294,13 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             return;
         };
         let result = match refusal {
-            None => self.start_login(entry.request, entry.registration, now, random),
+            None => self.start_login(
+                entry.request,
+                entry.arrival,
+                entry.registration,
+                now,
+                random,
+            ),
             Some(refusal) => Err((entry.request, refusal_error(refusal))),
         };
         if let Err((request, e)) = result {
@@ -301,6 +315,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     fn start_login(
         &mut self,
         request: R,
+        arrival: u64,
         registration: Registration,
         now: Now,
         random: Option<super::Random>,
@@ -353,25 +368,28 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             });
         }
         let deadline = now.instant + wait + Duration::from_secs(self.config.register_timeout_secs);
-        self.registry.insert(Subscription {
-            id,
-            host: host.into(),
-            session: None,
-            key,
-            account,
-            push,
-            mailboxes,
-            since,
-            state: SubState::Pending,
-            idle: false,
-            notify: false,
-            created_unix: now.unix,
-            last_new_mail: None,
-            pushes_sent: 0,
-            pushes_failed: 0,
-            waiting: Some((request, deadline)),
-            verification,
-        });
+        self.registry.insert(
+            Subscription {
+                id,
+                host: host.into(),
+                session: None,
+                key,
+                account,
+                push,
+                mailboxes,
+                since,
+                state: SubState::Pending,
+                idle: false,
+                notify: false,
+                created_unix: now.unix,
+                last_new_mail: None,
+                pushes_sent: 0,
+                pushes_failed: 0,
+                waiting: Some((request, deadline)),
+                verification,
+            },
+            arrival,
+        );
         Ok(())
     }
 

@@ -40,6 +40,7 @@ pub fn minimal_payload(kind: Kind, about: About<'_>) -> String {
 
 // Jobs and the pure decisions about them.
 
+#[derive(Debug)]
 pub(super) enum What {
     NewMail {
         mailbox: String,
@@ -84,6 +85,7 @@ pub fn verify_payload(about: About<'_>, code: &str) -> String {
 }
 
 /// One push to make, through all its attempts.
+#[derive(Debug)]
 pub(super) struct Job {
     /// Set at each hand-off to a worker; matches `Slot::in_flight`.
     pub(super) id: u64,
@@ -93,6 +95,8 @@ pub(super) struct Job {
     pub(super) minimal: bool,
     /// Retries scheduled so far; the [`Backoff`] attempt number.
     pub(super) retries: u32,
+    /// Attempts handed out so far, this one included once it is out.
+    pub(super) attempts: u32,
     pub(super) first_attempt_at: Option<Instant>,
     /// New mail: the slot epoch it belongs to. A reconnect, `forget` or
     /// `Gone` moves the slot to a new epoch, making older jobs stale.
@@ -107,6 +111,7 @@ impl Job {
             what,
             minimal: false,
             retries: 0,
+            attempts: 0,
             first_attempt_at: None,
             epoch,
         }
@@ -189,10 +194,7 @@ impl Job {
 /// the same mailbox merge, newest messages first; the payload keeps as many
 /// as fit.
 pub(super) fn merge_mail(older: Job, newer: Job) -> Job {
-    let event_at = match (older.event_at(), newer.event_at()) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b).unwrap_or_else(Instant::now),
-    };
+    let older_event_at = older.event_at();
     let (older_mailbox, older_preview) = match older.what {
         What::NewMail {
             ref mailbox,
@@ -206,8 +208,9 @@ pub(super) fn merge_mail(older: Job, newer: Job) -> Job {
             mailbox,
             exists,
             preview,
-            ..
+            event_at,
         } => {
+            let event_at = older_event_at.map_or(event_at, |older| older.min(event_at));
             let preview = match (preview, older_preview) {
                 (Some(newer), Some(older)) if older_mailbox == Some(mailbox.as_str()) => {
                     let mut merged = older.clone();
@@ -229,6 +232,7 @@ pub(super) fn merge_mail(older: Job, newer: Job) -> Job {
         what,
         minimal: older.minimal || newer.minimal,
         retries: older.retries.max(newer.retries),
+        attempts: older.attempts.max(newer.attempts),
         first_attempt_at: older.first_attempt_at.or(newer.first_attempt_at),
         ..newer
     }
@@ -274,12 +278,14 @@ pub(super) fn decide(
 
 /// The new-mail push waiting to go, and the earliest it may (a retry delay
 /// or an origin hold; the coalescing window is the slot's).
+#[derive(Debug)]
 pub(super) struct Pending {
     pub(super) job: Job,
     pub(super) not_before: Instant,
 }
 
 /// One subscription's new-mail state in the scheduler.
+#[derive(Debug)]
 pub(super) struct Slot {
     pub(super) epoch: u64,
     /// No new-mail push before this (a delivered push + the window).

@@ -7,7 +7,7 @@
 //! push wait behind it either. Within an origin, work leaves in order; across origins,
 //! every [`Class::Reconnect`] item goes before any [`Class::NewMail`] one.
 //!
-//! Pure: no clock, no threads. The scheduler calls [`OriginQueues::pop`] when a worker
+//! Pure: no clock, no threads. The scheduler calls [`OriginQueues::pop`] when a sender
 //! is idle and MUST call [`OriginQueues::release`] once for every item popped, when its
 //! request ends or at once if the item turns out to need no request.
 
@@ -120,6 +120,13 @@ impl<T> OriginQueues<T> {
         for class in CLASSES {
             self.list(origin, class);
         }
+    }
+
+    /// Whether any waiting item matches `f`.
+    pub fn any(&self, f: impl Fn(&T) -> bool) -> bool {
+        self.origins
+            .values()
+            .any(|o| o.queues.iter().any(|q| q.iter().any(&f)))
     }
 
     /// Requests in flight to `origin`.

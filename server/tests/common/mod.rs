@@ -2,6 +2,8 @@
 //! registration bodies. Each test binary uses a part of it.
 #![allow(dead_code)]
 
+pub mod pushes;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

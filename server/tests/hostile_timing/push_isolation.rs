@@ -1,18 +1,19 @@
 //! See hostile_timing.rs.
 //!
 //! Push isolation (issue 9, attack 7): a slow or hostile push service must not delay
-//! another one's pushes by more than a second. The pool runs as the server runs it
-//! (`DeliveryConfig::default()`, `SenderConfig::default()`), against real sockets on
-//! loopback: a tarpit that accepts and never answers, and `push::testing::Sink`s.
+//! another one's pushes by more than a second. The push rules and sender threads run
+//! as the server runs them (`DeliveryConfig::default()`, `SenderConfig::default()`),
+//! against real sockets on loopback: a tarpit that accepts and never answers, and `push::testing::Sink`s.
 
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use push::testing::Sink;
+use crate::common::pushes::Live;
+use push::testing::{Recorded, Sink};
 use push::{PushTarget, Sender, SenderConfig};
-use server::delivery::{Delivery, DeliveryConfig, PushSubscription, Report};
+use server::delivery::{DeliveryConfig, PushSubscription};
 
 /// Subscriptions whose endpoints are on the tarpit.
 const TARPIT_ENDPOINTS: usize = 40;
@@ -62,16 +63,23 @@ fn subscription(name: &str, url: &str) -> Arc<PushSubscription> {
     PushSubscription::new(id, target.clone(), target, 1_000)
 }
 
-fn server_like_pool() -> (Delivery, crossbeam_channel::Receiver<Report>) {
-    let (tx, reports) = crossbeam_channel::unbounded();
+/// The rules with the real sender threads, as the server runs them
+/// (`DeliveryConfig::default()`, `SenderConfig::default()`).
+fn server_like_pool() -> Live {
     let sender = Sender::new(SenderConfig {
         use_env_proxy: false,
         ..SenderConfig::default()
     });
-    (
-        Delivery::start(DeliveryConfig::default(), Arc::new(sender), tx),
-        reports,
-    )
+    Live::start(DeliveryConfig::default(), sender)
+}
+
+/// Runs the rules until `sink` has `n` requests, at most `timeout`.
+fn wait_for(live: &mut Live, sink: &Sink, n: usize, timeout: Duration) -> Vec<Recorded> {
+    let until = Instant::now() + timeout;
+    while sink.requests().len() < n && Instant::now() < until {
+        live.run_for(Duration::from_millis(5));
+    }
+    sink.requests()
 }
 
 #[test]
@@ -79,21 +87,24 @@ fn tarpit_endpoints_do_not_delay_another_origin() {
     let _serial = crate::serial();
     let tarpit = Tarpit::start();
     let sink = Sink::start();
-    let (delivery, _reports) = server_like_pool();
+    let mut live = server_like_pool();
     for i in 0..TARPIT_ENDPOINTS {
         let url = format!("http://{}/tarpit/{i}", tarpit.addr);
         let sub = subscription(&format!("tarpit-{i}"), &url);
-        delivery.new_mail(&sub, "INBOX", 1, Instant::now());
+        live.new_mail(&sub, 1, Instant::now());
     }
-    // Let the tarpit take every worker it can.
-    let held = common::eventually(Duration::from_secs(5), || tarpit.connections() >= 1);
-    assert!(held, "the tarpit got no connection");
-    thread::sleep(Duration::from_millis(200));
+    // Let the tarpit take every sender it can.
+    let until = Instant::now() + Duration::from_secs(5);
+    while tarpit.connections() == 0 && Instant::now() < until {
+        live.run_for(Duration::from_millis(10));
+    }
+    assert!(tarpit.connections() >= 1, "the tarpit got no connection");
+    live.run_for(Duration::from_millis(200));
 
     let victim = subscription("victim", &sink.url("/victim"));
     let event_at = Instant::now();
-    delivery.new_mail(&victim, "INBOX", 1, event_at);
-    let requests = sink.wait_for(1, Duration::from_secs(30));
+    live.new_mail(&victim, 1, event_at);
+    let requests = wait_for(&mut live, &sink, 1, Duration::from_secs(30));
     let arrived = requests.first().map(|r| r.at - event_at);
     eprintln!(
         "another origin's push with {TARPIT_ENDPOINTS} tarpit endpoints ({} connections held): {arrived:?}",
@@ -101,7 +112,6 @@ fn tarpit_endpoints_do_not_delay_another_origin() {
     );
     let arrived = arrived.expect("the other origin's push arrived");
     assert!(arrived < DELAY_MAX, "delayed by {arrived:?}");
-    drop(delivery);
 }
 
 #[test]
@@ -110,18 +120,18 @@ fn a_429_on_one_endpoint_does_not_hold_another_of_the_same_origin() {
     let sink = Sink::start();
     sink.set_script("/limited", &[429]);
     sink.set_retry_after("/limited", 30);
-    let (delivery, _reports) = server_like_pool();
+    let mut live = server_like_pool();
     let limited = subscription("limited", &sink.url("/limited"));
-    delivery.new_mail(&limited, "INBOX", 1, Instant::now());
-    let first = sink.wait_for(1, Duration::from_secs(5));
+    live.new_mail(&limited, 1, Instant::now());
+    let first = wait_for(&mut live, &sink, 1, Duration::from_secs(5));
     assert_eq!(first.first().map(|r| r.status), Some(429));
-    // Give the pool a moment to read the 429.
-    thread::sleep(Duration::from_millis(100));
+    // Let the rules read the 429.
+    live.run_for(Duration::from_millis(100));
 
     let other = subscription("other", &sink.url("/other"));
     let event_at = Instant::now();
-    delivery.new_mail(&other, "INBOX", 1, event_at);
-    let requests = sink.wait_for(2, Duration::from_secs(5));
+    live.new_mail(&other, 1, event_at);
+    let requests = wait_for(&mut live, &sink, 2, Duration::from_secs(5));
     let other_at = requests
         .iter()
         .find(|r| r.path == "/other")
@@ -133,7 +143,4 @@ fn a_429_on_one_endpoint_does_not_hold_another_of_the_same_origin() {
         !requests[1..].iter().any(|r| r.path == "/limited"),
         "the limited endpoint itself waits out its Retry-After"
     );
-    drop(delivery);
 }
-
-use crate::common;
