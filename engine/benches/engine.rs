@@ -50,7 +50,7 @@ fn wheel(c: &mut Criterion) {
                 let mut fired = 0usize;
                 let mut now = 0;
                 while now <= 1_801_000 {
-                    while w.expire(Tick::from_ms(now), &mut out) {
+                    while w.expire(Tick::from_ms(now), &mut out, |_| true) {
                         fired += out.len();
                         out.clear();
                     }

@@ -263,7 +263,15 @@ impl Reactor {
             }
             self.offer_deferred(now);
             due.clear();
-            more_due = self.wheel.expire(now, &mut due);
+            // An entry is stale once its session is gone or has filed an earlier
+            // deadline since (see `on_timer`): the wheel drops it when it passes it.
+            let slots = &self.slots;
+            more_due = self.wheel.expire(now, &mut due, |entry| {
+                let (key, generation) = split_token(Token(entry.key as usize));
+                slots
+                    .get(key)
+                    .is_some_and(|s| s.generation == generation && s.filed == entry.deadline)
+            });
             for entry in &due {
                 self.on_timer(now, *entry);
             }

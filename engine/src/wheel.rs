@@ -5,6 +5,13 @@
 //! old one is recognised as stale when its slot comes round (the owner keeps the deadline
 //! it filed last, see `Filed`). This keeps the hot path free of removals
 //! (tokio's "registered vs true timeouts").
+//!
+//! A stale entry is dropped the first time the wheel passes its slot, not when its own
+//! deadline comes: [`Wheel::expire`] asks the owner whether each entry it passes is still
+//! wanted. Without that, an ended session's entry lived until its deadline (an IDLE
+//! re-issue is ~25 min away), so the node array held every deadline filed in the last
+//! 25 minutes and the proxy's RSS climbed for half an hour under churn (soak bench). Now
+//! stale entries live at most one turn ([`WHEEL_SLOTS`] x [`WHEEL_SLOT_MS`]).
 
 use crate::time::Tick;
 
@@ -111,12 +118,19 @@ impl Wheel {
     }
 
     /// Moves every entry whose deadline is at or before `now` into `out`, at most
-    /// [`WHEEL_EXPIRE_MAX`] per call. Returns true if more may be due (call again soon).
-    pub fn expire(&mut self, now: Tick, out: &mut Vec<Entry>) -> bool {
+    /// [`WHEEL_EXPIRE_MAX`] per call, and drops every later entry of the slots it passes
+    /// for which `wanted` says false (stale: superseded, or its owner is gone). Returns
+    /// true if more may be due (call again soon).
+    pub fn expire(
+        &mut self,
+        now: Tick,
+        out: &mut Vec<Entry>,
+        mut wanted: impl FnMut(&Entry) -> bool,
+    ) -> bool {
         let now_slot = now.as_ms() / WHEEL_SLOT_MS;
         while self.next_slot <= now_slot {
             let slot = (self.next_slot % WHEEL_SLOTS as u64) as usize;
-            if self.expire_slot(slot, now, out) {
+            if self.expire_slot(slot, now, out, &mut wanted) {
                 return true;
             }
             // A slot holding later deadlines (a later turn, or later in the current slot)
@@ -129,21 +143,31 @@ impl Wheel {
         false
     }
 
-    /// Unlinks the due entries of one slot into `out`; true if `out` filled up first.
-    fn expire_slot(&mut self, slot: usize, now: Tick, out: &mut Vec<Entry>) -> bool {
+    /// Unlinks the due entries of one slot into `out`, and the unwanted later ones into
+    /// nothing; true if `out` filled up first.
+    fn expire_slot(
+        &mut self,
+        slot: usize,
+        now: Tick,
+        out: &mut Vec<Entry>,
+        wanted: &mut impl FnMut(&Entry) -> bool,
+    ) -> bool {
         let mut prev = NIL;
         let mut at = self.heads[slot];
         while at != NIL {
             let node = self.nodes[at as usize];
             if node.entry.deadline > now {
-                prev = at;
-                at = node.next;
-                continue;
+                if wanted(&node.entry) {
+                    prev = at;
+                    at = node.next;
+                    continue;
+                }
+            } else {
+                if out.len() >= WHEEL_EXPIRE_MAX {
+                    return true;
+                }
+                out.push(node.entry);
             }
-            if out.len() >= WHEEL_EXPIRE_MAX {
-                return true;
-            }
-            out.push(node.entry);
             if prev == NIL {
                 self.heads[slot] = node.next;
             } else {
@@ -197,7 +221,7 @@ mod tests {
         let mut keys = Vec::new();
         let mut out = Vec::new();
         loop {
-            let more = w.expire(Tick::from_ms(now), &mut out);
+            let more = w.expire(Tick::from_ms(now), &mut out, |_| true);
             assert!(out.len() <= WHEEL_EXPIRE_MAX);
             keys.extend(out.drain(..).map(|e| e.key));
             if !more {
@@ -231,6 +255,33 @@ mod tests {
         assert_eq!(drain(&mut w, 3 * turn + 5), vec![7]);
     }
 
+    /// A superseded entry far in the future leaves the node array within one turn, not at
+    /// its own deadline; a wanted one stays and fires on time. (Before `wanted`, the
+    /// stale entry stayed filed for its whole 25 minutes.)
+    #[test]
+    fn stale_entries_are_dropped_within_one_turn() {
+        let mut w = Wheel::new(Tick::ZERO);
+        let turn = WHEEL_SLOTS as u64 * WHEEL_SLOT_MS;
+        let far = Tick::from_ms(25 * 60 * 1_000);
+        w.insert(1, far); // stale: its owner has since gone
+        w.insert(2, far); // wanted
+        let mut out = Vec::new();
+        for t in (0..=turn).step_by(WHEEL_SLOT_MS as usize) {
+            assert!(!w.expire(Tick::from_ms(t), &mut out, |e| e.key == 2));
+        }
+        assert!(out.is_empty(), "nothing is due yet");
+        assert_eq!(w.len(), 1, "the stale entry is gone after one turn");
+        let mut keys = Vec::new();
+        let mut t = turn;
+        while t <= far.as_ms() {
+            w.expire(Tick::from_ms(t), &mut out, |e| e.key == 2);
+            keys.extend(out.drain(..).map(|e| e.key));
+            t += WHEEL_SLOT_MS;
+        }
+        assert_eq!(keys, vec![2]);
+        assert!(w.is_empty());
+    }
+
     #[test]
     fn past_deadlines_fire_on_next_expire() {
         let mut w = Wheel::new(Tick::from_ms(10_000));
@@ -245,10 +296,10 @@ mod tests {
             w.insert(k, Tick::from_ms(100));
         }
         let mut out = Vec::new();
-        assert!(w.expire(Tick::from_ms(200), &mut out));
+        assert!(w.expire(Tick::from_ms(200), &mut out, |_| true));
         assert_eq!(out.len(), WHEEL_EXPIRE_MAX);
         out.clear();
-        assert!(!w.expire(Tick::from_ms(200), &mut out));
+        assert!(!w.expire(Tick::from_ms(200), &mut out, |_| true));
         assert_eq!(out.len(), 10);
     }
 
