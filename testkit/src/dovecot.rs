@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::certs::TestPki;
 use crate::config::{render_config, render_passwd, validate_user_name, DovecotConfig, Layout};
-use crate::system::{self, UserIds};
+use crate::system::{self, command_line, tail, UserIds};
 use crate::HarnessError;
 
 /// Path of the Dovecot master binary.
@@ -569,6 +569,7 @@ impl Dovecot {
 
     fn startup_error(&self, message: String) -> HarnessError {
         HarnessError::Startup {
+            service: "Dovecot",
             message: format!("{message} (dir {})", self.dir.display()),
             log_tail: tail(&self.log(), 40),
         }
@@ -683,18 +684,4 @@ fn connect_tls(
             .map_err(|e| HarnessError::io(format!("TLS handshake with {addr}"), e))?;
     }
     Ok(tls)
-}
-
-fn command_line(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for arg in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&arg.to_string_lossy());
-    }
-    s
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
