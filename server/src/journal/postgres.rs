@@ -39,6 +39,9 @@ pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often an idle writer looks for notifications: the delay of a takeover's notice.
 pub const NOTICE_POLL: Duration = Duration::from_millis(100);
 
+/// How long the writer lets the client read the socket for notifications on each turn.
+const NOTICE_READ: Duration = Duration::from_millis(1);
+
 /// The schema, created at every start and idempotent. Nodes serialize on an advisory
 /// lock, since concurrent `CREATE ... IF NOT EXISTS` of one table may fail.
 const SCHEMA: &str = "
@@ -327,7 +330,9 @@ impl Store for PgStore {
         };
         let broken = {
             let mut pending = connection.client.notifications();
-            let mut iter = pending.iter();
+            // Not `iter()`: it never lets the client's runtime read the socket, so a
+            // notification that arrived while idle stays unseen. A wait this short does.
+            let mut iter = pending.timeout_iter(NOTICE_READ);
             loop {
                 match postgres::fallible_iterator::FallibleIterator::next(&mut iter) {
                     Ok(Some(notice)) => {
