@@ -947,6 +947,8 @@ impl Sim {
                     }
                     self.push(job);
                 }
+                // The simulated server is one box (redb): it never has cluster work.
+                Output::Cluster(op) => panic!("a single-box core asked for {op:?}"),
             }
         }
     }
