@@ -65,6 +65,10 @@ pub const REPORTS_QUEUE_MAX: usize = 1024;
 /// [`DURABLE_QUEUE_MAX`]).
 pub const CLUSTER_QUEUE_MAX: usize = 1024;
 
+/// The header a client names its account's routing key in, for load balancers to hash
+/// on (see [`crate::api::Registration::routing_key`]).
+pub const ROUTING_KEY_HEADER: &str = "imap-push-key";
+
 /// How soon the owner offers the journal's backlog again when the journal's queue was
 /// full (see [`crate::journal::BACKLOG_MAX`]).
 const JOURNAL_REOFFER: Duration = Duration::from_millis(10);
@@ -143,6 +147,7 @@ pub fn forward(requests: &Sender<Forwarded>, request: Request, responder: &Respo
         authorization: request
             .header("authorization")
             .map(|v| Zeroizing::new(v.to_owned())),
+        routing_key: request.header(ROUTING_KEY_HEADER).map(str::to_owned),
         path: request.path.clone(),
         body: request.body.clone(),
     };
@@ -827,6 +832,7 @@ mod tests {
             path: "/healthz".into(),
             client: std::net::Ipv4Addr::LOCALHOST.into(),
             authorization: None,
+            routing_key: None,
             body: Zeroizing::new(Vec::new()),
         };
         holds_exactly(&tx, REQUESTS_QUEUE_MAX, request);

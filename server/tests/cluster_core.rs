@@ -123,12 +123,24 @@ impl Driver {
     }
 
     fn request(&mut self, id: u64, method: Method, path: &str, body: &str) -> Out {
+        self.request_keyed(id, method, path, body, None)
+    }
+
+    fn request_keyed(
+        &mut self,
+        id: u64,
+        method: Method,
+        path: &str,
+        body: &str,
+        routing_key: Option<&str>,
+    ) -> Out {
         self.input(Input::Request(ApiRequest {
             id,
             method,
             path: path.into(),
             client: IpAddr::V4(Ipv4Addr::LOCALHOST),
             authorization: None::<Zeroizing<String>>,
+            routing_key: routing_key.map(str::to_owned),
             body: Zeroizing::new(body.as_bytes().to_vec()),
         }))
     }
@@ -408,4 +420,94 @@ fn a_single_box_never_asks_for_cluster_work() {
     }
     assert!(!d.core.fenced());
     assert_eq!(d.core.subscriptions(), 1);
+}
+
+/// The routing key a client computes: base64url (no padding) of SHA-256 over
+/// "host\nport\nusername", lowercased. Written out here, not taken from the server.
+fn client_routing_key(host: &str, port: u16, username: &str) -> String {
+    use base64::Engine as _;
+    let text = format!("{host}\n{port}\n{username}").to_lowercase();
+    let hash = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash.as_ref())
+}
+
+#[test]
+fn the_201_names_the_routing_key_and_a_wrong_imap_push_key_is_refused() {
+    for journal in [JournalSetting::Redb, shared()] {
+        let mut d = Driver::new(journal);
+        let body = |user: &str| {
+            serde_json::json!({
+                "imap": {"host": "127.0.0.1", "port": 993, "username": user, "password": "p"},
+                "new_mail": {"endpoint": "https://push.example.net/new"},
+                "reconnect": {"endpoint": "https://push.example.net/re"},
+            })
+            .to_string()
+        };
+        // Another account's key: refused before any login.
+        let wrong = client_routing_key("127.0.0.1", 993, "bob");
+        let out = d.request_keyed(
+            5,
+            Method::Post,
+            "/v1/subscriptions",
+            &body("Alice"),
+            Some(&wrong),
+        );
+        let Some(Output::Respond { response, .. }) = out.first() else {
+            panic!("{out:?}");
+        };
+        assert_eq!(response.status, 400);
+        let answer: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(answer["error"], "routing_key_mismatch");
+        // The right one (the username's case does not matter): the login starts.
+        let right = client_routing_key("127.0.0.1", 993, "alice");
+        let out = d.request_keyed(
+            6,
+            Method::Post,
+            "/v1/subscriptions",
+            &body("Alice"),
+            Some(&right),
+        );
+        assert!(matches!(out.first(), Some(Output::Watch { .. })), "{out:?}");
+    }
+}
+
+#[test]
+fn the_201_body_carries_the_routing_key_with_either_journal() {
+    for journal in [JournalSetting::Redb, shared()] {
+        let mut d = Driver::new(journal);
+        let body = serde_json::json!({
+            "imap": {"host": "127.0.0.1", "port": 993, "username": "carol", "password": "p"},
+            "new_mail": {"endpoint": "https://push.example.net/new"},
+            "reconnect": {"endpoint": "https://push.example.net/re"},
+        });
+        let out = d.request(7, Method::Post, "/v1/subscriptions", &body.to_string());
+        let Some(Output::Watch { subscription, .. }) = out.into_iter().next() else {
+            panic!("no watch");
+        };
+        d.input(Input::Watched {
+            subscription,
+            result: Ok(1),
+        });
+        let ready = engine::Ready {
+            idle: true,
+            notify: false,
+            exists: 0,
+            uidvalidity: 1,
+            uidnext: 1,
+        };
+        let out = d.input(Input::Session(SessionEvent::Ready { session: 1, ready }));
+        let Some(Output::JournalInsert { ticket, .. }) = out.into_iter().next() else {
+            panic!("no journal write");
+        };
+        let out = d.input(Input::JournalDurable { ticket, ok: true });
+        let Some(Output::Respond { response, .. }) = out.first() else {
+            panic!("{out:?}");
+        };
+        assert_eq!(response.status, 201);
+        let created: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(
+            created["routing_key"],
+            client_routing_key("127.0.0.1", 993, "carol")
+        );
+    }
 }

@@ -415,6 +415,7 @@ impl Sim {
             path,
             client,
             authorization: None::<Zeroizing<String>>,
+            routing_key: None,
             body: Zeroizing::new(body),
         };
         self.input(Input::Request(request));

@@ -81,6 +81,9 @@ pub struct ApiRequest<R> {
     pub client: IpAddr,
     /// The `Authorization` header, zeroized on drop.
     pub authorization: Option<Zeroizing<String>>,
+    /// The `Imap-Push-Key` header: the routing key the client computed (a registration
+    /// whose own key differs is refused, `routing_key_mismatch`).
+    pub routing_key: Option<String>,
     /// Zeroized on drop (and by the parser once read).
     pub body: Zeroizing<Vec<u8>>,
 }

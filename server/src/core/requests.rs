@@ -54,6 +54,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             path,
             client,
             authorization,
+            routing_key,
             mut body,
         } = request;
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
@@ -88,7 +89,8 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 include_str!("../../../docs/openapi.json"),
             )),
             (Method::Post, ["v1", "subscriptions"]) => {
-                return self.register(id, client, &mut body, now, random);
+                let header = routing_key.as_deref();
+                return self.register(id, client, header, &mut body, now, random);
             }
             (Method::Get, ["v1", "subscriptions", sub]) => self.describe(sub),
             (Method::Post, ["v1", "subscriptions", sub, "verify"]) => {
@@ -144,11 +146,12 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         &mut self,
         id: R,
         client: IpAddr,
+        routing_key: Option<&str>,
         body: &mut [u8],
         now: Now,
         random: Option<super::Random>,
     ) {
-        if let Err((id, e)) = self.try_register(id, client, body, now, random) {
+        if let Err((id, e)) = self.try_register(id, client, routing_key, body, now, random) {
             self.counters.registrations_rejected += 1;
             self.logs.refused(&e, now.instant);
             self.respond(id, e.to_response());
@@ -159,12 +162,14 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         &mut self,
         id: R,
         client: IpAddr,
+        routing_key: Option<&str>,
         body: &mut [u8],
         now: Now,
         random: Option<super::Random>,
     ) -> Result<(), Refused<R>> {
         let checked = self.check_rate(client, now.instant).and_then(|()| {
             let registration = parse_registration(body, &self.config)?;
+            check_routing_key(&registration, routing_key)?;
             self.check_verifiable(&registration)?;
             // What the caps refuse is refused now; they are checked again before the login.
             self.admit(
@@ -486,6 +491,20 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             ticket: Some(ticket),
         });
         Ok(())
+    }
+}
+
+/// A client that names its routing key (`Imap-Push-Key`, what the load balancer hashed
+/// on) must name this registration's: else the request reached a node by another
+/// account's key, and the app would hash its next request elsewhere too.
+fn check_routing_key(registration: &Registration, given: Option<&str>) -> Result<(), ApiError> {
+    match given.map(str::trim) {
+        Some(given) if given != registration.routing_key() => Err(ApiError::new(
+            ErrorCode::RoutingKeyMismatch,
+            "the Imap-Push-Key header is not this account's routing key: base64url (no \
+             padding) of SHA-256 over host, port and username, lowercased, joined by \\n",
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -233,6 +233,7 @@ fn created<S, R>(sub: &Subscription<S, R>, ready: &engine::Ready) -> (Record, ht
         "state": sub.state.as_str(),
         "capabilities": {"idle": ready.idle, "notify": ready.notify},
         "mailboxes": sub.mailboxes,
+        "routing_key": crate::api::routing_key(&sub.account),
     });
     let location = format!("/v1/subscriptions/{}", sub.id);
     let response = httpd::Response::json(201, body.to_string()).with_header("location", location);
