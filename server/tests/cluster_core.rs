@@ -400,11 +400,12 @@ fn a_subscription_another_node_took_over_ends_without_a_push() {
         reason: engine::EndReason::Unwatched,
     }));
     assert!(reconnects(&out).is_empty());
+    // This node holds it no more: a GET asks the database, where the new owner's row is.
     let out = d.request(3, Method::Get, &format!("/v1/subscriptions/{id}"), "");
-    let Some(Output::Respond { response, .. }) = out.first() else {
-        panic!("{out:?}");
-    };
-    assert_eq!(response.status, 404);
+    assert!(
+        matches!(out.as_slice(), [Output::Cluster(ClusterOp::Read { id: asked, .. })] if *asked == sub),
+        "{out:?}"
+    );
     assert_eq!(d.core.subscriptions(), 1, "bob's stays");
     let _ = other;
 }
@@ -510,4 +511,104 @@ fn the_201_body_carries_the_routing_key_with_either_journal() {
             client_routing_key("127.0.0.1", 993, "carol")
         );
     }
+}
+
+fn respond_status(out: &Out) -> Option<(u16, serde_json::Value)> {
+    out.iter().find_map(|o| match o {
+        Output::Respond { response, .. } => Some((
+            response.status,
+            serde_json::from_slice(&response.body).unwrap_or(serde_json::Value::Null),
+        )),
+        _ => None,
+    })
+}
+
+#[test]
+fn get_and_delete_of_another_nodes_subscription_ask_the_database() {
+    let mut d = Driver::new(shared());
+    let other = record(4, false);
+    let path = format!("/v1/subscriptions/{}", other.id);
+    // GET: read from the database; the answer shows the journalled fields.
+    let out = d.request(10, Method::Get, &path, "");
+    let [Output::Cluster(ClusterOp::Read { ticket, id })] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    assert_eq!(*id, other.id);
+    let out = d.input(Input::Cluster(ClusterEvent::Read {
+        ticket: *ticket,
+        record: Ok(Some(Box::new(other.clone()))),
+    }));
+    let (status, body) = respond_status(&out).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["id"], other.id.to_string());
+    assert_eq!(body["state"], "idle");
+    // No such row: 404.
+    let out = d.request(11, Method::Get, &path, "");
+    let [Output::Cluster(ClusterOp::Read { ticket, .. })] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    let out = d.input(Input::Cluster(ClusterEvent::Read {
+        ticket: *ticket,
+        record: Ok(None),
+    }));
+    assert_eq!(respond_status(&out).unwrap().0, 404);
+    // DELETE: removed in the database (the owner is told there); 204 once committed.
+    let out = d.request(12, Method::Delete, &path, "");
+    let [Output::Cluster(ClusterOp::Delete { ticket, id })] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    assert_eq!(*id, other.id);
+    let ticket = *ticket;
+    let out = d.input(Input::Cluster(ClusterEvent::Deleted {
+        ticket,
+        found: Ok(true),
+    }));
+    assert_eq!(respond_status(&out).unwrap().0, 204);
+    let out = d.request(13, Method::Delete, &path, "");
+    let [Output::Cluster(ClusterOp::Delete { ticket, .. })] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    let out = d.input(Input::Cluster(ClusterEvent::Deleted {
+        ticket: *ticket,
+        found: Err(()),
+    }));
+    assert_eq!(respond_status(&out).unwrap().0, 503, "the database failed");
+    // A single box never asks: 404 at once.
+    let mut single = Driver::new(JournalSetting::Redb);
+    let out = single.request(14, Method::Delete, &path, "");
+    assert_eq!(respond_status(&out).unwrap().0, 404);
+}
+
+#[test]
+fn after_a_reconnect_sessions_whose_rows_are_gone_end_without_a_push() {
+    let mut d = Driver::new(shared());
+    let (kept, _) = d.register("alice");
+    let (gone, gone_session) = d.register("bob");
+    let out = d.input(Input::Cluster(ClusterEvent::Reconnected));
+    let [Output::Cluster(ClusterOp::Owned { ticket })] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    let ticket = *ticket;
+    // A registration that becomes ready meanwhile is written after the listing was
+    // asked for: the listing does not judge it.
+    let (late, _) = d.register("carol");
+    let ids = vec![SubscriptionId::parse(&kept).unwrap()];
+    let out = d.input(Input::Cluster(ClusterEvent::Owned {
+        ticket,
+        ids: Ok(ids),
+    }));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Unwatch(s) if *s == gone_session)),
+        "{out:?}"
+    );
+    assert!(reconnects(&out).is_empty());
+    assert_eq!(d.core.subscriptions(), 2, "alice's and carol's stay");
+    let path = |id: &str| format!("/v1/subscriptions/{id}");
+    for id in [&kept, &late] {
+        let out = d.request(20, Method::Get, &path(id), "");
+        assert_eq!(respond_status(&out).unwrap().0, 200);
+    }
+    assert_eq!(d.core.counters().subscriptions_dropped, 1);
+    let _ = gone;
 }

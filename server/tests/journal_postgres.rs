@@ -260,3 +260,79 @@ fn the_password_never_shows_in_an_error() {
         assert!(!e.contains(pg.password()), "{e}");
     }
 }
+
+#[test]
+fn any_node_reads_and_deletes_a_row_and_the_owner_is_told() {
+    let pg = start_postgres();
+    let (mut n1, _) = open(&pg, "n1").unwrap();
+    let (mut n2, _) = open(&pg, "n2").unwrap();
+    n1.insert_all(&[record(1, 1)]);
+    let id = record(1, 1).id;
+    n2.journal.cluster(ClusterOp::Read { ticket: 3, id });
+    match n2.next_event() {
+        ClusterEvent::Read {
+            ticket: 3,
+            record: Ok(Some(read)),
+        } => assert_eq!(*read, record(1, 1)),
+        other => panic!("expected the row, got {other:?}"),
+    }
+    n2.journal.cluster(ClusterOp::Delete { ticket: 4, id });
+    assert!(matches!(
+        n2.next_event(),
+        ClusterEvent::Deleted {
+            ticket: 4,
+            found: Ok(true)
+        }
+    ));
+    match n1.next_event() {
+        ClusterEvent::Dropped { id: dropped } => assert_eq!(dropped, id),
+        other => panic!("expected n1 to hear of the DELETE, got {other:?}"),
+    }
+    n2.journal.cluster(ClusterOp::Delete { ticket: 5, id });
+    assert!(matches!(
+        n2.next_event(),
+        ClusterEvent::Deleted {
+            ticket: 5,
+            found: Ok(false)
+        }
+    ));
+    n2.journal.cluster(ClusterOp::Read { ticket: 6, id });
+    assert!(matches!(
+        n2.next_event(),
+        ClusterEvent::Read {
+            ticket: 6,
+            record: Ok(None)
+        }
+    ));
+}
+
+#[test]
+fn a_node_cut_from_the_database_reconnects_and_lists_its_rows() {
+    let pg = start_postgres();
+    let (mut n1, _) = open(&pg, "n1").unwrap();
+    n1.insert_all(&[record(1, 1), record(2, 2)]);
+    // The database ends n1's connection, as a failover or a restart of it would.
+    pg.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'imap-push-proxy'",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let event = n1.next_event();
+    assert!(
+        matches!(event, ClusterEvent::Reconnected),
+        "expected a reconnect, got {event:?}"
+    );
+    assert!(started.elapsed() < ANSWER_TIMEOUT);
+    n1.journal.cluster(ClusterOp::Owned { ticket: 8 });
+    match n1.next_event() {
+        ClusterEvent::Owned {
+            ticket: 8,
+            ids: Ok(listed),
+        } => {
+            let listed: HashSet<SubscriptionId> = listed.into_iter().collect();
+            assert_eq!(listed, ids(&[record(1, 1), record(2, 2)]));
+        }
+        other => panic!("expected the listing, got {other:?}"),
+    }
+}

@@ -126,7 +126,11 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             ClusterEvent::Claimed { records, own, ok } => {
                 self.on_claimed(records, own, ok, now);
             }
-            ClusterEvent::Dropped { id } => self.on_dropped(&id),
+            ClusterEvent::Dropped { id } => self.drop_session(&id),
+            ClusterEvent::Read { ticket, record } => self.on_remote_read(ticket, record),
+            ClusterEvent::Deleted { ticket, found } => self.on_remote_delete(ticket, found),
+            ClusterEvent::Reconnected => self.on_reconnected(),
+            ClusterEvent::Owned { ticket, ids } => self.on_owned(ticket, ids),
         }
     }
 
@@ -210,7 +214,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
 
     /// Another node holds `id` now, or deleted it: the session ends without a push, and
     /// the row is not ours to touch.
-    fn on_dropped(&mut self, id: &SubscriptionId) {
+    pub(super) fn drop_session(&mut self, id: &SubscriptionId) {
         let Some(sub) = self.registry.remove(id) else {
             return;
         };

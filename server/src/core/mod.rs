@@ -35,6 +35,7 @@ mod logs;
 mod metrics;
 mod pushes;
 pub mod readiness;
+pub mod remote;
 pub mod requests;
 mod sessions;
 mod verify;
@@ -254,6 +255,11 @@ pub struct Core<S, R> {
     journal: readiness::JournalHealth,
     /// With a shared journal: this node's heartbeat and fencing (see [`cluster`]).
     liveness: Option<cluster::Liveness>,
+    /// GETs and DELETEs of other nodes' subscriptions waiting for the database, by
+    /// ticket; at most [`remote::REMOTE_PENDING_MAX`].
+    remote: HashMap<u64, (R, remote::Remote)>,
+    /// The reconcile in flight after a reconnect to the database (see [`remote`]).
+    reconcile: Option<remote::Reconcile>,
 }
 
 impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
@@ -270,6 +276,8 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         let liveness = cluster::liveness(&config, now.instant);
         let mut core = Core {
             liveness,
+            remote: HashMap::new(),
+            reconcile: None,
             limiter: RateLimiter::new(limits.registrations_per_minute_per_ip),
             pacer: Pacer::new(
                 limits.logins_per_second_per_host,

@@ -116,6 +116,10 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         }
         self.paced.clear();
         self.resolving.clear();
+        for (_, (request, _)) in std::mem::take(&mut self.remote) {
+            let e = ApiError::new(ErrorCode::ShuttingDown, "shutting down");
+            self.respond(request, e.to_response());
+        }
     }
 }
 

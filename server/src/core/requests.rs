@@ -92,7 +92,12 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 let header = routing_key.as_deref();
                 return self.register(id, client, header, &mut body, now, random);
             }
-            (Method::Get, ["v1", "subscriptions", sub]) => self.describe(sub),
+            (Method::Get, ["v1", "subscriptions", sub]) => {
+                if let Err((id, e)) = self.get(id, sub) {
+                    self.respond(id, e.to_response());
+                }
+                return;
+            }
             (Method::Post, ["v1", "subscriptions", sub, "verify"]) => {
                 if let Err((id, e)) = self.verify(id, sub, &body) {
                     self.respond(id, e.to_response());
@@ -458,6 +463,24 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         Ok(Response::json(200, body.to_string()))
     }
 
+    /// `GET /v1/subscriptions/{id}`: this node's subscription, or another node's read from
+    /// the shared journal.
+    fn get(&mut self, request: R, id: &str) -> Result<(), Refused<R>> {
+        let Ok(parsed) = SubscriptionId::parse(id) else {
+            return Err((request, not_found()));
+        };
+        if self.registry.get(&parsed).is_none() {
+            return self.ask_remote(request, parsed, super::remote::Remote::Get);
+        }
+        match self.describe(id) {
+            Ok(response) => {
+                self.respond(request, response);
+                Ok(())
+            }
+            Err(e) => Err((request, e)),
+        }
+    }
+
     /// Ends a subscription: its session ended, its pending new mail dropped, and no push
     /// after this (not even a reconnect one). The 204 waits until the journal removal is
     /// durable: a crash after a 204 must not bring the subscription back with a restart
@@ -467,7 +490,8 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             return Err((request, not_found()));
         };
         let Some(sub) = self.registry.remove(&id) else {
-            return Err((request, not_found()));
+            // Perhaps another node's (a shared journal).
+            return self.ask_remote(request, id, super::remote::Remote::Delete);
         };
         self.unwatch(sub.session);
         self.push(super::PushJob::Forget {

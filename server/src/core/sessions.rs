@@ -149,7 +149,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 verify: verifying.then_some(id),
             },
         );
-        self.out.push_back(Output::JournalInsert { ticket, record });
+        self.journal_insert(ticket, record);
     }
 
     /// Subscription `id` takes its key over, ending the one it replaces; or, if a newer

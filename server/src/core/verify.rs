@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use super::requests::{not_found, Refused};
 use super::sessions::record;
-use super::{Core, Created, Output, PushJob};
+use super::{Core, Created, PushJob};
 use crate::api::ApiError;
 use crate::error_code::ErrorCode;
 use crate::id::SubscriptionId;
@@ -128,7 +128,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             verify: None,
         };
         self.created.insert(ticket, created);
-        self.out.push_back(Output::JournalInsert { ticket, record });
+        self.journal_insert(ticket, record);
         if let Some(mail) = verification.and_then(|mut v| v.take_mail()) {
             self.push(mail);
         }

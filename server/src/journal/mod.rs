@@ -13,8 +13,11 @@
 //! claims), in order with the commits, and its notices ([`ClusterEvent`]) back to the
 //! owner: the owner thread never waits on the database.
 
+pub mod cluster;
 pub mod postgres;
 pub mod redb_store;
+
+pub use cluster::{ClusterEvent, ClusterOp};
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -175,40 +178,6 @@ pub enum Change<'a> {
     Remove(&'a str),
     /// Touch the storage as a batch of records would, and keep nothing a restart reads.
     Probe,
-}
-
-/// Work of a clustered store beyond commits, asked by the core (see
-/// [`crate::core::cluster`]) and carried out on the writer thread, in order with the
-/// commits queued before it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClusterOp {
-    /// Renew this node's heartbeat; answered by [`ClusterEvent::Heartbeat`].
-    Heartbeat { ticket: u64 },
-    /// Take over at most `max` rows of nodes whose heartbeat is older than
-    /// `node_lost_after_secs`, each by exactly one node, bumping each row's owner
-    /// epoch; answered by [`ClusterEvent::Claimed`].
-    ClaimLost { max: usize },
-    /// Take this node's own rows back after it fenced itself (bumping their epoch): their
-    /// sessions were stopped without a push, so they are owed one; answered by
-    /// [`ClusterEvent::Claimed`] with `own` set.
-    ClaimOwn,
-}
-
-/// What a clustered store tells the owner.
-#[derive(Debug)]
-pub enum ClusterEvent {
-    /// The heartbeat numbered `ticket` was renewed (`ok`) or not.
-    Heartbeat { ticket: u64, ok: bool },
-    /// Rows taken over (see [`ClusterOp::ClaimLost`] and [`ClusterOp::ClaimOwn`]); `ok`
-    /// false when the claim failed (nothing was taken).
-    Claimed {
-        records: Vec<Record>,
-        own: bool,
-        ok: bool,
-    },
-    /// Another node took subscription `id` over (its key was registered there and is
-    /// ready), or it was deleted through another node: drop its session, no push.
-    Dropped { id: SubscriptionId },
 }
 
 /// Where the journal's records live. The writer thread alone drives it; every method
@@ -516,7 +485,7 @@ fn send_event(events: Option<&Sender<ClusterEvent>>, event: ClusterEvent) {
     }
 }
 
-/// The answer of cluster work that failed: nothing renewed, nothing taken.
+/// The answer of cluster work that failed: nothing renewed, taken, read or removed.
 fn failed_answer(op: ClusterOp) -> ClusterEvent {
     match op {
         ClusterOp::Heartbeat { ticket } => ClusterEvent::Heartbeat { ticket, ok: false },
@@ -524,6 +493,18 @@ fn failed_answer(op: ClusterOp) -> ClusterEvent {
             records: Vec::new(),
             own: matches!(op, ClusterOp::ClaimOwn),
             ok: false,
+        },
+        ClusterOp::Read { ticket, .. } => ClusterEvent::Read {
+            ticket,
+            record: Err(()),
+        },
+        ClusterOp::Delete { ticket, .. } => ClusterEvent::Deleted {
+            ticket,
+            found: Err(()),
+        },
+        ClusterOp::Owned { ticket } => ClusterEvent::Owned {
+            ticket,
+            ids: Err(()),
         },
     }
 }

@@ -39,6 +39,9 @@ pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often an idle writer looks for notifications: the delay of a takeover's notice.
 pub const NOTICE_POLL: Duration = Duration::from_millis(100);
 
+/// How often an idle writer whose connection was lost tries to connect again.
+pub const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How long the writer lets the client read the socket for notifications on each turn.
 const NOTICE_READ: Duration = Duration::from_millis(1);
 
@@ -89,6 +92,16 @@ WITH gone AS (
 )
 SELECT pg_notify('imap_push_' || owner, id) FROM gone WHERE owner <> $2";
 
+/// A DELETE through any node: whether there was a row; its owner, if another node, hears
+/// of it. `$1` id, `$2` this node.
+const DELETE: &str = "
+WITH gone AS (
+    DELETE FROM imap_push_subscriptions WHERE id = $1 RETURNING id, owner
+), told AS (
+    SELECT pg_notify('imap_push_' || owner, id) FROM gone WHERE owner <> $2
+)
+SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM told)";
+
 const HEARTBEAT: &str = "UPDATE imap_push_nodes SET heartbeat = now() WHERE node_id = $1";
 
 /// Lost nodes, locked: `$1` this node, `$2` node_lost_after_secs. Only while this node's
@@ -134,6 +147,13 @@ pub struct PgStore {
     node_id: String,
     node_lost_after_secs: f64,
     connection: Option<Connection>,
+    /// Connections made so far: every one after the first is a reconnect, after which
+    /// the owner reconciles ([`ClusterEvent::Reconnected`]).
+    connects: u64,
+    /// A reconnect not told to the owner yet.
+    reconnected: bool,
+    /// When an idle writer last tried to connect again.
+    last_attempt: Option<std::time::Instant>,
 }
 
 /// What a node needs to open the shared journal.
@@ -163,6 +183,9 @@ impl PgStore {
             node_id: options.node_id.to_owned(),
             node_lost_after_secs: options.node_lost_after_secs as f64,
             connection: None,
+            connects: 0,
+            reconnected: false,
+            last_attempt: None,
         };
         let open = |e: StoreError| JournalError::Open(e.0);
         store.connect().map_err(open)?;
@@ -190,6 +213,8 @@ impl PgStore {
                 heartbeat: client.prepare(HEARTBEAT).map_err(db_error)?,
             };
             self.connection = Some(Connection { client, prepared });
+            self.connects += 1;
+            self.reconnected = self.connects > 1;
         }
         self.connection
             .as_mut()
@@ -321,10 +346,70 @@ impl Store for PgStore {
                 })?;
                 claimed(&rows, true)
             }
+            ClusterOp::Read { ticket, id } => {
+                let id = id.to_string();
+                let row = self.with(|connection, _, _| {
+                    connection.client.query_opt(
+                        "SELECT record FROM imap_push_subscriptions WHERE id = $1",
+                        &[&id],
+                    )
+                })?;
+                let record = match row {
+                    Some(row) => Some(Box::new(
+                        records(&[row])
+                            .map_err(|e| StoreError(e.to_string()))?
+                            .remove(0),
+                    )),
+                    None => None,
+                };
+                Ok(ClusterEvent::Read {
+                    ticket,
+                    record: Ok(record),
+                })
+            }
+            ClusterOp::Delete { ticket, id } => {
+                let id = id.to_string();
+                let row = self.with(|connection, node_id, _| {
+                    connection.client.query_one(DELETE, &[&id, &node_id])
+                })?;
+                let gone: i64 = row.get(0);
+                Ok(ClusterEvent::Deleted {
+                    ticket,
+                    found: Ok(gone > 0),
+                })
+            }
+            ClusterOp::Owned { ticket } => {
+                let rows = self.with(|connection, node_id, _| {
+                    connection.client.query(
+                        "SELECT id FROM imap_push_subscriptions WHERE owner = $1",
+                        &[&node_id],
+                    )
+                })?;
+                let ids = rows
+                    .iter()
+                    .filter_map(|row| SubscriptionId::parse(row.get::<_, &str>(0)).ok())
+                    .collect();
+                Ok(ClusterEvent::Owned {
+                    ticket,
+                    ids: Ok(ids),
+                })
+            }
         }
     }
 
     fn poll_notices(&mut self, notices: &mut Vec<ClusterEvent>) {
+        let due = self
+            .last_attempt
+            .is_none_or(|at| at.elapsed() >= RECONNECT_INTERVAL);
+        if self.connection.is_none() && due {
+            // Lost: connect again (an idle node must notice the database come back, and
+            // reconcile, even with nothing to write), once a second at most.
+            self.last_attempt = Some(std::time::Instant::now());
+            let _ = self.connect();
+        }
+        if std::mem::take(&mut self.reconnected) {
+            notices.push(ClusterEvent::Reconnected);
+        }
         let Some(connection) = self.connection.as_mut() else {
             return;
         };

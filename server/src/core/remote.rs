@@ -1,0 +1,184 @@
+//! Subscriptions held by other nodes (a shared journal): GET and DELETE through any node,
+//! and the reconcile after a reconnect to the database.
+//!
+//! - **GET** of an id this node does not hold reads its row ([`ClusterOp::Read`]). The row
+//!   keeps what the journal keeps: the answer shows its id, whether it is still verifying,
+//!   and its creation time; the owner's live fields (mailboxes, capabilities, since, last
+//!   new mail, push counts) are empty there.
+//! - **DELETE** of an id this node does not hold removes its row ([`ClusterOp::Delete`]);
+//!   the database tells the owner (`NOTIFY`), which drops the session with no push. The
+//!   `204` is sent once the removal is committed, `404` when there was no row.
+//! - **Reconcile.** Notifications sent while a node was disconnected from the database
+//!   are lost, so the owner column is the truth: after every reconnect
+//!   ([`ClusterEvent::Reconnected`]) the node lists its rows ([`ClusterOp::Owned`]) and
+//!   drops, without a push, every active session whose row it no longer owns. Rows
+//!   written after the listing was asked for are not judged by it.
+
+use std::collections::HashSet;
+use std::hash::Hash;
+
+use httpd::Response;
+
+use super::requests::{not_found, Refused};
+use super::{Core, Output};
+use crate::api::ApiError;
+use crate::error_code::ErrorCode;
+use crate::id::SubscriptionId;
+use crate::journal::{ClusterOp, Record};
+
+/// Requests waiting for the database at once (GET and DELETE of other nodes'
+/// subscriptions); one more is answered `503` at once.
+pub const REMOTE_PENDING_MAX: usize = 1024;
+
+/// What a request waiting for the database asked.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Remote {
+    Get,
+    Delete,
+}
+
+/// A reconcile in flight: its ticket, and the subscriptions journalled since it was asked
+/// for (the listing may not show them).
+#[derive(Debug)]
+pub(super) struct Reconcile {
+    ticket: u64,
+    written_since: HashSet<SubscriptionId>,
+}
+
+impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
+    /// GET or DELETE of `id`, which this node does not hold: asked of the database when
+    /// the journal is shared, else `404`.
+    pub(super) fn ask_remote(
+        &mut self,
+        request: R,
+        id: SubscriptionId,
+        kind: Remote,
+    ) -> Result<(), Refused<R>> {
+        if self.liveness.is_none() {
+            return Err((request, not_found()));
+        }
+        if self.remote.len() >= REMOTE_PENDING_MAX {
+            let e = ApiError {
+                retry_after_secs: Some(1),
+                ..ApiError::new(
+                    ErrorCode::AtCapacity,
+                    "too many requests wait for the database",
+                )
+            };
+            return Err((request, e));
+        }
+        let ticket = self.ticket();
+        self.remote.insert(ticket, (request, kind));
+        let op = match kind {
+            Remote::Get => ClusterOp::Read { ticket, id },
+            Remote::Delete => ClusterOp::Delete { ticket, id },
+        };
+        self.out.push_back(Output::Cluster(op));
+        Ok(())
+    }
+
+    /// The database's answer to a GET of another node's subscription.
+    pub(super) fn on_remote_read(&mut self, ticket: u64, record: Result<Option<Box<Record>>, ()>) {
+        let Some((request, _)) = self.remote.remove(&ticket) else {
+            return;
+        };
+        let response = match record {
+            Ok(Some(record)) => remote_body(&record),
+            Ok(None) => not_found().to_response(),
+            Err(()) => unavailable().to_response(),
+        };
+        self.respond(request, response);
+    }
+
+    /// The database's answer to a DELETE of another node's subscription.
+    pub(super) fn on_remote_delete(&mut self, ticket: u64, found: Result<bool, ()>) {
+        let Some((request, _)) = self.remote.remove(&ticket) else {
+            return;
+        };
+        let response = match found {
+            Ok(true) => Response::empty(204),
+            Ok(false) => not_found().to_response(),
+            Err(()) => unavailable().to_response(),
+        };
+        self.respond(request, response);
+    }
+
+    /// The writer reached the database again: list this node's rows.
+    pub(super) fn on_reconnected(&mut self) {
+        if self.liveness.is_none() || self.shut_down {
+            return;
+        }
+        let ticket = self.ticket();
+        self.reconcile = Some(Reconcile {
+            ticket,
+            written_since: HashSet::new(),
+        });
+        self.out
+            .push_back(Output::Cluster(ClusterOp::Owned { ticket }));
+    }
+
+    /// Queues a journal write of `record`, noting it for a reconcile in flight.
+    pub(super) fn journal_insert(&mut self, ticket: u64, record: Record) {
+        if let Some(reconcile) = self.reconcile.as_mut() {
+            reconcile.written_since.insert(record.id);
+        }
+        self.out.push_back(Output::JournalInsert { ticket, record });
+    }
+
+    /// This node's rows, listed: every journalled session whose row is gone or another
+    /// node's ends, with no push.
+    pub(super) fn on_owned(&mut self, ticket: u64, ids: Result<Vec<SubscriptionId>, ()>) {
+        if self.reconcile.as_ref().is_none_or(|r| r.ticket != ticket) {
+            return;
+        }
+        let Some(reconcile) = self.reconcile.take() else {
+            return;
+        };
+        let Ok(ids) = ids else {
+            // Asked again at the next reconnect; the writer reconnects on failure.
+            return;
+        };
+        let owned: HashSet<SubscriptionId> = ids.into_iter().collect();
+        // Only subscriptions whose row was written: those still logging in have none.
+        let stale: Vec<SubscriptionId> = self
+            .registry
+            .ids()
+            .into_iter()
+            .filter(|id| {
+                !owned.contains(id)
+                    && !reconcile.written_since.contains(id)
+                    && self.registry.get(id).is_some_and(|s| s.waiting.is_none())
+            })
+            .collect();
+        for id in stale {
+            self.drop_session(&id);
+        }
+    }
+}
+
+/// What GET shows of another node's subscription: the journalled fields.
+fn remote_body(record: &Record) -> Response {
+    let state = if record.verifying {
+        "verifying"
+    } else {
+        "idle"
+    };
+    let body = serde_json::json!({
+        "id": record.id,
+        "state": state,
+        "mailboxes": [],
+        "capabilities": {"idle": false, "notify": false},
+        "since": null,
+        "created": record.created_unix,
+        "last_new_mail": null,
+        "pushes": {"sent": 0, "failed": 0},
+    });
+    Response::json(200, body.to_string())
+}
+
+fn unavailable() -> ApiError {
+    ApiError {
+        retry_after_secs: Some(1),
+        ..ApiError::new(ErrorCode::AtCapacity, "the shared journal did not answer")
+    }
+}

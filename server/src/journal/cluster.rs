@@ -1,0 +1,67 @@
+//! What a clustered store does beyond commits, and what it tells the owner: the
+//! messages between the core's cluster rules ([`crate::core::cluster`]) and the SQL
+//! ([`super::postgres`]), carried by the writer thread in order with the commits.
+
+use super::Record;
+use crate::id::SubscriptionId;
+
+/// Work of a clustered store beyond commits, asked by the core and carried out on the
+/// writer thread, in order with the commits queued before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterOp {
+    /// Renew this node's heartbeat; answered by [`ClusterEvent::Heartbeat`].
+    Heartbeat { ticket: u64 },
+    /// Take over at most `max` rows of nodes whose heartbeat is older than
+    /// `node_lost_after_secs`, each by exactly one node, bumping each row's owner
+    /// epoch; answered by [`ClusterEvent::Claimed`].
+    ClaimLost { max: usize },
+    /// Take this node's own rows back after it fenced itself (bumping their epoch): their
+    /// sessions were stopped without a push, so they are owed one; answered by
+    /// [`ClusterEvent::Claimed`] with `own` set.
+    ClaimOwn,
+    /// Read `id`'s row, whoever owns it (a GET through a node that does not hold the
+    /// session); answered by [`ClusterEvent::Read`].
+    Read { ticket: u64, id: SubscriptionId },
+    /// Remove `id`'s row, whoever owns it, and tell its owner to drop the session with
+    /// no push (a DELETE through a node that does not hold it); answered by
+    /// [`ClusterEvent::Deleted`].
+    Delete { ticket: u64, id: SubscriptionId },
+    /// List the rows this node owns (after a reconnect to the database, when
+    /// notifications may have been lost); answered by [`ClusterEvent::Owned`].
+    Owned { ticket: u64 },
+}
+
+/// What a clustered store tells the owner.
+#[derive(Debug)]
+pub enum ClusterEvent {
+    /// The heartbeat numbered `ticket` was renewed (`ok`) or not.
+    Heartbeat { ticket: u64, ok: bool },
+    /// Rows taken over (see [`ClusterOp::ClaimLost`] and [`ClusterOp::ClaimOwn`]); `ok`
+    /// false when the claim failed (nothing was taken).
+    Claimed {
+        records: Vec<Record>,
+        own: bool,
+        ok: bool,
+    },
+    /// Another node took subscription `id` over (its key was registered there and is
+    /// ready), or it was deleted through another node: drop its session, no push.
+    Dropped { id: SubscriptionId },
+    /// `ticket`'s row: `Ok(None)` when there is none, `Err(())` when the read failed.
+    Read {
+        ticket: u64,
+        record: Result<Option<Box<Record>>, ()>,
+    },
+    /// `ticket`'s removal: whether there was a row (`Err(())`: it failed).
+    Deleted {
+        ticket: u64,
+        found: Result<bool, ()>,
+    },
+    /// The writer connected to the database again after losing it: notifications sent
+    /// meanwhile are lost, so the core reconciles ([`ClusterOp::Owned`]).
+    Reconnected,
+    /// The rows this node owns (`Err(())`: the listing failed).
+    Owned {
+        ticket: u64,
+        ids: Result<Vec<SubscriptionId>, ()>,
+    },
+}
