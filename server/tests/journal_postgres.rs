@@ -336,3 +336,43 @@ fn a_node_cut_from_the_database_reconnects_and_lists_its_rows() {
         other => panic!("expected the listing, got {other:?}"),
     }
 }
+
+/// The same keys become ready on two nodes at once: every write commits (a unique
+/// violation would fail a whole batch, unrelated registrations with it), one row per
+/// key stays, and each losing node hears of each key it lost.
+#[test]
+fn one_key_ready_on_two_nodes_at_once_leaves_one_row_and_fails_no_batch() {
+    const KEYS: u64 = 200;
+    let pg = start_postgres();
+    let (mut n1, _) = open(&pg, "n1").unwrap();
+    let (mut n2, _) = open(&pg, "n2").unwrap();
+    let first: Vec<Record> = (0..KEYS).map(|k| record(k, k)).collect();
+    let second: Vec<Record> = (0..KEYS).map(|k| record(1_000 + k, k)).collect();
+    std::thread::scope(|scope| {
+        scope.spawn(|| n1.insert_all(&first));
+        scope.spawn(|| n2.insert_all(&second));
+    });
+    let rows = pg
+        .psql("SELECT count(*), count(DISTINCT key_hash) FROM imap_push_subscriptions")
+        .unwrap();
+    assert_eq!(rows.trim(), format!("{KEYS}|{KEYS}"));
+    let owners = pg
+        .psql("SELECT owner, count(*) FROM imap_push_subscriptions GROUP BY owner ORDER BY owner")
+        .unwrap();
+    let held = |node: &str| -> u64 {
+        owners
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{node}|")))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    // Each node lost the keys the other holds, and heard of each.
+    for (node, other) in [(&n1, "n2"), (&n2, "n1")] {
+        let mut dropped = 0;
+        while dropped < held(other) {
+            match node.next_event() {
+                ClusterEvent::Dropped { .. } => dropped += 1,
+                other => panic!("expected a drop, got {other:?}"),
+            }
+        }
+    }
+}

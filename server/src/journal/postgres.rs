@@ -67,6 +67,10 @@ CREATE INDEX IF NOT EXISTS imap_push_subscriptions_owner
     ON imap_push_subscriptions (owner);
 ";
 
+/// Transaction-scoped locks on key hashes (`$1`, sorted): see [`PgStore`]'s commit.
+const LOCK_KEYS: &str = "
+SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest($1::text[]) AS k";
+
 /// An active row of the same key, of another subscription, leaves; its owner, if another
 /// node, hears of it. `$1` key hash, `$2` the new row's id, `$3` this node.
 const TAKE_KEY: &str = "
@@ -130,6 +134,7 @@ WHERE node_id = $1 FOR UPDATE";
 
 /// The statements of one connection, prepared once.
 struct Prepared {
+    lock_keys: Statement,
     take_key: Statement,
     insert: Statement,
     remove: Statement,
@@ -207,6 +212,7 @@ impl PgStore {
                 .batch_execute(&format!("LISTEN \"imap_push_{}\"", self.node_id))
                 .map_err(db_error)?;
             let prepared = Prepared {
+                lock_keys: client.prepare(LOCK_KEYS).map_err(db_error)?,
                 take_key: client.prepare(TAKE_KEY).map_err(db_error)?,
                 insert: client.prepare(INSERT).map_err(db_error)?,
                 remove: client.prepare(REMOVE).map_err(db_error)?,
@@ -273,6 +279,22 @@ impl Store for PgStore {
         self.with(|connection, node_id, _| {
             let Connection { client, prepared } = connection;
             let mut txn = client.transaction()?;
+            // The keys this batch takes over, locked first and in one order: two nodes
+            // whose batches hold one key wait for each other here, never deadlock, and
+            // the second then sees (and takes over) the first's row instead of failing
+            // its whole batch on the unique index.
+            let mut keys: Vec<&str> = changes
+                .iter()
+                .filter_map(|change| match change {
+                    Change::Insert(insert) if !insert.verifying => Some(insert.key_hash.as_str()),
+                    _ => None,
+                })
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            if !keys.is_empty() {
+                txn.query(&prepared.lock_keys, &[&keys])?;
+            }
             for change in changes {
                 match change {
                     Change::Insert(insert) => {
