@@ -194,14 +194,14 @@ fn free_port() -> u16 {
         .unwrap()
 }
 
-/// Everything of one run.
+/// Everything of one run. Fields drop in order: the nodes first (SIGTERM, while the
+/// database, Dovecot and the sink they talk to are still there).
 struct Cluster {
-    dovecot: Dovecot,
-    sink: Sink,
-    /// Dropped after the nodes (fields drop in order): they hold connections to it.
     nodes: Vec<Node>,
     haproxy: Haproxy,
     _postgres: Postgres,
+    dovecot: Dovecot,
+    sink: Sink,
     /// Per user: the generation of its newest registration and that registration's id.
     current: HashMap<String, (u32, String)>,
 }
@@ -371,11 +371,11 @@ fn three_nodes_behind_haproxy_share_one_postgres_journal() {
     let all: Vec<(&'static str, SocketAddr)> = nodes.iter().map(|n| (n.name, n.api)).collect();
     let haproxy = Haproxy::start(&all).unwrap_or_else(|e| panic!("step 1: {e}"));
     let mut cluster = Cluster {
-        dovecot,
-        sink,
         nodes,
         haproxy,
         _postgres: postgres,
+        dovecot,
+        sink,
         current: HashMap::new(),
     };
     eprintln!("step 1: ok in {:?}", started.elapsed());
