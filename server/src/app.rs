@@ -35,7 +35,9 @@ use crate::delivery::{Delivery, DeliveryConfig, Report};
 use crate::destination::is_public;
 use crate::error_code::ErrorCode;
 use crate::fd_budget::{self, Budget, Demand, TooFewDescriptors};
-use crate::journal::{Journal, JournalError};
+use crate::journal::postgres::{PgOptions, PgStore};
+use crate::journal::{ClusterEvent, Journal, JournalError, Record};
+use crate::node::JournalSetting;
 
 /// API requests waiting for the owner. One more is answered `503` by the httpd thread at
 /// once: a burst beyond this is more than the owner can answer in good time anyway, and
@@ -57,6 +59,11 @@ pub const DURABLE_QUEUE_MAX: usize = 1024;
 /// over with [`Delivery::offer`]), so the two cannot wait for each other. At shutdown
 /// the owner drains it while the pool finishes.
 pub const REPORTS_QUEUE_MAX: usize = 1024;
+
+/// Answers and notices of a shared journal waiting for the owner. The journal thread
+/// waits when it is full; the owner never waits for the journal thread (as for
+/// [`DURABLE_QUEUE_MAX`]).
+pub const CLUSTER_QUEUE_MAX: usize = 1024;
 
 /// How soon the owner offers the journal's backlog again when the journal's queue was
 /// full (see [`crate::journal::BACKLOG_MAX`]).
@@ -205,6 +212,8 @@ struct Inlets {
     reports: Receiver<Report>,
     lookups: Receiver<engine::Lookup>,
     durable: Receiver<Durable>,
+    /// A shared journal's answers and notices (never anything with redb).
+    cluster: Receiver<ClusterEvent>,
 }
 
 impl App {
@@ -239,8 +248,15 @@ impl App {
             Arc::new(sender),
             report_tx,
         );
+        let (cluster_tx, cluster) = crossbeam_channel::bounded(CLUSTER_QUEUE_MAX);
         let (journal, leftovers) =
-            Journal::open(&config.data_dir.join("journal.redb")).map_err(StartError::Journal)?;
+            open_journal(&config, cluster_tx).map_err(StartError::Journal)?;
+        // With redb nothing ever comes, and the sender is gone: a closed channel would be
+        // ready for every select.
+        let cluster = match config.journal {
+            JournalSetting::Redb => crossbeam_channel::never(),
+            JournalSetting::Postgres(_) => cluster,
+        };
         let recovered = leftovers.len();
         let engine = Engine::start(EngineConfig {
             sessions_max: budget.engine_sessions_max,
@@ -283,6 +299,7 @@ impl App {
             reports,
             lookups,
             durable,
+            cluster,
         };
         let mut owner = Owner {
             core: Core::new(config, budget, vapid_public_key, leftovers, now()),
@@ -394,6 +411,7 @@ impl Owner {
                 recv(inlets.reports) -> r => r.ok().map(Input::PushSettled),
                 recv(inlets.lookups) -> l => l.ok().map(Input::Lookup),
                 recv(inlets.durable) -> d => d.ok().map(|(ticket, ok)| Input::JournalDurable { ticket, ok }),
+                recv(inlets.cluster) -> c => c.ok().map(Input::Cluster),
                 default(wait) => Some(Input::Tick),
             };
             if let Some(input) = input {
@@ -499,6 +517,7 @@ impl Owner {
                     }));
                 }
                 Output::Push(job) => self.push(job),
+                Output::Cluster(op) => self.journal.cluster(op),
             }
         }
     }
@@ -638,6 +657,32 @@ impl Owner {
             &stats.commit_time.snapshot(),
         );
     }
+}
+
+/// The journal `config` names, and what the previous run left in it: the redb file in the
+/// data dir, or this node's rows in the shared database.
+fn open_journal(
+    config: &Config,
+    cluster: Sender<ClusterEvent>,
+) -> Result<(Journal, Vec<Record>), JournalError> {
+    let url = match &config.journal {
+        JournalSetting::Redb => return Journal::open(&config.data_dir.join("journal.redb")),
+        JournalSetting::Postgres(url) => url,
+    };
+    let node_id = config.node_id.as_deref().unwrap_or_default();
+    let options = PgOptions {
+        url: url.dangerous_expose(),
+        node_id,
+        node_lost_after_secs: config.node_lost_after_secs,
+    };
+    let (store, leftovers) = PgStore::open(&options)?;
+    tracing::info!(
+        journal = %url.redacted(),
+        node_id,
+        leftovers = leftovers.len(),
+        "shared journal opened"
+    );
+    Ok((Journal::start(Box::new(store), Some(cluster))?, leftovers))
 }
 
 /// The shutdown summary: one line of counts for the whole run.

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use engine::{EndReason, Ready, ResolveError, WatchError};
 use httpd::{Method, Response};
+use push::Kind;
 use server::config::Config;
 use server::core::{
     ApiRequest, Core, Input, Now, Output, PushJob, Random, SessionEvent, RANDOM_LEN,
@@ -30,7 +31,6 @@ use server::delivery::Report;
 use server::fd_budget::Budget;
 use server::id::SubscriptionId;
 use server::journal::Record;
-use push::Kind;
 use zeroize::Zeroizing;
 
 type SimCore = Core<u64, u64>;
@@ -947,6 +947,8 @@ impl Sim {
                     }
                     self.push(job);
                 }
+                // The simulated server is one box (redb): it never has cluster work.
+                Output::Cluster(op) => panic!("a single-box core asked for {op:?}"),
             }
         }
     }

@@ -29,6 +29,7 @@
 //!
 //! Handles are the owner's: `S` names an engine session, `R` a waiting API request.
 
+pub mod cluster;
 pub mod held;
 mod logs;
 mod metrics;
@@ -52,7 +53,7 @@ pub use crate::delivery::PushJob;
 use crate::delivery::Report;
 use crate::fd_budget::Budget;
 use crate::id::SubscriptionId;
-use crate::journal::Record;
+use crate::journal::{ClusterEvent, ClusterOp, Record};
 use crate::pacer::Pacer;
 use crate::ratelimit::RateLimiter;
 use crate::registry::Registry;
@@ -136,6 +137,9 @@ pub enum Input<S, R> {
     /// keeps it (and every later push behind it) and offers it again after
     /// [`held::REOFFER_AFTER`]. Answer at once, before polling on.
     PushRefused(PushJob),
+    /// The shared journal's answer to [`Output::Cluster`], or its notice (see
+    /// [`cluster`]).
+    Cluster(ClusterEvent),
     /// A deadline ([`Core::poll_timeout`]) may have passed.
     Tick,
     /// The server stops: every ready subscription gets its `shutdown` push.
@@ -186,6 +190,9 @@ pub enum Output<S, R> {
         ticket: u64,
     },
     Push(PushJob),
+    /// Work for the shared journal (heartbeat, claims), carried out in order with the
+    /// journal writes before it; answered with [`Input::Cluster`].
+    Cluster(ClusterOp),
 }
 
 /// The clock, read by the owner.
@@ -242,6 +249,8 @@ pub struct Core<S, R> {
     logs: logs::CoreLogs,
     /// The journal's health, for `/readyz`.
     journal: readiness::JournalHealth,
+    /// With a shared journal: this node's heartbeat and fencing (see [`cluster`]).
+    liveness: Option<cluster::Liveness>,
 }
 
 impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
@@ -255,7 +264,9 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         now: Now,
     ) -> Core<S, R> {
         let limits = &config.limits;
+        let liveness = cluster::liveness(&config, now.instant);
         let mut core = Core {
+            liveness,
             limiter: RateLimiter::new(limits.registrations_per_minute_per_ip),
             pacer: Pacer::new(
                 limits.logins_per_second_per_host,
@@ -299,12 +310,14 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             }
             Input::PushSettled(report) => self.on_report(report),
             Input::PushRefused(job) => self.on_push_refused(job, now.instant),
+            Input::Cluster(event) => self.on_cluster(event, now),
             Input::Tick => {
                 self.start_paced_logins(now.instant);
                 self.expire_registrations(now.instant);
                 self.expire_verifications(now.instant);
                 self.reoffer_held(now.instant);
                 self.probe_journal(now.instant);
+                self.cluster_tick(now.instant);
             }
             Input::Shutdown => self.shutdown_pushes(),
         }
@@ -316,7 +329,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     }
 
     /// When [`Input::Tick`] is next due: the earliest paced login, registration or
-    /// verification deadline, offer of held pushes or journal probe.
+    /// verification deadline, offer of held pushes, journal probe, heartbeat or fence.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let paced = self.paced.iter().map(|p| p.due).min();
         let deadlines = [
@@ -324,6 +337,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             self.registry.next_deadline(),
             self.held.due(),
             self.journal.due(),
+            self.liveness.as_ref().map(cluster::Liveness::due),
         ];
         deadlines.into_iter().flatten().min()
     }

@@ -31,6 +31,13 @@ pub(super) struct Resolving<R> {
     checks: Checks,
 }
 
+impl<R> Resolving<R> {
+    /// Ends the registration with `e`; its secret is zeroized as it is dropped.
+    pub(super) fn refuse(self, e: ApiError) -> Refused<R> {
+        (self.request, e)
+    }
+}
+
 /// Where a refused registration's answer goes, with why.
 pub(super) type Refused<R> = (R, ApiError);
 
@@ -379,6 +386,9 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     /// account, sessions per IMAP host, registrations in progress. A re-registration of a
     /// key the registry holds replaces rather than adds, so only the last cap applies to it.
     fn admit(&mut self, key: &[u8; 32], account: &[u8; 32], host: &str) -> Result<(), ApiError> {
+        if self.fenced() {
+            return Err(super::cluster::fenced_error());
+        }
         let limits = &self.config.limits;
         if self.registry.pending() >= limits.pending_registrations_max {
             return Err(ApiError::rate_limited(
