@@ -48,6 +48,20 @@ fn check_installed() -> Result<(), HarnessError> {
     Ok(())
 }
 
+/// One logged-in connection as `doveadm who -1` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DovecotSession {
+    /// The login name.
+    pub user: String,
+    /// `imap` for the sessions this harness serves.
+    pub protocol: String,
+    /// The Dovecot process serving it, when listed.
+    pub pid: Option<u32>,
+    /// The client's address, when listed: with several clients on one host,
+    /// each bound to its own source address, it says whose session this is.
+    pub ip: Option<std::net::IpAddr>,
+}
+
 /// A running Dovecot on 127.0.0.1 with its own temp dir, config, CA, users
 /// and ports. Stopped (SIGTERM, then SIGKILL) and cleaned up on drop.
 ///
@@ -305,6 +319,16 @@ impl Dovecot {
 
     /// All logged-in sessions as `(user, protocol)` pairs, one per connection.
     pub fn who(&self) -> Result<Vec<(String, String)>, HarnessError> {
+        Ok(self
+            .sessions()?
+            .into_iter()
+            .map(|s| (s.user, s.protocol))
+            .collect())
+    }
+
+    /// All logged-in sessions, one per connection, with the client's address
+    /// as Dovecot saw it (`doveadm who -1`: user, protocol, pid, ip).
+    pub fn sessions(&self) -> Result<Vec<DovecotSession>, HarnessError> {
         self.ensure_running()?;
         let mut cmd = self.doveadm();
         cmd.args(["who", "-1"]);
@@ -315,7 +339,16 @@ impl Dovecot {
             .skip(1) // header: "username proto pid ip"
             .filter_map(|line| {
                 let mut fields = line.split_whitespace();
-                Some((fields.next()?.to_string(), fields.next()?.to_string()))
+                Some(DovecotSession {
+                    user: fields.next()?.to_string(),
+                    protocol: fields.next()?.to_string(),
+                    pid: fields
+                        .next()
+                        .and_then(|p| p.trim_matches(['(', ')']).parse().ok()),
+                    ip: fields
+                        .next()
+                        .and_then(|ip| ip.trim_matches(['(', ')']).parse().ok()),
+                })
             })
             .collect())
     }

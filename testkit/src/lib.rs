@@ -77,8 +77,8 @@ mod system;
 pub use certs::TestPki;
 pub use config::{dovecot_accepts_password, DovecotConfig, DOVECOT_DEFAULT_CAPABILITIES};
 pub use dovecot::{
-    client_config_for, dovecot_available, Dovecot, DOVEADM_BIN, DOVECOT_BIN, LDA_BIN,
-    STARTUP_TIMEOUT,
+    client_config_for, dovecot_available, Dovecot, DovecotSession, DOVEADM_BIN, DOVECOT_BIN,
+    LDA_BIN, STARTUP_TIMEOUT,
 };
 pub use error::HarnessError;
 pub use haproxy::{
