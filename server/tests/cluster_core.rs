@@ -563,6 +563,26 @@ fn get_and_delete_of_another_nodes_subscription_ask_the_database() {
         ticket,
         found: Ok(true),
     }));
+    assert!(
+        respond_status(&out).is_none(),
+        "the owner's word is awaited"
+    );
+    let out = d.input(Input::Cluster(ClusterEvent::Acked { ticket }));
+    assert_eq!(respond_status(&out).unwrap().0, 204);
+    // An owner that never answers: the 204 goes when it must have fenced itself, not
+    // before.
+    let out = d.request(15, Method::Delete, &path, "");
+    let [Output::Cluster(ClusterOp::Delete { ticket, .. })] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    let (ticket, asked_at) = (*ticket, d.ms);
+    let out = d.input(Input::Cluster(ClusterEvent::Deleted {
+        ticket,
+        found: Ok(true),
+    }));
+    assert!(respond_status(&out).is_none());
+    assert!(respond_status(&d.tick_at(asked_at + FENCE_MS - 1)).is_none());
+    let out = d.tick_at(asked_at + FENCE_MS);
     assert_eq!(respond_status(&out).unwrap().0, 204);
     let out = d.request(13, Method::Delete, &path, "");
     let [Output::Cluster(ClusterOp::Delete { ticket, .. })] = out.as_slice() else {
@@ -611,4 +631,34 @@ fn after_a_reconnect_sessions_whose_rows_are_gone_end_without_a_push() {
     }
     assert_eq!(d.core.counters().subscriptions_dropped, 1);
     let _ = gone;
+}
+
+#[test]
+fn a_delete_through_another_node_ends_the_session_here_and_answers_that_node() {
+    let mut d = Driver::new(shared());
+    let (id, session) = d.register("alice");
+    let by = server::node::NodeName::new("n2").unwrap();
+    let sub = SubscriptionId::parse(&id).unwrap();
+    let out = d.input(Input::Cluster(ClusterEvent::DeleteAsked {
+        id: sub,
+        by,
+        ticket: 77,
+    }));
+    let unwatch = out
+        .iter()
+        .position(|o| matches!(o, Output::Unwatch(s) if *s == session))
+        .expect("the session ends");
+    let ack = out
+        .iter()
+        .position(|o| matches!(o, Output::Cluster(ClusterOp::Ack { to, ticket: 77 }) if *to == by))
+        .expect("n2 is answered");
+    assert!(unwatch < ack, "ended before the answer: {out:?}");
+    assert!(reconnects(&out).is_empty());
+    // An id this node does not hold (gone already) is answered too, so n2 need not wait.
+    let out = d.input(Input::Cluster(ClusterEvent::DeleteAsked {
+        id: sub,
+        by,
+        ticket: 78,
+    }));
+    assert_eq!(cluster_ops(&out), [ClusterOp::Ack { to: by, ticket: 78 }]);
 }

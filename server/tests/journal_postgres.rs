@@ -284,10 +284,21 @@ fn any_node_reads_and_deletes_a_row_and_the_owner_is_told() {
             found: Ok(true)
         }
     ));
+    // n1, the owner, hears who deleted it and the ticket to answer; its answer reaches
+    // n2.
     match n1.next_event() {
-        ClusterEvent::Dropped { id: dropped } => assert_eq!(dropped, id),
+        ClusterEvent::DeleteAsked {
+            id: dropped,
+            by,
+            ticket: 4,
+        } => {
+            assert_eq!(dropped, id);
+            assert_eq!(by.as_str(), "n2");
+            n1.journal.cluster(ClusterOp::Ack { to: by, ticket: 4 });
+        }
         other => panic!("expected n1 to hear of the DELETE, got {other:?}"),
     }
+    assert!(matches!(n2.next_event(), ClusterEvent::Acked { ticket: 4 }));
     n2.journal.cluster(ClusterOp::Delete { ticket: 5, id });
     assert!(matches!(
         n2.next_event(),

@@ -74,6 +74,12 @@ impl Liveness {
         }
     }
 
+    /// How long a node may take to end a session another node deleted: past it, it
+    /// cannot push any more (it fences itself within this for want of a heartbeat).
+    pub(super) fn fence_after(&self) -> Duration {
+        self.fence_after
+    }
+
     pub(super) fn due(&self) -> Instant {
         let fence = self.renewed_sent + self.fence_after;
         if self.fenced {
@@ -127,8 +133,18 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 self.on_claimed(records, own, ok, now);
             }
             ClusterEvent::Dropped { id } => self.drop_session(&id),
+            ClusterEvent::DeleteAsked { id, by, ticket } => {
+                // Ended before the ack leaves: the asking node's 204 then finds no
+                // session and no push anywhere.
+                self.drop_session(&id);
+                self.out
+                    .push_back(Output::Cluster(ClusterOp::Ack { to: by, ticket }));
+            }
+            ClusterEvent::Acked { ticket } => self.on_acked(ticket),
             ClusterEvent::Read { ticket, record } => self.on_remote_read(ticket, record),
-            ClusterEvent::Deleted { ticket, found } => self.on_remote_delete(ticket, found),
+            ClusterEvent::Deleted { ticket, found } => {
+                self.on_remote_delete(ticket, found, now.instant);
+            }
             ClusterEvent::Reconnected => self.on_reconnected(),
             ClusterEvent::Owned { ticket, ids } => self.on_owned(ticket, ids),
         }

@@ -6,8 +6,11 @@
 //!   and its creation time; the owner's live fields (mailboxes, capabilities, since, last
 //!   new mail, push counts) are empty there.
 //! - **DELETE** of an id this node does not hold removes its row ([`ClusterOp::Delete`]);
-//!   the database tells the owner (`NOTIFY`), which drops the session with no push. The
-//!   `204` is sent once the removal is committed, `404` when there was no row.
+//!   the database tells the owner (`NOTIFY`), which ends the session with no push and
+//!   says so ([`ClusterOp::Ack`]). The `204` waits for that, so that no push and no GET
+//!   showing the subscription come after it; an owner that does not answer within
+//!   [`crate::node::fence_after`] can push no more (it has fenced itself), and the `204`
+//!   goes then. `404` when there was no row.
 //! - **Reconcile.** Notifications sent while a node was disconnected from the database
 //!   are lost, so the owner column is the truth: after every reconnect
 //!   ([`ClusterEvent::Reconnected`]) the node lists its rows ([`ClusterOp::Owned`]) and
@@ -35,6 +38,10 @@ pub const REMOTE_PENDING_MAX: usize = 1024;
 pub(super) enum Remote {
     Get,
     Delete,
+    /// The row is gone; the owner's word that the session ended is awaited until then.
+    DeleteAcked {
+        until: std::time::Instant,
+    },
 }
 
 /// A reconcile in flight: its ticket, and the subscriptions journalled since it was asked
@@ -71,7 +78,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         self.remote.insert(ticket, (request, kind));
         let op = match kind {
             Remote::Get => ClusterOp::Read { ticket, id },
-            Remote::Delete => ClusterOp::Delete { ticket, id },
+            Remote::Delete | Remote::DeleteAcked { .. } => ClusterOp::Delete { ticket, id },
         };
         self.out.push_back(Output::Cluster(op));
         Ok(())
@@ -90,17 +97,71 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         self.respond(request, response);
     }
 
-    /// The database's answer to a DELETE of another node's subscription.
-    pub(super) fn on_remote_delete(&mut self, ticket: u64, found: Result<bool, ()>) {
+    /// The database's answer to a DELETE of another node's subscription: the row is gone,
+    /// and the owner's word is awaited (see the module docs).
+    pub(super) fn on_remote_delete(
+        &mut self,
+        ticket: u64,
+        found: Result<bool, ()>,
+        now: std::time::Instant,
+    ) {
         let Some((request, _)) = self.remote.remove(&ticket) else {
             return;
         };
         let response = match found {
-            Ok(true) => Response::empty(204),
+            Ok(true) => {
+                let wait = self
+                    .liveness
+                    .as_ref()
+                    .map_or(std::time::Duration::ZERO, |l| l.fence_after());
+                let until = now + wait;
+                self.remote
+                    .insert(ticket, (request, Remote::DeleteAcked { until }));
+                return;
+            }
             Ok(false) => not_found().to_response(),
             Err(()) => unavailable().to_response(),
         };
         self.respond(request, response);
+    }
+
+    /// The owner ended the session of this node's DELETE `ticket`: its `204`.
+    pub(super) fn on_acked(&mut self, ticket: u64) {
+        if !matches!(
+            self.remote.get(&ticket),
+            Some((_, Remote::DeleteAcked { .. }))
+        ) {
+            return;
+        }
+        if let Some((request, _)) = self.remote.remove(&ticket) {
+            self.respond(request, Response::empty(204));
+        }
+    }
+
+    /// DELETEs whose owner did not answer in time: it can push no more, so their `204`.
+    pub(super) fn expire_acks(&mut self, now: std::time::Instant) {
+        let due: Vec<u64> = self
+            .remote
+            .iter()
+            .filter(|(_, (_, kind))| matches!(kind, Remote::DeleteAcked { until } if *until <= now))
+            .map(|(ticket, _)| *ticket)
+            .collect();
+        for ticket in due {
+            if let Some((request, _)) = self.remote.remove(&ticket) {
+                self.respond(request, Response::empty(204));
+            }
+        }
+    }
+
+    /// The earliest deadline of a DELETE awaiting its owner's word.
+    pub(super) fn acks_due(&self) -> Option<std::time::Instant> {
+        self.remote
+            .values()
+            .filter_map(|(_, kind)| match kind {
+                Remote::DeleteAcked { until } => Some(*until),
+                Remote::Get | Remote::Delete => None,
+            })
+            .min()
     }
 
     /// The writer reached the database again: list this node's rows.

@@ -4,6 +4,7 @@
 
 use super::Record;
 use crate::id::SubscriptionId;
+use crate::node::NodeName;
 
 /// Work of a clustered store beyond commits, asked by the core and carried out on the
 /// writer thread, in order with the commits queued before it.
@@ -26,6 +27,9 @@ pub enum ClusterOp {
     /// no push (a DELETE through a node that does not hold it); answered by
     /// [`ClusterEvent::Deleted`].
     Delete { ticket: u64, id: SubscriptionId },
+    /// Tell node `to` that its DELETE numbered `ticket` is carried out here: the session
+    /// is gone, so its `204` may go (see [`ClusterEvent::DeleteAsked`]).
+    Ack { to: NodeName, ticket: u64 },
     /// List the rows this node owns (after a reconnect to the database, when
     /// notifications may have been lost); answered by [`ClusterEvent::Owned`].
     Owned { ticket: u64 },
@@ -46,6 +50,15 @@ pub enum ClusterEvent {
     /// Another node took subscription `id` over (its key was registered there and is
     /// ready), or it was deleted through another node: drop its session, no push.
     Dropped { id: SubscriptionId },
+    /// Node `by` deleted subscription `id` (a DELETE through it) and waits, with its
+    /// `ticket`, for this node, the owner, to end the session ([`ClusterOp::Ack`]).
+    DeleteAsked {
+        id: SubscriptionId,
+        by: NodeName,
+        ticket: u64,
+    },
+    /// The owner ended the session of this node's DELETE numbered `ticket`.
+    Acked { ticket: u64 },
     /// `ticket`'s row: `Ok(None)` when there is none, `Err(())` when the read failed.
     Read {
         ticket: u64,
