@@ -662,3 +662,37 @@ fn a_delete_through_another_node_ends_the_session_here_and_answers_that_node() {
     }));
     assert_eq!(cluster_ops(&out), [ClusterOp::Ack { to: by, ticket: 78 }]);
 }
+
+#[test]
+fn work_the_journal_never_answers_neither_hangs_a_request_nor_stops_the_claims() {
+    use server::core::remote::REMOTE_TIMEOUT;
+    let mut d = Driver::new(shared());
+    // A GET whose read never comes back: 503 at REMOTE_TIMEOUT, not before.
+    let path = format!("/v1/subscriptions/{}", record(4, false).id);
+    let out = d.request(30, Method::Get, &path, "");
+    assert!(matches!(
+        out.as_slice(),
+        [Output::Cluster(ClusterOp::Read { .. })]
+    ));
+    let timeout_ms = REMOTE_TIMEOUT.as_millis() as u64;
+    let mut claims = 0;
+    let mut answered = None;
+    // Heartbeats come back every second; the first claim is never answered.
+    for ms in (1_000..=timeout_ms).step_by(1_000) {
+        let out = d.tick_at(ms);
+        if let Some(ticket) = heartbeat_ticket(&out) {
+            let out = d.input(Input::Cluster(ClusterEvent::Heartbeat { ticket, ok: true }));
+            claims += cluster_ops(&out)
+                .iter()
+                .filter(|op| matches!(op, ClusterOp::ClaimLost { .. }))
+                .count();
+        }
+        if let Some((status, _)) = respond_status(&out) {
+            answered = Some((ms, status));
+        }
+    }
+    assert_eq!(answered, Some((timeout_ms, 503)));
+    // Asked at 1 s, taken as lost at 1 s + fence_after (4 s): asked again then, and
+    // again each fence_after while unanswered.
+    assert_eq!(claims as u64, 1 + (timeout_ms - 1_000) / FENCE_MS);
+}

@@ -56,8 +56,10 @@ pub(super) struct Liveness {
     in_flight: VecDeque<(u64, Instant)>,
     next_due: Instant,
     fenced: bool,
-    /// A claim of lost nodes' rows is in flight.
-    claiming: bool,
+    /// A claim of lost nodes' rows is in flight, asked at this time. One unanswered for
+    /// `fence_after` is taken as lost (its op may have been refused by a full journal
+    /// queue), so that claims never stop for good.
+    claiming: Option<Instant>,
 }
 
 impl Liveness {
@@ -70,7 +72,7 @@ impl Liveness {
             in_flight: VecDeque::new(),
             next_due: now + heartbeat,
             fenced: false,
-            claiming: false,
+            claiming: None,
         }
     }
 
@@ -128,7 +130,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
 
     pub(super) fn on_cluster(&mut self, event: ClusterEvent, now: Now) {
         match event {
-            ClusterEvent::Heartbeat { ticket, ok } => self.on_heartbeat(ticket, ok),
+            ClusterEvent::Heartbeat { ticket, ok } => self.on_heartbeat(ticket, ok, now.instant),
             ClusterEvent::Claimed { records, own, ok } => {
                 self.on_claimed(records, own, ok, now);
             }
@@ -150,7 +152,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         }
     }
 
-    fn on_heartbeat(&mut self, ticket: u64, ok: bool) {
+    fn on_heartbeat(&mut self, ticket: u64, ok: bool, now: Instant) {
         let Some(live) = self.liveness.as_mut() else {
             return;
         };
@@ -169,18 +171,21 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             live.fenced = false;
             self.out.push_back(Output::Cluster(ClusterOp::ClaimOwn));
         }
-        self.claim_lost();
+        self.claim_lost(now);
     }
 
     /// Asks for a batch of lost nodes' rows, unless one is in flight.
-    fn claim_lost(&mut self) {
+    fn claim_lost(&mut self, now: Instant) {
         let Some(live) = self.liveness.as_mut() else {
             return;
         };
-        if live.claiming || live.fenced || self.shut_down {
+        let in_flight = live
+            .claiming
+            .is_some_and(|asked| now < asked + live.fence_after);
+        if in_flight || live.fenced || self.shut_down {
             return;
         }
-        live.claiming = true;
+        live.claiming = Some(now);
         self.out.push_back(Output::Cluster(ClusterOp::ClaimLost {
             max: CLAIM_BATCH_MAX,
         }));
@@ -198,10 +203,10 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             return;
         }
         if let Some(live) = self.liveness.as_mut() {
-            live.claiming = false;
+            live.claiming = None;
         }
         if ok && full {
-            self.claim_lost();
+            self.claim_lost(now.instant);
         }
     }
 

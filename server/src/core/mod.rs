@@ -329,7 +329,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 self.reoffer_held(now.instant);
                 self.probe_journal(now.instant);
                 self.cluster_tick(now.instant);
-                self.expire_acks(now.instant);
+                self.expire_remote(now.instant);
             }
             Input::Shutdown => self.shutdown_pushes(),
         }
@@ -350,7 +350,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             self.held.due(),
             self.journal.due(),
             self.liveness.as_ref().map(cluster::Liveness::due),
-            self.acks_due(),
+            self.remote_due(),
         ];
         deadlines.into_iter().flatten().min()
     }

@@ -19,6 +19,7 @@
 
 use std::collections::HashSet;
 use std::hash::Hash;
+use std::time::{Duration, Instant};
 
 use httpd::Response;
 
@@ -33,15 +34,34 @@ use crate::journal::{ClusterOp, Record};
 /// subscriptions); one more is answered `503` at once.
 pub const REMOTE_PENDING_MAX: usize = 1024;
 
+/// How long a GET or DELETE waits for the database: past it, `503` (its work may have
+/// been refused by a full journal queue, or the database hangs).
+pub const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What a request waiting for the database asked.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Remote {
-    Get,
-    Delete,
+    /// Waiting for the database until then.
+    Get {
+        until: Instant,
+    },
+    Delete {
+        until: Instant,
+    },
     /// The row is gone; the owner's word that the session ended is awaited until then.
     DeleteAcked {
-        until: std::time::Instant,
+        until: Instant,
     },
+}
+
+impl Remote {
+    fn until(self) -> Instant {
+        match self {
+            Remote::Get { until } | Remote::Delete { until } | Remote::DeleteAcked { until } => {
+                until
+            }
+        }
+    }
 }
 
 /// A reconcile in flight: its ticket, and the subscriptions journalled since it was asked
@@ -77,8 +97,8 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         let ticket = self.ticket();
         self.remote.insert(ticket, (request, kind));
         let op = match kind {
-            Remote::Get => ClusterOp::Read { ticket, id },
-            Remote::Delete | Remote::DeleteAcked { .. } => ClusterOp::Delete { ticket, id },
+            Remote::Get { .. } => ClusterOp::Read { ticket, id },
+            Remote::Delete { .. } | Remote::DeleteAcked { .. } => ClusterOp::Delete { ticket, id },
         };
         self.out.push_back(Output::Cluster(op));
         Ok(())
@@ -99,12 +119,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
 
     /// The database's answer to a DELETE of another node's subscription: the row is gone,
     /// and the owner's word is awaited (see the module docs).
-    pub(super) fn on_remote_delete(
-        &mut self,
-        ticket: u64,
-        found: Result<bool, ()>,
-        now: std::time::Instant,
-    ) {
+    pub(super) fn on_remote_delete(&mut self, ticket: u64, found: Result<bool, ()>, now: Instant) {
         let Some((request, _)) = self.remote.remove(&ticket) else {
             return;
         };
@@ -113,7 +128,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 let wait = self
                     .liveness
                     .as_ref()
-                    .map_or(std::time::Duration::ZERO, |l| l.fence_after());
+                    .map_or(Duration::ZERO, |l| l.fence_after());
                 let until = now + wait;
                 self.remote
                     .insert(ticket, (request, Remote::DeleteAcked { until }));
@@ -138,30 +153,30 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         }
     }
 
-    /// DELETEs whose owner did not answer in time: it can push no more, so their `204`.
-    pub(super) fn expire_acks(&mut self, now: std::time::Instant) {
+    /// Requests past their deadline: a DELETE whose owner did not answer gets its `204`
+    /// (the owner can push no more), one the database did not answer `503`.
+    pub(super) fn expire_remote(&mut self, now: Instant) {
         let due: Vec<u64> = self
             .remote
             .iter()
-            .filter(|(_, (_, kind))| matches!(kind, Remote::DeleteAcked { until } if *until <= now))
+            .filter(|(_, (_, kind))| kind.until() <= now)
             .map(|(ticket, _)| *ticket)
             .collect();
         for ticket in due {
-            if let Some((request, _)) = self.remote.remove(&ticket) {
-                self.respond(request, Response::empty(204));
-            }
+            let Some((request, kind)) = self.remote.remove(&ticket) else {
+                continue;
+            };
+            let response = match kind {
+                Remote::DeleteAcked { .. } => Response::empty(204),
+                Remote::Get { .. } | Remote::Delete { .. } => unavailable().to_response(),
+            };
+            self.respond(request, response);
         }
     }
 
-    /// The earliest deadline of a DELETE awaiting its owner's word.
-    pub(super) fn acks_due(&self) -> Option<std::time::Instant> {
-        self.remote
-            .values()
-            .filter_map(|(_, kind)| match kind {
-                Remote::DeleteAcked { until } => Some(*until),
-                Remote::Get | Remote::Delete => None,
-            })
-            .min()
+    /// The earliest deadline of a request waiting for the database or an owner.
+    pub(super) fn remote_due(&self) -> Option<Instant> {
+        self.remote.values().map(|(_, kind)| kind.until()).min()
     }
 
     /// The writer reached the database again: list this node's rows.
