@@ -387,3 +387,63 @@ fn one_key_ready_on_two_nodes_at_once_leaves_one_row_and_fails_no_batch() {
         }
     }
 }
+
+#[test]
+fn a_verification_reaches_the_owner_and_its_outcome_comes_back() {
+    use server::journal::VerifyOutcome;
+    let pg = start_postgres();
+    let (mut n1, _) = open(&pg, "n1").unwrap();
+    let (mut n2, _) = open(&pg, "n2").unwrap();
+    n1.insert_all(&[record(1, 1)]);
+    let id = record(1, 1).id;
+    let digests = [[7u8; 32], [9u8; 32]];
+    n2.journal.cluster(ClusterOp::Verify {
+        ticket: 5,
+        id,
+        digests,
+    });
+    assert!(matches!(
+        n2.next_event(),
+        ClusterEvent::VerifyForwarded {
+            ticket: 5,
+            found: Ok(true)
+        }
+    ));
+    let by = match n1.next_event() {
+        ClusterEvent::VerifyAsked {
+            id: asked,
+            by,
+            ticket: 5,
+            digests: got,
+        } => {
+            assert_eq!((asked, got), (id, digests));
+            by
+        }
+        other => panic!("expected the forwarded verification, got {other:?}"),
+    };
+    n1.journal.cluster(ClusterOp::VerifyReply {
+        to: by,
+        ticket: 5,
+        outcome: VerifyOutcome::Verified,
+    });
+    assert!(matches!(
+        n2.next_event(),
+        ClusterEvent::VerifyAnswered {
+            ticket: 5,
+            outcome: VerifyOutcome::Verified
+        }
+    ));
+    // n1's own row asked through n1, or no row: nobody is told.
+    n1.journal.cluster(ClusterOp::Verify {
+        ticket: 6,
+        id,
+        digests,
+    });
+    assert!(matches!(
+        n1.next_event(),
+        ClusterEvent::VerifyForwarded {
+            ticket: 6,
+            found: Ok(false)
+        }
+    ));
+}

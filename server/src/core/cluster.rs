@@ -143,6 +143,18 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                     .push_back(Output::Cluster(ClusterOp::Ack { to: by, ticket }));
             }
             ClusterEvent::Acked { ticket } => self.on_acked(ticket),
+            ClusterEvent::VerifyForwarded { ticket, found } => {
+                self.on_verify_forwarded(ticket, found);
+            }
+            ClusterEvent::VerifyAsked {
+                id,
+                by,
+                ticket,
+                digests,
+            } => self.verify_forwarded(id, by, ticket, digests),
+            ClusterEvent::VerifyAnswered { ticket, outcome } => {
+                self.on_verify_answered(ticket, outcome, now.instant);
+            }
             ClusterEvent::Read { ticket, record } => self.on_remote_read(ticket, record),
             ClusterEvent::Deleted { ticket, found } => {
                 self.on_remote_delete(ticket, found, now.instant);

@@ -11,6 +11,10 @@
 //!   showing the subscription come after it; an owner that does not answer within
 //!   [`crate::node::fence_after`] can push no more (it has fenced itself), and the `204`
 //!   goes then. `404` when there was no row.
+//! - **Verify** of an id this node does not hold goes to its owner as the SHA-256 of each
+//!   code ([`ClusterOp::Verify`]; no code passes through the database); the owner judges
+//!   them as its own (wrong pairs count), activates, and answers once the active record is
+//!   durable ([`ClusterOp::VerifyReply`]); this node then shows the row as a GET here would.
 //! - **Reconcile.** Notifications sent while a node was disconnected from the database
 //!   are lost, so the owner column is the truth: after every reconnect
 //!   ([`ClusterEvent::Reconnected`]) the node lists its rows ([`ClusterOp::Owned`]) and
@@ -52,14 +56,20 @@ pub(super) enum Remote {
     DeleteAcked {
         until: Instant,
     },
+    /// A verification of `id` forwarded to its owner, whose outcome is awaited.
+    Verify {
+        until: Instant,
+        id: SubscriptionId,
+    },
 }
 
 impl Remote {
     fn until(self) -> Instant {
         match self {
-            Remote::Get { until } | Remote::Delete { until } | Remote::DeleteAcked { until } => {
-                until
-            }
+            Remote::Get { until }
+            | Remote::Delete { until }
+            | Remote::DeleteAcked { until }
+            | Remote::Verify { until, .. } => until,
         }
     }
 }
@@ -97,7 +107,8 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         let ticket = self.ticket();
         self.remote.insert(ticket, (request, kind));
         let op = match kind {
-            Remote::Get { .. } => ClusterOp::Read { ticket, id },
+            // A verification is forwarded by `forward_verify`, never asked here.
+            Remote::Get { .. } | Remote::Verify { .. } => ClusterOp::Read { ticket, id },
             Remote::Delete { .. } | Remote::DeleteAcked { .. } => ClusterOp::Delete { ticket, id },
         };
         self.out.push_back(Output::Cluster(op));
@@ -168,7 +179,9 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             };
             let response = match kind {
                 Remote::DeleteAcked { .. } => Response::empty(204),
-                Remote::Get { .. } | Remote::Delete { .. } => unavailable().to_response(),
+                Remote::Get { .. } | Remote::Delete { .. } | Remote::Verify { .. } => {
+                    unavailable().to_response()
+                }
             };
             self.respond(request, response);
         }
@@ -177,6 +190,68 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     /// The earliest deadline of a request waiting for the database or an owner.
     pub(super) fn remote_due(&self) -> Option<Instant> {
         self.remote.values().map(|(_, kind)| kind.until()).min()
+    }
+
+    /// `POST .../verify` of an id this node does not hold: the codes' digests go to the
+    /// owner, whose outcome is the answer (a `200` with the subscription as a GET through
+    /// this node shows it).
+    pub(super) fn forward_verify(
+        &mut self,
+        request: R,
+        id: SubscriptionId,
+        digests: [[u8; 32]; 2],
+        now: Instant,
+    ) -> Result<(), Refused<R>> {
+        if self.remote.len() >= REMOTE_PENDING_MAX {
+            return Err((request, unavailable()));
+        }
+        let ticket = self.ticket();
+        let until = now + REMOTE_TIMEOUT;
+        self.remote
+            .insert(ticket, (request, Remote::Verify { until, id }));
+        self.out.push_back(Output::Cluster(ClusterOp::Verify {
+            ticket,
+            id,
+            digests,
+        }));
+        Ok(())
+    }
+
+    /// Whether a forwarded verification reached an owner.
+    pub(super) fn on_verify_forwarded(&mut self, ticket: u64, found: Result<bool, ()>) {
+        let response = match found {
+            Ok(true) => return,
+            Ok(false) => not_found().to_response(),
+            Err(()) => unavailable().to_response(),
+        };
+        if let Some((request, _)) = self.remote.remove(&ticket) {
+            self.respond(request, response);
+        }
+    }
+
+    /// The owner's outcome of a forwarded verification: on success the subscription is
+    /// read (its active row is durable by now) and shown.
+    pub(super) fn on_verify_answered(
+        &mut self,
+        ticket: u64,
+        outcome: crate::journal::VerifyOutcome,
+        now: Instant,
+    ) {
+        let Some((request, Remote::Verify { id, .. })) = self.remote.remove(&ticket) else {
+            return;
+        };
+        match outcome {
+            crate::journal::VerifyOutcome::Verified => {
+                let until = now + REMOTE_TIMEOUT;
+                if let Err((request, e)) = self.ask_remote(request, id, Remote::Get { until }) {
+                    self.respond(request, e.to_response());
+                }
+            }
+            crate::journal::VerifyOutcome::Refused(code) => {
+                let e = ApiError::new(code, refusal_message(code));
+                self.respond(request, e.to_response());
+            }
+        }
     }
 
     /// The writer reached the database again: list this node's rows.
@@ -250,6 +325,18 @@ fn remote_body(record: &Record) -> Response {
         "pushes": {"sent": 0, "failed": 0},
     });
     Response::json(200, body.to_string())
+}
+
+/// The message of a verification the owner refused.
+fn refusal_message(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::VerificationFailed => {
+            "wrong verification codes, or the subscription is active already"
+        }
+        ErrorCode::NotFound => "no such subscription",
+        ErrorCode::Replaced => "replaced by a newer registration",
+        _ => "the owner of this subscription could not verify it",
+    }
 }
 
 fn unavailable() -> ApiError {

@@ -99,7 +99,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 return;
             }
             (Method::Post, ["v1", "subscriptions", sub, "verify"]) => {
-                if let Err((id, e)) = self.verify(id, sub, &body) {
+                if let Err((id, e)) = self.verify(id, sub, &body, now.instant) {
                     self.respond(id, e.to_response());
                 }
                 return;
@@ -507,7 +507,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         self.created.insert(
             ticket,
             super::Created {
-                request,
+                request: super::Waiter::Local(request),
                 response: Response::empty(204),
                 verify: None,
             },

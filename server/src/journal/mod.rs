@@ -17,7 +17,7 @@ pub mod cluster;
 pub mod postgres;
 pub mod redb_store;
 
-pub use cluster::{ClusterEvent, ClusterOp};
+pub use cluster::{ClusterEvent, ClusterOp, VerifyOutcome};
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -506,7 +506,11 @@ fn failed_answer(op: ClusterOp) -> Option<ClusterEvent> {
             found: Err(()),
         },
         // The asking node times out.
-        ClusterOp::Ack { .. } => return None,
+        ClusterOp::Ack { .. } | ClusterOp::VerifyReply { .. } => return None,
+        ClusterOp::Verify { ticket, .. } => ClusterEvent::VerifyForwarded {
+            ticket,
+            found: Err(()),
+        },
         ClusterOp::Owned { ticket } => ClusterEvent::Owned {
             ticket,
             ids: Err(()),

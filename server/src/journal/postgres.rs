@@ -108,6 +108,12 @@ WITH gone AS (
 )
 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM told)";
 
+/// A verification forwarded to the owner of `$1` (not this node, `$2`): `verify ID NODE
+/// TICKET DIGEST DIGEST`, the digests in hex. How many owners were told (0 or 1).
+const FORWARD_VERIFY: &str = "
+SELECT count(pg_notify('imap_push_' || owner, 'verify ' || id || ' ' || $2 || ' ' || $3))
+FROM imap_push_subscriptions WHERE id = $1 AND owner <> $2";
+
 const HEARTBEAT: &str = "UPDATE imap_push_nodes SET heartbeat = now() WHERE node_id = $1";
 
 /// Lost nodes, locked: `$1` this node, `$2` node_lost_after_secs. Only while this node's
@@ -416,6 +422,38 @@ impl Store for PgStore {
                 // Nobody here waits for an answer: the asking node times out if it is lost.
                 return Ok(None);
             }
+            ClusterOp::Verify {
+                ticket,
+                id,
+                digests,
+            } => {
+                let id = id.to_string();
+                let tail = format!("{ticket} {} {}", hex(&digests[0]), hex(&digests[1]));
+                let row = self.with(|connection, node_id, _| {
+                    connection
+                        .client
+                        .query_one(FORWARD_VERIFY, &[&id, &node_id, &tail])
+                })?;
+                let told: i64 = row.get(0);
+                ClusterEvent::VerifyForwarded {
+                    ticket,
+                    found: Ok(told > 0),
+                }
+            }
+            ClusterOp::VerifyReply {
+                to,
+                ticket,
+                outcome,
+            } => {
+                let channel = format!("imap_push_{}", to.as_str());
+                let payload = format!("verified {ticket} {}", outcome.as_str());
+                self.with(|connection, _, _| {
+                    connection
+                        .client
+                        .execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+                })?;
+                return Ok(None);
+            }
             ClusterOp::Owned { ticket } => {
                 let rows = self.with(|connection, node_id, _| {
                     connection.client.query(
@@ -489,6 +527,24 @@ impl Store for PgStore {
 /// What a notification says: `ID` (taken over, or removed by another node), `ID NODE
 /// TICKET` (deleted through NODE, which waits for `ack TICKET`), or `ack TICKET`.
 fn notice_event(payload: &str) -> Option<ClusterEvent> {
+    if let Some(rest) = payload.strip_prefix("verify ") {
+        let mut words = rest.split(' ');
+        let (id, by, ticket) = (words.next()?, words.next()?, words.next()?);
+        let (a, b) = (words.next()?, words.next()?);
+        return Some(ClusterEvent::VerifyAsked {
+            id: SubscriptionId::parse(id).ok()?,
+            by: crate::node::NodeName::new(by)?,
+            ticket: ticket.parse().ok()?,
+            digests: [unhex(a)?, unhex(b)?],
+        });
+    }
+    if let Some(rest) = payload.strip_prefix("verified ") {
+        let (ticket, outcome) = rest.split_once(' ')?;
+        return Some(ClusterEvent::VerifyAnswered {
+            ticket: ticket.parse().ok()?,
+            outcome: super::VerifyOutcome::parse(outcome)?,
+        });
+    }
     let mut words = payload.split(' ');
     match (words.next()?, words.next(), words.next(), words.next()) {
         ("ack", Some(ticket), None, None) => Some(ClusterEvent::Acked {
@@ -504,6 +560,21 @@ fn notice_event(payload: &str) -> Option<ClusterEvent> {
         }),
         _ => None,
     }
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(bytes)
 }
 
 fn claimed(rows: &[postgres::Row], own: bool) -> Result<ClusterEvent, StoreError> {
