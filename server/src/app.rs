@@ -131,6 +131,11 @@ fn report_channel() -> (Sender<Report>, Receiver<Report>) {
     crossbeam_channel::bounded(REPORTS_QUEUE_MAX)
 }
 
+/// The bounded channel a shared journal answers and notifies on.
+fn cluster_channel() -> (Sender<ClusterEvent>, Receiver<ClusterEvent>) {
+    crossbeam_channel::bounded(CLUSTER_QUEUE_MAX)
+}
+
 /// The bounded channel the journal thread says on which writes are durable.
 fn durable_channel() -> (Sender<Durable>, Receiver<Durable>) {
     crossbeam_channel::bounded(DURABLE_QUEUE_MAX)
@@ -253,7 +258,7 @@ impl App {
             Arc::new(sender),
             report_tx,
         );
-        let (cluster_tx, cluster) = crossbeam_channel::bounded(CLUSTER_QUEUE_MAX);
+        let (cluster_tx, cluster) = cluster_channel();
         let (journal, leftovers) =
             open_journal(&config, cluster_tx).map_err(StartError::Journal)?;
         // With redb nothing ever comes, and the sender is gone: a closed channel would be
@@ -848,6 +853,8 @@ mod tests {
         holds_exactly(&tx, LOOKUPS_QUEUE_MAX, lookup);
         let (tx, _rx) = durable_channel();
         holds_exactly(&tx, DURABLE_QUEUE_MAX, || (0, true));
+        let (tx, _rx) = cluster_channel();
+        holds_exactly(&tx, CLUSTER_QUEUE_MAX, || ClusterEvent::Acked { ticket: 0 });
     }
 
     #[test]

@@ -112,7 +112,7 @@ impl Driver {
     }
 
     fn input(&mut self, input: Input<u64, u64>) -> Out {
-        self.next_random += 1;
+        self.next_random = self.next_random.wrapping_add(1);
         let random = [self.next_random; server::core::RANDOM_LEN];
         let now = self.now();
         self.core.handle(input, now, Some(random));
@@ -855,4 +855,54 @@ fn a_verification_through_another_node_goes_to_the_owner_as_digests_and_back() {
         (status, answer["error"].as_str()),
         (422, Some("verification_failed"))
     );
+}
+
+#[test]
+fn a_stopping_node_asks_for_no_heartbeat_and_sets_no_deadline_for_one() {
+    let mut d = Driver::new(shared());
+    d.input(Input::Shutdown);
+    assert_eq!(d.core.poll_timeout(), None, "nothing is due any more");
+    for ms in [1_000, 5_000, 60_000] {
+        assert!(cluster_ops(&d.tick_at(ms)).is_empty());
+    }
+    assert!(!d.core.fenced());
+}
+
+#[test]
+fn past_heartbeats_in_flight_max_the_oldest_renewal_is_forgotten() {
+    use server::core::cluster::HEARTBEATS_IN_FLIGHT_MAX;
+    let mut d = Driver::new(shared());
+    let tickets: Vec<u64> = (1..=HEARTBEATS_IN_FLIGHT_MAX as u64 + 1)
+        .map(|s| heartbeat_ticket(&d.tick_at(s * 1_000)).expect("a heartbeat each second"))
+        .collect();
+    assert!(d.core.fenced(), "none came back");
+    // The first was pushed out by the one past the bound: its answer renews nothing.
+    d.input(Input::Cluster(ClusterEvent::Heartbeat {
+        ticket: tickets[0],
+        ok: true,
+    }));
+    assert!(d.core.fenced());
+    // The second is still known: sent at 2 s, long ago, so the node fences again at once
+    // on the next tick, but it did count as a renewal.
+    let out = d.input(Input::Cluster(ClusterEvent::Heartbeat {
+        ticket: tickets[1],
+        ok: true,
+    }));
+    assert!(cluster_ops(&out).contains(&ClusterOp::ClaimOwn), "{out:?}");
+}
+
+#[test]
+fn one_request_past_remote_pending_max_is_refused_at_once() {
+    use server::core::remote::REMOTE_PENDING_MAX;
+    let mut d = Driver::new(shared());
+    let path = format!("/v1/subscriptions/{}", record(4, false).id);
+    for i in 0..REMOTE_PENDING_MAX as u64 {
+        let out = d.request(100 + i, Method::Get, &path, "");
+        assert!(matches!(
+            out.as_slice(),
+            [Output::Cluster(ClusterOp::Read { .. })]
+        ));
+    }
+    let out = d.request(99, Method::Get, &path, "");
+    assert_eq!(respond_status(&out).unwrap().0, 503);
 }

@@ -360,7 +360,11 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             self.registry.next_deadline(),
             self.held.due(),
             self.journal.due(),
-            self.liveness.as_ref().map(cluster::Liveness::due),
+            // A stopping node renews nothing more (see `cluster`).
+            self.liveness
+                .as_ref()
+                .filter(|_| !self.shut_down)
+                .map(cluster::Liveness::due),
             self.remote_due(),
         ];
         deadlines.into_iter().flatten().min()
