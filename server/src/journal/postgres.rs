@@ -12,6 +12,9 @@
 //! crate's small private runtime stays inside this thread. Its notification API
 //! (`LISTEN`) is polled without waiting, between commits.
 //!
+//! Not encrypted: the client connects without TLS (`NoTls`), so the database belongs on
+//! loopback or a private network; a URL asking for TLS (`sslmode=require`) fails at start.
+//!
 //! Single winners, in SQL:
 //! - a claim locks the lost node's row (`FOR UPDATE SKIP LOCKED`) and checks its heartbeat
 //!   under that lock, then moves the rows (`FOR UPDATE SKIP LOCKED`): two survivors never
