@@ -177,16 +177,41 @@ impl Registration {
         ])
     }
 
+    /// The routing key of the account, what a load balancer hashes on (`Imap-Push-Key`):
+    /// base64url without padding of [`Registration::account_key`]. It names the account,
+    /// not the device, so that all of an account's devices land on one node and the
+    /// per-account cap holds across the cluster. Clients can compute it before they
+    /// register.
+    pub fn routing_key(&self) -> String {
+        routing_key(&self.account_key())
+    }
+
     /// The account whose sessions are capped (`limits.sessions_per_account_max`): host,
     /// port and username, whatever the device. The username is compared without case,
     /// since providers do: `Alice` and `alice` are one mailbox to them.
+    ///
+    /// It is SHA-256 over the host (as normalised: lower case, no trailing dot), the port
+    /// in decimal and the lowercased username, joined by `\n`: what a client computes for
+    /// the routing key. No two accounts share the input: a host name holds no `\n` and a
+    /// port only digits.
     pub fn account_key(&self) -> [u8; 32] {
-        digest(&[
-            self.host.to_ascii_lowercase().as_bytes(),
-            &self.port.to_be_bytes(),
-            self.username.to_lowercase().as_bytes(),
-        ])
+        let text = format!(
+            "{}\n{}\n{}",
+            self.host.to_ascii_lowercase(),
+            self.port,
+            self.username.to_lowercase()
+        );
+        let hash = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(hash.as_ref());
+        key
     }
+}
+
+/// The routing key (`Imap-Push-Key`, `"routing_key"`) of an account key.
+pub fn routing_key(account: &[u8; 32]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(account)
 }
 
 /// SHA-256 of length-prefixed parts, so that no two part lists give one input.
@@ -648,6 +673,27 @@ mod tests {
             let e = parse_registration(&mut with(extra, new_mail), &config()).unwrap_err();
             assert_eq!((e.status(), e.field), (400, Some(*field)), "{extra}: {e:?}");
         }
+    }
+
+    #[test]
+    fn the_routing_key_names_the_account_and_is_what_a_client_computes() {
+        let mut a = parse_registration(&mut body(IMAP, "https://p.example/x"), &config()).unwrap();
+        a.host = "imap.example.org".into();
+        a.port = 993;
+        a.username = "Alice@Example.org".into();
+        // printf 'imap.example.org\n993\nalice@example.org' | sha256sum | xxd -r -p |
+        // base64 | tr '+/' '-_' | tr -d '='
+        assert_eq!(
+            a.routing_key(),
+            "G013u-KUmed8UIlA7v1kkKQj_wxuvnkNcf7vuXRhVWY"
+        );
+        let key = a.routing_key();
+        a.device_id = Some("phone-2".into());
+        assert_eq!(a.routing_key(), key, "every device of the account");
+        a.host = "IMAP.example.org".into();
+        assert_eq!(a.routing_key(), key);
+        a.port = 143;
+        assert_ne!(a.routing_key(), key);
     }
 
     #[test]

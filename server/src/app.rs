@@ -36,7 +36,9 @@ use crate::delivery::{Attempt, Pool};
 use crate::destination::is_public;
 use crate::error_code::ErrorCode;
 use crate::fd_budget::{self, Budget, Demand, TooFewDescriptors};
-use crate::journal::{Journal, JournalError};
+use crate::journal::postgres::{PgOptions, PgStore};
+use crate::journal::{ClusterEvent, Journal, JournalError, Record};
+use crate::node::JournalSetting;
 
 /// API requests waiting for the owner. One more is answered `503` by the httpd thread at
 /// once: a burst beyond this is more than the owner can answer in good time anyway, and
@@ -52,6 +54,15 @@ pub const LOOKUPS_QUEUE_MAX: usize = 1024;
 /// owner never waits for the journal thread while it runs (its op queue takes every op),
 /// so the two cannot wait for each other.
 pub const DURABLE_QUEUE_MAX: usize = 1024;
+
+/// Answers and notices of a shared journal waiting for the owner. The journal thread
+/// waits when it is full; the owner never waits for the journal thread (as for
+/// [`DURABLE_QUEUE_MAX`]).
+pub const CLUSTER_QUEUE_MAX: usize = 1024;
+
+/// The header a client names its account's routing key in, for load balancers to hash
+/// on (see [`crate::api::Registration::routing_key`]).
+pub const ROUTING_KEY_HEADER: &str = "imap-push-key";
 
 /// How soon the owner offers the journal's backlog again when the journal's queue was
 /// full (see [`crate::journal::BACKLOG_MAX`]).
@@ -110,6 +121,11 @@ fn lookup_channel() -> (Sender<engine::Lookup>, Receiver<engine::Lookup>) {
     crossbeam_channel::bounded(LOOKUPS_QUEUE_MAX)
 }
 
+/// The bounded channel a shared journal answers and notifies on.
+fn cluster_channel() -> (Sender<ClusterEvent>, Receiver<ClusterEvent>) {
+    crossbeam_channel::bounded(CLUSTER_QUEUE_MAX)
+}
+
 /// The bounded channel the journal thread says on which writes are durable.
 fn durable_channel() -> (Sender<Durable>, Receiver<Durable>) {
     crossbeam_channel::bounded(DURABLE_QUEUE_MAX)
@@ -126,6 +142,7 @@ pub fn forward(requests: &Sender<Forwarded>, request: Request, responder: &Respo
         authorization: request
             .header("authorization")
             .map(|v| Zeroizing::new(v.to_owned())),
+        routing_key: request.header(ROUTING_KEY_HEADER).map(str::to_owned),
         path: request.path.clone(),
         body: request.body.clone(),
     };
@@ -195,6 +212,8 @@ struct Inlets {
     pushes: Receiver<Done>,
     lookups: Receiver<engine::Lookup>,
     durable: Receiver<Durable>,
+    /// A shared journal's answers and notices (never anything with redb).
+    cluster: Receiver<ClusterEvent>,
 }
 
 impl App {
@@ -218,8 +237,15 @@ impl App {
         }
         let pool =
             Pool::start(config.sender_threads, Arc::new(sender)).map_err(StartError::Thread)?;
+        let (cluster_tx, cluster) = cluster_channel();
         let (journal, leftovers) =
-            Journal::open(&config.data_dir.join("journal.redb")).map_err(StartError::Journal)?;
+            open_journal(&config, cluster_tx).map_err(StartError::Journal)?;
+        // With redb nothing ever comes, and the sender is gone: a closed channel would be
+        // ready for every select.
+        let cluster = match config.journal {
+            JournalSetting::Redb => crossbeam_channel::never(),
+            JournalSetting::Postgres(_) => cluster,
+        };
         let recovered = leftovers.len();
         let engine = Engine::start(EngineConfig {
             sessions_max: budget.engine_sessions_max,
@@ -261,6 +287,7 @@ impl App {
             pushes: pool.done().clone(),
             lookups,
             durable,
+            cluster,
         };
         let mut owner = Owner {
             core: Core::new(config, budget, vapid_public_key, leftovers, now()),
@@ -371,6 +398,7 @@ impl Owner {
                 recv(inlets.pushes) -> d => d.ok().map(Input::PushDone),
                 recv(inlets.lookups) -> l => l.ok().map(Input::Lookup),
                 recv(inlets.durable) -> d => d.ok().map(|(ticket, ok)| Input::JournalDurable { ticket, ok }),
+                recv(inlets.cluster) -> c => c.ok().map(Input::Cluster),
                 default(wait) => Some(Input::Tick),
             };
             if let Some(input) = input {
@@ -477,6 +505,7 @@ impl Owner {
                     }));
                 }
                 Output::Send(attempt) => self.send(attempt),
+                Output::Cluster(op) => self.journal.cluster(op),
             }
         }
     }
@@ -596,6 +625,32 @@ impl Owner {
             &stats.commit_time.snapshot(),
         );
     }
+}
+
+/// The journal `config` names, and what the previous run left in it: the redb file in the
+/// data dir, or this node's rows in the shared database.
+fn open_journal(
+    config: &Config,
+    cluster: Sender<ClusterEvent>,
+) -> Result<(Journal, Vec<Record>), JournalError> {
+    let url = match &config.journal {
+        JournalSetting::Redb => return Journal::open(&config.data_dir.join("journal.redb")),
+        JournalSetting::Postgres(url) => url,
+    };
+    let node_id = config.node_id.as_deref().unwrap_or_default();
+    let options = PgOptions {
+        url: url.dangerous_expose(),
+        node_id,
+        node_lost_after_secs: config.node_lost_after_secs,
+    };
+    let (store, leftovers) = PgStore::open(&options)?;
+    tracing::info!(
+        journal = %url.redacted(),
+        node_id,
+        leftovers = leftovers.len(),
+        "shared journal opened"
+    );
+    Ok((Journal::start(Box::new(store), Some(cluster))?, leftovers))
 }
 
 /// The shutdown summary: one line of counts for the whole run.
@@ -736,6 +791,7 @@ mod tests {
             path: "/healthz".into(),
             client: std::net::Ipv4Addr::LOCALHOST.into(),
             authorization: None,
+            routing_key: None,
             body: Zeroizing::new(Vec::new()),
         };
         holds_exactly(&tx, REQUESTS_QUEUE_MAX, request);
@@ -751,6 +807,8 @@ mod tests {
         holds_exactly(&tx, LOOKUPS_QUEUE_MAX, lookup);
         let (tx, _rx) = durable_channel();
         holds_exactly(&tx, DURABLE_QUEUE_MAX, || (0, true));
+        let (tx, _rx) = cluster_channel();
+        holds_exactly(&tx, CLUSTER_QUEUE_MAX, || ClusterEvent::Acked { ticket: 0 });
     }
 
     #[test]

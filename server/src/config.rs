@@ -90,6 +90,18 @@ pub struct Config {
     /// `"text"` (one line per event) or `"json"` (one JSON object per line). Logs go to
     /// stderr (the journal under systemd). A change needs a restart.
     pub log_format: crate::logging::LogFormat,
+    /// Where subscriptions are journalled: `"redb"` (`data_dir/journal.redb`, one box) or
+    /// a `postgres://` / `postgresql://` URL that every node of a cluster shares. The URL's
+    /// password is never logged or printed.
+    pub journal: crate::node::JournalSetting,
+    /// This node's name in the cluster (1 to 32 of a-z, 0-9, -): unique among the nodes,
+    /// kept across restarts. Required with a PostgreSQL journal.
+    pub node_id: Option<String>,
+    /// How often this node renews its heartbeat in the shared journal.
+    pub heartbeat_secs: u64,
+    /// A node whose heartbeat is older than this is lost: the others push `node_lost` to
+    /// its subscriptions. Must exceed `heartbeat_secs`.
+    pub node_lost_after_secs: u64,
 }
 
 /// The API bearer token: wiped when dropped, compared in constant time, redacted in `Debug`.
@@ -240,6 +252,10 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             log_level: crate::logging::LOG_LEVEL_DEFAULT.into(),
             log_format: crate::logging::LogFormat::Text,
+            journal: crate::node::JournalSetting::Redb,
+            node_id: None,
+            heartbeat_secs: crate::node::HEARTBEAT_SECS_DEFAULT,
+            node_lost_after_secs: crate::node::NODE_LOST_AFTER_SECS_DEFAULT,
         }
     }
 }
@@ -274,6 +290,10 @@ impl std::fmt::Debug for Config {
             limits,
             log_level,
             log_format,
+            journal,
+            node_id,
+            heartbeat_secs,
+            node_lost_after_secs,
         } = self;
         f.debug_struct("Config")
             .field("listen", listen)
@@ -305,6 +325,11 @@ impl std::fmt::Debug for Config {
             .field("limits", limits)
             .field("log_level", log_level)
             .field("log_format", log_format)
+            // Its own Debug leaves the password out.
+            .field("journal", journal)
+            .field("node_id", node_id)
+            .field("heartbeat_secs", heartbeat_secs)
+            .field("node_lost_after_secs", node_lost_after_secs)
             .finish()
     }
 }
@@ -350,6 +375,10 @@ fn parse_message(text: &str, e: &toml::de::Error) -> String {
     match line.split_once('=').map(|(key, _)| key.trim()) {
         // serde's message may quote the value ("invalid type: integer `123`").
         Some(key @ "api_token") => format!("line {line_no} (`{key}`): not a valid token"),
+        // The line may hold a database password.
+        Some(key @ "journal") => format!(
+            "line {line_no} (`{key}`): expected \"redb\" or a postgres:// or postgresql:// URL"
+        ),
         Some(key) => format!("line {line_no} (`{key}`): {}", e.message()),
         None => format!("line {line_no}: {}", e.message()),
     }
@@ -455,6 +484,52 @@ impl Config {
         }
         if self.api_token.as_ref().is_some_and(|t| t.len() < 16) {
             return invalid("api_token", "must be at least 16 characters");
+        }
+        self.validate_node()
+    }
+
+    /// The cluster keys: a shared journal needs a good `node_id`, and a node is judged
+    /// lost only after more than one heartbeat interval.
+    fn validate_node(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        match (&self.journal, &self.node_id) {
+            (crate::node::JournalSetting::Postgres(_), None) => {
+                return invalid(
+                    "node_id",
+                    "is required with a PostgreSQL journal: a short name unique in the \
+                     cluster, kept across restarts (such as \"n1\")"
+                        .into(),
+                );
+            }
+            (_, Some(id)) => {
+                if let Err(message) = crate::node::check_node_id(id) {
+                    return invalid("node_id", message);
+                }
+            }
+            (crate::node::JournalSetting::Redb, None) => {}
+        }
+        if self.heartbeat_secs == 0 {
+            return invalid("heartbeat_secs", "must be at least 1".into());
+        }
+        if self.node_lost_after_secs <= self.heartbeat_secs {
+            return invalid(
+                "node_lost_after_secs",
+                format!("must exceed heartbeat_secs ({})", self.heartbeat_secs),
+            );
+        }
+        // A stopping node renews no heartbeat while its shutdown pushes go out: were the
+        // others to judge it lost meanwhile, its users would get node_lost as well.
+        let clustered = matches!(self.journal, crate::node::JournalSetting::Postgres(_));
+        if clustered && self.shutdown_grace_secs + self.heartbeat_secs >= self.node_lost_after_secs
+        {
+            return invalid(
+                "shutdown_grace_secs",
+                format!(
+                    "with a PostgreSQL journal, shutdown_grace_secs + heartbeat_secs must stay \
+                     under node_lost_after_secs ({})",
+                    self.node_lost_after_secs
+                ),
+            );
         }
         Ok(())
     }
@@ -712,6 +787,61 @@ mod tests {
             let e = Config::load(&path).unwrap_err().to_string();
             assert!(!e.contains("s3cret") && !e.contains("31415926535"), "{e}");
             assert!(e.contains(&format!("`{key}`")), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_cluster_keys_parse_and_are_judged() {
+        let config: Config = toml::from_str("").unwrap();
+        assert_eq!(config.journal, crate::node::JournalSetting::Redb);
+        assert_eq!(
+            (config.heartbeat_secs, config.node_lost_after_secs),
+            (5, 30)
+        );
+        let text = "journal = \"postgres://app:s3cret@db/push\"\nnode_id = \"n1\"\n\
+                    heartbeat_secs = 1\nnode_lost_after_secs = 20";
+        let mut config: Config = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        assert!(!format!("{config:?}").contains("s3cret"));
+        config.node_lost_after_secs = 1;
+        let e = config.validate().unwrap_err().to_string();
+        assert!(e.contains("`node_lost_after_secs`"), "{e}");
+        config.node_lost_after_secs = 20;
+        config.node_id = None;
+        let e = config.validate().unwrap_err().to_string();
+        assert!(e.contains("`node_id`") && e.contains("required"), "{e}");
+        config.node_id = Some("N_1".into());
+        assert!(config.validate().is_err());
+        config.node_id = Some("n1".into());
+        config.heartbeat_secs = 0;
+        assert!(config.validate().is_err());
+        // A stop's pushes must end before the others may judge the node lost.
+        config.heartbeat_secs = 5;
+        config.node_lost_after_secs = 30;
+        config.shutdown_grace_secs = 24;
+        config.validate().unwrap();
+        config.shutdown_grace_secs = 25;
+        let e = config.validate().unwrap_err().to_string();
+        assert!(e.contains("`shutdown_grace_secs`"), "{e}");
+        config.journal = crate::node::JournalSetting::Redb;
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn a_bad_journal_line_is_named_without_its_value() {
+        let dir = std::env::temp_dir().join(format!("ipp-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        for text in [
+            "journal = \"mysql://u:s3cret@db/push\"\n",
+            "journal = \"postgres://u:s3cret@db/push\n",
+            "journal = [\"postgres://u:s3cret@db/push\"]\n",
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = Config::load(&path).unwrap_err().to_string();
+            assert!(!e.contains("s3cret"), "{e}");
+            assert!(e.contains("`journal`"), "{e}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -9,6 +9,10 @@
 pub enum ErrorCode {
     /// 400: the body or a field is invalid (`field` names it).
     BadRequest,
+    /// 400: the `Imap-Push-Key` header is not the registration's routing key (see
+    /// [`crate::api::Registration::routing_key`]): a load balancer would have routed the
+    /// request by a key that names another account.
+    RoutingKeyMismatch,
     /// 401: a bearer token is required and the one given is missing or wrong.
     Unauthorized,
     /// 403: the IMAP host or an endpoint is not a public address.
@@ -55,8 +59,9 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in status order: the source of the documented error table.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadRequest,
+        ErrorCode::RoutingKeyMismatch,
         ErrorCode::Unauthorized,
         ErrorCode::ForbiddenDestination,
         ErrorCode::NotFound,
@@ -81,7 +86,7 @@ impl ErrorCode {
     /// The HTTP status this error is answered with.
     pub const fn status(self) -> u16 {
         match self {
-            ErrorCode::BadRequest => 400,
+            ErrorCode::BadRequest | ErrorCode::RoutingKeyMismatch => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::ForbiddenDestination => 403,
             ErrorCode::NotFound => 404,
@@ -103,6 +108,7 @@ impl ErrorCode {
     pub const fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
+            ErrorCode::RoutingKeyMismatch => "routing_key_mismatch",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::ForbiddenDestination => "forbidden_destination",
             ErrorCode::NotFound => "not_found",

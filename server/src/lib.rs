@@ -17,6 +17,7 @@ pub mod id;
 pub mod journal;
 pub mod log_limit;
 pub mod logging;
+pub mod node;
 pub mod pacer;
 pub mod ratelimit;
 pub mod registry;

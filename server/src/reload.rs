@@ -39,6 +39,10 @@ pub fn restart_keys(running: &Config, new: &Config) -> Vec<&'static str> {
         log_format,
         require_endpoint_verification,
         verification_timeout_secs,
+        journal,
+        node_id,
+        heartbeat_secs,
+        node_lost_after_secs,
     } = new;
     macro_rules! compare {
         ($($field:ident),*) => {
@@ -69,7 +73,11 @@ pub fn restart_keys(running: &Config, new: &Config) -> Vec<&'static str> {
         trusted_proxies,
         log_format,
         require_endpoint_verification,
-        verification_timeout_secs
+        verification_timeout_secs,
+        journal,
+        node_id,
+        heartbeat_secs,
+        node_lost_after_secs
     );
     // HTTPS cannot be turned on or off in a running server; new files for it can.
     if running.tls.is_some() != tls.is_some() {

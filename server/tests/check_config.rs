@@ -288,3 +288,31 @@ fn serve_refuses_a_bad_log_level_or_rust_log_naming_it() {
         "{out:?}"
     );
 }
+
+/// The shared journal's URL is shown without its password, and a config that needs a
+/// `node_id` says so (exit 1), without the password either.
+#[test]
+fn the_journal_url_is_shown_without_its_password() {
+    let dir = TempDir::new();
+    let url = format!("postgres://push:{SECRET}@db.example:5432/push");
+    let good = format!("journal = \"{url}\"\nnode_id = \"n1\"\n");
+    let path = write(&dir, "good.toml", &good, 0o600);
+    let out = check_config(&["--config", &path]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_no_secret(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("postgres://push:***@db.example:5432/push"),
+        "{text}"
+    );
+    assert!(text.contains("node_id: Some(\n        \"n1\""), "{text}");
+    let path = write(&dir, "no-id.toml", &format!("journal = \"{url}\"\n"), 0o600);
+    let out = check_config(&["--config", &path]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_no_secret(&out);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("`node_id`") && text.contains("required"),
+        "{text}"
+    );
+}

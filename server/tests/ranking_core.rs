@@ -78,6 +78,7 @@ impl Driver {
             path: "/v1/subscriptions".into(),
             client: IpAddr::V4(Ipv4Addr::new(11, 0, 1, 1)),
             authorization: None::<Zeroizing<String>>,
+            routing_key: None,
             body: Zeroizing::new(body.to_string().into_bytes()),
         }));
         let tokens: Vec<u64> = out

@@ -434,6 +434,7 @@ impl Sim {
             path,
             client,
             authorization: None::<Zeroizing<String>>,
+            routing_key: None,
             body: Zeroizing::new(body),
         };
         self.input(Input::Request(request));
@@ -862,6 +863,8 @@ impl Sim {
                         .handle(Input::JournalDurable { ticket, ok }, now, None);
                 }
                 Output::Send(attempt) => self.send(attempt),
+                // The simulated server is one box (redb): it never has cluster work.
+                Output::Cluster(op) => panic!("a single-box core asked for {op:?}"),
             }
         }
     }

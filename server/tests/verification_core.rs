@@ -94,6 +94,7 @@ impl Driver {
             path: path.into(),
             client: IpAddr::V4(Ipv4Addr::LOCALHOST),
             authorization: None::<Zeroizing<String>>,
+            routing_key: None,
             body: Zeroizing::new(body.as_bytes().to_vec()),
         }))
     }

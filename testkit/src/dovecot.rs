@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::certs::TestPki;
 use crate::config::{render_config, render_passwd, validate_user_name, DovecotConfig, Layout};
-use crate::system::{self, UserIds};
+use crate::system::{self, command_line, tail, UserIds};
 use crate::HarnessError;
 
 /// Path of the Dovecot master binary.
@@ -46,6 +46,20 @@ fn check_installed() -> Result<(), HarnessError> {
         }
     }
     Ok(())
+}
+
+/// One logged-in connection as `doveadm who -1` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DovecotSession {
+    /// The login name.
+    pub user: String,
+    /// `imap` for the sessions this harness serves.
+    pub protocol: String,
+    /// The Dovecot process serving it, when listed.
+    pub pid: Option<u32>,
+    /// The client's address, when listed: with several clients on one host,
+    /// each bound to its own source address, it says whose session this is.
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// A running Dovecot on 127.0.0.1 with its own temp dir, config, CA, users
@@ -305,6 +319,16 @@ impl Dovecot {
 
     /// All logged-in sessions as `(user, protocol)` pairs, one per connection.
     pub fn who(&self) -> Result<Vec<(String, String)>, HarnessError> {
+        Ok(self
+            .sessions()?
+            .into_iter()
+            .map(|s| (s.user, s.protocol))
+            .collect())
+    }
+
+    /// All logged-in sessions, one per connection, with the client's address
+    /// as Dovecot saw it (`doveadm who -1`: user, protocol, pid, ip).
+    pub fn sessions(&self) -> Result<Vec<DovecotSession>, HarnessError> {
         self.ensure_running()?;
         let mut cmd = self.doveadm();
         cmd.args(["who", "-1"]);
@@ -315,7 +339,16 @@ impl Dovecot {
             .skip(1) // header: "username proto pid ip"
             .filter_map(|line| {
                 let mut fields = line.split_whitespace();
-                Some((fields.next()?.to_string(), fields.next()?.to_string()))
+                Some(DovecotSession {
+                    user: fields.next()?.to_string(),
+                    protocol: fields.next()?.to_string(),
+                    pid: fields
+                        .next()
+                        .and_then(|p| p.trim_matches(['(', ')']).parse().ok()),
+                    ip: fields
+                        .next()
+                        .and_then(|ip| ip.trim_matches(['(', ')']).parse().ok()),
+                })
             })
             .collect())
     }
@@ -569,6 +602,7 @@ impl Dovecot {
 
     fn startup_error(&self, message: String) -> HarnessError {
         HarnessError::Startup {
+            service: "Dovecot",
             message: format!("{message} (dir {})", self.dir.display()),
             log_tail: tail(&self.log(), 40),
         }
@@ -683,18 +717,4 @@ fn connect_tls(
             .map_err(|e| HarnessError::io(format!("TLS handshake with {addr}"), e))?;
     }
     Ok(tls)
-}
-
-fn command_line(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for arg in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&arg.to_string_lossy());
-    }
-    s
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -4,14 +4,16 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-/// Everything that can go wrong while starting, driving or stopping Dovecot.
+/// Everything that can go wrong while starting, driving or stopping Dovecot,
+/// PostgreSQL or HAProxy.
 ///
 /// Every variant carries enough context to diagnose a failing test from its
-/// output alone: startup errors include the tail of Dovecot's log, command
+/// output alone: startup errors include the tail of the service's log, command
 /// errors include the command line, exit status and captured output.
 #[derive(Debug)]
 pub enum HarnessError {
-    /// A Dovecot binary is missing. Tests must fail (not skip) on this.
+    /// A binary of Dovecot, PostgreSQL or HAProxy is missing. Tests must fail
+    /// (not skip) on this; the message names the Debian package to install.
     NotInstalled {
         /// The binary that was looked for.
         missing: PathBuf,
@@ -28,14 +30,17 @@ pub enum HarnessError {
     },
     /// Certificate generation failed.
     Certificate(String),
-    /// Dovecot did not come up (exited, or did not greet within the timeout).
+    /// A service did not come up (exited, or did not answer within the timeout).
     Startup {
+        /// Which one: `"Dovecot"`, `"PostgreSQL"` or `"HAProxy"`.
+        service: &'static str,
         /// What went wrong.
         message: String,
         /// The last lines of Dovecot's log and stderr.
         log_tail: String,
     },
-    /// A helper command (`doveadm`, `dovecot-lda`, `useradd`) failed.
+    /// A helper command (`doveadm`, `dovecot-lda`, `useradd`, `initdb`, `psql`,
+    /// `haproxy -c`) failed.
     Command {
         /// The command line that was run.
         command: String,
@@ -48,7 +53,7 @@ pub enum HarnessError {
     },
     /// A wait-for-condition helper gave up.
     Timeout(String),
-    /// The server has been stopped; the operation needs a running server.
+    /// The service has been stopped; the operation needs a running one.
     NotRunning,
 }
 
@@ -64,18 +69,31 @@ impl HarnessError {
 impl fmt::Display for HarnessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HarnessError::NotInstalled { missing } => write!(
-                f,
-                "Dovecot is not installed ({} is missing): run `apt-get install -y dovecot-imapd`",
-                missing.display()
-            ),
+            HarnessError::NotInstalled { missing } => {
+                let path = missing.to_string_lossy();
+                let (name, package) = if path.contains("postgresql") {
+                    ("PostgreSQL", "postgresql")
+                } else if path.contains("haproxy") {
+                    ("HAProxy", "haproxy")
+                } else {
+                    ("Dovecot", "dovecot-imapd")
+                };
+                write!(
+                    f,
+                    "{name} is not installed ({path} is missing): run `apt-get install -y {package}`"
+                )
+            }
             HarnessError::InvalidConfig(msg) => write!(f, "invalid Dovecot test config: {msg}"),
             HarnessError::Io { context, source } => write!(f, "{context}: {source}"),
             HarnessError::Certificate(msg) => write!(f, "certificate generation failed: {msg}"),
-            HarnessError::Startup { message, log_tail } => {
+            HarnessError::Startup {
+                service,
+                message,
+                log_tail,
+            } => {
                 write!(
                     f,
-                    "Dovecot failed to start: {message}\n--- Dovecot log tail ---\n{log_tail}"
+                    "{service} failed to start: {message}\n--- {service} log tail ---\n{log_tail}"
                 )
             }
             HarnessError::Command {
@@ -97,7 +115,7 @@ impl fmt::Display for HarnessError {
                 Ok(())
             }
             HarnessError::Timeout(what) => write!(f, "timed out: {what}"),
-            HarnessError::NotRunning => write!(f, "the Dovecot test server is not running"),
+            HarnessError::NotRunning => write!(f, "the test service is not running"),
         }
     }
 }

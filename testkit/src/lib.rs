@@ -17,6 +17,17 @@
 //! # Ok::<(), testkit::HarnessError>(())
 //! ```
 //!
+//! For several-node tests the harness also starts a private PostgreSQL
+//! ([`Postgres::start`]: `initdb` in a temp dir as the `postgres` user,
+//! 127.0.0.1, a role with a random password, [`Postgres::url`]) and HAProxy
+//! with the shipped `deploy/haproxy.cfg` in front of given nodes
+//! ([`Haproxy::start`], [`Haproxy::restart`] with another server list; the
+//! config is derived from the shipped file by [`derive_haproxy_config`]). Both
+//! run as children of the test process, are stopped by PID on drop and die
+//! with the test process. Missing programs give
+//! [`HarnessError::NotInstalled`] naming the Debian package (`postgresql`,
+//! `haproxy`).
+//!
 //! Requirements and behaviour:
 //! * Dovecot 2.3 (`apt-get install -y dovecot-imapd`). If it is missing,
 //!   `start` returns [`HarnessError::NotInstalled`]: tests fail, not skip.
@@ -57,23 +68,37 @@ mod certs;
 mod config;
 mod dovecot;
 mod error;
+mod haproxy;
 mod message;
 pub mod netns;
+mod postgres;
 mod system;
 
 pub use certs::TestPki;
 pub use config::{dovecot_accepts_password, DovecotConfig, DOVECOT_DEFAULT_CAPABILITIES};
 pub use dovecot::{
-    client_config_for, dovecot_available, Dovecot, DOVEADM_BIN, DOVECOT_BIN, LDA_BIN,
-    STARTUP_TIMEOUT,
+    client_config_for, dovecot_available, Dovecot, DovecotSession, DOVEADM_BIN, DOVECOT_BIN,
+    LDA_BIN, STARTUP_TIMEOUT,
 };
 pub use error::HarnessError;
+pub use haproxy::{
+    derive_haproxy_config, haproxy_available, Haproxy, HAPROXY_BIN, HOST_ONLY_GLOBAL_KEYWORDS,
+    SHIPPED_HAPROXY_CFG,
+};
 pub use message::{message_with_body, simple_message};
-pub use system::{raise_inotify_instances, raise_inotify_watches, MAIL_USER};
+pub use postgres::{
+    postgres_available, postgres_bin_dir, Postgres, POSTGRES_DATABASE, POSTGRES_LIB_DIR,
+    POSTGRES_ROLE, POSTGRES_STARTUP_TIMEOUT, POSTGRES_USER,
+};
+pub use system::{
+    raise_inotify_instances, raise_inotify_watches, spawn_tied_to_process, MAIL_USER,
+};
 
 // Tests share servers across threads (e.g. in a `OnceLock`).
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Dovecot>();
+    assert_send_sync::<Postgres>();
+    assert_send_sync::<Haproxy>();
     assert_send_sync::<HarnessError>();
 };

@@ -20,8 +20,11 @@ use crate::HarnessError;
 /// Name of the system user the IMAP processes run as.
 pub const MAIL_USER: &str = "vmail";
 
-/// Prefix of every temp dir the harness creates in `/tmp`.
+/// Prefix of every temp dir the harness creates in `/tmp` for Dovecot.
 pub(crate) const TEMP_PREFIX: &str = "testkit-dovecot-";
+/// Prefixes of the temp dirs of the other services (`testkit-<kind>-<pid>-...`);
+/// the stale-dir sweep knows them all.
+const TEMP_PREFIXES: [&str; 3] = [TEMP_PREFIX, "testkit-postgres-", "testkit-haproxy-"];
 
 /// uid/gid of a Unix user.
 #[derive(Clone, Copy, Debug)]
@@ -31,7 +34,7 @@ pub(crate) struct UserIds {
 }
 
 /// Look a user up with the re-entrant `getpwnam_r` (tests are multi-threaded).
-fn lookup_user(name: &str) -> Result<Option<UserIds>, HarnessError> {
+pub(crate) fn lookup_user(name: &str) -> Result<Option<UserIds>, HarnessError> {
     let cname = CString::new(name)
         .map_err(|_| HarnessError::InvalidConfig(format!("user name {name:?} contains NUL")))?;
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
@@ -255,7 +258,7 @@ struct SpawnRequest {
 ///
 /// `PR_SET_PDEATHSIG` fires when the *thread* that forked exits, and test
 /// threads come and go, so all spawns go through one process-lifetime thread.
-pub(crate) fn spawn_tied_to_process(mut cmd: Command) -> Result<Child, HarnessError> {
+pub fn spawn_tied_to_process(mut cmd: Command) -> Result<Child, HarnessError> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let desc = format!("{cmd:?}");
     // SAFETY: getpid is always safe.
@@ -314,7 +317,13 @@ pub(crate) fn spawn_tied_to_process(mut cmd: Command) -> Result<Child, HarnessEr
 /// Create a fresh, world-traversable (0755) directory under /tmp named
 /// `testkit-dovecot-<pid>-<n>-<random>`.
 pub(crate) fn create_temp_dir() -> Result<PathBuf, HarnessError> {
+    create_temp_dir_with(TEMP_PREFIX)
+}
+
+/// Like [`create_temp_dir`], with one of [`TEMP_PREFIXES`].
+pub(crate) fn create_temp_dir_with(prefix: &str) -> Result<PathBuf, HarnessError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    debug_assert!(TEMP_PREFIXES.contains(&prefix));
     remove_stale_temp_dirs();
     let pid = std::process::id();
     for _ in 0..100 {
@@ -323,7 +332,7 @@ pub(crate) fn create_temp_dir() -> Result<PathBuf, HarnessError> {
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut rnd)
             .map_err(|_| HarnessError::io("random", io::Error::other("SystemRandom failed")))?;
         let path = PathBuf::from(format!(
-            "/tmp/{TEMP_PREFIX}{pid}-{n}-{:08x}",
+            "/tmp/{prefix}{pid}-{n}-{:08x}",
             u32::from_be_bytes(rnd)
         ));
         match fs::create_dir(&path) {
@@ -352,7 +361,11 @@ fn remove_stale_temp_dirs() {
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+            let Some(rest) = name.to_str().and_then(|n| {
+                TEMP_PREFIXES
+                    .iter()
+                    .find_map(|prefix| n.strip_prefix(prefix))
+            }) else {
                 continue;
             };
             let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
@@ -381,4 +394,65 @@ pub(crate) fn chown(path: &Path, ids: UserIds) -> Result<(), HarnessError> {
 pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), HarnessError> {
     fs::write(path, data).map_err(|e| HarnessError::io(format!("write {}", path.display()), e))?;
     set_mode(path, mode)
+}
+
+/// `cmd` as a shell-like line, for error messages.
+pub(crate) fn command_line(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for arg in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&arg.to_string_lossy());
+    }
+    s
+}
+
+/// The last `lines` lines of `text`.
+pub(crate) fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Send `signal` to `child` (by its PID), wait up to `timeout` for it to exit,
+/// then SIGKILL it. Reaps it either way; a child that already exited is only
+/// reaped.
+pub(crate) fn stop_child(child: &mut Child, signal: libc::c_int, timeout: Duration) {
+    if !matches!(child.try_wait(), Ok(None)) {
+        return;
+    }
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: plain syscall; `pid` is our own child that has not been
+        // reaped yet (try_wait returned None), so it cannot have been recycled.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (the listener is dropped before the service
+/// binds it: a tiny race, which callers handle by retrying).
+pub(crate) fn free_port() -> Result<u16, HarnessError> {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| HarnessError::io("bind 127.0.0.1:0 to find a free port", e))
+}
+
+/// `n` random bytes as lowercase hex (for passwords and names).
+pub(crate) fn random_hex(n: usize) -> Result<String, HarnessError> {
+    let mut bytes = vec![0u8; n];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| HarnessError::io("random", io::Error::other("SystemRandom failed")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -197,6 +197,12 @@ fn connection_count_tracks_sessions() {
         .unwrap();
     dc.wait_for_connection_count("carol", 1, Duration::from_secs(5))
         .unwrap();
+    // The listing with addresses agrees, and names the client's address.
+    let listed = dc.sessions().unwrap();
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    assert!(listed.iter().all(|s| s.protocol == "imap"
+        && s.pid.is_some()
+        && s.ip == Some(std::net::Ipv4Addr::LOCALHOST.into())));
     sessions.truncate(1);
     dc.wait_for_connection_count("alice", 1, Duration::from_secs(5))
         .unwrap();

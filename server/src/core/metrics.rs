@@ -16,6 +16,13 @@ pub struct Counters {
     pub logins_paced: u64,
     pub host_cap_rejections: u64,
     pub sessions_lost: u64,
+    /// Subscriptions of lost nodes (or this node's own after a fence) taken over, each
+    /// pushed `node_lost`.
+    pub subscriptions_claimed: u64,
+    /// Sessions ended because another node took their key over or deleted them.
+    pub subscriptions_dropped: u64,
+    /// Times this node stopped its sessions for want of a heartbeat.
+    pub fences: u64,
 }
 
 impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
@@ -56,6 +63,17 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             ),
             ("imap_push_logins_paced_total", "counter", c.logins_paced),
             ("imap_push_sessions_lost_total", "counter", c.sessions_lost),
+            (
+                "imap_push_cluster_claimed_total",
+                "counter",
+                c.subscriptions_claimed,
+            ),
+            (
+                "imap_push_cluster_dropped_total",
+                "counter",
+                c.subscriptions_dropped,
+            ),
+            ("imap_push_cluster_fences_total", "counter", c.fences),
             ("imap_push_pushes_held", "gauge", self.held.len() as u64),
             (
                 "imap_push_held_new_mail_dropped_total",

@@ -31,11 +31,13 @@
 //!
 //! Handles are the owner's: `S` names an engine session, `R` a waiting API request.
 
+pub mod cluster;
 pub mod held;
 mod logs;
 mod metrics;
 mod pushes;
 pub mod readiness;
+pub mod remote;
 pub mod requests;
 mod sessions;
 mod verify;
@@ -54,7 +56,7 @@ pub use crate::delivery::{Attempt, Done, PushJob};
 use crate::delivery::{DeliveryStats, Scheduler};
 use crate::fd_budget::Budget;
 use crate::id::SubscriptionId;
-use crate::journal::Record;
+use crate::journal::{ClusterEvent, ClusterOp, Record};
 use crate::pacer::Pacer;
 use crate::ratelimit::RateLimiter;
 use crate::registry::Registry;
@@ -82,6 +84,9 @@ pub struct ApiRequest<R> {
     pub client: IpAddr,
     /// The `Authorization` header, zeroized on drop.
     pub authorization: Option<Zeroizing<String>>,
+    /// The `Imap-Push-Key` header: the routing key the client computed (a registration
+    /// whose own key differs is refused, `routing_key_mismatch`).
+    pub routing_key: Option<String>,
     /// Zeroized on drop (and by the parser once read).
     pub body: Zeroizing<Vec<u8>>,
 }
@@ -135,6 +140,9 @@ pub enum Input<S, R> {
     /// An attempt of [`Output::Send`] was made (or could not be). The handle's random
     /// bytes give a retry its jitter.
     PushDone(Done),
+    /// The shared journal's answer to [`Output::Cluster`], or its notice (see
+    /// [`cluster`]).
+    Cluster(ClusterEvent),
     /// A deadline ([`Core::poll_timeout`]) may have passed.
     Tick,
     /// The server stops: every ready subscription gets its `shutdown` push.
@@ -186,6 +194,9 @@ pub enum Output<S, R> {
     },
     /// Make this push request; answer with [`Input::PushDone`].
     Send(Attempt),
+    /// Work for the shared journal (heartbeat, claims), carried out in order with the
+    /// journal writes before it; answered with [`Input::Cluster`].
+    Cluster(ClusterOp),
 }
 
 /// The clock, read by the owner.
@@ -209,10 +220,21 @@ struct PacedLogin {
 /// durable.
 #[derive(Debug)]
 struct Created<R> {
-    request: R,
+    request: Waiter<R>,
     response: Response,
     /// A verifying subscription's 201: its verification pushes go once it is sent.
     verify: Option<SubscriptionId>,
+}
+
+/// Who waits for an answer: a request of this node's API, or another node that forwarded
+/// a verification to this one, the owner (see [`remote`]).
+#[derive(Debug)]
+enum Waiter<R> {
+    Local(R),
+    Forwarded {
+        by: crate::node::NodeName,
+        ticket: u64,
+    },
 }
 
 /// The owner of the server's state. See the module docs for the call order.
@@ -249,6 +271,13 @@ pub struct Core<S, R> {
     logs: logs::CoreLogs,
     /// The journal's health, for `/readyz`.
     journal: readiness::JournalHealth,
+    /// With a shared journal: this node's heartbeat and fencing (see [`cluster`]).
+    liveness: Option<cluster::Liveness>,
+    /// GETs and DELETEs of other nodes' subscriptions waiting for the database, by
+    /// ticket; at most [`remote::REMOTE_PENDING_MAX`].
+    remote: HashMap<u64, (R, remote::Remote)>,
+    /// The reconcile in flight after a reconnect to the database (see [`remote`]).
+    reconcile: Option<remote::Reconcile>,
 }
 
 impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
@@ -263,7 +292,11 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     ) -> Core<S, R> {
         let limits = &config.limits;
         let scheduler = Scheduler::new(&config.delivery());
+        let liveness = cluster::liveness(&config, now.instant);
         let mut core = Core {
+            liveness,
+            remote: HashMap::new(),
+            reconcile: None,
             limiter: RateLimiter::new(limits.registrations_per_minute_per_ip),
             pacer: Pacer::new(
                 limits.logins_per_second_per_host,
@@ -315,12 +348,15 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 });
                 self.scheduler.handle_done(done, now.instant, jitter);
             }
+            Input::Cluster(event) => self.on_cluster(event, now),
             Input::Tick => {
                 self.start_paced_logins(now.instant);
                 self.expire_registrations(now.instant);
                 self.expire_verifications(now.instant);
                 self.reoffer_held(now.instant);
                 self.probe_journal(now.instant);
+                self.cluster_tick(now.instant);
+                self.expire_remote(now.instant);
                 self.scheduler.handle_timeout(now.instant);
             }
             Input::Shutdown => self.shutdown_pushes(now.instant),
@@ -334,7 +370,8 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     }
 
     /// When [`Input::Tick`] is next due: the earliest paced login, registration or
-    /// verification deadline, offer of held pushes, journal probe or push timer.
+    /// verification deadline, offer of held pushes, journal probe, push timer, heartbeat
+    /// or fence.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let paced = self.paced.iter().map(|p| p.due).min();
         let deadlines = [
@@ -343,6 +380,12 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             self.held.due(),
             self.journal.due(),
             self.scheduler.poll_timeout(),
+            // A stopping node renews nothing more (see `cluster`).
+            self.liveness
+                .as_ref()
+                .filter(|_| !self.shut_down)
+                .map(cluster::Liveness::due),
+            self.remote_due(),
         ];
         deadlines.into_iter().flatten().min()
     }

@@ -4,7 +4,8 @@
 //! Not ready, in this order of precedence:
 //! - `draining`: shutdown has begun ([`super::Input::Shutdown`]);
 //! - `journal_unavailable`: the last journal write failed (a registration would get `500`),
-//!   or the writer thread is gone (its writes fail at once);
+//!   or the writer thread is gone (its writes fail at once), or this node is fenced (it
+//!   could not renew its heartbeat in the shared journal, see [`super::cluster`]);
 //! - `at_capacity`: the server holds `sessions_capacity` keys, the lesser of
 //!   `limits.sessions_max` and what the descriptor budget allows (a registration would get
 //!   `503 at_capacity`).
@@ -91,7 +92,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         if self.shut_down {
             return Err(NotReady::Draining);
         }
-        if self.journal.failing {
+        if self.journal.failing || self.fenced() {
             return Err(NotReady::JournalUnavailable);
         }
         if self.registry.keys() >= self.budget.sessions_capacity {

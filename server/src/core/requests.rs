@@ -33,6 +33,13 @@ pub(super) struct Resolving<R> {
     checks: Checks,
 }
 
+impl<R> Resolving<R> {
+    /// Ends the registration with `e`; its secret is zeroized as it is dropped.
+    pub(super) fn refuse(self, e: ApiError) -> Refused<R> {
+        (self.request, e)
+    }
+}
+
 /// Where a refused registration's answer goes, with why.
 pub(super) type Refused<R> = (R, ApiError);
 
@@ -49,6 +56,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             path,
             client,
             authorization,
+            routing_key,
             mut body,
         } = request;
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
@@ -83,17 +91,23 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 include_str!("../../../docs/openapi.json"),
             )),
             (Method::Post, ["v1", "subscriptions"]) => {
-                return self.register(id, client, &mut body, now, random);
+                let header = routing_key.as_deref();
+                return self.register(id, client, header, &mut body, now, random);
             }
-            (Method::Get, ["v1", "subscriptions", sub]) => self.describe(sub),
+            (Method::Get, ["v1", "subscriptions", sub]) => {
+                if let Err((id, e)) = self.get(id, sub, now.instant) {
+                    self.respond(id, e.to_response());
+                }
+                return;
+            }
             (Method::Post, ["v1", "subscriptions", sub, "verify"]) => {
-                if let Err((id, e)) = self.verify(id, sub, &body) {
+                if let Err((id, e)) = self.verify(id, sub, &body, now.instant) {
                     self.respond(id, e.to_response());
                 }
                 return;
             }
             (Method::Delete, ["v1", "subscriptions", sub]) => {
-                if let Err((id, e)) = self.delete(id, sub) {
+                if let Err((id, e)) = self.delete(id, sub, now.instant) {
                     self.respond(id, e.to_response());
                 }
                 return;
@@ -139,11 +153,12 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         &mut self,
         id: R,
         client: IpAddr,
+        routing_key: Option<&str>,
         body: &mut [u8],
         now: Now,
         random: Option<super::Random>,
     ) {
-        if let Err((id, e)) = self.try_register(id, client, body, now, random) {
+        if let Err((id, e)) = self.try_register(id, client, routing_key, body, now, random) {
             self.counters.registrations_rejected += 1;
             self.logs.refused(&e, now.instant);
             self.respond(id, e.to_response());
@@ -154,12 +169,14 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         &mut self,
         id: R,
         client: IpAddr,
+        routing_key: Option<&str>,
         body: &mut [u8],
         now: Now,
         random: Option<super::Random>,
     ) -> Result<(), Refused<R>> {
         let checked = self.check_rate(client, now.instant).and_then(|()| {
             let registration = parse_registration(body, &self.config)?;
+            check_routing_key(&registration, routing_key)?;
             self.check_verifiable(&registration)?;
             // What the caps refuse is refused now; they are checked again before the login.
             self.admit(
@@ -397,6 +414,9 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     /// account, sessions per IMAP host, registrations in progress. A re-registration of a
     /// key the registry holds replaces rather than adds, so only the last cap applies to it.
     fn admit(&mut self, key: &[u8; 32], account: &[u8; 32], host: &str) -> Result<(), ApiError> {
+        if self.fenced() {
+            return Err(super::cluster::fenced_error());
+        }
         let limits = &self.config.limits;
         if self.registry.pending() >= limits.pending_registrations_max {
             return Err(ApiError::rate_limited(
@@ -461,16 +481,37 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         Ok(Response::json(200, body.to_string()))
     }
 
+    /// `GET /v1/subscriptions/{id}`: this node's subscription, or another node's read from
+    /// the shared journal.
+    fn get(&mut self, request: R, id: &str, now: Instant) -> Result<(), Refused<R>> {
+        let Ok(parsed) = SubscriptionId::parse(id) else {
+            return Err((request, not_found()));
+        };
+        if self.registry.get(&parsed).is_none() {
+            let until = now + super::remote::REMOTE_TIMEOUT;
+            return self.ask_remote(request, parsed, super::remote::Remote::Get { until });
+        }
+        match self.describe(id) {
+            Ok(response) => {
+                self.respond(request, response);
+                Ok(())
+            }
+            Err(e) => Err((request, e)),
+        }
+    }
+
     /// Ends a subscription: its session ended, its pending new mail dropped, and no push
     /// after this (not even a reconnect one). The 204 waits until the journal removal is
     /// durable: a crash after a 204 must not bring the subscription back with a restart
     /// push.
-    fn delete(&mut self, request: R, id: &str) -> Result<(), Refused<R>> {
+    fn delete(&mut self, request: R, id: &str, now: Instant) -> Result<(), Refused<R>> {
         let Ok(id) = SubscriptionId::parse(id) else {
             return Err((request, not_found()));
         };
         let Some(sub) = self.registry.remove(&id) else {
-            return Err((request, not_found()));
+            // Perhaps another node's (a shared journal).
+            let until = now + super::remote::REMOTE_TIMEOUT;
+            return self.ask_remote(request, id, super::remote::Remote::Delete { until });
         };
         self.unwatch(sub.session);
         self.push(super::PushJob::Forget {
@@ -484,7 +525,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         self.created.insert(
             ticket,
             super::Created {
-                request,
+                request: super::Waiter::Local(request),
                 response: Response::empty(204),
                 verify: None,
             },
@@ -494,6 +535,20 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             ticket: Some(ticket),
         });
         Ok(())
+    }
+}
+
+/// A client that names its routing key (`Imap-Push-Key`, what the load balancer hashed
+/// on) must name this registration's: else the request reached a node by another
+/// account's key, and the app would hash its next request elsewhere too.
+fn check_routing_key(registration: &Registration, given: Option<&str>) -> Result<(), ApiError> {
+    match given.map(str::trim) {
+        Some(given) if given != registration.routing_key() => Err(ApiError::new(
+            ErrorCode::RoutingKeyMismatch,
+            "the Imap-Push-Key header is not this account's routing key: base64url (no \
+             padding) of SHA-256 over host, port and username, lowercased, joined by \\n",
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -144,12 +144,12 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         self.created.insert(
             ticket,
             Created {
-                request: waiting,
+                request: super::Waiter::Local(waiting),
                 response,
                 verify: verifying.then_some(id),
             },
         );
-        self.out.push_back(Output::JournalInsert { ticket, record });
+        self.journal_insert(ticket, record);
     }
 
     /// Subscription `id` takes its key over, ending the one it replaces; or, if a newer
@@ -233,6 +233,7 @@ fn created<S, R>(sub: &Subscription<S, R>, ready: &engine::Ready) -> (Record, ht
         "state": sub.state.as_str(),
         "capabilities": {"idle": ready.idle, "notify": ready.notify},
         "mailboxes": sub.mailboxes,
+        "routing_key": crate::api::routing_key(&sub.account),
     });
     let location = format!("/v1/subscriptions/{}", sub.id);
     let response = httpd::Response::json(201, body.to_string()).with_header("location", location);

@@ -1,27 +1,33 @@
-//! The subscription journal: every live subscription, without any credential, in an
-//! embedded database (redb) in the data dir.
+//! The subscription journal: every live subscription, without any credential, in a
+//! [`Store`]: an embedded redb file in the data dir ([`redb_store`], the default for one
+//! box), or a PostgreSQL database that several nodes share ([`postgres`]).
 //!
 //! Why: a crash, `kill -9`, power loss or upgrade must not drop a user silently. On start,
 //! every subscription left over from the previous run gets its reconnect push
 //! (`server_restart`) and then leaves the journal, so the app registers again.
 //!
-//! Why redb: pure Rust (no C toolchain in the build), one file, ACID transactions with an
-//! fsync per commit, and a key-value table is all we need.
-//!
-//! Writes go through one writer thread that commits in batches (group commit): a burst of
-//! registrations costs one fsync per batch, not one per registration. A registration is
-//! answered only after its record is durable.
+//! Writes go through one writer thread that drives the store and commits in batches
+//! (group commit): a burst of registrations costs one fsync per batch, not one per
+//! registration. A registration is answered only after its record is durable. The
+//! writer thread also carries a clustered store's other work ([`ClusterOp`]: heartbeats,
+//! claims), in order with the commits, and its notices ([`ClusterEvent`]) back to the
+//! owner: the owner thread never waits on the database.
+
+pub mod cluster;
+pub mod postgres;
+pub mod redb_store;
+
+pub use cluster::{ClusterEvent, ClusterOp, VerifyOutcome};
 
 use std::collections::VecDeque;
 use std::path::Path;
 use std::thread::JoinHandle;
 
 use base64::Engine as _;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::log_limit::{LogLimit, Verdict};
 use push::{Keys, Protocol, PushTarget};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::id::SubscriptionId;
@@ -29,20 +35,7 @@ use crate::id::SubscriptionId;
 /// Most operations committed in one transaction.
 pub const BATCH_MAX: usize = 1024;
 
-/// Memory redb may use to cache the journal's pages (redb's default is 1 GiB). The journal
-/// is read once, at start, and otherwise only written, so a cache buys nothing; with the
-/// default every record written stayed cached, and each subscription cost its record
-/// again in the proxy's RSS (whole-proxy density bench, `proxy_density`). The file's pages
-/// stay in the kernel's page cache, which the kernel may reclaim.
-///
-/// Why 256 KiB and not more: records are ~700 bytes of random-keyed leaves, so a cache
-/// fills with one page per record written until it is full. At 2 MiB it was still filling
-/// at 3,000 subscriptions, and the bench counted ~450 bytes of it per subscription between
-/// 1,000 and 4,000 (a heap profile showed 1.4 MB of redb pages at 2,000). A commit
-/// touches a random leaf per record either way, which no cache of a bounded size holds
-/// for a large journal: a page the cache does not hold is read back from the kernel's
-/// page cache.
-pub const JOURNAL_CACHE_BYTES: usize = 256 * 1024;
+pub use redb_store::{RedbStore, JOURNAL_CACHE_BYTES};
 
 /// Operations waiting for the writer thread: four batches. The owner thread, the only
 /// one that writes, never waits here, since the writer may itself be waiting for the
@@ -57,13 +50,6 @@ pub const OPS_QUEUE_MAX: usize = 4 * BATCH_MAX;
 /// `server_restart` push after the next restart, never fewer pushes).
 pub const BACKLOG_MAX: usize = 64 * BATCH_MAX;
 
-const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("subscriptions");
-/// Where a probe writes (see [`Journal::probe`]): apart from the records, so a restart
-/// never reads it as one.
-const PROBE_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("probe");
-/// What a probe writes: a page's worth, so that the commit allocates and writes pages as
-/// a batch of records would.
-const PROBE_BYTES: usize = 4096;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// One journalled subscription. Holds no credential.
@@ -136,10 +122,13 @@ pub enum JournalError {
     Open(String),
     Read(String),
     Corrupt(String),
+    /// A live node (its heartbeat younger than `node_lost_after_secs`) holds this
+    /// `node_id` in the shared journal.
+    NodeLive(String),
 }
 
 impl JournalError {
-    fn corrupt(e: impl std::fmt::Display) -> JournalError {
+    pub(crate) fn corrupt(e: impl std::fmt::Display) -> JournalError {
         JournalError::Corrupt(e.to_string())
     }
 }
@@ -150,19 +139,84 @@ impl std::fmt::Display for JournalError {
             JournalError::Open(e) => write!(f, "cannot open the journal: {e}"),
             JournalError::Read(e) => write!(f, "cannot read the journal: {e}"),
             JournalError::Corrupt(e) => write!(f, "a journal record is corrupt: {e}"),
+            JournalError::NodeLive(id) => write!(
+                f,
+                "a live node holds node_id {id:?} (its heartbeat is fresh): two nodes may \
+                 not share an id; stop the other, or wait node_lost_after_secs after it died"
+            ),
         }
     }
 }
 
 impl std::error::Error for JournalError {}
 
+/// Why a store could not do what it was asked. The text names the storage fault (IO,
+/// corruption, a refused connection, a database error), never a record or a password.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A record to write: its id, its dedup key hash and state (columns of a shared store),
+/// and its bytes (JSON, as the redb file has always held them).
+#[derive(Debug)]
+pub struct Insert {
+    pub id: String,
+    pub key_hash: String,
+    pub verifying: bool,
+    pub bytes: Vec<u8>,
+}
+
+/// One change of a batch the writer commits in one transaction.
+#[derive(Debug)]
+pub enum Change<'a> {
+    Insert(&'a Insert),
+    Remove(&'a str),
+    /// Touch the storage as a batch of records would, and keep nothing a restart reads.
+    Probe,
+}
+
+/// Where the journal's records live. The writer thread alone drives it; every method
+/// may block on the storage.
+pub trait Store: Send + 'static {
+    /// Applies `changes` in one transaction, durably, or none of them.
+    fn commit(&mut self, changes: &[Change<'_>]) -> Result<(), StoreError>;
+
+    /// Carries out `op` (clustered stores only: the others never get one, since the core
+    /// asks only when `journal` is a database).
+    /// Answered with the event for the owner, or `None` when nobody waits for one.
+    fn cluster(&mut self, op: ClusterOp) -> Result<Option<ClusterEvent>, StoreError> {
+        let _ = op;
+        Err(StoreError("this journal is not shared by a cluster".into()))
+    }
+
+    /// Notices that arrived since the last call, without waiting.
+    fn poll_notices(&mut self, notices: &mut Vec<ClusterEvent>) {
+        let _ = notices;
+    }
+
+    /// How often the writer polls for notices while idle; `None`: it never needs to.
+    fn poll_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// The server stops cleanly: a clustered store marks this node stopped, so that a
+    /// restart with the same `node_id` is not refused as a live twin.
+    fn stopped(&mut self) {}
+}
+
 /// Runs once the operation it came with is durable (`true`) or failed to commit (`false`).
 pub type Then = Box<dyn FnOnce(bool) + Send>;
 
 enum Op {
-    Insert(String, Vec<u8>, Option<Then>),
+    Insert(Insert, Option<Then>),
     Remove(String, Option<Then>),
     Probe(Then),
+    Cluster(ClusterOp),
     Flush(Sender<()>),
 }
 
@@ -195,40 +249,37 @@ fn ops_channel() -> (Sender<Op>, Receiver<Op>) {
     crossbeam_channel::bounded(OPS_QUEUE_MAX)
 }
 
-/// redb on `path`, its page cache bounded: at start and whenever the writer opens it
-/// again after a failed commit.
-fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
-    Database::builder()
-        .set_cache_size(JOURNAL_CACHE_BYTES)
-        .create(path)
-}
-
 impl Journal {
-    /// Opens (or creates) the journal at `path` and returns what the previous run left.
+    /// Opens (or creates) the redb journal at `path` and returns what the previous run
+    /// left.
     pub fn open(path: &Path) -> Result<(Journal, Vec<Record>), JournalError> {
-        // The file exists, owner-only, before redb opens it.
-        drop(open_private(path).map_err(|e| JournalError::Open(e.to_string()))?);
-        let db = open_database(path).map_err(|e| JournalError::Open(e.to_string()))?;
-        let leftovers = read_all(&db)?;
+        let (store, leftovers) = RedbStore::open(path)?;
+        Ok((Journal::start(Box::new(store), None)?, leftovers))
+    }
+
+    /// Starts the writer thread on `store`. A clustered store's answers and notices go to
+    /// `events`; the writer waits when that channel is full (the owner, which reads it,
+    /// never waits for the writer).
+    pub fn start(
+        store: Box<dyn Store>,
+        events: Option<Sender<ClusterEvent>>,
+    ) -> Result<Journal, JournalError> {
         let (ops, rx) = ops_channel();
         let stats = std::sync::Arc::new(JournalStats::default());
         let writer = {
-            let (stats, path) = (stats.clone(), path.to_path_buf());
+            let stats = stats.clone();
             std::thread::Builder::new()
                 .name("journal".into())
-                .spawn(move || write_loop(&path, db, &rx, &stats))
+                .spawn(move || write_loop(store, &rx, &stats, events.as_ref()))
                 .map_err(|e| JournalError::Open(e.to_string()))?
         };
-        Ok((
-            Journal {
-                ops: Some(ops),
-                backlog: VecDeque::new(),
-                writer: Some(writer),
-                stats,
-                full_log: LogLimit::default(),
-            },
-            leftovers,
-        ))
+        Ok(Journal {
+            ops: Some(ops),
+            backlog: VecDeque::new(),
+            writer: Some(writer),
+            stats,
+            full_log: LogLimit::default(),
+        })
     }
 
     /// Records a subscription; `then` runs once it is durable. Never waits.
@@ -237,7 +288,13 @@ impl Journal {
             Ok(bytes) => bytes,
             Err(_) => return then(false),
         };
-        self.offer(Op::Insert(record.id.to_string(), bytes, Some(then)));
+        let insert = Insert {
+            id: record.id.to_string(),
+            key_hash: record.key_hash.clone(),
+            verifying: record.verifying,
+            bytes,
+        };
+        self.offer(Op::Insert(insert, Some(then)));
     }
 
     /// Removes `id`'s record. Never waits.
@@ -256,6 +313,13 @@ impl Journal {
     /// `then(durable)`: how a failed journal shows that it works again. Never waits.
     pub fn probe(&mut self, then: Then) {
         self.offer(Op::Probe(then));
+    }
+
+    /// Queues a clustered store's work, in order with the writes before it; the answer
+    /// comes on the events channel. Never waits: one that finds the backlog full is
+    /// dropped, and the core sees no answer (a heartbeat not renewed).
+    pub fn cluster(&mut self, op: ClusterOp) {
+        self.offer(Op::Cluster(op));
     }
 
     /// Whether operations wait in the backlog: the owner calls
@@ -338,8 +402,8 @@ impl Journal {
 /// Tells whoever waits for `op` that it was not written.
 fn fail(op: Op) {
     match op {
-        Op::Insert(_, _, Some(then)) | Op::Remove(_, Some(then)) | Op::Probe(then) => then(false),
-        Op::Insert(_, _, None) | Op::Remove(_, None) | Op::Flush(_) => {}
+        Op::Insert(_, Some(then)) | Op::Remove(_, Some(then)) | Op::Probe(then) => then(false),
+        Op::Insert(_, None) | Op::Remove(_, None) | Op::Cluster(_) | Op::Flush(_) => {}
     }
 }
 
@@ -361,120 +425,149 @@ impl Drop for Journal {
     }
 }
 
-/// Opens the journal file, creating it owner-only (0600) from the first instant: push
-/// keys and endpoints are in there, and a file created with the umask's mode and
-/// restricted afterwards could be opened by anyone in between. A file left by an older
-/// version with a wider mode is restricted too.
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)?;
-    if file.metadata()?.permissions().mode() & 0o077 != 0 {
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(file)
-}
-
-fn read_all(db: &Database) -> Result<Vec<Record>, JournalError> {
-    let read_error = |e: &dyn std::fmt::Display| JournalError::Read(e.to_string());
-    let txn = db.begin_read().map_err(|e| read_error(&e))?;
-    let table = match txn.open_table(TABLE) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(read_error(&e)),
-    };
-    let mut records = Vec::new();
-    for entry in table.iter().map_err(|e| read_error(&e))? {
-        let (_, value) = entry.map_err(|e| read_error(&e))?;
-        records.push(serde_json::from_slice(value.value()).map_err(JournalError::corrupt)?);
-    }
-    Ok(records)
-}
-
-/// Commits batches until the channel closes. After a failed commit redb refuses every
-/// later one ("previous I/O error") until the database is opened again, so the writer
-/// drops it and opens it again before the next batch: a disk that had no room, or
-/// failed for a moment, is used again once it works, and the probes of `/readyz` see it.
-fn write_loop(path: &Path, db: Database, rx: &Receiver<Op>, stats: &JournalStats) {
-    use std::sync::atomic::Ordering;
-    let mut db = Some(db);
+/// Drives the store until the channel closes: commits batches of writes, carries out
+/// cluster work in order between them, and passes notices on.
+fn write_loop(
+    mut store: Box<dyn Store>,
+    rx: &Receiver<Op>,
+    stats: &JournalStats,
+    events: Option<&Sender<ClusterEvent>>,
+) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
     let mut failure_log = LogLimit::<()>::default();
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < BATCH_MAX {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
+    let poll = store.poll_interval();
+    loop {
+        let first = match poll {
+            Some(every) => match rx.recv_timeout(every) {
+                Ok(op) => Some(op),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            None => match rx.recv() {
+                Ok(op) => Some(op),
                 Err(_) => break,
-            }
-        }
-        if db.is_none() {
-            db = open_database(path).ok();
-        }
-        let started = std::time::Instant::now();
-        let result = match db.as_ref() {
-            Some(db) => commit(db, &batch).map_err(|e| e.to_string()),
-            None => Err("the journal could not be opened again".to_owned()),
+            },
         };
+        if let Some(first) = first {
+            batch.push(first);
+            while batch.len() < BATCH_MAX {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let mut run = Vec::with_capacity(batch.len());
+            for op in batch.drain(..) {
+                let Op::Cluster(cluster) = op else {
+                    run.push(op);
+                    continue;
+                };
+                commit_run(&mut *store, &mut run, stats, &mut failure_log);
+                let event = store.cluster(cluster).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cluster work failed");
+                    failed_answer(cluster)
+                });
+                if let Some(event) = event {
+                    send_event(events, event);
+                }
+            }
+            commit_run(&mut *store, &mut run, stats, &mut failure_log);
+        }
+        let mut notices = Vec::new();
+        store.poll_notices(&mut notices);
+        for notice in notices {
+            send_event(events, notice);
+        }
+    }
+    store.stopped();
+}
+
+fn send_event(events: Option<&Sender<ClusterEvent>>, event: ClusterEvent) {
+    if let Some(events) = events {
+        let _ = events.send(event);
+    }
+}
+
+/// The answer of cluster work that failed: nothing renewed, taken, read or removed.
+fn failed_answer(op: ClusterOp) -> Option<ClusterEvent> {
+    let event = match op {
+        ClusterOp::Heartbeat { ticket } => ClusterEvent::Heartbeat { ticket, ok: false },
+        ClusterOp::ClaimLost { .. } | ClusterOp::ClaimOwn => ClusterEvent::Claimed {
+            records: Vec::new(),
+            own: matches!(op, ClusterOp::ClaimOwn),
+            ok: false,
+        },
+        ClusterOp::Read { ticket, .. } => ClusterEvent::Read {
+            ticket,
+            record: Err(()),
+        },
+        ClusterOp::Delete { ticket, .. } => ClusterEvent::Deleted {
+            ticket,
+            found: Err(()),
+        },
+        // The asking node times out.
+        ClusterOp::Ack { .. } | ClusterOp::VerifyReply { .. } => return None,
+        ClusterOp::Verify { ticket, .. } => ClusterEvent::VerifyForwarded {
+            ticket,
+            found: Err(()),
+        },
+        ClusterOp::Owned { ticket } => ClusterEvent::Owned {
+            ticket,
+            ids: Err(()),
+        },
+    };
+    Some(event)
+}
+
+/// Commits `run` (writes, probes and flushes, no cluster work) in one transaction and
+/// tells each waiter its outcome. An empty run commits nothing.
+fn commit_run(
+    store: &mut dyn Store,
+    run: &mut Vec<Op>,
+    stats: &JournalStats,
+    failure_log: &mut LogLimit<()>,
+) {
+    use std::sync::atomic::Ordering;
+    let changes: Vec<Change<'_>> = run
+        .iter()
+        .filter_map(|op| match op {
+            Op::Insert(insert, _) => Some(Change::Insert(insert)),
+            Op::Remove(id, _) => Some(Change::Remove(id)),
+            Op::Probe(_) => Some(Change::Probe),
+            Op::Cluster(_) | Op::Flush(_) => None,
+        })
+        .collect();
+    let ok = if changes.is_empty() {
+        true
+    } else {
+        let started = std::time::Instant::now();
+        let result = store.commit(&changes);
         stats.commit_time.record(started.elapsed());
         if let Err(e) = &result {
-            // redb's error names the storage fault (IO, corruption), never a record.
             if let Verdict::Log { more } | Verdict::Overflow { more } =
                 failure_log.check((), std::time::Instant::now())
             {
-                tracing::error!(error = %e, ops = batch.len(), more, "journal commit failed");
+                tracing::error!(error = %e, ops = run.len(), more, "journal commit failed");
             }
         }
-        let ok = result.is_ok();
-        let counter = if ok {
+        let counter = if result.is_ok() {
             &stats.commits
         } else {
-            // Closed before it is opened again: redb allows one open handle per file.
-            db = None;
             &stats.commit_failures
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        for op in batch.drain(..) {
-            match op {
-                Op::Insert(_, _, Some(then)) | Op::Remove(_, Some(then)) | Op::Probe(then) => {
-                    then(ok)
-                }
-                Op::Flush(done) => {
-                    let _ = done.send(());
-                }
-                Op::Insert(_, _, None) | Op::Remove(_, None) => {}
+        result.is_ok()
+    };
+    drop(changes);
+    for op in run.drain(..) {
+        match op {
+            Op::Insert(_, Some(then)) | Op::Remove(_, Some(then)) | Op::Probe(then) => then(ok),
+            Op::Flush(done) => {
+                let _ = done.send(());
             }
+            Op::Insert(_, None) | Op::Remove(_, None) | Op::Cluster(_) => {}
         }
     }
-}
-
-fn commit(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
-    let txn = db.begin_write()?;
-    {
-        let mut table = txn.open_table(TABLE)?;
-        for op in batch {
-            match op {
-                Op::Insert(id, bytes, _) => {
-                    table.insert(id.as_str(), bytes.as_slice())?;
-                }
-                Op::Remove(id, _) => {
-                    table.remove(id.as_str())?;
-                }
-                Op::Probe(_) | Op::Flush(_) => {}
-            }
-        }
-    }
-    if batch.iter().any(|op| matches!(op, Op::Probe(_))) {
-        let mut table = txn.open_table(PROBE_TABLE)?;
-        table.insert("probe", [0u8; PROBE_BYTES].as_slice())?;
-    }
-    txn.commit()?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -673,7 +766,7 @@ mod tests {
         let last_queued = rx.try_iter().last();
         let expected = crate::id::named(&format!("id{}", OPS_QUEUE_MAX + BATCH_MAX - 1));
         let expected = expected.to_string();
-        assert!(matches!(last_queued, Some(Op::Insert(id, _, _)) if id == expected));
+        assert!(matches!(last_queued, Some(Op::Insert(insert, _)) if insert.id == expected));
         journal.ops = None;
     }
 
