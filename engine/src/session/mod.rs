@@ -28,6 +28,7 @@ mod caps;
 mod config;
 mod events;
 mod fetch;
+mod handover;
 mod mailboxes;
 mod phase;
 mod receive;
