@@ -37,6 +37,8 @@ use crate::error_code::ErrorCode;
 use crate::fd_budget::{self, Budget, Demand, TooFewDescriptors};
 use crate::journal::{Journal, JournalError};
 
+mod handover;
+
 /// API requests waiting for the owner. One more is answered `503` by the httpd thread at
 /// once: a burst beyond this is more than the owner can answer in good time anyway, and
 /// the httpd reactor must never wait.
@@ -168,11 +170,20 @@ fn busy(reason: &str) -> ApiError {
     }
 }
 
+/// What the owner thread is told to stop for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM: every subscription gets its `shutdown` push.
+    Shutdown,
+    /// An in-place upgrade: the owner hands its state back as it is.
+    Handover,
+}
+
 /// A running server.
 pub struct App {
     httpd: Option<httpd::ServerHandle>,
-    owner: Option<JoinHandle<(Owner, Receiver<Report>)>>,
-    stop: Sender<()>,
+    owner: Option<JoinHandle<(Owner, Inlets)>>,
+    stop: Sender<Stop>,
     addr: SocketAddr,
     budget: Budget,
     grace: Duration,
@@ -199,7 +210,7 @@ struct Owner {
 
 /// The channels the owner reads.
 struct Inlets {
-    stop: Receiver<()>,
+    stop: Receiver<Stop>,
     requests: Receiver<Forwarded>,
     events: Receiver<Event>,
     reports: Receiver<Report>,
@@ -209,6 +220,15 @@ struct Inlets {
 
 impl App {
     pub fn start(config: Config) -> Result<App, StartError> {
+        App::start_resumed(config, None)
+    }
+
+    /// Starts the server; with the `image` an upgrade handed over, it goes on with the
+    /// sessions and the API listener of the process it replaced (see [`crate::upgrade`]).
+    pub fn start_resumed(
+        config: Config,
+        image: Option<crate::image::Image>,
+    ) -> Result<App, StartError> {
         create_private_dir(&config.data_dir).map_err(StartError::DataDir)?;
         let vapid = push::VapidKey::load_or_generate(&config.data_dir.join("vapid.pk8"))
             .map_err(StartError::Vapid)?;
@@ -241,15 +261,16 @@ impl App {
         );
         let (journal, leftovers) =
             Journal::open(&config.data_dir.join("journal.redb")).map_err(StartError::Journal)?;
-        let recovered = leftovers.len();
         let engine = Engine::start(EngineConfig {
             sessions_max: budget.engine_sessions_max,
             ..engine_config(&config)
         })
         .map_err(StartError::Engine)?;
         let trusted_proxies = config.trusted_proxies().map_err(StartError::Config)?;
-        let server = httpd::Server::bind(
-            config.listen,
+        let (listener, image) = handover::split(image);
+        let server = handover::listen(
+            &config,
+            listener,
             httpd::Config {
                 limits,
                 tls: config.tls.as_ref().map(|t| httpd::TlsFiles {
@@ -284,8 +305,10 @@ impl App {
             lookups,
             durable,
         };
+        let (core, recovered) =
+            handover::core(config, budget, vapid_public_key, leftovers, image, &engine);
         let mut owner = Owner {
-            core: Core::new(config, budget, vapid_public_key, leftovers, now()),
+            core,
             engine,
             delivery,
             journal,
@@ -345,11 +368,11 @@ impl App {
     /// sees the drain rather than a refused connection.
     fn stop_all(&mut self) {
         self.draining.store(true, Ordering::Relaxed);
-        let _ = self.stop.try_send(());
+        let _ = self.stop.try_send(Stop::Shutdown);
         if let Some(owner) = self.owner.take() {
             // The owner has queued every `shutdown` push and returns its state.
-            if let Ok((owner, reports)) = owner.join() {
-                owner.finish(self.grace, &reports);
+            if let Ok((owner, inlets)) = owner.join() {
+                owner.finish(self.grace, &inlets.reports);
             }
         }
         if let Some(httpd) = self.httpd.take() {
@@ -377,7 +400,7 @@ fn now() -> Now {
 impl Owner {
     /// The owner's loop: one input at a time into the core, its outputs carried out, until
     /// the stop message; then the `shutdown` pushes are queued.
-    fn run(mut self, inlets: Inlets) -> (Owner, Receiver<Report>) {
+    fn run(mut self, inlets: Inlets) -> (Owner, Inlets) {
         loop {
             self.journal.offer_backlog();
             let mut wait = self
@@ -388,7 +411,10 @@ impl Owner {
                 wait = wait.min(JOURNAL_REOFFER);
             }
             let input = select! {
-                recv(inlets.stop) -> _ => break,
+                recv(inlets.stop) -> stop => match stop {
+                    Ok(Stop::Handover) => return (self, inlets),
+                    _ => break,
+                },
                 recv(inlets.requests) -> r => r.ok().map(Input::Request),
                 recv(inlets.events) -> e => e.ok().map(|e| Input::Session(session_event(e))),
                 recv(inlets.reports) -> r => r.ok().map(Input::PushSettled),
@@ -414,7 +440,7 @@ impl Owner {
         for request in inlets.requests.try_iter().take(REQUESTS_QUEUE_MAX) {
             self.handle(Input::Request(request));
         }
-        (self, inlets.reports)
+        (self, inlets)
     }
 
     fn handle(&mut self, input: Input<engine::SessionId, httpd::RequestId>) {

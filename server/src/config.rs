@@ -650,8 +650,7 @@ mod tests {
     #[test]
     fn log_keys_parse_and_bad_values_name_their_key() {
         let config: Config =
-            toml::from_str("log_level = \"server=debug,warn\"\nlog_format = \"json\"")
-                .unwrap();
+            toml::from_str("log_level = \"server=debug,warn\"\nlog_format = \"json\"").unwrap();
         config.validate().unwrap();
         assert_eq!(config.log_format, crate::logging::LogFormat::Json);
         assert_eq!(Config::default().log_level, "info");

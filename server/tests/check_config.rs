@@ -67,11 +67,7 @@ fn an_invalid_config_exits_1() {
             "idle_refresh_secs",
         ),
         ("typo.toml", "idle_refresh_sec = 10\n", "idle_refresh_sec"),
-        (
-            "level.toml",
-            "log_level = \"server=loud\"\n",
-            "`log_level`",
-        ),
+        ("level.toml", "log_level = \"server=loud\"\n", "`log_level`"),
         ("format.toml", "log_format = \"xml\"\n", "`log_format`"),
         (
             "tls.toml",

@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use server::App;
 use push::testing::{Sink, Subscriber};
+use server::App;
 use testkit::{simple_message, Dovecot, DovecotConfig};
 
 mod common;

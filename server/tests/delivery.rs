@@ -5,13 +5,13 @@
 //! tight enough to tell "at once" from "after the window".
 
 use crossbeam_channel::Receiver;
+use push::testing::{Recorded, Sink, Subscriber};
+use push::{message, Backoff, Kind, PushTarget, Sender, SenderConfig};
+use serde_json::Value;
 use server::delivery::{
     minimal_payload, Delivery, DeliveryConfig, PushJob, PushSubscription, Report,
 };
 use server::id::SubscriptionId;
-use push::testing::{Recorded, Sink, Subscriber};
-use push::{message, Backoff, Kind, PushTarget, Sender, SenderConfig};
-use serde_json::Value;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

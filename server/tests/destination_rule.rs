@@ -4,8 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use server::destination::{is_public, normalize_host, HostError};
 use proptest::prelude::*;
+use server::destination::{is_public, normalize_host, HostError};
 
 /// One registry block: its CIDR, the verdict for its first and last address, and the
 /// verdicts for the address just before it and just after it (`None` where there is none).

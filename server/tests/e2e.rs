@@ -6,8 +6,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use server::{App, Config};
 use push::testing::{Sink, Subscriber};
+use server::{App, Config};
 use testkit::{simple_message, Dovecot, DovecotConfig};
 
 mod common;

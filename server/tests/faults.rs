@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 
 use engine::session::SessionEvent;
 use engine::{EndReason, Secret, Security, Tick, Waiting, WatchSpec};
-use server::{App, Config};
 use push::testing::{Recorded, Sink};
 use serde_json::Value;
+use server::{App, Config};
 
 mod common;
 /// The engine's transcript driver: a session against scripted bytes in virtual time.

@@ -8,10 +8,10 @@ mod common;
 use std::net::SocketAddr;
 
 use common::{http, loopback_config, Reply, TempDir};
-use server::error_code::ErrorCode;
-use server::{App, Config};
 use push::testing::{Sink, Subscriber};
 use serde_json::{json, Value};
+use server::error_code::ErrorCode;
+use server::{App, Config};
 use testkit::{Dovecot, DovecotConfig};
 
 const DOCUMENT: &str = include_str!("../../docs/openapi.json");

@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use server::{App, Config};
 use push::testing::{Sink, Subscriber};
+use server::{App, Config};
 use testkit::{message_with_body, Dovecot, DovecotConfig};
 
 mod common;

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use server::{App, Config};
 use push::testing::Sink;
+use server::{App, Config};
 use testkit::{Dovecot, DovecotConfig};
 
 mod common;

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use engine::{EndReason, Ready, ResolveError, WatchError};
 use httpd::{Method, Response};
+use push::Kind;
 use server::config::Config;
 use server::core::{
     ApiRequest, Core, Input, Now, Output, PushJob, Random, SessionEvent, RANDOM_LEN,
@@ -30,7 +31,6 @@ use server::delivery::Report;
 use server::fd_budget::Budget;
 use server::id::SubscriptionId;
 use server::journal::Record;
-use push::Kind;
 use zeroize::Zeroizing;
 
 type SimCore = Core<u64, u64>;

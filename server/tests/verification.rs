@@ -6,10 +6,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use server::verification::VERIFY_ATTEMPTS_MAX;
-use server::{App, Config};
 use push::testing::{Recorded, Sink, Subscriber};
 use serde_json::{json, Value};
+use server::verification::VERIFY_ATTEMPTS_MAX;
+use server::{App, Config};
 use testkit::{simple_message, Dovecot, DovecotConfig};
 
 mod common;

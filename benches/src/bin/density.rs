@@ -39,10 +39,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::tls::{RecordPool, Tls, TlsClient};
-use engine::{Engine, EngineConfig, Event, Secret, Security, WatchSpec};
 use benches::proc::{self, Chain, Child, MockServer, Slab};
 use benches::progress::Progress;
+use engine::tls::{RecordPool, Tls, TlsClient};
+use engine::{Engine, EngineConfig, Event, Secret, Security, WatchSpec};
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 

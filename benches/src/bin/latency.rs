@@ -24,8 +24,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use benches::e2e::{self, Options, Setup};
+use hdrhistogram::Histogram;
 
 /// Latencies for the (mock index or account) -> write ns pairs, against arrivals.
 fn latencies(writes: &[(usize, u64)], arrivals: &HashMap<usize, u64>) -> (Histogram<u64>, usize) {

@@ -16,10 +16,10 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use engine::{Engine, EngineConfig, Event, Secret, Security, WatchSpec};
-use hdrhistogram::Histogram;
 use benches::proc::{self, Chain, Child, MockServer};
 use benches::progress::Progress;
+use engine::{Engine, EngineConfig, Event, Secret, Security, WatchSpec};
+use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 

@@ -36,9 +36,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use benches::e2e::{self, Options};
 use benches::proc;
+use crossbeam_channel::{Receiver, Sender};
 
 /// API connections, each owning the accounts `i` with `i % WORKERS == its number`, so
 /// one account's DELETE, POST, drop and re-registration never race.
@@ -388,11 +388,8 @@ fn sample(proxy: &e2e::Proxy, start: Instant) -> Sample {
 }
 
 fn register_all(plan: &Arc<Plan>, workers: &mut [Worker]) -> Result<(), String> {
-    let mut progress = benches::progress::Progress::new(
-        "soak: registering",
-        plan.sessions,
-        Instant::now(),
-    );
+    let mut progress =
+        benches::progress::Progress::new("soak: registering", plan.sessions, Instant::now());
     std::thread::scope(|s| {
         let handles: Vec<_> = workers
             .iter_mut()

@@ -29,6 +29,7 @@
 //!
 //! Handles are the owner's: `S` names an engine session, `R` a waiting API request.
 
+mod carry;
 pub mod held;
 mod logs;
 mod metrics;
@@ -57,6 +58,7 @@ use crate::pacer::Pacer;
 use crate::ratelimit::RateLimiter;
 use crate::registry::Registry;
 
+pub use carry::Carried;
 use held::Held;
 pub use metrics::Counters;
 use requests::Resolving;

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use server::App;
 use push::testing::{Sink, Subscriber};
+use server::App;
 use testkit::{simple_message, Dovecot, DovecotConfig};
 
 use crate::common::{loopback_config, post, Registration, TempDir};

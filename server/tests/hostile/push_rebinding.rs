@@ -12,8 +12,8 @@ use std::net::{IpAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use server::App;
 use push::testing::Sink;
+use server::App;
 use testkit::netns::{self, HostsFile};
 use testkit::{simple_message, Dovecot, DovecotConfig};
 

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use server::App;
 use push::testing::Sink;
+use server::App;
 use testkit::{simple_message, Dovecot, DovecotConfig};
 
 use crate::common::{get, loopback_config, post, Registration, TempDir};

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use server::delivery::{Delivery, DeliveryConfig, PushSubscription, Report};
 use push::testing::Sink;
 use push::{PushTarget, Sender, SenderConfig};
+use server::delivery::{Delivery, DeliveryConfig, PushSubscription, Report};
 
 /// Subscriptions whose endpoints are on the tarpit.
 const TARPIT_ENDPOINTS: usize = 40;
