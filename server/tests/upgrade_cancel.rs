@@ -3,7 +3,9 @@
 //! file that is executable but no program (execve fails with ENOEXEC) every session is
 //! adopted back; with the real binary renamed over the path again (as a package upgrade
 //! does) the upgrade goes through. Mail reaches every app after each step, no app gets a
-//! reconnect push, and Dovecot sees no second login.
+//! reconnect push, and Dovecot sees no second login. Last, an upgrade to a binary that
+//! fails to start loses nobody: the next start of the real binary sends every app exactly
+//! one `server_restart` push, from the journal.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -97,7 +99,7 @@ fn a_cancelled_or_failed_upgrade_keeps_every_session_and_a_later_one_succeeds() 
     )
     .unwrap();
     let log = dir.path().join("server.log");
-    let server = Server {
+    let mut server = Server {
         child: Command::new(&bin)
             .args(["serve", "--config"])
             .arg(&config)
@@ -173,4 +175,45 @@ fn a_cancelled_or_failed_upgrade_keeps_every_session_and_a_later_one_succeeds() 
         logins,
         "no new login"
     );
+
+    // 4. A new binary that fails to start: the process ends...
+    replace(&bin, b"#!/bin/sh\nexit 3\n", 0o755);
+    server.usr2();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the failed binary did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(3));
+    // ...and the next start that succeeds owes every app its `server_restart` push.
+    let since = sink.requests().len();
+    let log = dir.path().join("server-2.log");
+    let _restarted = Server {
+        child: Command::new(env!("CARGO_BIN_EXE_imap-push-proxy"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stderr(Stdio::from(File::create(&log).unwrap()))
+            .spawn()
+            .unwrap(),
+        log,
+    };
+    let arrived = eventually(Duration::from_secs(20), || {
+        sink.requests().len() >= since + SUBSCRIPTIONS
+    });
+    assert!(arrived, "server_restart pushes missing");
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut restarts: Vec<String> = sink.requests()[since..]
+        .iter()
+        .map(|r| {
+            let payload: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(payload["reason"], "server_restart", "{payload}");
+            r.path.clone()
+        })
+        .collect();
+    restarts.sort();
+    let expected: Vec<String> = (0..SUBSCRIPTIONS).map(|n| format!("/re/{n}")).collect();
+    assert_eq!(restarts, expected, "exactly one server_restart each");
 }
