@@ -51,7 +51,7 @@ pub fn build_tools() -> Result<(), String> {
         .current_dir(&workspace)
         .env("CARGO_TARGET_DIR", target_dir())
         .args(["build", "--release", "--quiet"])
-        .args(["-p", "imap-push-proxy", "-p", "mock-imapd"])
+        .args(["-p", "server", "-p", "mock-imapd"])
         .args(["-p", "push-sink", "-p", "loadgen"])
         .status()
         .map_err(|e| format!("cargo build: {e}"))?;

@@ -19,7 +19,7 @@ use zeroize::Zeroize;
 use crate::connect::{attempt_state, Attempt, Dial, Dialer};
 pub use crate::connect::{ConnectFilter, KeepaliveConfig, Sources};
 use crate::event::{Event, SessionId};
-use crate::handover::{unix_ms_now, Handover};
+use crate::handover::Handover;
 use crate::histogram::Histogram;
 use crate::pool::BufPool;
 use crate::reason::EndReason;
@@ -29,6 +29,9 @@ use crate::spec::{Security, WatchOptions, WatchSpec};
 use crate::time::{Clock, Tick};
 use crate::tls::{write_some, RecordPool, Tls, TlsClient, TlsError, TlsRead};
 use crate::wheel::{Entry, Wheel};
+
+mod handover;
+use handover::{Exporting, EXPORT_RECHECK};
 
 /// Token of the reactor's waker.
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -63,9 +66,6 @@ pub const PRESIZE_SESSIONS_MAX: usize = 64 * 1024;
 /// events (they coalesce, so they take no more room however long the wait) and goes on
 /// being served; this short timer, not a spin, brings the offer back.
 pub const EVENT_RETRY_DELAY: Duration = Duration::from_millis(5);
-/// During a handover, how often a reactor looks again for sessions that reached a
-/// handover point (a command in flight finishing) without any socket event.
-const EXPORT_RECHECK: Duration = Duration::from_millis(5);
 
 /// Commands from the engine to a reactor.
 pub(crate) enum Command {
@@ -85,13 +85,6 @@ pub(crate) enum Command {
     /// Go on with handed-over sessions.
     Adopt(Vec<Handover>),
     Shutdown,
-}
-
-/// A handover under way in one reactor.
-struct Exporting {
-    until: Tick,
-    reply: Sender<Vec<Handover>>,
-    done: Vec<Handover>,
 }
 
 /// Counters a reactor shares with the engine.
@@ -432,119 +425,6 @@ impl Reactor {
             .counters
             .sessions
             .fetch_add(1, Ordering::Relaxed);
-        self.drive(now, key);
-    }
-
-    /// During a handover: hands over every session at a handover point; at the deadline
-    /// (or when none is left) replies with them. The others stay and are served on.
-    fn export_ready(&mut self, now: Tick) {
-        let Some(exporting) = self.exporting.as_mut() else {
-            return;
-        };
-        let unix_now_ms = unix_ms_now();
-        let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            let slot = &self.slots[key];
-            if slot.deferred || slot.parked.is_some() || !slot.connected {
-                continue;
-            }
-            let Some(state) = slot.session.export(now, unix_now_ms) else {
-                continue;
-            };
-            let tls = match &slot.tls {
-                Some(tls) => match tls.export() {
-                    Some(t) => Some(t),
-                    None => continue,
-                },
-                None => None,
-            };
-            let mut slot = self.slots.remove(key);
-            let _ = self.poll.registry().deregister(&mut slot.sock);
-            if let Some(tls) = slot.tls.as_mut() {
-                tls.release(&mut self.records);
-                self.shared
-                    .counters
-                    .tls_compact
-                    .fetch_sub(1, Ordering::Relaxed);
-            }
-            slot.session.release(&mut self.pool);
-            self.ids.remove(&slot.id);
-            self.shared
-                .counters
-                .sessions
-                .fetch_sub(1, Ordering::Relaxed);
-            self.shared.live_sessions.fetch_sub(1, Ordering::Relaxed);
-            let fd = std::os::fd::IntoRawFd::into_raw_fd(slot.sock);
-            exporting.done.push(Handover::new(slot.id, fd, state, tls));
-        }
-        if self.slots.is_empty() || now >= exporting.until {
-            if let Some(exporting) = self.exporting.take() {
-                // The engine waits for the reply; if it gave up, the sessions close.
-                let _ = exporting.reply.send(exporting.done);
-            }
-        }
-    }
-
-    /// Goes on with a handed-over session: its socket registered, its deadlines filed,
-    /// and whatever arrived meanwhile read.
-    fn adopt(&mut self, now: Tick, handover: Handover) {
-        let (fd, id, state, tls_state) = handover.into_fd();
-        // SAFETY: the handover owned `fd` alone and gave it up to us.
-        let std_sock = unsafe { <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        let session = Session::adopted(now, self.shared.config.clone(), &state, unix_ms_now());
-        let mut session = session;
-        if let Err(e) = set_cloexec(fd).and_then(|()| std_sock.set_nonblocking(true)) {
-            session.handle_transport_closed(now, EndReason::Io(e.kind()));
-            return self.emit_end(id, session);
-        }
-        let tls = tls_state.map(Tls::adopted);
-        let compact = tls.is_some();
-        let entry = self.slots.vacant_entry();
-        let key = entry.key();
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1).max(1);
-        let mut slot = Slot {
-            id,
-            generation,
-            session,
-            sock: TcpStream::from_std(std_sock),
-            tls,
-            dialer: None,
-            connected: true,
-            parked: None,
-            filed: Tick::NEVER,
-            deferred: false,
-        };
-        let token = token_for(key, generation);
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut slot.sock, token, interest)
-        {
-            slot.session
-                .handle_transport_closed(now, EndReason::Io(e.kind()));
-            return self.emit_end(id, slot.session);
-        }
-        entry.insert(slot);
-        self.ids.insert(id, key);
-        self.shared
-            .counters
-            .sessions
-            .fetch_add(1, Ordering::Relaxed);
-        if compact {
-            self.shared
-                .counters
-                .tls_compact
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        if self.shutting_down {
-            self.slots[key]
-                .session
-                .handle_close(now, EndReason::Shutdown);
-        } else {
-            self.read(now, key);
-        }
         self.drive(now, key);
     }
 
@@ -1024,15 +904,6 @@ fn tls_reason(e: TlsError) -> EndReason {
     match e {
         TlsError::Io(kind) => EndReason::Io(kind),
         TlsError::Tls(failure) => EndReason::Tls(failure),
-    }
-}
-
-/// Sets close-on-exec again on a descriptor that crossed an exec without it.
-fn set_cloexec(fd: std::os::fd::RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own; F_SETFD takes an int.
-    match unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } {
-        -1 => Err(io::Error::last_os_error()),
-        _ => Ok(()),
     }
 }
 
