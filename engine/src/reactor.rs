@@ -345,6 +345,9 @@ impl Reactor {
                     for handover in sessions {
                         self.adopt(now, handover);
                     }
+                    // The new process read an image and a journal to get here: that
+                    // heap is free now, and glibc keeps it resident until a trim.
+                    self.schedule_trim(now);
                 }
                 Command::Shutdown => {
                     self.shutting_down = true;
