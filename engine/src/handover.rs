@@ -10,8 +10,8 @@
 //! What is never handed over: credentials (the session has none once ready), a session on
 //! rustls (`tls_compact = false`, or a suite the compact layer does not know), a session
 //! with a command in flight, a partial response, unsent bytes or an undelivered event, and
-//! sessions watching more than one mailbox or with a filter or preview (their state is not
-//! in the image yet). Those stay with their engine.
+//! a session with a filter or preview (its fetch plan is not carried yet). Those stay with
+//! their engine.
 //!
 //! The wire form ([`Handover::encode`], [`Handover::decode`]) is a plain length-prefixed
 //! layout; the caller frames and versions it (the server's `image` module). It holds key
@@ -23,7 +23,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 use crate::event::SessionId;
+use crate::session::OtherState;
 use crate::spec::Security;
+use crate::spec::MAILBOXES_MAX;
 use crate::time::Tick;
 use crate::tls::record::{DirectionKeys, RecordLayer, Suite, Version};
 
@@ -44,7 +46,7 @@ pub enum HandoverPhase {
 
 /// The IMAP side of a handed-over session. Deadlines are Unix milliseconds, so that they
 /// survive a new process whose ticks count from another start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionState {
     pub phase: HandoverPhase,
     pub security: Security,
@@ -60,8 +62,10 @@ pub struct SessionState {
     pub refresh_jitter_ms: u64,
     /// When IDLE is next refreshed (0: not set).
     pub idle_refresh_unix_ms: u64,
-    /// When the next NOOP is sent (0: not set).
+    /// When the next NOOP (or STATUS round) is sent (0: not set).
     pub poll_unix_ms: u64,
+    /// The watched mailboxes besides the selected one, in the order given.
+    pub others: Vec<OtherState>,
 }
 
 /// The compact TLS state of a handed-over session: the record layer's keys and sequence
@@ -127,7 +131,12 @@ impl Handover {
     /// Gives the descriptor up: the caller now owns it (the adopting reactor).
     pub(crate) fn into_fd(mut self) -> (RawFd, SessionId, SessionState, Option<TlsState>) {
         let fd = std::mem::replace(&mut self.fd, -1);
-        (fd, self.id, self.session, self.tls.take())
+        let others = std::mem::take(&mut self.session.others);
+        let session = SessionState {
+            others,
+            ..self.session.clone()
+        };
+        (fd, self.id, session, self.tls.take())
     }
 
     /// Appends the wire form to `out` (see the module docs).
@@ -152,6 +161,21 @@ impl Handover {
         w.u8(u8::from(s.notify_active));
         for n in [s.refresh_jitter_ms, s.idle_refresh_unix_ms, s.poll_unix_ms] {
             w.u64(n);
+        }
+        // At most MAILBOXES_MAX - 1 (the spec's bound), names at most MAILBOX_LEN_MAX.
+        w.u8(s.others.len().min(MAILBOXES_MAX) as u8);
+        for o in s.others.iter().take(MAILBOXES_MAX) {
+            w.bytes(&o.wire);
+            match &o.utf8 {
+                Some(utf8) => {
+                    w.u8(1);
+                    w.bytes(utf8);
+                }
+                None => w.u8(0),
+            }
+            w.u32(o.messages);
+            w.u32(o.uidnext);
+            w.u8(u8::from(o.known));
         }
         match &self.tls {
             None => w.u8(0),
@@ -205,6 +229,25 @@ impl Handover {
         for slot in &mut t {
             *slot = r.u64()?;
         }
+        let count = r.u8()?;
+        if usize::from(count) > MAILBOXES_MAX {
+            return Err(DecodeError::Invalid("mailbox count"));
+        }
+        let mut others = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let wire = r.bytes()?.to_vec();
+            let utf8 = match r.u8()? {
+                0 => None,
+                _ => Some(r.bytes()?.to_vec()),
+            };
+            others.push(OtherState {
+                wire,
+                utf8,
+                messages: r.u32()?,
+                uidnext: r.u32()?,
+                known: r.u8()? != 0,
+            });
+        }
         let session = SessionState {
             phase,
             security,
@@ -218,6 +261,7 @@ impl Handover {
             refresh_jitter_ms: t[0],
             idle_refresh_unix_ms: t[1],
             poll_unix_ms: t[2],
+            others,
         };
         let tls = match r.u8()? {
             0 => None,

@@ -224,3 +224,56 @@ fn a_rustls_session_stays_with_its_engine() {
         Some(Event::NewMail { .. })
     ));
 }
+
+/// A session watching a second mailbox: after the handover, mail to that mailbox is
+/// reported for it (with NOTIFY, or by STATUS polling where the server has none), and the
+/// selected mailbox still works.
+fn two_mailboxes(name: &str, cfg: DovecotConfig) {
+    let dovecot = Dovecot::start(cfg).expect("Dovecot starts");
+    dovecot.create_mailbox("alice", "Archive").unwrap();
+    let session = SessionConfig {
+        poll_interval: Duration::from_secs(1),
+        ..SessionConfig::default()
+    };
+    let suites = vec![cs::TLS13_AES_256_GCM_SHA384];
+    let first = engine(&dovecot, suites.clone(), session);
+    let mut spec = spec(&dovecot, Security::Tls, "alice");
+    spec.mailboxes = vec!["INBOX".into(), "Archive".into()];
+    let id = first.watch(spec).unwrap();
+    match next_event(&first, id, Duration::from_secs(10)) {
+        Some(Event::Ready { .. }) => {}
+        other => panic!("{name}: expected Ready, got {other:?}"),
+    }
+    // Past a first STATUS round where there is no NOTIFY.
+    std::thread::sleep(Duration::from_millis(1500));
+    let exported = first.export(HANDOVER_WAIT);
+    assert_eq!(exported.sessions.len(), 1, "{name}: handed over");
+    assert_eq!(exported.sessions[0].session.others.len(), 1);
+    let sessions = through_the_wire(exported.sessions);
+    drop(first);
+    let second = engine(&dovecot, suites, session);
+    second.adopt(sessions);
+    dovecot
+        .deliver_to("alice", "Archive", &simple_message(name))
+        .unwrap();
+    match next_event(&second, id, Duration::from_secs(5)) {
+        Some(Event::NewMail {
+            mailbox: 1,
+            exists: 1,
+            ..
+        }) => {}
+        other => panic!("{name}: expected NewMail for Archive, got {other:?}"),
+    }
+    dovecot.deliver("alice", &simple_message(name)).unwrap();
+    match next_event(&second, id, Duration::from_secs(5)) {
+        Some(Event::NewMail { mailbox: 0, .. }) => {}
+        other => panic!("{name}: expected NewMail for INBOX, got {other:?}"),
+    }
+    assert_eq!(logins(&dovecot, "alice"), 1, "{name}: no new login");
+}
+
+#[test]
+fn a_session_watching_two_mailboxes_survives_a_handover() {
+    two_mailboxes("NOTIFY", DovecotConfig::default());
+    two_mailboxes("STATUS polling", DovecotConfig::no_notify());
+}

@@ -7,6 +7,7 @@ use imap_codec_lite::Framer;
 
 use super::caps::Caps;
 use super::events::Outbox;
+use super::mailboxes::Other;
 use super::phase::{AfterDone, Phase};
 use super::timer::{TimerKind, Timers};
 use super::transmit::TxQueue;
@@ -19,7 +20,7 @@ use crate::time::Tick;
 impl Session {
     /// The session's state if it stands at a handover point: in IDLE with the `+`
     /// received, or waiting for its next NOOP; nothing queued, half-read or unreported;
-    /// one mailbox, no filter or preview. `None` otherwise (a command in flight finishes
+    /// no filter or preview. `None` otherwise (a command in flight finishes
     /// first: ask again on a later turn). `unix_now_ms` is the wall clock at `now`.
     pub fn export(&self, now: Tick, unix_now_ms: u64) -> Option<SessionState> {
         let phase = match self.phase {
@@ -34,7 +35,7 @@ impl Session {
             && self.held_ready.is_none()
             && self.events.is_empty()
             && self.setup.is_none();
-        if !quiet || self.others.is_some() || self.plan.is_some() || !self.was_ready {
+        if !quiet || self.plan.is_some() || !self.was_ready {
             return None;
         }
         let at = |kind| tick_to_unix_ms(self.timers.get(kind), now, unix_now_ms);
@@ -51,6 +52,10 @@ impl Session {
             refresh_jitter_ms: self.refresh_jitter_ms,
             idle_refresh_unix_ms: at(TimerKind::IdleRefresh),
             poll_unix_ms: at(TimerKind::Poll),
+            others: self
+                .others
+                .as_deref()
+                .map_or_else(Vec::new, |o| o.iter().map(Other::to_state).collect()),
         })
     }
 
@@ -92,7 +97,10 @@ impl Session {
             was_ready: true,
             logout_reason: EndReason::Unwatched,
             refresh_jitter_ms: state.refresh_jitter_ms,
-            others: None,
+            others: match state.others.is_empty() {
+                true => None,
+                false => Some(state.others.iter().map(Other::from_state).collect()),
+            },
             notify_active: state.notify_active,
             plan: None,
             fetch_wanted: false,
