@@ -9,9 +9,8 @@
 //!
 //! What is never handed over: credentials (the session has none once ready), a session on
 //! rustls (`tls_compact = false`, or a suite the compact layer does not know), a session
-//! with a command in flight, a partial response, unsent bytes or an undelivered event, and
-//! a session with a filter or preview (its fetch plan is not carried yet). Those stay with
-//! their engine.
+//! with a command in flight (a fetch of new messages' header fields included), a partial
+//! response, unsent bytes or an undelivered event. Those stay with their engine.
 //!
 //! The wire form ([`Handover::encode`], [`Handover::decode`]) is a plain length-prefixed
 //! layout; the caller frames and versions it (the server's `image` module). It holds key
@@ -25,7 +24,7 @@ use zeroize::Zeroizing;
 use crate::event::SessionId;
 use crate::session::OtherState;
 use crate::spec::Security;
-use crate::spec::MAILBOXES_MAX;
+use crate::spec::{Filter, WatchOptions, FILTER_HEADERS_MAX, FILTER_SENDERS_MAX, MAILBOXES_MAX};
 use crate::time::Tick;
 use crate::tls::record::{DirectionKeys, RecordLayer, Suite, Version};
 
@@ -66,6 +65,8 @@ pub struct SessionState {
     pub poll_unix_ms: u64,
     /// The watched mailboxes besides the selected one, in the order given.
     pub others: Vec<OtherState>,
+    /// The filter and preview setting (the default: neither).
+    pub options: WatchOptions,
 }
 
 /// The compact TLS state of a handed-over session: the record layer's keys and sequence
@@ -177,6 +178,17 @@ impl Handover {
             w.u32(o.uidnext);
             w.u8(u8::from(o.known));
         }
+        let o = &s.options;
+        w.u8(u8::from(o.filter.is_some()) | u8::from(o.preview) << 1);
+        if let Some(filter) = &o.filter {
+            for list in [&filter.headers, &filter.senders] {
+                // Validated at watch: at most FILTER_SENDERS_MAX (64) each.
+                w.u8(list.len().min(usize::from(u8::MAX)) as u8);
+                for item in list.iter().take(usize::from(u8::MAX)) {
+                    w.bytes(item.as_bytes());
+                }
+            }
+        }
         match &self.tls {
             None => w.u8(0),
             Some(tls) => {
@@ -248,6 +260,7 @@ impl Handover {
                 known: r.u8()? != 0,
             });
         }
+        let options = decode_options(r)?;
         let session = SessionState {
             phase,
             security,
@@ -262,6 +275,7 @@ impl Handover {
             idle_refresh_unix_ms: t[1],
             poll_unix_ms: t[2],
             others,
+            options,
         };
         let tls = match r.u8()? {
             0 => None,
@@ -275,6 +289,39 @@ impl Handover {
             tls,
         })
     }
+}
+
+/// The filter and preview setting, validated as at watch.
+fn decode_options(r: &mut Reader<'_>) -> Result<WatchOptions, DecodeError> {
+    let flags = r.u8()?;
+    let mut list = |max: usize| -> Result<Vec<String>, DecodeError> {
+        let n = usize::from(r.u8()?);
+        if n > max {
+            return Err(DecodeError::Invalid("filter"));
+        }
+        (0..n)
+            .map(|_| {
+                let b = r.bytes()?;
+                String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Invalid("filter"))
+            })
+            .collect()
+    };
+    let filter = match flags & 1 {
+        0 => None,
+        _ => {
+            let headers = list(FILTER_HEADERS_MAX)?;
+            let senders = list(FILTER_SENDERS_MAX)?;
+            Some(Filter { headers, senders })
+        }
+    };
+    let options = WatchOptions {
+        filter,
+        preview: flags & 2 != 0,
+    };
+    options
+        .validate()
+        .map_err(|_| DecodeError::Invalid("filter"))?;
+    Ok(options)
 }
 
 fn decode_tls(r: &mut Reader<'_>) -> Result<TlsState, DecodeError> {

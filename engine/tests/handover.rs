@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use engine::handover::{Reader, HANDOVER_WAIT};
 use engine::{
-    EndReason, Engine, EngineConfig, Event, Handover, Secret, Security, SessionConfig, SessionId,
-    WatchSpec,
+    EndReason, Engine, EngineConfig, Event, Filter, Handover, Secret, Security, SessionConfig,
+    SessionId, WatchOptions, WatchSpec,
 };
 use rustls::crypto::ring::cipher_suite as cs;
 use rustls::SupportedCipherSuite;
@@ -276,4 +276,56 @@ fn two_mailboxes(name: &str, cfg: DovecotConfig) {
 fn a_session_watching_two_mailboxes_survives_a_handover() {
     two_mailboxes("NOTIFY", DovecotConfig::default());
     two_mailboxes("STATUS polling", DovecotConfig::no_notify());
+}
+
+/// A session with a filter and previews: after the handover, only matching mail is
+/// reported, with its preview.
+#[test]
+fn a_session_with_a_filter_and_previews_survives_a_handover() {
+    let dovecot = Dovecot::start(DovecotConfig::default()).expect("Dovecot starts");
+    let suites = vec![cs::TLS13_AES_128_GCM_SHA256];
+    let session = SessionConfig::default();
+    let first = engine(&dovecot, suites.clone(), session);
+    let options = WatchOptions {
+        filter: Some(Filter {
+            headers: vec!["Chat-Version".into()],
+            senders: Vec::new(),
+        }),
+        preview: true,
+    };
+    let id = first
+        .watch_with(spec(&dovecot, Security::Tls, "alice"), options.clone())
+        .unwrap();
+    assert!(matches!(
+        next_event(&first, id, Duration::from_secs(10)),
+        Some(Event::Ready { .. })
+    ));
+    let exported = first.export(HANDOVER_WAIT);
+    assert_eq!(exported.sessions.len(), 1);
+    // Carried as the session keeps it: header names upper-cased (compared without case).
+    let carried = &exported.sessions[0].session.options;
+    assert!(carried.preview);
+    let filter = carried.filter.as_ref().expect("the filter is carried");
+    assert_eq!(filter.headers, ["CHAT-VERSION"]);
+    let sessions = through_the_wire(exported.sessions);
+    drop(first);
+    let second = engine(&dovecot, suites, session);
+    second.adopt(sessions);
+    dovecot
+        .deliver("alice", &simple_message("no chat header"))
+        .unwrap();
+    let chat = [b"Chat-Version: 1.0\r\n".as_slice(), &simple_message("chat")].concat();
+    dovecot.deliver("alice", &chat).unwrap();
+    match next_event(&second, id, Duration::from_secs(5)) {
+        Some(Event::NewMail {
+            exists: 2,
+            preview: Some(preview),
+            ..
+        }) => {
+            let subjects: Vec<_> = preview.messages.iter().map(|m| m.subject.clone()).collect();
+            assert_eq!(subjects, ["chat"], "only the matching message");
+        }
+        other => panic!("expected a filtered NewMail with a preview, got {other:?}"),
+    }
+    assert_eq!(logins(&dovecot, "alice"), 1, "no new login");
 }

@@ -10,10 +10,9 @@
 //! process adopts every session and serves the API on the same listener.
 //!
 //! What does not cross: sessions not at a handover point in time, on the rustls path
-//! (`tls_compact = false`), with a filter or preview (the fetch plan is not carried), and
-//! subscriptions still logging in or verifying their endpoints. Their sockets close at the
-//! exec, and their journal records give each (but those verifying) its `server_restart`
-//! push from the new process, as after a crash. Registrations in flight and open API
+//! (`tls_compact = false`), and subscriptions still logging in or verifying their
+//! endpoints. Their sockets close at the exec, and their journal records give each (but
+//! those verifying) its `server_restart` push from the new process, as after a crash. Registrations in flight and open API
 //! connections are cut; the clients retry.
 //!
 //! Safety: before anything stops, the binary at the original path must exist and be

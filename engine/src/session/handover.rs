@@ -7,6 +7,7 @@ use imap_codec_lite::Framer;
 
 use super::caps::Caps;
 use super::events::Outbox;
+use super::fetch::FetchPlan;
 use super::mailboxes::Other;
 use super::phase::{AfterDone, Phase};
 use super::timer::{TimerKind, Timers};
@@ -14,13 +15,13 @@ use super::transmit::TxQueue;
 use super::{Session, SessionConfig};
 use crate::handover::{tick_to_unix_ms, unix_ms_to_tick, HandoverPhase, SessionState};
 use crate::reason::{EndReason, Waiting};
-use crate::spec::Security;
+use crate::spec::{Security, WatchOptions};
 use crate::time::Tick;
 
 impl Session {
     /// The session's state if it stands at a handover point: in IDLE with the `+`
-    /// received, or waiting for its next NOOP; nothing queued, half-read or unreported;
-    /// no filter or preview. `None` otherwise (a command in flight finishes
+    /// received, or waiting for its next NOOP; nothing queued, half-read, fetched or
+    /// unreported. `None` otherwise (a command in flight finishes
     /// first: ask again on a later turn). `unix_now_ms` is the wall clock at `now`.
     pub fn export(&self, now: Tick, unix_now_ms: u64) -> Option<SessionState> {
         let phase = match self.phase {
@@ -35,9 +36,14 @@ impl Session {
             && self.held_ready.is_none()
             && self.events.is_empty()
             && self.setup.is_none();
-        if !quiet || self.plan.is_some() || !self.was_ready {
+        if !quiet || !self.was_ready {
             return None;
         }
+        let options = match self.plan.as_deref() {
+            // A fetch under way: not a handover point.
+            Some(plan) => plan.to_options()?,
+            None => WatchOptions::default(),
+        };
         let at = |kind| tick_to_unix_ms(self.timers.get(kind), now, unix_now_ms);
         Some(SessionState {
             phase,
@@ -56,6 +62,7 @@ impl Session {
                 .others
                 .as_deref()
                 .map_or_else(Vec::new, |o| o.iter().map(Other::to_state).collect()),
+            options,
         })
     }
 
@@ -102,7 +109,8 @@ impl Session {
                 false => Some(state.others.iter().map(Other::from_state).collect()),
             },
             notify_active: state.notify_active,
-            plan: None,
+            plan: FetchPlan::new(state.options.filter.as_ref(), state.options.preview)
+                .map(Box::new),
             fetch_wanted: false,
             after_done: AfterDone::Idle,
             timers,
