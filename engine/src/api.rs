@@ -12,6 +12,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Poll, Waker};
 
 pub use crate::event::{Event, SessionId};
+use crate::handover::Handover;
 pub use crate::reactor::ConnectFilter;
 use crate::reactor::{Command, Counters, KeepaliveConfig, Reactor, Shared};
 use crate::reason::{EndReason, Waiting};
@@ -99,6 +100,20 @@ impl std::fmt::Debug for EngineConfig {
             .finish_non_exhaustive()
     }
 }
+
+/// What [`Engine::export`] handed over.
+#[derive(Debug, Default)]
+pub struct Exported {
+    /// The sessions handed over, each with its open socket.
+    pub sessions: Vec<Handover>,
+    /// Sessions that stayed with the engine: no handover point in time, or not on the
+    /// compact TLS layer. They go on being served.
+    pub left: usize,
+}
+
+/// How much longer than the handover bound [`Engine::export`] waits for a reactor's reply
+/// (a reactor turn at most, in practice).
+const EXPORT_REPLY_SLACK: Duration = Duration::from_secs(2);
 
 /// Why an engine did not start.
 #[derive(Debug)]
@@ -315,6 +330,66 @@ impl Engine {
     pub fn unwatch(&self, id: SessionId) {
         if let Some(dispatch) = &self.dispatch {
             let _ = dispatch.send(Dispatch::Unwatch(id));
+        }
+    }
+
+    /// Hands over every session that is at a handover point now or reaches one within
+    /// `bound` ([`crate::handover::HANDOVER_WAIT`]): each leaves its reactor with its socket
+    /// open and comes back as a [`Handover`]. The caller SHOULD have stopped calling
+    /// `watch` (a session still logging in is never handed over). Sessions handed over
+    /// may be given back with [`Engine::adopt`], to this engine or another.
+    pub fn export(&self, bound: Duration) -> Exported {
+        let until = Instant::now() + bound;
+        let (reply, replies) = crossbeam_channel::bounded(self.reactors.len());
+        for r in self.reactors.iter() {
+            let command = Command::Export {
+                until,
+                reply: reply.clone(),
+            };
+            if r.commands.send(command).is_ok() {
+                let _ = r.waker.wake();
+            }
+        }
+        drop(reply);
+        let mut sessions = Vec::new();
+        let give_up = until + EXPORT_REPLY_SLACK;
+        for _ in 0..self.reactors.len() {
+            let wait = give_up.saturating_duration_since(Instant::now());
+            match replies.recv_timeout(wait) {
+                Ok(done) => sessions.extend(done),
+                Err(_) => break,
+            }
+        }
+        let live = self.live_sessions.load(Ordering::Relaxed);
+        Exported {
+            sessions,
+            left: live,
+        }
+    }
+
+    /// Goes on with sessions handed over by [`Engine::export`] (of this process or an
+    /// earlier one): each keeps its [`SessionId`], and later `watch`es get fresh ones.
+    /// A session that cannot be registered ends at once with `SessionLost`. Adopted
+    /// sessions count against `sessions_max` like watched ones, and may exceed it: they
+    /// were live already.
+    pub fn adopt(&self, sessions: Vec<Handover>) {
+        let highest = sessions.iter().map(|h| h.id.0).max().unwrap_or(0);
+        self.next_id.fetch_max(highest + 1, Ordering::Relaxed);
+        self.live_sessions
+            .fetch_add(sessions.len(), Ordering::Relaxed);
+        let n = self.reactors.len() as u64;
+        let mut per_reactor: Vec<Vec<Handover>> = (0..n).map(|_| Vec::new()).collect();
+        for handover in sessions {
+            per_reactor[(handover.id.0 % n) as usize].push(handover);
+        }
+        for (r, batch) in self.reactors.iter().zip(per_reactor) {
+            if batch.is_empty() {
+                continue;
+            }
+            // Reactors take their whole queue every turn: this waits a turn at most.
+            if r.commands.send(Command::Adopt(batch)).is_ok() {
+                let _ = r.waker.wake();
+            }
         }
     }
 

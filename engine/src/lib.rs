@@ -28,6 +28,7 @@
 pub mod api;
 pub mod connect;
 pub mod event;
+pub mod handover;
 pub mod histogram;
 pub mod pool;
 pub mod reactor;
@@ -40,8 +41,9 @@ pub mod tls;
 pub mod wheel;
 
 pub use api::{
-    ConnectFilter, Engine, EngineConfig, Event, SessionId, StartError, Stats, WatchError,
+    ConnectFilter, Engine, EngineConfig, Event, Exported, SessionId, StartError, Stats, WatchError,
 };
+pub use handover::{Handover, HandoverPhase, HANDOVER_WAIT};
 pub use reactor::KeepaliveConfig;
 pub use reason::{EndReason, ProtocolError, TlsFailure, Waiting};
 pub use resolve::{Lookup, ResolveError, Resolver, ResolverConfig};

@@ -19,6 +19,7 @@ use zeroize::Zeroize;
 use crate::connect::{attempt_state, Attempt, Dial, Dialer};
 pub use crate::connect::{ConnectFilter, KeepaliveConfig, Sources};
 use crate::event::{Event, SessionId};
+use crate::handover::Handover;
 use crate::histogram::Histogram;
 use crate::pool::BufPool;
 use crate::reason::EndReason;
@@ -28,6 +29,9 @@ use crate::spec::{Security, WatchOptions, WatchSpec};
 use crate::time::{Clock, Tick};
 use crate::tls::{write_some, RecordPool, Tls, TlsClient, TlsError, TlsRead};
 use crate::wheel::{Entry, Wheel};
+
+mod handover;
+use handover::{Exporting, EXPORT_RECHECK};
 
 /// Token of the reactor's waker.
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -72,6 +76,14 @@ pub(crate) enum Command {
         addrs: Vec<SocketAddr>,
     },
     Unwatch(SessionId),
+    /// Hand every session over as it reaches a handover point, until `until`; then
+    /// reply with them (see [`crate::handover`]).
+    Export {
+        until: Instant,
+        reply: Sender<Vec<Handover>>,
+    },
+    /// Go on with handed-over sessions.
+    Adopt(Vec<Handover>),
     Shutdown,
 }
 
@@ -176,6 +188,8 @@ pub(crate) struct Reactor {
     /// `Failed` events of sessions that never got a slot, refused by the full queue. Each
     /// is a session still counted live, so `sessions_max` bounds them.
     unsent: Vec<Event>,
+    /// A handover under way: sessions are handed over as they reach a handover point.
+    exporting: Option<Exporting>,
     /// When this turn's `poll` returned: the time stamp of the `NewMail` events the turn
     /// parses (what the server measures its push latency from).
     turn_at: Instant,
@@ -212,6 +226,7 @@ impl Reactor {
             records_dropped_seen: 0,
             deferred: Vec::new(),
             unsent: Vec::new(),
+            exporting: None,
             turn_at: Instant::now(),
         }
     }
@@ -233,7 +248,12 @@ impl Reactor {
                 let wake = self.wheel.next_wake(now).map(|t| t.since(now));
                 let trim = (self.trim_due != Tick::NEVER).then(|| self.trim_due.since(now));
                 let retry = self.holds_events().then_some(EVENT_RETRY_DELAY);
-                wake.into_iter().chain(trim).chain(retry).min()
+                let export = self.exporting.is_some().then_some(EXPORT_RECHECK);
+                wake.into_iter()
+                    .chain(trim)
+                    .chain(retry)
+                    .chain(export)
+                    .min()
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -275,6 +295,7 @@ impl Reactor {
             for entry in &due {
                 self.on_timer(now, *entry);
             }
+            self.export_ready(now);
             let dropped = self.records.dropped();
             if dropped != self.records_dropped_seen {
                 self.records_dropped_seen = dropped;
@@ -318,6 +339,23 @@ impl Reactor {
                             .handle_close(now, EndReason::Unwatched);
                         self.drive(now, key);
                     }
+                }
+                Command::Export { until, reply } => {
+                    let wait = until.saturating_duration_since(Instant::now());
+                    self.exporting = Some(Exporting {
+                        until: now + wait,
+                        reply,
+                        done: Vec::new(),
+                    });
+                    self.export_ready(now);
+                }
+                Command::Adopt(sessions) => {
+                    for handover in sessions {
+                        self.adopt(now, handover);
+                    }
+                    // The new process read an image and a journal to get here: that
+                    // heap is free now, and glibc keeps it resident until a trim.
+                    self.schedule_trim(now);
                 }
                 Command::Shutdown => {
                     self.shutting_down = true;
@@ -722,7 +760,11 @@ impl Reactor {
     fn emit_end(&mut self, id: SessionId, mut session: Session) {
         while let Some(event) = session.poll_event() {
             if let SessionEvent::Ended(reason) = event {
-                self.unsent.push(Event::Failed { id, reason });
+                // An adopted session was ready: its end is a loss, not a failed login.
+                let ended = SessionEvent::Ended(reason);
+                let was_ready = session.was_ready();
+                self.unsent
+                    .push(engine_event(id, was_ready, ended, self.turn_at));
             }
         }
         session.release(&mut self.pool);

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
 
@@ -37,6 +39,7 @@ pub struct Config {
 /// (limits, TLS files, socket, poller) fails in [`Server::bind`].
 #[derive(Debug)]
 pub struct Server {
+    listener_fd: RawFd,
     poll: Poll,
     listener: TcpListener,
     waker: Arc<Waker>,
@@ -54,10 +57,37 @@ impl Server {
             .limits
             .check()
             .map_err(|reason| HttpdError::InvalidLimits { reason })?;
+        let listener =
+            TcpListener::bind(addr).map_err(|source| HttpdError::Bind { addr, source })?;
+        Server::with_listener(listener, addr, config)
+    }
+
+    /// Like [`Server::bind`], on a socket that listens already (one handed over by the
+    /// process this one replaced: connections waiting in its backlog are served).
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        config: Config,
+    ) -> Result<Server, HttpdError> {
+        config
+            .limits
+            .check()
+            .map_err(|reason| HttpdError::InvalidLimits { reason })?;
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let addr = listener.local_addr().unwrap_or(unspecified);
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| HttpdError::Bind { addr, source })?;
+        Server::with_listener(TcpListener::from_std(listener), addr, config)
+    }
+
+    fn with_listener(
+        mut listener: TcpListener,
+        addr: SocketAddr,
+        config: Config,
+    ) -> Result<Server, HttpdError> {
         let tls = config.tls.as_ref().map(load_server_config).transpose()?;
         let tls = tls.map(|c| Arc::new(std::sync::RwLock::new(c)));
         let bind_error = |source| HttpdError::Bind { addr, source };
-        let mut listener = TcpListener::bind(addr).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let poll = Poll::new().map_err(|source| HttpdError::Poll { source })?;
         poll.registry()
@@ -66,6 +96,7 @@ impl Server {
         let waker =
             Waker::new(poll.registry(), WAKER).map_err(|source| HttpdError::Poll { source })?;
         Ok(Server {
+            listener_fd: listener.as_raw_fd(),
             poll,
             listener,
             waker: Arc::new(waker),
@@ -116,6 +147,7 @@ impl Server {
             responder,
             published,
             local_addr: self.local_addr,
+            listener_fd: self.listener_fd,
             tls: self.tls,
         })
     }
@@ -131,10 +163,22 @@ pub struct ServerHandle {
     responder: Responder,
     published: Arc<Mutex<Stats>>,
     local_addr: SocketAddr,
+    /// The listening socket's descriptor, for [`ServerHandle::dup_listener`].
+    listener_fd: RawFd,
     tls: Option<SharedTls>,
 }
 
 impl ServerHandle {
+    /// A second descriptor of the listening socket (close-on-exec, like every descriptor
+    /// here): what a process hands to the binary that replaces it. The socket keeps
+    /// listening, and connections wait in its backlog, while this server stops and the
+    /// next one starts.
+    pub fn dup_listener(&self) -> std::io::Result<OwnedFd> {
+        // SAFETY: `listener_fd` stays open while this handle lives.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.listener_fd) };
+        fd.try_clone_to_owned()
+    }
+
     /// Serves new connections with `cert` from now on; connections open already keep the
     /// certificate they were accepted with. `false` (nothing replaced) when the server
     /// serves plain HTTP: TLS cannot be turned on without a restart.

@@ -40,6 +40,8 @@ use crate::journal::postgres::{PgOptions, PgStore};
 use crate::journal::{ClusterEvent, Journal, JournalError, Record};
 use crate::node::JournalSetting;
 
+mod handover;
+
 /// API requests waiting for the owner. One more is answered `503` by the httpd thread at
 /// once: a burst beyond this is more than the owner can answer in good time anyway, and
 /// the httpd reactor must never wait.
@@ -175,11 +177,20 @@ fn busy(reason: &str) -> ApiError {
     }
 }
 
+/// What the owner thread is told to stop for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM: every subscription gets its `shutdown` push.
+    Shutdown,
+    /// An in-place upgrade: the owner hands its state back as it is.
+    Handover,
+}
+
 /// A running server.
 pub struct App {
     httpd: Option<httpd::ServerHandle>,
-    owner: Option<JoinHandle<(Owner, Receiver<Done>)>>,
-    stop: Sender<()>,
+    owner: Option<JoinHandle<(Owner, Inlets)>>,
+    stop: Sender<Stop>,
     addr: SocketAddr,
     budget: Budget,
     /// Journal records the previous run left (each gets its `server_restart` push).
@@ -206,7 +217,7 @@ struct Owner {
 
 /// The channels the owner reads.
 struct Inlets {
-    stop: Receiver<()>,
+    stop: Receiver<Stop>,
     requests: Receiver<Forwarded>,
     events: Receiver<Event>,
     pushes: Receiver<Done>,
@@ -218,6 +229,15 @@ struct Inlets {
 
 impl App {
     pub fn start(config: Config) -> Result<App, StartError> {
+        App::start_resumed(config, None)
+    }
+
+    /// Starts the server; with the `image` an upgrade handed over, it goes on with the
+    /// sessions and the API listener of the process it replaced (see [`crate::upgrade`]).
+    pub fn start_resumed(
+        config: Config,
+        image: Option<crate::image::Image>,
+    ) -> Result<App, StartError> {
         create_private_dir(&config.data_dir).map_err(StartError::DataDir)?;
         let vapid = push::VapidKey::load_or_generate(&config.data_dir.join("vapid.pk8"))
             .map_err(StartError::Vapid)?;
@@ -239,22 +259,23 @@ impl App {
             Pool::start(config.sender_threads, Arc::new(sender)).map_err(StartError::Thread)?;
         let (cluster_tx, cluster) = cluster_channel();
         let (journal, leftovers) =
-            open_journal(&config, cluster_tx).map_err(StartError::Journal)?;
+            open_journal(&config, cluster_tx, image.is_some()).map_err(StartError::Journal)?;
         // With redb nothing ever comes, and the sender is gone: a closed channel would be
         // ready for every select.
         let cluster = match config.journal {
             JournalSetting::Redb => crossbeam_channel::never(),
             JournalSetting::Postgres(_) => cluster,
         };
-        let recovered = leftovers.len();
         let engine = Engine::start(EngineConfig {
             sessions_max: budget.engine_sessions_max,
             ..engine_config(&config)
         })
         .map_err(StartError::Engine)?;
         let trusted_proxies = config.trusted_proxies().map_err(StartError::Config)?;
-        let server = httpd::Server::bind(
-            config.listen,
+        let (listener, image) = handover::split(image);
+        let server = handover::listen(
+            &config,
+            listener,
             httpd::Config {
                 limits,
                 tls: config.tls.as_ref().map(|t| httpd::TlsFiles {
@@ -289,8 +310,10 @@ impl App {
             durable,
             cluster,
         };
+        let (core, recovered) =
+            handover::core(config, budget, vapid_public_key, leftovers, image, &engine);
         let mut owner = Owner {
-            core: Core::new(config, budget, vapid_public_key, leftovers, now()),
+            core,
             engine,
             pool,
             journal,
@@ -349,11 +372,11 @@ impl App {
     /// sees the drain rather than a refused connection.
     fn stop_all(&mut self) {
         self.draining.store(true, Ordering::Relaxed);
-        let _ = self.stop.try_send(());
+        let _ = self.stop.try_send(Stop::Shutdown);
         if let Some(owner) = self.owner.take() {
             // The owner has queued every `shutdown` push and returns its state.
-            if let Ok((owner, pushes)) = owner.join() {
-                owner.finish(&pushes);
+            if let Ok((owner, inlets)) = owner.join() {
+                owner.finish(&inlets.pushes);
             }
         }
         if let Some(httpd) = self.httpd.take() {
@@ -381,7 +404,7 @@ fn now() -> Now {
 impl Owner {
     /// The owner's loop: one input at a time into the core, its outputs carried out, until
     /// the stop message; then the `shutdown` pushes are queued.
-    fn run(mut self, inlets: Inlets) -> (Owner, Receiver<Done>) {
+    fn run(mut self, inlets: Inlets) -> (Owner, Inlets) {
         loop {
             self.journal.offer_backlog();
             let mut wait = self
@@ -392,7 +415,10 @@ impl Owner {
                 wait = wait.min(JOURNAL_REOFFER);
             }
             let input = select! {
-                recv(inlets.stop) -> _ => break,
+                recv(inlets.stop) -> stop => match stop {
+                    Ok(Stop::Handover) => return (self, inlets),
+                    _ => break,
+                },
                 recv(inlets.requests) -> r => r.ok().map(Input::Request),
                 recv(inlets.events) -> e => e.ok().map(|e| Input::Session(session_event(e))),
                 recv(inlets.pushes) -> d => d.ok().map(Input::PushDone),
@@ -419,7 +445,7 @@ impl Owner {
         for request in inlets.requests.try_iter().take(REQUESTS_QUEUE_MAX) {
             self.handle(Input::Request(request));
         }
-        (self, inlets.pushes)
+        (self, inlets)
     }
 
     fn handle(&mut self, input: Input<engine::SessionId, httpd::RequestId>) {
@@ -632,6 +658,7 @@ impl Owner {
 fn open_journal(
     config: &Config,
     cluster: Sender<ClusterEvent>,
+    resuming: bool,
 ) -> Result<(Journal, Vec<Record>), JournalError> {
     let url = match &config.journal {
         JournalSetting::Redb => return Journal::open(&config.data_dir.join("journal.redb")),
@@ -642,6 +669,7 @@ fn open_journal(
         url: url.dangerous_expose(),
         node_id,
         node_lost_after_secs: config.node_lost_after_secs,
+        resuming,
     };
     let (store, leftovers) = PgStore::open(&options)?;
     tracing::info!(

@@ -14,6 +14,7 @@ pub mod destination;
 pub mod error_code;
 pub mod fd_budget;
 pub mod id;
+pub mod image;
 pub mod journal;
 pub mod log_limit;
 pub mod logging;
@@ -24,6 +25,7 @@ pub mod registry;
 pub mod reload;
 pub mod replacement;
 pub mod resolution;
+pub mod upgrade;
 pub mod verification;
 
 pub use app::App;

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use server::logging::{self, LevelSource};
-use server::{capacity, fd_budget, reload, App, Config};
+use server::upgrade::Binary;
+use server::{capacity, fd_budget, image, reload, App, Config};
 
 /// Every freed heap block is wiped: passwords and tokens pass through buffers of rustls,
 /// serde and std that no code here can reach (see `httpd::alloc`).
@@ -23,9 +24,11 @@ USAGE:
 Without --config the embedded defaults apply: the API listens on 127.0.0.1:8080 and
 keeps its data (the VAPID key) in ./data. Flags override the config file.
 SIGTERM or SIGINT: stop accepting, log out every IMAP session, send each
-subscription its reconnect push, and exit. SIGHUP: read the config file again,
-apply log_level and the API's TLS certificate, and log every other changed key as
-needing a restart.
+subscription its reconnect push, and exit. SIGUSR2: upgrade in place: hand the
+live IMAP sessions and the API listener to the binary now at this path, in the
+same PID, without a reconnect. SIGHUP: read the config file again, apply log_level
+and the API's TLS certificate, and apply any other changed key by the same
+in-place upgrade (data_dir needs a restart).
 
 Logs go to stderr, as text or JSON (log_format), filtered by log_level or RUST_LOG.
 
@@ -50,8 +53,11 @@ impl From<String> for Failure {
 }
 
 fn main() -> ExitCode {
+    // Read first: after a package upgrade the path names the new binary (what SIGUSR2
+    // executes), while /proc/self/exe names the old, deleted one.
+    let binary = Binary::at_start().ok();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    match run(&args, binary) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Failed(message)) => {
             eprintln!("imap-push-proxy: {message}");
@@ -65,9 +71,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &[String]) -> Result<(), Failure> {
+fn run(args: &[String], binary: Option<Binary>) -> Result<(), Failure> {
     match args.first().map(String::as_str) {
-        Some("serve") => serve(&args[1..]),
+        Some("serve") => serve(&args[1..], binary),
         Some("check-config") => check_config(&args[1..]),
         Some("--version" | "-V") => {
             println!("imap-push-proxy {}", env!("CARGO_PKG_VERSION"));
@@ -193,7 +199,7 @@ impl Overrides {
     }
 }
 
-fn serve(args: &[String]) -> Result<(), Failure> {
+fn serve(args: &[String], binary: Option<Binary>) -> Result<(), Failure> {
     let mut config_file: Option<PathBuf> = None;
     let mut overrides = Overrides {
         listen: None,
@@ -230,6 +236,7 @@ fn serve(args: &[String]) -> Result<(), Failure> {
         overrides,
         logs,
         level_source: source,
+        binary,
     };
     serve_logged(config, &reload).map_err(|e| {
         tracing::error!("{e}");
@@ -243,11 +250,13 @@ struct Reload {
     overrides: Overrides,
     logs: logging::LogHandle,
     level_source: LevelSource,
+    /// The binary an upgrade executes (`None`: its path could not be read at start).
+    binary: Option<Binary>,
 }
 
 fn serve_logged(config: Config, reload: &Reload) -> Result<(), String> {
     // Signals are taken by this thread alone: every thread started below inherits the mask.
-    let signals = block_signals().map_err(|_| "could not block SIGTERM/SIGINT/SIGHUP")?;
+    let signals = block_signals().map_err(|_| "could not block SIGTERM/SIGINT/SIGHUP/SIGUSR2")?;
     for warning in config_warnings(&config, reload.config_file.as_deref()) {
         tracing::warn!("{warning}");
     }
@@ -270,11 +279,19 @@ fn serve_logged(config: Config, reload: &Reload) -> Result<(), String> {
         );
     }
     let mut running = config.clone();
-    let app = App::start(config).map_err(|e| e.to_string())?;
+    let image = inherited_image();
+    let mut app = App::start_resumed(config, image).map_err(|e| e.to_string())?;
     log_start(&app, &running, &report);
     loop {
         match wait_for(&signals) {
-            libc::SIGHUP => running = reread(&app, running, reload),
+            libc::SIGHUP => {
+                let (applied, wants_upgrade) = reread(&app, running, reload);
+                running = applied;
+                if wants_upgrade {
+                    upgrade(&mut app, reload);
+                }
+            }
+            libc::SIGUSR2 => upgrade(&mut app, reload),
             signal => {
                 let name = if signal == libc::SIGTERM {
                     "SIGTERM"
@@ -289,6 +306,32 @@ fn serve_logged(config: Config, reload: &Reload) -> Result<(), String> {
     // The run summary is logged by the owner once everything is flushed.
     app.shutdown();
     Ok(())
+}
+
+/// The state image the process this one replaced handed over, if any. An image this
+/// binary cannot read gives a normal start: every journalled subscription then gets its
+/// `server_restart` push, as after a crash.
+fn inherited_image() -> Option<image::Image> {
+    let fd = image::inherited_fd()?;
+    match image::read(fd) {
+        Ok(image) => Some(image),
+        Err(e) => {
+            tracing::warn!(error = %e, "upgrade: the state image is not usable; starting as after a crash");
+            None
+        }
+    }
+}
+
+/// SIGUSR2 (or SIGHUP with keys that need a new process): replace this process in place.
+/// Returns only if the upgrade did not happen; the server serves on.
+fn upgrade(app: &mut App, reload: &Reload) {
+    let Some(binary) = &reload.binary else {
+        tracing::error!("upgrade: the binary's path was not known at start; serving on");
+        return;
+    };
+    tracing::info!("upgrade: handing the sessions over");
+    let error = app.upgrade(binary);
+    tracing::error!(error = %error, "upgrade cancelled; serving on");
 }
 
 /// The start line: what this server runs with.
@@ -309,12 +352,14 @@ fn log_start(app: &App, config: &Config, report: &capacity::Report) {
 }
 
 /// SIGHUP: the config file read again. The new log level and API certificate apply;
-/// every other changed key is named as needing a restart. A file that does not load (or
-/// a certificate that does not) changes nothing. Returns the settings now in force.
-fn reread(app: &App, running: Config, reload: &Reload) -> Config {
+/// every other changed key is applied by an in-place upgrade (the new process reads the
+/// file), except `data_dir`, which needs a restart. A file that does not load (or a
+/// certificate that does not) changes nothing. Returns the settings now in force and
+/// whether an upgrade should apply the rest.
+fn reread(app: &App, running: Config, reload: &Reload) -> (Config, bool) {
     let Some(path) = &reload.config_file else {
         tracing::info!("SIGHUP: no config file to read again (built-in defaults)");
-        return running;
+        return (running, false);
     };
     let new = match load(Some(path)).and_then(|mut new| {
         reload.overrides.apply(&mut new);
@@ -325,9 +370,9 @@ fn reread(app: &App, running: Config, reload: &Reload) -> Config {
         Ok(new) => new,
         Err(Failure::Failed(e) | Failure::Usage(e)) => {
             tracing::error!(error = %e, "SIGHUP: config not reloaded; the settings in force stay");
-            return running;
+            return (running, false);
         }
-        Err(Failure::Logged) => return running,
+        Err(Failure::Logged) => return (running, false),
     };
     // The certificate is loaded before anything changes, so a bad one changes nothing.
     let cert = match (&running.tls, &new.tls) {
@@ -338,7 +383,7 @@ fn reread(app: &App, running: Config, reload: &Reload) -> Config {
             Ok(cert) => Some(cert),
             Err(e) => {
                 tracing::error!(error = %e, "SIGHUP: certificate not reloaded; the settings in force stay");
-                return running;
+                return (running, false);
             }
         },
         _ => None,
@@ -351,13 +396,24 @@ fn reread(app: &App, running: Config, reload: &Reload) -> Config {
             tracing::info!("SIGHUP: API certificate reloaded; new connections use it");
         }
     }
-    for key in reload::restart_keys(&applied, &new) {
-        tracing::warn!(
+    let keys = reload::restart_keys(&applied, &new);
+    if keys.contains(&"data_dir") {
+        // The journal is elsewhere: the next process could not match the sessions.
+        for key in keys {
+            tracing::warn!(
+                key,
+                "SIGHUP: changed in the config file; needs a restart to apply"
+            );
+        }
+        return (applied, false);
+    }
+    for key in &keys {
+        tracing::info!(
             key,
-            "SIGHUP: changed in the config file; needs a restart to apply"
+            "SIGHUP: changed in the config file; applied by an in-place upgrade"
         );
     }
-    applied
+    (applied, !keys.is_empty())
 }
 
 /// The new `log_level`, unless `RUST_LOG` is in force.
@@ -388,9 +444,10 @@ fn block_signals() -> Result<libc::sigset_t, Failure> {
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
         if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
             return Err(Failure::Failed(
-                "could not block SIGTERM/SIGINT/SIGHUP".into(),
+                "could not block SIGTERM/SIGINT/SIGHUP/SIGUSR2".into(),
             ));
         }
         Ok(set)

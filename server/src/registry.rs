@@ -167,6 +167,11 @@ impl<S: Copy + Eq + Hash, R> Registry<S, R> {
         self.by_id.get(id).map(|sub| &**sub)
     }
 
+    pub fn by_session(&self, session: S) -> Option<&Subscription<S, R>> {
+        let id = self.by_session.get(&session)?;
+        self.by_id.get(id).map(|sub| &**sub)
+    }
+
     pub fn by_session_mut(&mut self, session: S) -> Option<&mut Subscription<S, R>> {
         let id = self.by_session.get(&session)?;
         self.by_id.get_mut(id).map(|sub| &mut **sub)

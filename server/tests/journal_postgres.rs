@@ -44,11 +44,21 @@ struct Node {
 }
 
 fn open(pg: &Postgres, node_id: &str) -> Result<(Node, Vec<Record>), JournalError> {
+    open_as(pg, node_id, false)
+}
+
+/// `resuming`: the process an in-place upgrade started (see `PgOptions::resuming`).
+fn open_as(
+    pg: &Postgres,
+    node_id: &str,
+    resuming: bool,
+) -> Result<(Node, Vec<Record>), JournalError> {
     let url = pg.url();
     let options = PgOptions {
         url: &url,
         node_id,
         node_lost_after_secs: LOST_AFTER_SECS,
+        resuming,
     };
     let (store, leftovers) = PgStore::open(&options)?;
     let (tx, events) = crossbeam_channel::bounded(1024);
@@ -123,6 +133,11 @@ fn records_survive_a_restart_and_a_live_twin_is_refused() {
     let e = open(&pg, "n1").err().expect("refused");
     assert!(matches!(e, JournalError::NodeLive(_)), "{e}");
     assert!(e.to_string().contains("node_id"), "{e}");
+    // The binary an in-place upgrade executed (same PID, the live heartbeat is its
+    // predecessor's) is not refused, and gets the rows it goes on with.
+    let (resumed, leftovers) = open_as(&pg, "n1", true).expect("an upgrade resumes");
+    assert_eq!(leftovers.len(), 49);
+    drop(resumed);
 
     // A clean stop marks n1 stopped: the same id starts at once and gets its rows back.
     drop(n1);
@@ -132,7 +147,11 @@ fn records_survive_a_restart_and_a_live_twin_is_refused() {
     let epochs = pg
         .psql("SELECT DISTINCT epoch FROM imap_push_subscriptions")
         .unwrap();
-    assert_eq!(epochs.trim(), "1", "taking rows back bumps the owner epoch");
+    assert_eq!(
+        epochs.trim(),
+        "2",
+        "taking rows back bumps the owner epoch (the upgrade's, then the restart's)"
+    );
     let owners = pg
         .psql("SELECT DISTINCT owner FROM imap_push_subscriptions")
         .unwrap();
@@ -251,6 +270,7 @@ fn the_password_never_shows_in_an_error() {
             url,
             node_id: "n1",
             node_lost_after_secs: LOST_AFTER_SECS,
+            resuming: false,
         };
         let e = PgStore::open(&options).err().expect("refused").to_string();
         assert!(

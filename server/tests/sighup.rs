@@ -1,7 +1,7 @@
 //! SIGHUP re-reads the config file: a new `log_level` shows in the server's stderr, a new
 //! API certificate is served to new connections (open ones keep theirs), other changed
-//! keys are named as needing a restart, and a bad file changes nothing while the server
-//! goes on serving.
+//! keys are applied by an in-place upgrade (the same PID; `data_dir` alone needs a
+//! restart), and a bad file changes nothing while the server goes on serving.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -95,14 +95,14 @@ fn write_config(path: &Path, addr: SocketAddr, dir: &Path, extra: &str) {
 }
 
 #[test]
-fn sighup_changes_the_log_level_names_restart_keys_and_survives_a_bad_file() {
+fn sighup_changes_the_log_level_applies_other_keys_by_upgrade_and_survives_a_bad_file() {
     let dir = TempDir::new();
     let addr = free_addr();
     let config = dir.path().join("config.toml");
     write_config(&config, addr, dir.path(), "log_level = \"warn\"\n");
     let healthy =
         || TcpStream::connect(addr).is_ok() && http(addr, "GET", "/healthz", "", "").status == 200;
-    let server = Server::start(&config, &dir.path().join("stderr.log"), healthy);
+    let mut server = Server::start(&config, &dir.path().join("stderr.log"), healthy);
 
     // At warn, neither the start line (INFO) nor a refusal of a bad body (DEBUG) shows.
     assert_eq!(http(addr, "POST", "/v1/subscriptions", "{", "").status, 400);
@@ -118,8 +118,16 @@ fn sighup_changes_the_log_level_names_restart_keys_and_survives_a_bad_file() {
     );
     server.hup();
     server.wait_for("log level changed", 1);
-    server.wait_for("needs a restart", 1);
+    server.wait_for("applied by an in-place upgrade", 1);
     assert_eq!(server.lines_with("sender_threads"), 1, "{}", server.log());
+    // The new process serves, in the same PID.
+    server.wait_for("upgrade: resumed the sessions handed over", 1);
+    assert_eq!(
+        server.child.try_wait().unwrap(),
+        None,
+        "the process lives on"
+    );
+    assert_eq!(server.lines_with("needs a restart"), 0, "{}", server.log());
     assert_eq!(http(addr, "POST", "/v1/subscriptions", "{", "").status, 400);
     server.wait_for("request refused", 1);
 
@@ -138,6 +146,22 @@ fn sighup_changes_the_log_level_names_restart_keys_and_survives_a_bad_file() {
     server.wait_for("config not reloaded", 2);
     assert!(server.log().contains("log_level"), "{}", server.log());
     assert_eq!(http(addr, "GET", "/healthz", "", "").status, 200);
+    // A new data_dir would put the journal elsewhere: named as needing a restart, and no
+    // upgrade happens.
+    let other = dir.path().join("other");
+    let text = format!(
+        "listen = \"{addr}\"\ndata_dir = \"{}\"\nlog_level = \"debug\"\nsender_threads = 3\n",
+        other.display()
+    );
+    std::fs::write(&config, text).unwrap();
+    server.hup();
+    server.wait_for("needs a restart", 1);
+    assert!(server.log().contains("data_dir"), "{}", server.log());
+    assert_eq!(
+        server.lines_with("upgrade: resumed"),
+        1,
+        "no second upgrade"
+    );
 }
 
 /// A TLS client that trusts `ca_der` only; `None` if the handshake fails.

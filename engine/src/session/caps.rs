@@ -44,6 +44,16 @@ impl Caps {
         caps
     }
 
+    /// The raw bits (for a handover).
+    pub fn bits(self) -> u16 {
+        self.0
+    }
+
+    /// Caps from [`Caps::bits`].
+    pub fn from_bits(bits: u16) -> Caps {
+        Caps(bits)
+    }
+
     pub fn has(self, flag: Caps) -> bool {
         self.0 & flag.0 == flag.0
     }

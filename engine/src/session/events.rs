@@ -47,6 +47,13 @@ pub(super) struct Outbox {
     pub(super) ended: Option<EndReason>,
 }
 
+impl Outbox {
+    /// Nothing waits to be reported.
+    pub(super) fn is_empty(&self) -> bool {
+        self.ready.is_none() && self.new_mail == 0 && self.ended.is_none()
+    }
+}
+
 impl Session {
     /// The next event, oldest first. [`SessionEvent::Ended`] is always last.
     pub fn poll_event(&mut self) -> Option<SessionEvent> {

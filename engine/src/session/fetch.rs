@@ -229,6 +229,28 @@ impl FetchPlan {
     pub fn abandon(&mut self) {
         self.round = None;
     }
+
+    /// The filter and preview setting this plan was made from, when no fetch is under
+    /// way (a handover carries them; [`FetchPlan::new`] makes the same plan again).
+    pub fn to_options(&self) -> Option<crate::spec::WatchOptions> {
+        if self.round.is_some() {
+            return None;
+        }
+        let text = |names: &[Box<[u8]>]| -> Vec<String> {
+            names
+                .iter()
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect()
+        };
+        let filter = self.filtering.then(|| Filter {
+            headers: text(&self.headers),
+            senders: text(&self.senders),
+        });
+        Some(crate::spec::WatchOptions {
+            filter,
+            preview: self.preview,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,19 @@ pub fn wire_name(name: &str) -> Vec<u8> {
     }
 }
 
+/// A watched mailbox other than the selected one, as a handover carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtherState {
+    /// The name as sent on the wire.
+    pub wire: Vec<u8>,
+    /// The UTF-8 name, when it differs.
+    pub utf8: Option<Vec<u8>>,
+    pub messages: u32,
+    pub uidnext: u32,
+    /// A first STATUS has set the baseline.
+    pub known: bool,
+}
+
 /// One watched mailbox other than the selected one.
 #[derive(Debug)]
 pub struct Other {
@@ -41,6 +54,28 @@ impl Other {
 
     pub fn messages(&self) -> u32 {
         self.messages
+    }
+
+    /// What a handover carries of this mailbox ([`crate::handover`]).
+    pub fn to_state(&self) -> OtherState {
+        OtherState {
+            wire: self.wire.to_vec(),
+            utf8: self.utf8.as_deref().map(<[u8]>::to_vec),
+            messages: self.messages,
+            uidnext: self.uidnext,
+            known: self.known,
+        }
+    }
+
+    /// The mailbox a handover carried.
+    pub fn from_state(state: &OtherState) -> Other {
+        Other {
+            wire: state.wire.clone().into_boxed_slice(),
+            utf8: state.utf8.clone().map(Vec::into_boxed_slice),
+            messages: state.messages,
+            uidnext: state.uidnext,
+            known: state.known,
+        }
     }
 
     /// Whether `mailbox`, as a STATUS response names it, is this one.

@@ -28,6 +28,7 @@ mod caps;
 mod config;
 mod events;
 mod fetch;
+mod handover;
 mod mailboxes;
 mod phase;
 mod receive;
@@ -51,6 +52,7 @@ pub use self::fetch::{
     MessageSummary, Preview, FETCH_FIELDS_MAX, HEADER_BLOCK_LEN_MAX, PREVIEW_FIELD_LEN_MAX,
     PREVIEW_MESSAGES_MAX,
 };
+pub use self::mailboxes::OtherState;
 use self::mailboxes::{wire_name, Other};
 use self::phase::AfterDone;
 pub use self::phase::{AfterCapability, Phase, StatusPurpose};

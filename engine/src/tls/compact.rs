@@ -73,6 +73,12 @@ impl Compact {
         &self.records
     }
 
+    /// Between records: no handshake message is half-read, so the record layer alone
+    /// says everything (a handover point).
+    pub fn is_between_messages(&self) -> bool {
+        !self.reader.in_message()
+    }
+
     /// The length of the complete record at the start of `buf`, `None` if incomplete.
     pub fn record_len(&self, buf: &[u8]) -> Result<Option<usize>, TlsFailure> {
         self.records.record_len(buf).map_err(failure)

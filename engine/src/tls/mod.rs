@@ -387,6 +387,31 @@ impl Tls {
         }
     }
 
+    /// A compact connection with nothing pending either way: its record layer can be
+    /// handed over ([`crate::handover`]).
+    pub fn export(&self) -> Option<crate::handover::TlsState> {
+        match &self.state {
+            State::Compact(c) if !self.holds_buffers() && c.is_between_messages() => {
+                Some(crate::handover::TlsState {
+                    records: c.records().clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// A compact connection that goes on from a handed-over record layer.
+    pub fn adopted(state: crate::handover::TlsState) -> Tls {
+        Tls {
+            state: State::Compact(Compact::new(state.records)),
+            incoming: None,
+            incoming_used: 0,
+            outgoing: None,
+            established: true,
+            established_reported: true,
+        }
+    }
+
     /// The connection holds a lent or parked buffer (false for an idle connection).
     pub fn holds_buffers(&self) -> bool {
         self.incoming.is_some() || self.outgoing.is_some()

@@ -146,6 +146,16 @@ impl DirectionKeys {
         self.seq
     }
 
+    /// The raw key, IV, sequence number and (TLS 1.3) traffic secret, as
+    /// [`DirectionKeys::new`] takes them: what a handover carries to the next process.
+    pub fn parts(&self, suite: Suite, version: Version) -> (&[u8], &[u8], u64, &[u8]) {
+        let secret = match version {
+            Version::Tls13 => &self.secret[..suite.secret_len()],
+            Version::Tls12 => &[][..],
+        };
+        (&self.key[..suite.key_len()], &self.iv, self.seq, secret)
+    }
+
     /// True if `secret` (TLS 1.3) derives exactly this key and IV (RFC 8446 7.3), i.e.
     /// the secret is of the same generation as the keys.
     pub fn derives_from(&self, suite: Suite, secret: &[u8]) -> bool {
@@ -264,6 +274,16 @@ impl RecordLayer {
 
     pub fn seqs(&self) -> (u64, u64) {
         (self.tx.seq, self.rx.seq)
+    }
+
+    /// The sending direction's keys (for a handover).
+    pub fn tx(&self) -> &DirectionKeys {
+        &self.tx
+    }
+
+    /// The receiving direction's keys (for a handover).
+    pub fn rx(&self) -> &DirectionKeys {
+        &self.rx
     }
 
     /// The length of the complete record at the start of `buf`, `None` if more bytes are

@@ -31,6 +31,7 @@
 //!
 //! Handles are the owner's: `S` names an engine session, `R` a waiting API request.
 
+mod carry;
 pub mod cluster;
 pub mod held;
 mod logs;
@@ -61,6 +62,7 @@ use crate::pacer::Pacer;
 use crate::ratelimit::RateLimiter;
 use crate::registry::Registry;
 
+pub use carry::Carried;
 use held::Held;
 pub use metrics::Counters;
 use requests::Resolving;

@@ -178,6 +178,10 @@ pub struct PgOptions<'a> {
     pub url: &'a str,
     pub node_id: &'a str,
     pub node_lost_after_secs: u64,
+    /// This process took over from the one before it in place (an upgrade, see
+    /// [`crate::upgrade`]): the live heartbeat under `node_id` is its own predecessor's,
+    /// in the same PID, so it does not refuse to start.
+    pub resuming: bool,
 }
 
 impl PgStore {
@@ -205,7 +209,7 @@ impl PgStore {
         };
         let open = |e: StoreError| JournalError::Open(e.0);
         store.connect().map_err(open)?;
-        let leftovers = store.register().map_err(|e| match e {
+        let leftovers = store.register(options.resuming).map_err(|e| match e {
             Registered::Live => JournalError::NodeLive(store.node_id.clone()),
             Registered::Failed(e) => JournalError::Open(e.0),
         })?;
@@ -254,7 +258,7 @@ impl PgStore {
     }
 
     /// This node's row: refused while live, else renewed; then its own rows taken back.
-    fn register(&mut self) -> Result<Vec<Record>, Registered> {
+    fn register(&mut self, resuming: bool) -> Result<Vec<Record>, Registered> {
         let (node_id, lost) = (self.node_id.clone(), self.node_lost_after_secs);
         let connection = self.connect().map_err(Registered::Failed)?;
         let client = &mut connection.client;
@@ -270,7 +274,7 @@ impl PgStore {
             .query_one(LOCK_SELF, &[&node_id, &lost])
             .map_err(failed)?
             .get(0);
-        if live {
+        if live && !resuming {
             return Err(Registered::Live);
         }
         txn.execute(HEARTBEAT, &[&node_id]).map_err(failed)?;
