@@ -34,7 +34,15 @@ pub const BATCH_MAX: usize = 1024;
 /// default every record written stayed cached, and each subscription cost its record
 /// again in the proxy's RSS (whole-proxy density bench, `proxy_density`). The file's pages
 /// stay in the kernel's page cache, which the kernel may reclaim.
-pub const JOURNAL_CACHE_BYTES: usize = 2 * 1024 * 1024;
+///
+/// Why 256 KiB and not more: records are ~700 bytes of random-keyed leaves, so a cache
+/// fills with one page per record written until it is full. At 2 MiB it was still filling
+/// at 3,000 subscriptions, and the bench counted ~450 bytes of it per subscription between
+/// 1,000 and 4,000 (a heap profile showed 1.4 MB of redb pages at 2,000). A commit
+/// touches a random leaf per record either way, which no cache of a bounded size holds
+/// for a large journal: a page the cache does not hold is read back from the kernel's
+/// page cache.
+pub const JOURNAL_CACHE_BYTES: usize = 256 * 1024;
 
 /// Operations waiting for the writer thread: four batches. The owner thread, the only
 /// one that writes, never waits here, since the writer may itself be waiting for the
