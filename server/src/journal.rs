@@ -38,7 +38,7 @@ pub const BATCH_MAX: usize = 1024;
 /// Why 256 KiB and not more: records are ~700 bytes of random-keyed leaves, so a cache
 /// fills with one page per record written until it is full. At 2 MiB it was still filling
 /// at 3,000 subscriptions, and the bench counted ~450 bytes of it per subscription between
-/// 1,000 and 4,000 (a heap profile showed 1.4 MB of redb pages at 2,000). A commit
+/// 1,000 and 4,000 (estimated; a heap profile showed 1.4 MB of redb pages at 2,000). A commit
 /// touches a random leaf per record either way, which no cache of a bounded size holds
 /// for a large journal: a page the cache does not hold is read back from the kernel's
 /// page cache.
