@@ -83,9 +83,14 @@ pub struct PushTarget {
     /// `scheme://host[:port]`, lowercase, default port omitted (RFC 6454
     /// serialization); the VAPID `aud` and the log form.
     origin: Origin,
-    keys: Option<Keys>,
+    /// Boxed: a server keeps two targets per subscription, and a reconnect or UnifiedPush
+    /// target has no keys; inline, every target carried 82 bytes for them.
+    keys: Option<Box<Keys>>,
     protocol: Protocol,
 }
+
+/// A target is four words: endpoint, origin, keys pointer, protocol (see `keys`).
+const _: () = assert!(std::mem::size_of::<PushTarget>() <= 48);
 
 /// Where a target's origin is. A server keeps one target per subscription and often
 /// thousands to one push service, so the origin is not copied when the endpoint begins
@@ -144,7 +149,7 @@ impl PushTarget {
         Ok(Self {
             origin: Origin::of(endpoint, origin),
             endpoint: endpoint.into(),
-            keys,
+            keys: keys.map(Box::new),
             protocol,
         })
     }
@@ -204,7 +209,7 @@ impl PushTarget {
     }
 
     pub fn keys(&self) -> Option<&Keys> {
-        self.keys.as_ref()
+        self.keys.as_deref()
     }
 
     pub fn protocol(&self) -> Protocol {

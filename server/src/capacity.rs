@@ -10,12 +10,14 @@ use crate::Config;
 
 /// User-space memory of the whole proxy per idle subscription with compact TLS
 /// (`tls_compact = true`, the default), measured: the README's `proxy_density` bench of
-/// 2026-12-04 (server RSS slope from 1,000 to 4,000 subscriptions registered through the
-/// API, TLS IMAP, Web Push keys): 2,456 B. The engine's share is ~800 B (density bench), the
-/// rest is the server's state and its allocator's arenas.
-pub const USER_BYTES_PER_SESSION_COMPACT: u64 = 2_456;
-/// The same with rustls kept for the session's life (`tls_compact = false`), measured in
-/// the same run: 7,870 B (a longer certificate chain costs more, since rustls keeps the
+/// 2026-12-05 (server RSS slope from 1,000 to 4,000 subscriptions registered through the
+/// API, TLS IMAP, Web Push keys): 1,710 B and 1,703 B in two runs, the larger kept. The
+/// engine's slab slots are ~700 B of it, the server's live heap ~870 B, the rest pages the
+/// allocator holds.
+pub const USER_BYTES_PER_SESSION_COMPACT: u64 = 1_710;
+/// The same with rustls kept for the session's life (`tls_compact = false`): 7,870 B,
+/// measured on 2026-12-04 before the server's state shrank by ~700 B per subscription, so
+/// an over-estimate now (a longer certificate chain costs more, since rustls keeps the
 /// peer's chain for the connection's life).
 pub const USER_BYTES_PER_SESSION_RUSTLS: u64 = 7_870;
 
@@ -367,8 +369,8 @@ mod tests {
         assert!(r.nofile_needed <= 1_100_000, "{r}");
         assert_eq!(r.shortfalls, [], "{r}");
         assert!(r.unknown.is_empty());
-        // Compact TLS (the default): 1M x (2456 + 3904) B = 5.9 GiB.
-        assert_eq!(r.memory.total_bytes(), 6_360_000_000);
+        // Compact TLS (the default): 1M x (1710 + 3904) B = 5.2 GiB.
+        assert_eq!(r.memory.total_bytes(), 5_614_000_000);
         // rustls kept: 1M x (7870 + 3904) B = 11.0 GiB.
         let rustls = Config {
             tls_compact: false,
@@ -387,7 +389,7 @@ mod tests {
             nr_open: Some(1_048_576),
             file_max: Some(9_000_000),
             port_range: Some((32768, 60999)),
-            // 5.9 GiB wanted at a million compact sessions; 4 GiB less a tenth is short.
+            // 5.2 GiB wanted at a million compact sessions; 4 GiB less a tenth is short.
             mem_total_bytes: Some(4 << 30),
         };
         let r = assess(&config(1_000_000, 0), &kernel);

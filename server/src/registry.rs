@@ -65,7 +65,9 @@ pub struct Subscription<S, R> {
     pub key: Key,
     pub account: Account,
     pub push: Arc<PushSubscription>,
-    pub mailboxes: Vec<String>,
+    /// The mailboxes watched, in the order the registration named them. Shared like
+    /// `host`: nearly every subscription watches `["INBOX"]`, which is then one list.
+    pub mailboxes: Arc<[String]>,
     pub since: Option<Since>,
     pub state: State,
     pub idle: bool,
@@ -82,12 +84,19 @@ pub struct Subscription<S, R> {
     pub verification: Option<Box<Verification<Mail>>>,
 }
 
+/// The server's subscription, boxed in [`Registry`]: 240 bytes (a 256-byte heap block).
+/// Its strings are shared (`host`, `mailboxes`) and its push side is one `Arc`; a field
+/// that grows it past this bound costs every idle subscription (whole-proxy density
+/// bench, `proxy_density`).
+const _: () =
+    assert!(std::mem::size_of::<Subscription<engine::SessionId, httpd::RequestId>>() <= 240);
+
 /// New mail that waits for a subscription's verification: sent at activation.
 pub type Mail = crate::delivery::PushJob;
 
 #[derive(Debug)]
 pub struct Registry<S, R> {
-    /// Boxed: a subscription is ~250 bytes, and a table of them inline would carry that
+    /// Boxed: a subscription is 240 bytes, and a table of them inline would carry that
     /// much for every empty bucket too (half the table after it grows).
     by_id: HashMap<SubscriptionId, Box<Subscription<S, R>>>,
     by_session: HashMap<S, SubscriptionId>,
@@ -95,7 +104,10 @@ pub struct Registry<S, R> {
     keys: Replacements<Key, SubscriptionId>,
     /// Keys (devices) per account, live or logging in.
     accounts: AccountCounter<Account, Key>,
-    per_host: HashMap<Arc<str>, usize>,
+    /// Subscriptions per IMAP host, and the one copy of each host name.
+    per_host: Shared<str>,
+    /// The one copy of each list of mailboxes.
+    mailbox_lists: Shared<[String]>,
     /// Deadlines of the registrations still waiting for their session: kept apart so
     /// neither the deadline check nor the pending count walks every subscription.
     waiting: HashMap<SubscriptionId, Instant>,
@@ -111,7 +123,8 @@ impl<S, R> Default for Registry<S, R> {
             by_session: HashMap::new(),
             keys: Replacements::default(),
             accounts: AccountCounter::default(),
-            per_host: HashMap::new(),
+            per_host: Shared::default(),
+            mailbox_lists: Shared::default(),
             waiting: HashMap::new(),
             verifying: HashMap::new(),
         }
@@ -143,15 +156,8 @@ impl<S: Copy + Eq + Hash, R> Registry<S, R> {
         }
         self.keys.begin(sub.key, sub.id, arrival);
         self.accounts.add(sub.account, sub.key);
-        match self.per_host.get_key_value(&sub.host) {
-            Some((shared, _)) => sub.host = shared.clone(),
-            None => {
-                self.per_host.insert(sub.host.clone(), 0);
-            }
-        }
-        if let Some(n) = self.per_host.get_mut(&sub.host) {
-            *n += 1;
-        }
+        sub.host = self.per_host.share(sub.host);
+        sub.mailboxes = self.mailbox_lists.share(sub.mailboxes);
         if let Some((_, deadline)) = sub.waiting {
             self.waiting.insert(sub.id, deadline);
         }
@@ -160,7 +166,7 @@ impl<S: Copy + Eq + Hash, R> Registry<S, R> {
 
     /// Subscriptions to `host` (lower-cased).
     pub fn host_count(&self, host: &str) -> usize {
-        self.per_host.get(host).copied().unwrap_or(0)
+        self.per_host.count(host)
     }
 
     pub fn get(&self, id: &SubscriptionId) -> Option<&Subscription<S, R>> {
@@ -190,12 +196,8 @@ impl<S: Copy + Eq + Hash, R> Registry<S, R> {
         }
         self.keys.forget(&sub.key, &sub.id);
         self.accounts.remove(&sub.account, &sub.key);
-        if let Some(n) = self.per_host.get_mut(&sub.host) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_host.remove(&sub.host);
-            }
-        }
+        self.per_host.release(&sub.host);
+        self.mailbox_lists.release(&sub.mailboxes);
         Some(sub)
     }
 
@@ -305,5 +307,78 @@ impl<S: Copy + Eq + Hash, R> Registry<S, R> {
         let mut ids: Vec<SubscriptionId> = self.by_id.keys().copied().collect();
         ids.sort_unstable();
         ids
+    }
+}
+
+/// Values many subscriptions hold alike (a host name, a list of mailboxes), kept once and
+/// counted: each subscription holds a reference to the one copy, which goes with the last.
+#[derive(Debug)]
+struct Shared<T: ?Sized + Eq + Hash> {
+    copies: HashMap<Arc<T>, usize>,
+}
+
+impl<T: ?Sized + Eq + Hash> Default for Shared<T> {
+    fn default() -> Self {
+        Shared {
+            copies: HashMap::new(),
+        }
+    }
+}
+
+impl<T: ?Sized + Eq + Hash> Shared<T> {
+    /// One more holder of `value`: the copy kept already, or `value` itself if it is new.
+    fn share(&mut self, value: Arc<T>) -> Arc<T> {
+        let copy = match self.copies.get_key_value(&*value) {
+            Some((copy, _)) => Arc::clone(copy),
+            None => value,
+        };
+        *self.copies.entry(Arc::clone(&copy)).or_insert(0) += 1;
+        copy
+    }
+
+    /// Holders of `value`.
+    fn count(&self, value: &T) -> usize {
+        self.copies.get(value).copied().unwrap_or(0)
+    }
+
+    /// One holder of `value` fewer; the copy goes with the last.
+    fn release(&mut self, value: &T) {
+        if let Some(holders) = self.copies.get_mut(value) {
+            *holders -= 1;
+            if *holders == 0 {
+                self.copies.remove(value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::Shared;
+
+    #[test]
+    fn equal_values_share_one_copy_until_the_last_holder_goes() {
+        let mut lists: Shared<[String]> = Shared::default();
+        let inbox = || Arc::<[String]>::from(vec!["INBOX".to_string()]);
+        let a = lists.share(inbox());
+        let b = lists.share(inbox());
+        assert!(Arc::ptr_eq(&a, &b), "one copy for equal lists");
+        let other = lists.share(Arc::from(vec!["Work".to_string()]));
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert_eq!(lists.count(&["INBOX".to_string()]), 2);
+        lists.release(&a);
+        assert_eq!(lists.count(&["INBOX".to_string()]), 1);
+        lists.release(&b);
+        assert_eq!(lists.count(&["INBOX".to_string()]), 0);
+        assert_eq!(
+            Arc::strong_count(&a),
+            2,
+            "the registry's copy is gone: a and b remain"
+        );
+        // Releasing what is not held is ignored.
+        lists.release(&a);
+        assert_eq!(lists.count(&["Work".to_string()]), 1);
     }
 }

@@ -48,7 +48,7 @@ fn a_valid_config_exits_0_with_the_report() {
         "sessions_max: 1000000",
         "capacity: limits.sessions_max = 1000000",
         "descriptors: RLIMIT_NOFILE",
-        "memory at full capacity: 5.9 GiB",
+        "memory at full capacity: 5.2 GiB",
         "log_level: \"info\"",
         "log_format: Text",
         "config ok",

@@ -366,7 +366,10 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             registration.tag.clone(),
             now.unix,
         );
-        let (mailboxes, since) = (registration.mailboxes.clone(), registration.since);
+        let (mailboxes, since) = (
+            std::sync::Arc::<[String]>::from(registration.mailboxes.as_slice()),
+            registration.since,
+        );
         let (spec, options) = watch_spec(registration);
         if wait.is_zero() {
             self.out.push_back(Output::Watch {
@@ -471,7 +474,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         let body = serde_json::json!({
             "id": sub.id,
             "state": sub.state.as_str(),
-            "mailboxes": sub.mailboxes,
+            "mailboxes": &*sub.mailboxes,
             "capabilities": {"idle": sub.idle, "notify": sub.notify},
             "since": sub.since.map(|s| serde_json::json!({"uidvalidity": s.uidvalidity, "uidnext": s.uidnext})),
             "created": sub.created_unix,

@@ -232,7 +232,7 @@ fn created<S, R>(sub: &Subscription<S, R>, ready: &engine::Ready) -> (Record, ht
         "id": sub.id,
         "state": sub.state.as_str(),
         "capabilities": {"idle": ready.idle, "notify": ready.notify},
-        "mailboxes": sub.mailboxes,
+        "mailboxes": &*sub.mailboxes,
         "routing_key": crate::api::routing_key(&sub.account),
     });
     let location = format!("/v1/subscriptions/{}", sub.id);
