@@ -509,6 +509,20 @@ impl Config {
                 format!("must exceed heartbeat_secs ({})", self.heartbeat_secs),
             );
         }
+        // A stopping node renews no heartbeat while its shutdown pushes go out: were the
+        // others to judge it lost meanwhile, its users would get node_lost as well.
+        let clustered = matches!(self.journal, crate::node::JournalSetting::Postgres(_));
+        if clustered && self.shutdown_grace_secs + self.heartbeat_secs >= self.node_lost_after_secs
+        {
+            return invalid(
+                "shutdown_grace_secs",
+                format!(
+                    "with a PostgreSQL journal, shutdown_grace_secs + heartbeat_secs must stay \
+                     under node_lost_after_secs ({})",
+                    self.node_lost_after_secs
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -756,14 +770,14 @@ mod tests {
             (5, 30)
         );
         let text = "journal = \"postgres://app:s3cret@db/push\"\nnode_id = \"n1\"\n\
-                    heartbeat_secs = 1\nnode_lost_after_secs = 2";
+                    heartbeat_secs = 1\nnode_lost_after_secs = 20";
         let mut config: Config = toml::from_str(text).unwrap();
         config.validate().unwrap();
         assert!(!format!("{config:?}").contains("s3cret"));
         config.node_lost_after_secs = 1;
         let e = config.validate().unwrap_err().to_string();
         assert!(e.contains("`node_lost_after_secs`"), "{e}");
-        config.node_lost_after_secs = 2;
+        config.node_lost_after_secs = 20;
         config.node_id = None;
         let e = config.validate().unwrap_err().to_string();
         assert!(e.contains("`node_id`") && e.contains("required"), "{e}");
@@ -772,6 +786,16 @@ mod tests {
         config.node_id = Some("n1".into());
         config.heartbeat_secs = 0;
         assert!(config.validate().is_err());
+        // A stop's pushes must end before the others may judge the node lost.
+        config.heartbeat_secs = 5;
+        config.node_lost_after_secs = 30;
+        config.shutdown_grace_secs = 24;
+        config.validate().unwrap();
+        config.shutdown_grace_secs = 25;
+        let e = config.validate().unwrap_err().to_string();
+        assert!(e.contains("`shutdown_grace_secs`"), "{e}");
+        config.journal = crate::node::JournalSetting::Redb;
+        config.validate().unwrap();
     }
 
     #[test]

@@ -101,6 +101,37 @@ pub fn check_node_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A checked `node_id`, `Copy` (it travels in the core's small messages).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct NodeName {
+    bytes: [u8; NODE_ID_LEN_MAX],
+    len: u8,
+}
+
+impl NodeName {
+    /// `id` if it is a good node id ([`check_node_id`]).
+    pub fn new(id: &str) -> Option<NodeName> {
+        check_node_id(id).ok()?;
+        let mut bytes = [0u8; NODE_ID_LEN_MAX];
+        bytes[..id.len()].copy_from_slice(id.as_bytes());
+        Some(NodeName {
+            bytes,
+            len: id.len() as u8,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only checked ASCII goes in.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for NodeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
 /// When a node stops its own sessions because it could not renew its heartbeat: half
 /// way between the heartbeat interval and `node_lost_after`. A healthy node renews well
 /// before it, and it comes before any other node may judge this one lost and push

@@ -79,12 +79,16 @@ struct Driver {
 
 impl Driver {
     fn new(journal: JournalSetting) -> Driver {
+        Driver::with_config(config(journal))
+    }
+
+    fn with_config(config: Config) -> Driver {
         let base = Instant::now();
         let now = Now {
             instant: base,
             unix: 1_800_000_000,
         };
-        let core = Core::new(config(journal), budget(), "key".into(), Vec::new(), now);
+        let core = Core::new(config, budget(), "key".into(), Vec::new(), now);
         let mut driver = Driver {
             core,
             base,
@@ -563,6 +567,26 @@ fn get_and_delete_of_another_nodes_subscription_ask_the_database() {
         ticket,
         found: Ok(true),
     }));
+    assert!(
+        respond_status(&out).is_none(),
+        "the owner's word is awaited"
+    );
+    let out = d.input(Input::Cluster(ClusterEvent::Acked { ticket }));
+    assert_eq!(respond_status(&out).unwrap().0, 204);
+    // An owner that never answers: the 204 goes when it must have fenced itself, not
+    // before.
+    let out = d.request(15, Method::Delete, &path, "");
+    let [Output::Cluster(ClusterOp::Delete { ticket, .. })] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    let (ticket, asked_at) = (*ticket, d.ms);
+    let out = d.input(Input::Cluster(ClusterEvent::Deleted {
+        ticket,
+        found: Ok(true),
+    }));
+    assert!(respond_status(&out).is_none());
+    assert!(respond_status(&d.tick_at(asked_at + FENCE_MS - 1)).is_none());
+    let out = d.tick_at(asked_at + FENCE_MS);
     assert_eq!(respond_status(&out).unwrap().0, 204);
     let out = d.request(13, Method::Delete, &path, "");
     let [Output::Cluster(ClusterOp::Delete { ticket, .. })] = out.as_slice() else {
@@ -611,4 +635,224 @@ fn after_a_reconnect_sessions_whose_rows_are_gone_end_without_a_push() {
     }
     assert_eq!(d.core.counters().subscriptions_dropped, 1);
     let _ = gone;
+}
+
+#[test]
+fn a_delete_through_another_node_ends_the_session_here_and_answers_that_node() {
+    let mut d = Driver::new(shared());
+    let (id, session) = d.register("alice");
+    let by = server::node::NodeName::new("n2").unwrap();
+    let sub = SubscriptionId::parse(&id).unwrap();
+    let out = d.input(Input::Cluster(ClusterEvent::DeleteAsked {
+        id: sub,
+        by,
+        ticket: 77,
+    }));
+    let unwatch = out
+        .iter()
+        .position(|o| matches!(o, Output::Unwatch(s) if *s == session))
+        .expect("the session ends");
+    let ack = out
+        .iter()
+        .position(|o| matches!(o, Output::Cluster(ClusterOp::Ack { to, ticket: 77 }) if *to == by))
+        .expect("n2 is answered");
+    assert!(unwatch < ack, "ended before the answer: {out:?}");
+    assert!(reconnects(&out).is_empty());
+    // An id this node does not hold (gone already) is answered too, so n2 need not wait.
+    let out = d.input(Input::Cluster(ClusterEvent::DeleteAsked {
+        id: sub,
+        by,
+        ticket: 78,
+    }));
+    assert_eq!(cluster_ops(&out), [ClusterOp::Ack { to: by, ticket: 78 }]);
+}
+
+#[test]
+fn work_the_journal_never_answers_neither_hangs_a_request_nor_stops_the_claims() {
+    use server::core::remote::REMOTE_TIMEOUT;
+    let mut d = Driver::new(shared());
+    // A GET whose read never comes back: 503 at REMOTE_TIMEOUT, not before.
+    let path = format!("/v1/subscriptions/{}", record(4, false).id);
+    let out = d.request(30, Method::Get, &path, "");
+    assert!(matches!(
+        out.as_slice(),
+        [Output::Cluster(ClusterOp::Read { .. })]
+    ));
+    let timeout_ms = REMOTE_TIMEOUT.as_millis() as u64;
+    let mut claims = 0;
+    let mut answered = None;
+    // Heartbeats come back every second; the first claim is never answered.
+    for ms in (1_000..=timeout_ms).step_by(1_000) {
+        let out = d.tick_at(ms);
+        if let Some(ticket) = heartbeat_ticket(&out) {
+            let out = d.input(Input::Cluster(ClusterEvent::Heartbeat { ticket, ok: true }));
+            claims += cluster_ops(&out)
+                .iter()
+                .filter(|op| matches!(op, ClusterOp::ClaimLost { .. }))
+                .count();
+        }
+        if let Some((status, _)) = respond_status(&out) {
+            answered = Some((ms, status));
+        }
+    }
+    assert_eq!(answered, Some((timeout_ms, 503)));
+    // Asked at 1 s, taken as lost at 1 s + fence_after (4 s): asked again then, and
+    // again each fence_after while unanswered.
+    assert_eq!(claims as u64, 1 + (timeout_ms - 1_000) / FENCE_MS);
+}
+
+/// Registers a subscription that must verify its endpoints: its id, session and the two
+/// codes its verification pushes carry (new mail, reconnect).
+fn register_verifying(d: &mut Driver) -> (SubscriptionId, u64, [String; 2]) {
+    let body = serde_json::json!({
+        "imap": {"host": "127.0.0.1", "port": 993, "username": "vera", "password": "p"},
+        "new_mail": {"endpoint": "https://push.example.net/new"},
+        "reconnect": {"endpoint": "https://push.example.net/re"},
+    });
+    let out = d.request(40, Method::Post, "/v1/subscriptions", &body.to_string());
+    let Some(Output::Watch { subscription, .. }) = out.into_iter().next() else {
+        panic!("no watch");
+    };
+    let session = 900;
+    d.input(Input::Watched {
+        subscription,
+        result: Ok(session),
+    });
+    let ready = engine::Ready {
+        idle: true,
+        notify: false,
+        exists: 0,
+        uidvalidity: 1,
+        uidnext: 1,
+    };
+    let out = d.input(Input::Session(SessionEvent::Ready { session, ready }));
+    let Some(Output::JournalInsert { ticket, .. }) = out.into_iter().next() else {
+        panic!("no journal write");
+    };
+    let out = d.input(Input::JournalDurable { ticket, ok: true });
+    let codes: Vec<String> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Push(PushJob::Verify { code, .. }) => Some(code.as_str().to_owned()),
+            _ => None,
+        })
+        .collect();
+    let [new_mail, reconnect] = <[String; 2]>::try_from(codes).expect("two codes");
+    (subscription, session, [new_mail, reconnect])
+}
+
+#[test]
+fn a_verification_through_another_node_goes_to_the_owner_as_digests_and_back() {
+    use server::journal::VerifyOutcome;
+    use server::verification::digest_of;
+    let verifying = Config {
+        require_endpoint_verification: true,
+        ..config(shared())
+    };
+    let mut owner = Driver::with_config(verifying.clone());
+    let mut other = Driver::with_config(verifying);
+    let (id, _, [new_mail, reconnect]) = register_verifying(&mut owner);
+    let path = format!("/v1/subscriptions/{id}/verify");
+    let body = serde_json::json!({"new_mail": new_mail, "reconnect": reconnect}).to_string();
+
+    // Through the other node: only the digests leave it.
+    let out = other.request(41, Method::Post, &path, &body);
+    let [Output::Cluster(ClusterOp::Verify {
+        ticket,
+        id: asked,
+        digests,
+    })] = out.as_slice()
+    else {
+        panic!("{out:?}");
+    };
+    let (ticket, digests) = (*ticket, *digests);
+    assert_eq!(*asked, id);
+    assert_eq!(digests, [digest_of(&new_mail), digest_of(&reconnect)]);
+    let out = other.input(Input::Cluster(ClusterEvent::VerifyForwarded {
+        ticket,
+        found: Ok(true),
+    }));
+    assert!(out.is_empty(), "waits for the owner: {out:?}");
+
+    // The owner: a wrong pair is refused and counted; the right one activates, and the
+    // outcome goes back once the active record is durable.
+    let by = server::node::NodeName::new("n2").unwrap();
+    let out = owner.input(Input::Cluster(ClusterEvent::VerifyAsked {
+        id,
+        by,
+        ticket: 1,
+        digests: [digest_of("wrong"), digests[1]],
+    }));
+    assert!(matches!(
+        out.as_slice(),
+        [Output::Cluster(ClusterOp::VerifyReply {
+            ticket: 1,
+            outcome: VerifyOutcome::Refused(server::error_code::ErrorCode::VerificationFailed),
+            ..
+        })]
+    ));
+    let out = owner.input(Input::Cluster(ClusterEvent::VerifyAsked {
+        id,
+        by,
+        ticket,
+        digests,
+    }));
+    let Some(Output::JournalInsert {
+        ticket: write,
+        record,
+    }) = out
+        .into_iter()
+        .find(|o| matches!(o, Output::JournalInsert { .. }))
+    else {
+        panic!("no journal write");
+    };
+    assert!(!record.verifying);
+    let out = owner.input(Input::JournalDurable {
+        ticket: write,
+        ok: true,
+    });
+    assert_eq!(
+        cluster_ops(&out),
+        [ClusterOp::VerifyReply {
+            to: by,
+            ticket,
+            outcome: VerifyOutcome::Verified
+        }]
+    );
+    assert!(
+        respond_status(&out).is_none(),
+        "no local answer on the owner"
+    );
+
+    // Back on the other node: verified, so the row is read and shown.
+    let out = other.input(Input::Cluster(ClusterEvent::VerifyAnswered {
+        ticket,
+        outcome: VerifyOutcome::Verified,
+    }));
+    let [Output::Cluster(ClusterOp::Read { ticket: read, .. })] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    let mut row = record.clone();
+    row.verifying = false;
+    let out = other.input(Input::Cluster(ClusterEvent::Read {
+        ticket: *read,
+        record: Ok(Some(Box::new(row))),
+    }));
+    let (status, shown) = respond_status(&out).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(shown["state"], "idle");
+    // A refusal keeps its code.
+    let out = other.request(42, Method::Post, &path, &body);
+    let [Output::Cluster(ClusterOp::Verify { ticket, .. })] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    let out = other.input(Input::Cluster(ClusterEvent::VerifyAnswered {
+        ticket: *ticket,
+        outcome: VerifyOutcome::Refused(server::error_code::ErrorCode::VerificationFailed),
+    }));
+    let (status, answer) = respond_status(&out).unwrap();
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (422, Some("verification_failed"))
+    );
 }

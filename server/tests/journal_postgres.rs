@@ -284,10 +284,21 @@ fn any_node_reads_and_deletes_a_row_and_the_owner_is_told() {
             found: Ok(true)
         }
     ));
+    // n1, the owner, hears who deleted it and the ticket to answer; its answer reaches
+    // n2.
     match n1.next_event() {
-        ClusterEvent::Dropped { id: dropped } => assert_eq!(dropped, id),
+        ClusterEvent::DeleteAsked {
+            id: dropped,
+            by,
+            ticket: 4,
+        } => {
+            assert_eq!(dropped, id);
+            assert_eq!(by.as_str(), "n2");
+            n1.journal.cluster(ClusterOp::Ack { to: by, ticket: 4 });
+        }
         other => panic!("expected n1 to hear of the DELETE, got {other:?}"),
     }
+    assert!(matches!(n2.next_event(), ClusterEvent::Acked { ticket: 4 }));
     n2.journal.cluster(ClusterOp::Delete { ticket: 5, id });
     assert!(matches!(
         n2.next_event(),
@@ -375,4 +386,64 @@ fn one_key_ready_on_two_nodes_at_once_leaves_one_row_and_fails_no_batch() {
             }
         }
     }
+}
+
+#[test]
+fn a_verification_reaches_the_owner_and_its_outcome_comes_back() {
+    use server::journal::VerifyOutcome;
+    let pg = start_postgres();
+    let (mut n1, _) = open(&pg, "n1").unwrap();
+    let (mut n2, _) = open(&pg, "n2").unwrap();
+    n1.insert_all(&[record(1, 1)]);
+    let id = record(1, 1).id;
+    let digests = [[7u8; 32], [9u8; 32]];
+    n2.journal.cluster(ClusterOp::Verify {
+        ticket: 5,
+        id,
+        digests,
+    });
+    assert!(matches!(
+        n2.next_event(),
+        ClusterEvent::VerifyForwarded {
+            ticket: 5,
+            found: Ok(true)
+        }
+    ));
+    let by = match n1.next_event() {
+        ClusterEvent::VerifyAsked {
+            id: asked,
+            by,
+            ticket: 5,
+            digests: got,
+        } => {
+            assert_eq!((asked, got), (id, digests));
+            by
+        }
+        other => panic!("expected the forwarded verification, got {other:?}"),
+    };
+    n1.journal.cluster(ClusterOp::VerifyReply {
+        to: by,
+        ticket: 5,
+        outcome: VerifyOutcome::Verified,
+    });
+    assert!(matches!(
+        n2.next_event(),
+        ClusterEvent::VerifyAnswered {
+            ticket: 5,
+            outcome: VerifyOutcome::Verified
+        }
+    ));
+    // n1's own row asked through n1, or no row: nobody is told.
+    n1.journal.cluster(ClusterOp::Verify {
+        ticket: 6,
+        id,
+        digests,
+    });
+    assert!(matches!(
+        n1.next_event(),
+        ClusterEvent::VerifyForwarded {
+            ticket: 6,
+            found: Ok(false)
+        }
+    ));
 }

@@ -56,8 +56,10 @@ pub(super) struct Liveness {
     in_flight: VecDeque<(u64, Instant)>,
     next_due: Instant,
     fenced: bool,
-    /// A claim of lost nodes' rows is in flight.
-    claiming: bool,
+    /// A claim of lost nodes' rows is in flight, asked at this time. One unanswered for
+    /// `fence_after` is taken as lost (its op may have been refused by a full journal
+    /// queue), so that claims never stop for good.
+    claiming: Option<Instant>,
 }
 
 impl Liveness {
@@ -70,8 +72,14 @@ impl Liveness {
             in_flight: VecDeque::new(),
             next_due: now + heartbeat,
             fenced: false,
-            claiming: false,
+            claiming: None,
         }
+    }
+
+    /// How long a node may take to end a session another node deleted: past it, it
+    /// cannot push any more (it fences itself within this for want of a heartbeat).
+    pub(super) fn fence_after(&self) -> Duration {
+        self.fence_after
     }
 
     pub(super) fn due(&self) -> Instant {
@@ -122,19 +130,41 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
 
     pub(super) fn on_cluster(&mut self, event: ClusterEvent, now: Now) {
         match event {
-            ClusterEvent::Heartbeat { ticket, ok } => self.on_heartbeat(ticket, ok),
+            ClusterEvent::Heartbeat { ticket, ok } => self.on_heartbeat(ticket, ok, now.instant),
             ClusterEvent::Claimed { records, own, ok } => {
                 self.on_claimed(records, own, ok, now);
             }
             ClusterEvent::Dropped { id } => self.drop_session(&id),
+            ClusterEvent::DeleteAsked { id, by, ticket } => {
+                // Ended before the ack leaves: the asking node's 204 then finds no
+                // session and no push anywhere.
+                self.drop_session(&id);
+                self.out
+                    .push_back(Output::Cluster(ClusterOp::Ack { to: by, ticket }));
+            }
+            ClusterEvent::Acked { ticket } => self.on_acked(ticket),
+            ClusterEvent::VerifyForwarded { ticket, found } => {
+                self.on_verify_forwarded(ticket, found);
+            }
+            ClusterEvent::VerifyAsked {
+                id,
+                by,
+                ticket,
+                digests,
+            } => self.verify_forwarded(id, by, ticket, digests),
+            ClusterEvent::VerifyAnswered { ticket, outcome } => {
+                self.on_verify_answered(ticket, outcome, now.instant);
+            }
             ClusterEvent::Read { ticket, record } => self.on_remote_read(ticket, record),
-            ClusterEvent::Deleted { ticket, found } => self.on_remote_delete(ticket, found),
+            ClusterEvent::Deleted { ticket, found } => {
+                self.on_remote_delete(ticket, found, now.instant);
+            }
             ClusterEvent::Reconnected => self.on_reconnected(),
             ClusterEvent::Owned { ticket, ids } => self.on_owned(ticket, ids),
         }
     }
 
-    fn on_heartbeat(&mut self, ticket: u64, ok: bool) {
+    fn on_heartbeat(&mut self, ticket: u64, ok: bool, now: Instant) {
         let Some(live) = self.liveness.as_mut() else {
             return;
         };
@@ -153,18 +183,21 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             live.fenced = false;
             self.out.push_back(Output::Cluster(ClusterOp::ClaimOwn));
         }
-        self.claim_lost();
+        self.claim_lost(now);
     }
 
     /// Asks for a batch of lost nodes' rows, unless one is in flight.
-    fn claim_lost(&mut self) {
+    fn claim_lost(&mut self, now: Instant) {
         let Some(live) = self.liveness.as_mut() else {
             return;
         };
-        if live.claiming || live.fenced || self.shut_down {
+        let in_flight = live
+            .claiming
+            .is_some_and(|asked| now < asked + live.fence_after);
+        if in_flight || live.fenced || self.shut_down {
             return;
         }
-        live.claiming = true;
+        live.claiming = Some(now);
         self.out.push_back(Output::Cluster(ClusterOp::ClaimLost {
             max: CLAIM_BATCH_MAX,
         }));
@@ -182,10 +215,10 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             return;
         }
         if let Some(live) = self.liveness.as_mut() {
-            live.claiming = false;
+            live.claiming = None;
         }
         if ok && full {
-            self.claim_lost();
+            self.claim_lost(now.instant);
         }
     }
 

@@ -220,10 +220,21 @@ struct PacedLogin {
 /// durable.
 #[derive(Debug)]
 struct Created<R> {
-    request: R,
+    request: Waiter<R>,
     response: Response,
     /// A verifying subscription's 201: its verification pushes go once it is sent.
     verify: Option<SubscriptionId>,
+}
+
+/// Who waits for an answer: a request of this node's API, or another node that forwarded
+/// a verification to this one, the owner (see [`remote`]).
+#[derive(Debug)]
+enum Waiter<R> {
+    Local(R),
+    Forwarded {
+        by: crate::node::NodeName,
+        ticket: u64,
+    },
 }
 
 /// The owner of the server's state. See the module docs for the call order.
@@ -329,6 +340,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 self.reoffer_held(now.instant);
                 self.probe_journal(now.instant);
                 self.cluster_tick(now.instant);
+                self.expire_remote(now.instant);
             }
             Input::Shutdown => self.shutdown_pushes(),
         }
@@ -349,6 +361,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
             self.held.due(),
             self.journal.due(),
             self.liveness.as_ref().map(cluster::Liveness::due),
+            self.remote_due(),
         ];
         deadlines.into_iter().flatten().min()
     }

@@ -8,7 +8,7 @@ use crate::api::ApiError;
 use crate::delivery::{PushSubscription, Report};
 use crate::error_code::ErrorCode;
 use crate::id::SubscriptionId;
-use crate::journal::Record;
+use crate::journal::{Record, VerifyOutcome};
 
 impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     /// A journal write ended: its registration gets the 201, or a 500 if the record is
@@ -22,12 +22,24 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         if !ok {
             self.logs.journal_failed(now);
         }
-        let response = if ok {
-            created.response
-        } else {
-            ApiError::new(ErrorCode::Internal, "the journal write failed").to_response()
-        };
-        self.respond(created.request, response);
+        match created.request {
+            super::Waiter::Local(request) => {
+                let response = if ok {
+                    created.response
+                } else {
+                    ApiError::new(ErrorCode::Internal, "the journal write failed").to_response()
+                };
+                self.respond(request, response);
+            }
+            super::Waiter::Forwarded { by, ticket } => {
+                let outcome = if ok {
+                    VerifyOutcome::Verified
+                } else {
+                    VerifyOutcome::Refused(ErrorCode::Internal)
+                };
+                self.reply_verify(by, ticket, outcome);
+            }
+        }
         match created.verify {
             Some(id) if ok => self.verification_pushes(&id),
             Some(id) => self.drop_unverified(&id),

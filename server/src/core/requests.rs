@@ -93,19 +93,19 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 return self.register(id, client, header, &mut body, now, random);
             }
             (Method::Get, ["v1", "subscriptions", sub]) => {
-                if let Err((id, e)) = self.get(id, sub) {
+                if let Err((id, e)) = self.get(id, sub, now.instant) {
                     self.respond(id, e.to_response());
                 }
                 return;
             }
             (Method::Post, ["v1", "subscriptions", sub, "verify"]) => {
-                if let Err((id, e)) = self.verify(id, sub, &body) {
+                if let Err((id, e)) = self.verify(id, sub, &body, now.instant) {
                     self.respond(id, e.to_response());
                 }
                 return;
             }
             (Method::Delete, ["v1", "subscriptions", sub]) => {
-                if let Err((id, e)) = self.delete(id, sub) {
+                if let Err((id, e)) = self.delete(id, sub, now.instant) {
                     self.respond(id, e.to_response());
                 }
                 return;
@@ -465,12 +465,13 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
 
     /// `GET /v1/subscriptions/{id}`: this node's subscription, or another node's read from
     /// the shared journal.
-    fn get(&mut self, request: R, id: &str) -> Result<(), Refused<R>> {
+    fn get(&mut self, request: R, id: &str, now: Instant) -> Result<(), Refused<R>> {
         let Ok(parsed) = SubscriptionId::parse(id) else {
             return Err((request, not_found()));
         };
         if self.registry.get(&parsed).is_none() {
-            return self.ask_remote(request, parsed, super::remote::Remote::Get);
+            let until = now + super::remote::REMOTE_TIMEOUT;
+            return self.ask_remote(request, parsed, super::remote::Remote::Get { until });
         }
         match self.describe(id) {
             Ok(response) => {
@@ -485,13 +486,14 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     /// after this (not even a reconnect one). The 204 waits until the journal removal is
     /// durable: a crash after a 204 must not bring the subscription back with a restart
     /// push.
-    fn delete(&mut self, request: R, id: &str) -> Result<(), Refused<R>> {
+    fn delete(&mut self, request: R, id: &str, now: Instant) -> Result<(), Refused<R>> {
         let Ok(id) = SubscriptionId::parse(id) else {
             return Err((request, not_found()));
         };
         let Some(sub) = self.registry.remove(&id) else {
             // Perhaps another node's (a shared journal).
-            return self.ask_remote(request, id, super::remote::Remote::Delete);
+            let until = now + super::remote::REMOTE_TIMEOUT;
+            return self.ask_remote(request, id, super::remote::Remote::Delete { until });
         };
         self.unwatch(sub.session);
         self.push(super::PushJob::Forget {
@@ -505,7 +507,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         self.created.insert(
             ticket,
             super::Created {
-                request,
+                request: super::Waiter::Local(request),
                 response: Response::empty(204),
                 verify: None,
             },

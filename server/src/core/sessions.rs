@@ -144,7 +144,7 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
         self.created.insert(
             ticket,
             Created {
-                request: waiting,
+                request: super::Waiter::Local(waiting),
                 response,
                 verify: verifying.then_some(id),
             },

@@ -16,12 +16,13 @@ use zeroize::Zeroizing;
 
 use super::requests::{not_found, Refused};
 use super::sessions::record;
-use super::{Core, Created, PushJob};
+use super::{Core, Created, PushJob, Waiter};
 use crate::api::ApiError;
 use crate::error_code::ErrorCode;
 use crate::id::SubscriptionId;
+use crate::journal::{ClusterOp, VerifyOutcome};
 use crate::registry::State as SubState;
-use crate::verification::Check;
+use crate::verification::{digest_of, Check};
 
 /// The body of `POST /v1/subscriptions/{id}/verify`; the codes are wiped when dropped.
 #[derive(Deserialize)]
@@ -54,15 +55,23 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     }
 
     /// `POST /v1/subscriptions/{id}/verify`: answered now if refused, else with the
-    /// subscription (as `GET` shows it) once its active state is durable.
-    pub(super) fn verify(&mut self, request: R, id: &str, body: &[u8]) -> Result<(), Refused<R>> {
+    /// subscription (as `GET` shows it) once its active state is durable. An id this node
+    /// does not hold goes to its owner when the journal is shared (see [`super::remote`]).
+    pub(super) fn verify(
+        &mut self,
+        request: R,
+        id: &str,
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(), Refused<R>> {
         let Ok(id) = SubscriptionId::parse(id) else {
             return Err((request, not_found()));
         };
         // One still logging in has no 201 yet, so nobody may know of it.
-        let Some(sub) = self.registry.by_id_mut(&id).filter(|s| s.waiting.is_none()) else {
+        let held = self.registry.get(&id).is_some_and(|s| s.waiting.is_none());
+        if !held && (self.registry.get(&id).is_some() || self.liveness.is_none()) {
             return Err((request, not_found()));
-        };
+        }
         let codes: Codes = match serde_json::from_slice(body) {
             Ok(codes) => codes,
             Err(_) => {
@@ -73,21 +82,90 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
                 return Err((request, e));
             }
         };
-        let Some(verification) = sub.verification.as_mut() else {
-            let e = failed("this subscription is active already; a code is good once");
-            return Err((request, e));
+        let digests = [digest_of(&codes.new_mail), digest_of(&codes.reconnect)];
+        drop(codes);
+        if !held {
+            return self.forward_verify(request, id, digests, now);
+        }
+        match self.judge_codes(&id, &digests) {
+            Ok(()) => match self.activate(Waiter::Local(request), &id) {
+                Ok(()) => Ok(()),
+                Err((Waiter::Local(request), e)) => Err((request, e)),
+                // `activate` gives back the waiter it was given: never this one.
+                Err((Waiter::Forwarded { by, ticket }, e)) => {
+                    self.reply_verify(by, ticket, VerifyOutcome::Refused(e.code));
+                    Ok(())
+                }
+            },
+            Err(e) => Err((request, e)),
+        }
+    }
+
+    /// Another node forwarded a verification of `id`, this node's: judged as if it came
+    /// here, and the outcome goes back to that node.
+    pub(super) fn verify_forwarded(
+        &mut self,
+        id: SubscriptionId,
+        by: crate::node::NodeName,
+        ticket: u64,
+        digests: [[u8; 32]; 2],
+    ) {
+        let held = self.registry.get(&id).is_some_and(|s| s.waiting.is_none());
+        let result = if held {
+            self.judge_codes(&id, &digests).and_then(|()| {
+                match self.activate(Waiter::Forwarded { by, ticket }, &id) {
+                    Ok(()) => Ok(()),
+                    Err((_, e)) => Err(e),
+                }
+            })
+        } else {
+            Err(not_found())
         };
-        match verification.check(&codes.new_mail, &codes.reconnect) {
-            Check::Verified => self.activate(request, &id),
-            Check::Wrong { left } => Err((
-                request,
-                failed(&format!("wrong verification codes; {left} more tries")),
-            )),
+        if let Err(e) = result {
+            self.reply_verify(by, ticket, VerifyOutcome::Refused(e.code));
+        }
+    }
+
+    /// Tells node `to` how its forwarded verification `ticket` ended.
+    pub(super) fn reply_verify(
+        &mut self,
+        to: crate::node::NodeName,
+        ticket: u64,
+        outcome: VerifyOutcome,
+    ) {
+        self.out
+            .push_back(super::Output::Cluster(ClusterOp::VerifyReply {
+                to,
+                ticket,
+                outcome,
+            }));
+    }
+
+    /// The codes (as their digests) of `id`, which this node holds: `Ok` when both are
+    /// right; wrong ones count, and the last one allowed drops the subscription.
+    fn judge_codes(
+        &mut self,
+        id: &SubscriptionId,
+        digests: &[[u8; 32]; 2],
+    ) -> Result<(), ApiError> {
+        let Some(sub) = self.registry.by_id_mut(id) else {
+            return Err(not_found());
+        };
+        let Some(verification) = sub.verification.as_mut() else {
+            return Err(failed(
+                "this subscription is active already; a code is good once",
+            ));
+        };
+        match verification.check_digests(&digests[0], &digests[1]) {
+            Check::Verified => Ok(()),
+            Check::Wrong { left } => Err(failed(&format!(
+                "wrong verification codes; {left} more tries"
+            ))),
             Check::Exhausted => {
-                self.drop_unverified(&id);
-                let e =
-                    failed("wrong verification codes too many times: the subscription is dropped");
-                Err((request, e))
+                self.drop_unverified(id);
+                Err(failed(
+                    "wrong verification codes too many times: the subscription is dropped",
+                ))
             }
         }
     }
@@ -95,7 +173,11 @@ impl<S: Copy + Eq + Hash + std::fmt::Debug, R: std::fmt::Debug> Core<S, R> {
     /// Subscription `id` proved its endpoints: it takes its key over (ending the one it
     /// replaces), its active state is journalled before the 200, and the new mail that
     /// waited goes out as one push.
-    fn activate(&mut self, request: R, id: &SubscriptionId) -> Result<(), Refused<R>> {
+    fn activate(
+        &mut self,
+        request: Waiter<R>,
+        id: &SubscriptionId,
+    ) -> Result<(), (Waiter<R>, ApiError)> {
         self.registry.stop_verifying(id);
         let verification = self
             .registry

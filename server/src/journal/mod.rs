@@ -17,7 +17,7 @@ pub mod cluster;
 pub mod postgres;
 pub mod redb_store;
 
-pub use cluster::{ClusterEvent, ClusterOp};
+pub use cluster::{ClusterEvent, ClusterOp, VerifyOutcome};
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -188,7 +188,8 @@ pub trait Store: Send + 'static {
 
     /// Carries out `op` (clustered stores only: the others never get one, since the core
     /// asks only when `journal` is a database).
-    fn cluster(&mut self, op: ClusterOp) -> Result<ClusterEvent, StoreError> {
+    /// Answered with the event for the owner, or `None` when nobody waits for one.
+    fn cluster(&mut self, op: ClusterOp) -> Result<Option<ClusterEvent>, StoreError> {
         let _ = op;
         Err(StoreError("this journal is not shared by a cluster".into()))
     }
@@ -466,7 +467,9 @@ fn write_loop(
                     tracing::warn!(error = %e, "cluster work failed");
                     failed_answer(cluster)
                 });
-                send_event(events, event);
+                if let Some(event) = event {
+                    send_event(events, event);
+                }
             }
             commit_run(&mut *store, &mut run, stats, &mut failure_log);
         }
@@ -486,8 +489,8 @@ fn send_event(events: Option<&Sender<ClusterEvent>>, event: ClusterEvent) {
 }
 
 /// The answer of cluster work that failed: nothing renewed, taken, read or removed.
-fn failed_answer(op: ClusterOp) -> ClusterEvent {
-    match op {
+fn failed_answer(op: ClusterOp) -> Option<ClusterEvent> {
+    let event = match op {
         ClusterOp::Heartbeat { ticket } => ClusterEvent::Heartbeat { ticket, ok: false },
         ClusterOp::ClaimLost { .. } | ClusterOp::ClaimOwn => ClusterEvent::Claimed {
             records: Vec::new(),
@@ -502,11 +505,18 @@ fn failed_answer(op: ClusterOp) -> ClusterEvent {
             ticket,
             found: Err(()),
         },
+        // The asking node times out.
+        ClusterOp::Ack { .. } | ClusterOp::VerifyReply { .. } => return None,
+        ClusterOp::Verify { ticket, .. } => ClusterEvent::VerifyForwarded {
+            ticket,
+            found: Err(()),
+        },
         ClusterOp::Owned { ticket } => ClusterEvent::Owned {
             ticket,
             ids: Err(()),
         },
-    }
+    };
+    Some(event)
 }
 
 /// Commits `run` (writes, probes and flushes, no cluster work) in one transaction and

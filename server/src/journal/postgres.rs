@@ -97,14 +97,22 @@ WITH gone AS (
 SELECT pg_notify('imap_push_' || owner, id) FROM gone WHERE owner <> $2";
 
 /// A DELETE through any node: whether there was a row; its owner, if another node, hears
-/// of it. `$1` id, `$2` this node.
+/// of it, with who asks and the ticket to answer (`id node ticket`). `$1` id, `$2` this
+/// node, `$3` the ticket.
 const DELETE: &str = "
 WITH gone AS (
     DELETE FROM imap_push_subscriptions WHERE id = $1 RETURNING id, owner
 ), told AS (
-    SELECT pg_notify('imap_push_' || owner, id) FROM gone WHERE owner <> $2
+    SELECT pg_notify('imap_push_' || owner, id || ' ' || $2 || ' ' || $3)
+    FROM gone WHERE owner <> $2
 )
 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM told)";
+
+/// A verification forwarded to the owner of `$1` (not this node, `$2`): `verify ID NODE
+/// TICKET DIGEST DIGEST`, the digests in hex. How many owners were told (0 or 1).
+const FORWARD_VERIFY: &str = "
+SELECT count(pg_notify('imap_push_' || owner, 'verify ' || id || ' ' || $2 || ' ' || $3))
+FROM imap_push_subscriptions WHERE id = $1 AND owner <> $2";
 
 const HEARTBEAT: &str = "UPDATE imap_push_nodes SET heartbeat = now() WHERE node_id = $1";
 
@@ -328,17 +336,17 @@ impl Store for PgStore {
         })
     }
 
-    fn cluster(&mut self, op: ClusterOp) -> Result<ClusterEvent, StoreError> {
-        match op {
+    fn cluster(&mut self, op: ClusterOp) -> Result<Option<ClusterEvent>, StoreError> {
+        let event = match op {
             ClusterOp::Heartbeat { ticket } => {
                 let renewed = self.with(|connection, node_id, _| {
                     let Connection { client, prepared } = connection;
                     client.execute(&prepared.heartbeat, &[&node_id])
                 })?;
-                Ok(ClusterEvent::Heartbeat {
+                ClusterEvent::Heartbeat {
                     ticket,
                     ok: renewed == 1,
-                })
+                }
             }
             ClusterOp::ClaimLost { max } => {
                 let max = i64::try_from(max).unwrap_or(i64::MAX);
@@ -356,7 +364,7 @@ impl Store for PgStore {
                     txn.commit()?;
                     Ok(rows)
                 })?;
-                claimed(&rows, false)
+                claimed(&rows, false)?
             }
             ClusterOp::ClaimOwn => {
                 let rows = self.with(|connection, node_id, lost| {
@@ -366,7 +374,7 @@ impl Store for PgStore {
                     txn.commit()?;
                     Ok(rows)
                 })?;
-                claimed(&rows, true)
+                claimed(&rows, true)?
             }
             ClusterOp::Read { ticket, id } => {
                 let id = id.to_string();
@@ -384,21 +392,67 @@ impl Store for PgStore {
                     )),
                     None => None,
                 };
-                Ok(ClusterEvent::Read {
+                ClusterEvent::Read {
                     ticket,
                     record: Ok(record),
-                })
+                }
             }
             ClusterOp::Delete { ticket, id } => {
                 let id = id.to_string();
+                let asked = ticket.to_string();
                 let row = self.with(|connection, node_id, _| {
-                    connection.client.query_one(DELETE, &[&id, &node_id])
+                    connection
+                        .client
+                        .query_one(DELETE, &[&id, &node_id, &asked])
                 })?;
                 let gone: i64 = row.get(0);
-                Ok(ClusterEvent::Deleted {
+                ClusterEvent::Deleted {
                     ticket,
                     found: Ok(gone > 0),
-                })
+                }
+            }
+            ClusterOp::Ack { to, ticket } => {
+                let channel = format!("imap_push_{}", to.as_str());
+                let payload = format!("ack {ticket}");
+                self.with(|connection, _, _| {
+                    connection
+                        .client
+                        .execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+                })?;
+                // Nobody here waits for an answer: the asking node times out if it is lost.
+                return Ok(None);
+            }
+            ClusterOp::Verify {
+                ticket,
+                id,
+                digests,
+            } => {
+                let id = id.to_string();
+                let tail = format!("{ticket} {} {}", hex(&digests[0]), hex(&digests[1]));
+                let row = self.with(|connection, node_id, _| {
+                    connection
+                        .client
+                        .query_one(FORWARD_VERIFY, &[&id, &node_id, &tail])
+                })?;
+                let told: i64 = row.get(0);
+                ClusterEvent::VerifyForwarded {
+                    ticket,
+                    found: Ok(told > 0),
+                }
+            }
+            ClusterOp::VerifyReply {
+                to,
+                ticket,
+                outcome,
+            } => {
+                let channel = format!("imap_push_{}", to.as_str());
+                let payload = format!("verified {ticket} {}", outcome.as_str());
+                self.with(|connection, _, _| {
+                    connection
+                        .client
+                        .execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+                })?;
+                return Ok(None);
             }
             ClusterOp::Owned { ticket } => {
                 let rows = self.with(|connection, node_id, _| {
@@ -411,12 +465,13 @@ impl Store for PgStore {
                     .iter()
                     .filter_map(|row| SubscriptionId::parse(row.get::<_, &str>(0)).ok())
                     .collect();
-                Ok(ClusterEvent::Owned {
+                ClusterEvent::Owned {
                     ticket,
                     ids: Ok(ids),
-                })
+                }
             }
-        }
+        };
+        Ok(Some(event))
     }
 
     fn poll_notices(&mut self, notices: &mut Vec<ClusterEvent>) {
@@ -442,11 +497,7 @@ impl Store for PgStore {
             let mut iter = pending.timeout_iter(NOTICE_READ);
             loop {
                 match postgres::fallible_iterator::FallibleIterator::next(&mut iter) {
-                    Ok(Some(notice)) => {
-                        if let Ok(id) = SubscriptionId::parse(notice.payload()) {
-                            notices.push(ClusterEvent::Dropped { id });
-                        }
-                    }
+                    Ok(Some(notice)) => notices.extend(notice_event(notice.payload())),
                     Ok(None) => break false,
                     Err(_) => break true,
                 }
@@ -471,6 +522,59 @@ impl Store for PgStore {
             )
         });
     }
+}
+
+/// What a notification says: `ID` (taken over, or removed by another node), `ID NODE
+/// TICKET` (deleted through NODE, which waits for `ack TICKET`), or `ack TICKET`.
+fn notice_event(payload: &str) -> Option<ClusterEvent> {
+    if let Some(rest) = payload.strip_prefix("verify ") {
+        let mut words = rest.split(' ');
+        let (id, by, ticket) = (words.next()?, words.next()?, words.next()?);
+        let (a, b) = (words.next()?, words.next()?);
+        return Some(ClusterEvent::VerifyAsked {
+            id: SubscriptionId::parse(id).ok()?,
+            by: crate::node::NodeName::new(by)?,
+            ticket: ticket.parse().ok()?,
+            digests: [unhex(a)?, unhex(b)?],
+        });
+    }
+    if let Some(rest) = payload.strip_prefix("verified ") {
+        let (ticket, outcome) = rest.split_once(' ')?;
+        return Some(ClusterEvent::VerifyAnswered {
+            ticket: ticket.parse().ok()?,
+            outcome: super::VerifyOutcome::parse(outcome)?,
+        });
+    }
+    let mut words = payload.split(' ');
+    match (words.next()?, words.next(), words.next(), words.next()) {
+        ("ack", Some(ticket), None, None) => Some(ClusterEvent::Acked {
+            ticket: ticket.parse().ok()?,
+        }),
+        (id, None, None, None) => Some(ClusterEvent::Dropped {
+            id: SubscriptionId::parse(id).ok()?,
+        }),
+        (id, Some(by), Some(ticket), None) => Some(ClusterEvent::DeleteAsked {
+            id: SubscriptionId::parse(id).ok()?,
+            by: crate::node::NodeName::new(by)?,
+            ticket: ticket.parse().ok()?,
+        }),
+        _ => None,
+    }
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(bytes)
 }
 
 fn claimed(rows: &[postgres::Row], own: bool) -> Result<ClusterEvent, StoreError> {
