@@ -551,47 +551,69 @@ fn step5(cluster: &mut Cluster) {
     };
     let (on_n1, on_n2) = (held_by("n1"), held_by("n2"));
     assert!(on_n1.len() >= 4 && on_n2.len() >= 4, "step 5: {owners:?}");
-    // (user to delete, the key whose node HAProxy sends the DELETE to, if any)
-    let plan: Vec<(String, Option<String>)> = vec![
-        (on_n1[0].clone(), Some(cluster.key(&on_n1[0]))),
-        (on_n1[1].clone(), Some(cluster.key(&on_n2[3]))),
-        (on_n1[2].clone(), None),
-        (on_n2[0].clone(), Some(cluster.key(&on_n2[0]))),
-        (on_n2[1].clone(), Some(cluster.key(&on_n1[3]))),
-        (on_n2[2].clone(), None),
+    // (user to delete, the key whose node HAProxy sends the DELETE to, if any, and what
+    // that means)
+    let plan: Vec<(String, Option<String>, &str)> = vec![
+        (
+            on_n1[0].clone(),
+            Some(cluster.key(&on_n1[0])),
+            "at its owner n1",
+        ),
+        (
+            on_n1[1].clone(),
+            Some(cluster.key(&on_n2[3])),
+            "at n2, owner n1",
+        ),
+        (on_n1[2].clone(), None, "round-robin, owner n1"),
+        (
+            on_n2[0].clone(),
+            Some(cluster.key(&on_n2[0])),
+            "at its owner n2",
+        ),
+        (
+            on_n2[1].clone(),
+            Some(cluster.key(&on_n1[3])),
+            "at n1, owner n2",
+        ),
+        (on_n2[2].clone(), None, "round-robin, owner n2"),
     ];
-    for (u, key) in &plan {
+    let live: Vec<(&'static str, SocketAddr)> = cluster.servers(&["n1", "n2"]);
+    let mark = cluster.sink.requests().len();
+    for (u, key, route) in &plan {
         let id = cluster.current[u].1.clone();
         let header = key
             .as_ref()
             .map_or(String::new(), |k| format!("Imap-Push-Key: {k}\r\n"));
         let path = format!("/v1/subscriptions/{id}");
         let reply = http(proxy, "DELETE", &path, "", &header);
-        assert_eq!(
-            reply.status, 204,
-            "step 5: DELETE of {u}'s id: {}",
-            reply.body
-        );
-        let reply = http(proxy, "GET", &path, "", &header);
-        assert_eq!(
-            reply.status, 404,
-            "step 5: GET after DELETE: {}",
-            reply.body
-        );
+        assert_eq!(reply.status, 204, "step 5: DELETE {route}: {}", reply.body);
+        // Mail right after the 204: the owner must not push it, wherever the DELETE landed.
+        cluster
+            .dovecot
+            .deliver(u, &simple_message("after delete"))
+            .unwrap_or_else(|e| panic!("step 5: {e}"));
+        // After the 204 no node knows the id any more, the owner included.
+        for (name, api) in &live {
+            let reply = http(*api, "GET", &path, "", "");
+            assert_eq!(
+                reply.status, 404,
+                "step 5: GET on {name} right after a DELETE {route}: {}",
+                reply.body
+            );
+        }
         cluster.current.remove(u);
     }
     // The sessions of the deleted ids end, wherever they were.
     let left = cluster.one_session_per_user(5);
-    for (u, _) in &plan {
+    for (u, _, _) in &plan {
         assert!(!left.contains_key(u), "step 5: {u}'s session ended");
     }
 
-    let mark = cluster.sink.requests().len();
     let controls = [on_n1[3].clone(), on_n2[3].clone()];
-    for u in plan.iter().map(|(u, _)| u).chain(&controls) {
+    for u in plan.iter().map(|(u, _, _)| u).chain(&controls) {
         cluster
             .dovecot
-            .deliver(u, &simple_message("after delete"))
+            .deliver(u, &simple_message("later"))
             .unwrap_or_else(|e| panic!("step 5: {e}"));
     }
     let control_paths: HashSet<String> = controls
@@ -621,5 +643,5 @@ fn step5(cluster: &mut Cluster) {
         "step 5: a push after DELETE: {:?}",
         describe(&pushes)
     );
-    eprintln!("step 5: 6 DELETEs (owner, other node, round-robin on each node) ok");
+    eprintln!("step 5: 6 DELETEs (at the owner, at the other node, round-robin; on each node) ok");
 }
