@@ -73,6 +73,53 @@ pub struct Record {
     pub verifying: bool,
 }
 
+/// The record format this binary writes: `"v"` in every record. A field added later
+/// is optional (an older binary ignores it, a newer one reads its absence as the old
+/// meaning, as `tag` and `verifying` were added), so two versions can share a journal,
+/// as two nodes of a cluster do during a rolling upgrade. The format goes up only for a
+/// change an older binary would misread; that binary then refuses the record
+/// ([`JournalError::Newer`]) instead of guessing. Records written before the field
+/// existed are format 1.
+pub const RECORD_FORMAT: u32 = 1;
+
+/// A record as written: its format, then its fields.
+#[derive(Serialize)]
+struct Versioned<'a> {
+    v: u32,
+    #[serde(flatten)]
+    record: &'a Record,
+}
+
+/// A record as read; `v` absent is format 1.
+#[derive(Deserialize)]
+struct Stored {
+    #[serde(default = "first_format")]
+    v: u32,
+    #[serde(flatten)]
+    record: Record,
+}
+
+fn first_format() -> u32 {
+    1
+}
+
+/// A record's bytes in the journal (JSON, with its format).
+pub fn encode_record(record: &Record) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&Versioned {
+        v: RECORD_FORMAT,
+        record,
+    })
+}
+
+/// A record from its bytes; refused if its format is newer than this binary's.
+pub fn decode_record(bytes: &[u8]) -> Result<Record, JournalError> {
+    let stored: Stored = serde_json::from_slice(bytes).map_err(JournalError::corrupt)?;
+    if stored.v > RECORD_FORMAT {
+        return Err(JournalError::Newer { found: stored.v });
+    }
+    Ok(stored.record)
+}
+
 /// A push target as stored. The keys are the subscription's public key and auth secret,
 /// needed to encrypt the restart push.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +172,11 @@ pub enum JournalError {
     /// A live node (its heartbeat younger than `node_lost_after_secs`) holds this
     /// `node_id` in the shared journal.
     NodeLive(String),
+    /// A record in a format newer than [`RECORD_FORMAT`]: written by a newer binary in a
+    /// way this one would misread, so it is refused rather than guessed at.
+    Newer {
+        found: u32,
+    },
 }
 
 impl JournalError {
@@ -139,6 +191,11 @@ impl std::fmt::Display for JournalError {
             JournalError::Open(e) => write!(f, "cannot open the journal: {e}"),
             JournalError::Read(e) => write!(f, "cannot read the journal: {e}"),
             JournalError::Corrupt(e) => write!(f, "a journal record is corrupt: {e}"),
+            JournalError::Newer { found } => write!(
+                f,
+                "a journal record has format {found}, newer than this binary's \
+                 {RECORD_FORMAT}: run the binary that wrote it (or a newer one)"
+            ),
             JournalError::NodeLive(id) => write!(
                 f,
                 "a live node holds node_id {id:?} (its heartbeat is fresh): two nodes may \
@@ -284,7 +341,7 @@ impl Journal {
 
     /// Records a subscription; `then` runs once it is durable. Never waits.
     pub fn insert(&mut self, record: &Record, then: Then) {
-        let bytes = match serde_json::to_vec(record) {
+        let bytes = match encode_record(record) {
             Ok(bytes) => bytes,
             Err(_) => return then(false),
         };
@@ -635,6 +692,25 @@ mod tests {
         let json = serde_json::to_string(&verifying).unwrap();
         assert!(json.contains(r#""verifying":true"#), "{json}");
         assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), verifying);
+    }
+
+    #[test]
+    fn records_carry_their_format_and_a_newer_one_is_refused_not_guessed() {
+        let bytes = encode_record(&record("a")).unwrap();
+        let json = String::from_utf8(bytes.clone()).unwrap();
+        assert!(json.starts_with(r#"{"v":1,"#), "{json}");
+        assert_eq!(decode_record(&bytes).unwrap(), record("a"));
+        // Written before the format field existed: format 1.
+        let old = r#"{"id":"00112233445566778899aabbccddeeff","key_hash":"00","new_mail":{"endpoint":"https://p/n","p256dh":null,"auth":null,"simplepush":false},"reconnect":{"endpoint":"https://p/r","p256dh":null,"auth":null,"simplepush":false},"created_unix":1}"#;
+        assert_eq!(decode_record(old.as_bytes()).unwrap().created_unix, 1);
+        // A newer binary's optional field, same format: read, the field ignored.
+        let added = json.replacen(r#""v":1,"#, r#""v":1,"later_field":[1,2],"#, 1);
+        assert_eq!(decode_record(added.as_bytes()).unwrap(), record("a"));
+        // A newer format: refused, with the version named.
+        let newer = json.replacen(r#""v":1,"#, r#""v":2,"#, 1);
+        let e = decode_record(newer.as_bytes()).unwrap_err();
+        assert!(matches!(e, JournalError::Newer { found: 2 }), "{e}");
+        assert!(e.to_string().contains("format 2"), "{e}");
     }
 
     #[test]

@@ -597,7 +597,7 @@ fn records(rows: &[postgres::Row]) -> Result<Vec<Record>, JournalError> {
     rows.iter()
         .map(|row| {
             let bytes: &[u8] = row.get(0);
-            serde_json::from_slice(bytes).map_err(JournalError::corrupt)
+            super::decode_record(bytes)
         })
         .collect()
 }

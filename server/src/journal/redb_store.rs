@@ -111,7 +111,7 @@ fn read_all(db: &Database) -> Result<Vec<Record>, JournalError> {
     let mut records = Vec::new();
     for entry in table.iter().map_err(|e| read_error(&e))? {
         let (_, value) = entry.map_err(|e| read_error(&e))?;
-        records.push(serde_json::from_slice(value.value()).map_err(JournalError::corrupt)?);
+        records.push(super::decode_record(value.value())?);
     }
     Ok(records)
 }
