@@ -15,11 +15,11 @@ use crate::Config;
 /// engine's slab slots are ~700 B of it, the server's live heap ~870 B, the rest pages the
 /// allocator holds.
 pub const USER_BYTES_PER_SESSION_COMPACT: u64 = 1_710;
-/// The same with rustls kept for the session's life (`tls_compact = false`): 7,870 B,
-/// measured on 2026-12-04 before the server's state shrank by ~700 B per subscription, so
-/// an over-estimate now (a longer certificate chain costs more, since rustls keeps the
-/// peer's chain for the connection's life).
-pub const USER_BYTES_PER_SESSION_RUSTLS: u64 = 7_870;
+/// The same with rustls kept for the session's life (`tls_compact = false`): 7,170 B,
+/// measured in the same run as a compact figure of 1,704 B (2026-12-05, after the
+/// server's state shrank; 7,870 B before). A longer certificate chain costs more, since
+/// rustls keeps the peer's chain for the connection's life.
+pub const USER_BYTES_PER_SESSION_RUSTLS: u64 = 7_170;
 
 /// User-space bytes per idle session that `config` asks for.
 pub fn user_bytes_per_session(config: &Config) -> u64 {
@@ -371,14 +371,14 @@ mod tests {
         assert!(r.unknown.is_empty());
         // Compact TLS (the default): 1M x (1710 + 3904) B = 5.2 GiB.
         assert_eq!(r.memory.total_bytes(), 5_614_000_000);
-        // rustls kept: 1M x (7870 + 3904) B = 11.0 GiB.
+        // rustls kept: 1M x (7170 + 3904) B = 10.3 GiB.
         let rustls = Config {
             tls_compact: false,
             ..config(1_000_000, 16)
         };
         assert_eq!(
             assess(&rustls, &big_box()).memory.total_bytes(),
-            11_774_000_000
+            11_074_000_000
         );
     }
 
