@@ -808,6 +808,13 @@ pub enum Quiet {
     NotNeeded,
 }
 
+/// Sessions the end-to-end benches hold by default: what the proxy's descriptor budget
+/// (`server::fd_budget`) admits under this machine's hard limit of 20,000 descriptors
+/// (`check-config` says `sessions_capacity=17800`). Past it a registration is refused
+/// with `503 at_capacity`, as it should be. The README's figures before the budget
+/// existed were taken at 19,000.
+pub const PROXY_SESSIONS_DEFAULT: usize = 17_800;
+
 /// The whole `main` of an end-to-end bench: parse the options (default `sessions`), build
 /// the tools, take the bench lock and wait (bounded) for fuzzers if `quiet` says so, run,
 /// write the JSON.

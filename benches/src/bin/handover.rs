@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release -p benches --bin handover
-//! # options: --sessions 19000 --security tls|plain --rounds 3
+//! # options: --sessions 17800 --security tls|plain --rounds 3
 //! ```
 //!
 //! Measured per round: the handover as the old process logs it (export, push drain,
@@ -152,5 +152,5 @@ fn run(o: &Options) -> Result<serde_json::Value, String> {
 }
 
 fn main() {
-    e2e::bench_main("handover", 19_000, Quiet::Needed, run);
+    e2e::bench_main("handover", e2e::PROXY_SESSIONS_DEFAULT, Quiet::Needed, run);
 }

@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release -p benches --bin latency
-//! # options: --sessions 19000 --security tls|plain --rate 200 --secs 10
+//! # options: --sessions 17800 --security tls|plain --rate 200 --secs 10
 //! ```
 //!
 //! Three processes besides this one share the two cores: the proxy, `mock-imapd` and
@@ -226,5 +226,10 @@ fn run(o: &Options) -> Result<serde_json::Value, String> {
 }
 
 fn main() {
-    e2e::bench_main("latency", 19_000, e2e::Quiet::Needed, run);
+    e2e::bench_main(
+        "latency",
+        e2e::PROXY_SESSIONS_DEFAULT,
+        e2e::Quiet::Needed,
+        run,
+    );
 }

@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release -p benches --bin push_throughput
-//! # options: --sessions 19000 --security tls|plain --secs 10
+//! # options: --sessions 17800 --security tls|plain --secs 10
 //! ```
 //!
 //! Two measurements:
@@ -251,5 +251,10 @@ fn run(o: &Options) -> Result<serde_json::Value, String> {
 }
 
 fn main() {
-    e2e::bench_main("push_throughput", 19_000, e2e::Quiet::Needed, run);
+    e2e::bench_main(
+        "push_throughput",
+        e2e::PROXY_SESSIONS_DEFAULT,
+        e2e::Quiet::Needed,
+        run,
+    );
 }

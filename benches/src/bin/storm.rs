@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release -p benches --bin storm
-//! # options: --sessions 19000 --security tls|plain
+//! # options: --sessions 17800 --security tls|plain
 //! ```
 //!
 //! Measured:
@@ -187,5 +187,10 @@ fn run(o: &Options) -> Result<serde_json::Value, String> {
 }
 
 fn main() {
-    e2e::bench_main("storm", 19_000, e2e::Quiet::Needed, run);
+    e2e::bench_main(
+        "storm",
+        e2e::PROXY_SESSIONS_DEFAULT,
+        e2e::Quiet::Needed,
+        run,
+    );
 }
