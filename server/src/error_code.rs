@@ -1,7 +1,8 @@
 //! Every error the REST API answers with: its HTTP status and its stable `error` code.
 //!
 //! The list is exhaustive on purpose: a new refusal is a new variant here, so the error
-//! table (and later the OpenAPI document generated from [`ErrorCode::ALL`]) cannot miss it.
+//! table and `docs/openapi.json` cannot miss it (`server/tests/openapi.rs` fails when the
+//! document's `ErrorCode` enum and its statuses differ from [`ErrorCode::ALL`]).
 //! Codes are part of the interface: apps switch on them, so a code is never renamed.
 
 /// One documented API error.
