@@ -2,12 +2,15 @@
 //!
 //! ```sh
 //! cargo run --release -p benches --bin proxy_density
-//! # options: --max 4000 (steps of max/4) --settle-secs 5
+//! # options: --max 4000 (steps of max/4) --settle-secs 5 --imap mock|dovecot
 //! ```
 //!
 //! Runs `imap-push-proxy serve` twice, once with `tls_compact = true` (the default) and
 //! once with `tls_compact = false`, each against its own `mock-imapd` (implicit TLS, a
-//! generated RSA chain) and `push-sink`. Subscriptions are registered through the REST API
+//! generated RSA chain) and `push-sink`. With `--imap dovecot` the IMAP server is a real
+//! Dovecot instead (OpenSSL, its own CA and server certificate, one user per subscription,
+//! started on loopback by `testkit` as the tests start it): the same figure against a
+//! server that is not ours. Subscriptions are registered through the REST API
 //! by `tools/loadgen` in four steps (1k, 2k, 3k, 4k by default), each with a new-mail
 //! endpoint carrying Web Push keys (aes128gcm) and a reconnect endpoint on the sink. After
 //! each step, once every session is idle (the proxy's own metrics) and a settle time has
@@ -30,6 +33,7 @@ use std::time::{Duration, Instant};
 use benches::e2e::{self, Mock, Proxy, Sink};
 use benches::proc;
 use serde_json::{json, Value};
+use testkit::{Dovecot, DovecotConfig};
 
 /// The issue's whole-proxy target: RSS slope per subscription.
 const TARGET_BYTES_PER_SUBSCRIPTION: f64 = 2_048.0;
@@ -55,13 +59,40 @@ struct Options {
     settle: Duration,
     /// Only `tls_compact = true` (a quick look; the figures come from full runs).
     compact_only: bool,
+    imap: Imap,
 }
+
+/// The IMAP server the subscriptions log in to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Imap {
+    /// `mock-imapd` (ours; holds up to [`MAX_LIMIT`] sessions in one process).
+    Mock,
+    /// A real Dovecot with one user per subscription (an IMAP process each).
+    Dovecot,
+}
+
+impl Imap {
+    fn name(self) -> &'static str {
+        match self {
+            Imap::Mock => "mock-imapd",
+            Imap::Dovecot => "dovecot",
+        }
+    }
+}
+
+/// Dovecot users for `--imap dovecot` are `u0`, `u1`, ... with this password: loadgen's
+/// defaults (`--user-prefix u`, `--password x`).
+const DOVECOT_USER_PREFIX: &str = "u";
+const DOVECOT_PASSWORD: &str = "x";
+/// Most subscriptions against Dovecot: an IMAP process per session (a few MiB each).
+const DOVECOT_MAX_LIMIT: usize = 4_000;
 
 fn options() -> Result<Options, String> {
     let mut o = Options {
         max: MAX_DEFAULT,
         settle: SETTLE_DEFAULT,
         compact_only: false,
+        imap: Imap::Mock,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -74,11 +105,25 @@ fn options() -> Result<Options, String> {
         match flag.as_str() {
             "--max" => o.max = value.parse().map_err(|_| bad())?,
             "--settle-secs" => o.settle = Duration::from_secs(value.parse().map_err(|_| bad())?),
+            "--imap" => {
+                o.imap = match value.as_str() {
+                    "mock" => Imap::Mock,
+                    "dovecot" => Imap::Dovecot,
+                    _ => return Err(bad()),
+                }
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
-    if o.max < STEPS || o.max > MAX_LIMIT {
-        return Err(format!("--max must be {STEPS}..={MAX_LIMIT}"));
+    let limit = match o.imap {
+        Imap::Mock => MAX_LIMIT,
+        Imap::Dovecot => DOVECOT_MAX_LIMIT,
+    };
+    if o.max < STEPS || o.max > limit {
+        return Err(format!(
+            "--max must be {STEPS}..={limit} with --imap {}",
+            o.imap.name()
+        ));
     }
     Ok(o)
 }
@@ -102,13 +147,14 @@ fn main() {
     let mut runs = Vec::new();
     for compact in [true, false] {
         if compact || !o.compact_only {
-            runs.push(run(compact, &steps, o.settle).unwrap_or_else(|e| fail(e)));
+            runs.push(run(compact, &steps, o.settle, o.imap).unwrap_or_else(|e| fail(e)));
         } else {
             runs.push(Value::Null);
         }
     }
-    print_table(&steps, &runs[0], &runs[1]);
+    print_table(&steps, &runs[0], &runs[1], o.imap);
     let report = json!({
+        "imap": o.imap.name(),
         "steps": steps,
         "settle_s": o.settle.as_secs(),
         "target_bytes_per_subscription": TARGET_BYTES_PER_SUBSCRIPTION,
@@ -127,22 +173,77 @@ fn f(v: &Value, key: &str) -> f64 {
 }
 
 /// One proxy (`tls_compact` as given) taken through every step.
-fn run(compact: bool, steps: &[usize], settle: Duration) -> Result<Value, String> {
+fn run(compact: bool, steps: &[usize], settle: Duration, imap: Imap) -> Result<Value, String> {
     let name = if compact { "compact" } else { "rustls" };
     let dir = e2e::target_dir()
         .join("bench")
         .join(format!("proxy-density-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let result = run_in(&dir, compact, steps, settle);
+    let result = run_in(&dir, compact, steps, settle, imap);
     let _ = std::fs::remove_dir_all(dir.join("data"));
     result
 }
 
-fn run_in(dir: &Path, compact: bool, steps: &[usize], settle: Duration) -> Result<Value, String> {
-    let mock = Mock::start(dir)?;
+/// The IMAP server of one run: where to log in, its CA, and its own memory to report.
+enum Server {
+    Mock(Mock),
+    Dovecot(Dovecot),
+}
+
+impl Server {
+    fn start(dir: &Path, imap: Imap, max: usize) -> Result<(Server, std::path::PathBuf), String> {
+        match imap {
+            Imap::Mock => {
+                let mock = Mock::start(dir)?;
+                let ca = mock.ca_file.clone();
+                Ok((Server::Mock(mock), ca))
+            }
+            Imap::Dovecot => {
+                let users =
+                    (0..max).map(|i| (format!("{DOVECOT_USER_PREFIX}{i}"), DOVECOT_PASSWORD));
+                let max_connections =
+                    u32::try_from(max + STEPS * 100).map_err(|e| e.to_string())?;
+                let dovecot = Dovecot::start(
+                    DovecotConfig::default()
+                        .with_users(users)
+                        .max_connections(max_connections),
+                )
+                .map_err(|e| format!("dovecot: {e}"))?;
+                let ca = dir.join("dovecot-ca.pem");
+                std::fs::write(&ca, dovecot.ca_pem()).map_err(|e| e.to_string())?;
+                Ok((Server::Dovecot(dovecot), ca))
+            }
+        }
+    }
+
+    fn tls_port(&self) -> u16 {
+        match self {
+            Server::Mock(mock) => mock.tls.port(),
+            Server::Dovecot(dovecot) => dovecot.imaps_port(),
+        }
+    }
+
+    /// RSS of the server's process (Dovecot's master only: its sessions are other processes).
+    fn rss(&self) -> u64 {
+        let pid = match self {
+            Server::Mock(mock) => mock.proc.pid(),
+            Server::Dovecot(dovecot) => dovecot.pid(),
+        };
+        proc::mem(Some(pid)).rss
+    }
+}
+
+fn run_in(
+    dir: &Path,
+    compact: bool,
+    steps: &[usize],
+    settle: Duration,
+    imap: Imap,
+) -> Result<Value, String> {
+    let (server, ca_file) = Server::start(dir, imap, steps.last().copied().unwrap_or(0))?;
     let sink = Sink::start(dir, &[])?;
-    let proxy = Proxy::start(dir, &mock.ca_file, &format!("tls_compact = {compact}"))?;
+    let proxy = Proxy::start(dir, &ca_file, &format!("tls_compact = {compact}"))?;
     let pid = proxy.proc.pid();
     std::thread::sleep(settle);
     let base = proc::mem(Some(pid));
@@ -159,7 +260,7 @@ fn run_in(dir: &Path, compact: bool, steps: &[usize], settle: Duration) -> Resul
         register(
             dir,
             &proxy,
-            &mock,
+            server.tls_port(),
             &sink,
             &keys,
             registered,
@@ -186,7 +287,7 @@ fn run_in(dir: &Path, compact: bool, steps: &[usize], settle: Duration) -> Resul
             "heap_live": e2e::metric(&metrics, "imap_push_heap_live_bytes"),
             "private_dirty": m.private_dirty,
             "anonymous": m.anonymous,
-            "mock_rss": proc::mem(Some(mock.proc.pid())).rss,
+            "server_rss": server.rss(),
             "setup_s": setup_s,
             "fds": proxy.fds(),
             "largest_mappings": largest_mappings(pid),
@@ -248,7 +349,7 @@ fn largest_mappings(pid: u32) -> Value {
 fn register(
     dir: &Path,
     proxy: &Proxy,
-    mock: &Mock,
+    imap_port: u16,
     sink: &Sink,
     keys: &Path,
     start: usize,
@@ -260,7 +361,7 @@ fn register(
         "--imap-host",
         "127.0.0.1",
         "--imap-port",
-        &mock.tls.port().to_string(),
+        &imap_port.to_string(),
         "--security",
         "tls",
         "--start",
@@ -304,10 +405,13 @@ fn wait_idle(proxy: &Proxy, want: usize, deadline: Instant) -> Result<(), String
 }
 
 /// The table: RSS at each step for both paths side by side, then slope, r² and ratio.
-fn print_table(steps: &[usize], compact: &Value, rustls: &Value) {
+fn print_table(steps: &[usize], compact: &Value, rustls: &Value, imap: Imap) {
     let mib = |v: &Value, i: usize| f(&v["steps"][i], "rss") / 1048576.0;
     println!();
-    println!("Whole proxy: RSS of `imap-push-proxy serve` per idle subscription (TLS IMAP, Web Push keys)");
+    println!(
+        "Whole proxy: RSS of `imap-push-proxy serve` per idle subscription (TLS IMAP to {}, Web Push keys)",
+        imap.name()
+    );
     println!();
     println!("| subscriptions | RSS MiB, tls_compact = true | RSS MiB, tls_compact = false |");
     println!("|---|---|---|");
