@@ -71,6 +71,7 @@ mod error;
 mod haproxy;
 mod message;
 pub mod netns;
+mod nginx;
 mod postgres;
 mod system;
 
@@ -86,6 +87,7 @@ pub use haproxy::{
     SHIPPED_HAPROXY_CFG,
 };
 pub use message::{message_with_body, simple_message};
+pub use nginx::{derive_nginx_config, nginx_available, Nginx, NGINX_BIN, SHIPPED_NGINX_CONF};
 pub use postgres::{
     postgres_available, postgres_bin_dir, Postgres, POSTGRES_DATABASE, POSTGRES_LIB_DIR,
     POSTGRES_ROLE, POSTGRES_STARTUP_TIMEOUT, POSTGRES_USER,

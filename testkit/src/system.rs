@@ -24,7 +24,12 @@ pub const MAIL_USER: &str = "vmail";
 pub(crate) const TEMP_PREFIX: &str = "testkit-dovecot-";
 /// Prefixes of the temp dirs of the other services (`testkit-<kind>-<pid>-...`);
 /// the stale-dir sweep knows them all.
-const TEMP_PREFIXES: [&str; 3] = [TEMP_PREFIX, "testkit-postgres-", "testkit-haproxy-"];
+const TEMP_PREFIXES: [&str; 4] = [
+    TEMP_PREFIX,
+    "testkit-postgres-",
+    "testkit-haproxy-",
+    "testkit-nginx-",
+];
 
 /// uid/gid of a Unix user.
 #[derive(Clone, Copy, Debug)]
