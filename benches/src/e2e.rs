@@ -42,15 +42,22 @@ pub fn release_bin(name: &str) -> PathBuf {
     target_dir().join("release").join(name)
 }
 
-/// The proxy binary: `BENCH_PROXY_BIN` when set (to run the same bench against another
-/// build of the proxy, e.g. an older commit, side by side), else the one built beside this
-/// bench.
-pub fn proxy_bin() -> PathBuf {
-    std::env::var_os(PROXY_BIN_VAR).map_or_else(|| release_bin("imap-push-proxy"), PathBuf::from)
-}
-
 /// The environment variable naming another proxy binary.
 pub const PROXY_BIN_VAR: &str = "BENCH_PROXY_BIN";
+
+/// The proxy binary: the one named by [`PROXY_BIN_VAR`] when set (to run the same bench
+/// against another build of the proxy, e.g. an older commit, side by side; said on
+/// stderr), else the one built beside this bench.
+fn proxy_bin() -> PathBuf {
+    match std::env::var_os(PROXY_BIN_VAR) {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            eprintln!("bench: proxy {} ({PROXY_BIN_VAR})", path.display());
+            path
+        }
+        None => release_bin("imap-push-proxy"),
+    }
+}
 
 /// Builds the proxy and the tools in release mode (a no-op when fresh), so that one
 /// `cargo run --release -p benches --bin X` is the whole command.
@@ -559,11 +566,12 @@ pending_registrations_max = 100000
             "--config".into(),
             path.display().to_string(),
         ];
-        let bin = proxy_bin();
-        if std::env::var_os(PROXY_BIN_VAR).is_some() {
-            eprintln!("bench: proxy {} ({PROXY_BIN_VAR})", bin.display());
-        }
-        let proc = Proc::spawn("imap-push-proxy", &bin, &args, &dir.join("proxy.log"))?;
+        let proc = Proc::spawn(
+            "imap-push-proxy",
+            &proxy_bin(),
+            &args,
+            &dir.join("proxy.log"),
+        )?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while http_get(api, "/healthz").is_err() {
             if Instant::now() > deadline {
